@@ -1,0 +1,54 @@
+//! Shared foundations: the two clocks (media and wall), the `Clocks` trait that lets
+//! tests simulate time, and small value types every module uses.
+
+mod clocks;
+mod time;
+
+pub use clocks::{Clocks, RealClocks, SimulatedClocks};
+pub use time::{MediaTime, WallTime};
+
+use std::path::{Path, PathBuf};
+
+/// Names of sources, devices and roles are used in file names, pipeline descriptions and
+/// object keys, so they are restricted to a portable, quote-free alphabet.
+pub fn is_valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name.len() <= 32
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+}
+
+/// `fsync` a directory so that a file created or renamed in it survives power loss.
+pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Resolves `path` against `base` unless it is absolute.
+pub fn resolve(base: &Path, path: &Path) -> PathBuf {
+    if path.is_absolute() { path.to_path_buf() } else { base.join(path) }
+}
+
+/// The kernel's id for the current boot: a changed id after a restart means the box lost
+/// power or rebooted, the same id means only the daemon died.
+pub fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert!(is_valid_name("cam1"));
+        assert!(is_valid_name("judge_mic-2"));
+        assert!(!is_valid_name(""));
+        assert!(!is_valid_name("Cam1"));
+        assert!(!is_valid_name("-cam"));
+        assert!(!is_valid_name("cam 1"));
+        assert!(!is_valid_name("cam\"1"));
+        assert!(!is_valid_name(&"a".repeat(33)));
+    }
+}

@@ -1,0 +1,325 @@
+//! Capture: one GStreamer pipeline per device, all on one clock and base time, each
+//! supervised and restarted on failure without disturbing the others. Tracks are cut into
+//! aligned segments (see `splitter`) and every closed segment file is handed to the
+//! session as a [`CaptureEvent::Fragment`]. Capture never waits for anyone: events go out on
+//! an unbounded channel.
+
+mod pipeline;
+mod plan;
+mod sim_audio;
+mod splitter;
+mod supervisor;
+mod template;
+mod track;
+
+pub use plan::{DevicePlan, TrackPlan, plan_devices};
+pub use sim_audio::decode_to_pcm;
+pub use supervisor::Backoff;
+pub use template::Templates;
+
+use crate::base::{Clocks, MediaTime, WallTime};
+use crate::segment::{OpenFiles, Syncer};
+use gst::prelude::*;
+use serde::Serialize;
+use splitter::Splitter;
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use thiserror::Error;
+use track::Track;
+
+#[derive(Debug, Error)]
+pub enum CaptureError {
+    #[error("pipeline template: {0}")]
+    Template(String),
+    #[error("spool {path}: {source}")]
+    Spool { path: PathBuf, source: std::io::Error },
+}
+
+/// A segment file closed by its sink, not yet sealed.
+#[derive(Debug)]
+pub struct ClosedFragment {
+    pub source: String,
+    pub seq: u64,
+    pub path: PathBuf,
+    pub file: File,
+    pub bytes: u64,
+    /// False when the pipeline failed while writing it: readable, but cut short.
+    pub complete: bool,
+    pub media_start: MediaTime,
+    pub media_end: MediaTime,
+    pub wall_start: WallTime,
+}
+
+#[derive(Debug)]
+pub enum CaptureEvent {
+    /// Recording starts at `t0` for these sources; sent before any fragment.
+    Started {
+        t0: MediaTime,
+        sources: Vec<String>,
+    },
+    Fragment(ClosedFragment),
+    DeviceFailed {
+        device: String,
+        sources: Vec<String>,
+        at: MediaTime,
+        error: String,
+    },
+    DeviceRestarted {
+        device: String,
+        at: MediaTime,
+        attempt: u32,
+    },
+}
+
+/// The run's clock: GStreamer's monotonic system clock, one base time for every pipeline,
+/// and the media-time offset that continues a resumed session's timeline.
+pub struct RunClock {
+    clock: gst::Clock,
+    base: gst::ClockTime,
+    offset: MediaTime,
+}
+
+impl RunClock {
+    pub fn new(offset: MediaTime) -> RunClock {
+        let clock = gst::SystemClock::obtain();
+        let base = clock.time();
+        RunClock { clock, base, offset }
+    }
+    fn raw_now(&self) -> u64 {
+        self.clock.time().saturating_sub(self.base).nseconds()
+    }
+    /// Current session media time.
+    pub fn now(&self) -> MediaTime {
+        MediaTime(self.raw_now() + self.offset.0)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceState {
+    Starting,
+    Running,
+    Restarting,
+    Stopped,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DeviceStatus {
+    pub name: String,
+    pub sources: Vec<String>,
+    pub state: DeviceState,
+    pub restarts: u32,
+    pub last_error: Option<String>,
+}
+
+pub struct DeviceShared {
+    status: Mutex<DeviceStatus>,
+    pipeline: Mutex<Option<gst::Pipeline>>,
+    /// Running time of the first buffer the device delivered in this run.
+    first_raw: AtomicU64,
+}
+
+impl DeviceShared {
+    fn update(&self, f: impl FnOnce(&mut DeviceStatus)) {
+        f(&mut self.status.lock().unwrap());
+    }
+}
+
+/// State shared by the supervisors of one run.
+pub struct RunContext {
+    clock: Arc<RunClock>,
+    /// Raw running time from which buffers are recorded; `u64::MAX` until recording starts.
+    gate: Arc<AtomicU64>,
+    tracks: HashMap<String, Arc<Track>>,
+    splitter: Splitter,
+    open_files: Arc<OpenFiles>,
+    events: Sender<CaptureEvent>,
+    stopping: AtomicBool,
+    wake: (Mutex<()>, Condvar),
+    next_instance: AtomicU64,
+}
+
+impl RunContext {
+    fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+    fn sleep_unless_stopping(&self, d: Duration) {
+        let guard = self.wake.0.lock().unwrap();
+        if !self.stopping() {
+            let _ = self.wake.1.wait_timeout(guard, d);
+        }
+    }
+}
+
+pub struct RunParams {
+    /// The session's spool folder; each source writes `{source}/{seq}.mkv` in it.
+    pub session_dir: PathBuf,
+    /// Media time at this run's running time 0.
+    pub media_offset: MediaTime,
+    pub segment: Duration,
+    /// First segment number per source (continuing a resumed session).
+    pub next_seq: HashMap<String, u64>,
+    pub start_timeout: Duration,
+    pub sync_interval: Duration,
+}
+
+/// A run of capture: every device of the profile, recording until `stop`.
+pub struct CaptureRun {
+    ctx: Arc<RunContext>,
+    devices: Vec<Arc<DeviceShared>>,
+    threads: Vec<JoinHandle<()>>,
+    _syncer: Syncer,
+    t0: MediaTime,
+    stopped: bool,
+}
+
+impl CaptureRun {
+    /// Starts every device and waits (up to `start_timeout`) for all of them to deliver
+    /// data, then opens the gate at one common instant so that all sources begin together.
+    pub fn start(
+        plans: Vec<DevicePlan>,
+        params: RunParams,
+        clocks: Arc<dyn Clocks>,
+        events: Sender<CaptureEvent>,
+    ) -> Result<CaptureRun, CaptureError> {
+        let clock = Arc::new(RunClock::new(params.media_offset));
+        let mut tracks = HashMap::new();
+        for t in plans.iter().flat_map(|p| &p.tracks) {
+            let next_seq = params.next_seq.get(&t.source).copied().unwrap_or(0);
+            let track = Track::new(
+                t.source.clone(),
+                t.kind,
+                params.session_dir.clone(),
+                next_seq,
+                events.clone(),
+                clocks.clone(),
+            );
+            let dir = track.dir();
+            std::fs::create_dir_all(&dir).map_err(|source| CaptureError::Spool { path: dir.clone(), source })?;
+            tracks.insert(t.source.clone(), Arc::new(track));
+        }
+        for dir in [Some(params.session_dir.as_path()), params.session_dir.parent()].into_iter().flatten() {
+            crate::base::sync_dir(dir).map_err(|source| CaptureError::Spool { path: dir.to_path_buf(), source })?;
+        }
+        let open_files = Arc::new(OpenFiles::default());
+        let ctx = Arc::new(RunContext {
+            clock: clock.clone(),
+            gate: Arc::new(AtomicU64::new(u64::MAX)),
+            tracks,
+            splitter: Splitter::start(clock.clone(), params.segment.as_nanos() as u64),
+            open_files: open_files.clone(),
+            events: events.clone(),
+            stopping: AtomicBool::new(false),
+            wake: (Mutex::new(()), Condvar::new()),
+            next_instance: AtomicU64::new(0),
+        });
+        let syncer = Syncer::start(open_files, params.sync_interval);
+
+        let mut devices = Vec::new();
+        let mut threads = Vec::new();
+        let sources: Vec<String> = plans.iter().flat_map(|p| p.tracks.iter().map(|t| t.source.clone())).collect();
+        for plan in plans {
+            let shared = Arc::new(DeviceShared {
+                status: Mutex::new(DeviceStatus {
+                    name: plan.name.clone(),
+                    sources: plan.tracks.iter().map(|t| t.source.clone()).collect(),
+                    state: DeviceState::Starting,
+                    restarts: 0,
+                    last_error: None,
+                }),
+                pipeline: Mutex::new(None),
+                first_raw: AtomicU64::new(u64::MAX),
+            });
+            let (c, d) = (ctx.clone(), shared.clone());
+            let name = format!("device-{}", plan.name);
+            threads.push(
+                std::thread::Builder::new()
+                    .name(name)
+                    .spawn(move || supervisor::run_device(plan, c, d))
+                    .expect("spawn device thread"),
+            );
+            devices.push(shared);
+        }
+
+        let deadline = Instant::now() + params.start_timeout;
+        while Instant::now() < deadline {
+            let waiting = devices.iter().any(|d| {
+                d.first_raw.load(Ordering::SeqCst) == u64::MAX
+                    && d.status.lock().unwrap().state == DeviceState::Starting
+            });
+            if !waiting {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let t0_raw = devices
+            .iter()
+            .map(|d| d.first_raw.load(Ordering::SeqCst))
+            .filter(|t| *t != u64::MAX)
+            .max()
+            .unwrap_or_else(|| clock.raw_now());
+        let t0 = MediaTime(t0_raw + clock.offset.0);
+        let _ = events.send(CaptureEvent::Started { t0, sources });
+        ctx.gate.store(t0_raw, Ordering::SeqCst);
+        Ok(CaptureRun { ctx, devices, threads, _syncer: syncer, t0, stopped: false })
+    }
+
+    pub fn t0(&self) -> MediaTime {
+        self.t0
+    }
+
+    pub fn now(&self) -> MediaTime {
+        self.ctx.clock.now()
+    }
+
+    pub fn devices(&self) -> Vec<DeviceStatus> {
+        self.devices.iter().map(|d| d.status.lock().unwrap().clone()).collect()
+    }
+
+    /// Makes a device's pipeline fail as a broken device would (tests and drills only).
+    pub fn inject_failure(&self, device: &str) -> bool {
+        for d in &self.devices {
+            if d.status.lock().unwrap().name == device
+                && let Some(p) = d.pipeline.lock().unwrap().as_ref()
+            {
+                use gst::prelude::*;
+                let msg =
+                    gst::message::Error::builder(gst::CoreError::Failed, "fault injected for a test").src(p).build();
+                return p.post_message(msg).is_ok();
+            }
+        }
+        false
+    }
+
+    /// Stops every device: each finalizes its open segment (EOS) before its thread ends.
+    /// Returns the media time at which the stop was requested.
+    pub fn stop(mut self) -> MediaTime {
+        self.shutdown()
+    }
+
+    fn shutdown(&mut self) -> MediaTime {
+        let at = self.ctx.clock.now();
+        if !self.stopped {
+            self.stopped = true;
+            self.ctx.stopping.store(true, Ordering::SeqCst);
+            self.ctx.wake.1.notify_all();
+            for t in self.threads.drain(..) {
+                let _ = t.join();
+            }
+            self.ctx.splitter.stop();
+        }
+        at
+    }
+}
+
+impl Drop for CaptureRun {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}

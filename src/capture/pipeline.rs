@@ -1,0 +1,129 @@
+//! One running instance of a device's pipeline: parsed from its plan, put on the run's
+//! shared clock, its tracks attached to splitmuxsinks, gated until recording starts.
+
+use super::plan::{ANCHOR, DevicePlan, out_element};
+use super::sim_audio::SimFeeder;
+use super::splitter::SplitTarget;
+use super::{DeviceShared, RunContext};
+use crate::config::SourceKind;
+use gst::prelude::*;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+pub struct Instance {
+    pub id: u64,
+    pub pipeline: gst::Pipeline,
+    targets: Vec<SplitTarget>,
+    feeder: Option<SimFeeder>,
+}
+
+pub fn build(plan: &DevicePlan, ctx: &RunContext, device: &Arc<DeviceShared>) -> Result<Instance, String> {
+    let pipeline = gst::parse::launch(&plan.description)
+        .map_err(|e| format!("pipeline description does not parse: {e}"))?
+        .downcast::<gst::Pipeline>()
+        .map_err(|_| "pipeline description is a single element".to_string())?;
+    // One clock and one base time for every pipeline of the run: running times of all
+    // sources are directly comparable.
+    pipeline.use_clock(Some(&ctx.clock.clock));
+    pipeline.set_base_time(ctx.clock.base);
+    pipeline.set_start_time(gst::ClockTime::NONE);
+
+    let anchor = pipeline.by_name(ANCHOR).ok_or("no anchor element")?;
+    let gate = ctx.gate.clone();
+    let first = device.clone();
+    anchor.static_pad("sink").ok_or("anchor has no sink pad")?.add_probe(
+        gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
+        move |pad, info| {
+            let pts = match &info.data {
+                Some(gst::PadProbeData::Buffer(b)) => b.pts(),
+                Some(gst::PadProbeData::BufferList(l)) => l.get(0).and_then(|b| b.pts()),
+                _ => None,
+            };
+            let Some(pts) = pts else { return gst::PadProbeReturn::Ok };
+            let rt = pad
+                .sticky_event::<gst::event::Segment>(0)
+                .and_then(|s| s.segment().downcast_ref::<gst::ClockTime>().and_then(|s| s.to_running_time(pts)))
+                .unwrap_or(pts)
+                .nseconds();
+            let _ = first.first_raw.compare_exchange(u64::MAX, rt, Ordering::SeqCst, Ordering::SeqCst);
+            // Until recording starts, and for anything older than its start, drop. The data is
+            // consumed here and the probe returns Handled: returning Drop instead makes
+            // GStreamer 1.22 unref a NULL buffer behind an appsrc (a CRITICAL per device).
+            if rt < gate.load(Ordering::SeqCst) {
+                info.data.take();
+                gst::PadProbeReturn::Handled
+            } else {
+                gst::PadProbeReturn::Ok
+            }
+        },
+    );
+    // Media time continues across runs of a session: shift everything after the anchor.
+    anchor.static_pad("src").ok_or("anchor has no src pad")?.set_offset(ctx.clock.offset.0 as i64);
+
+    let id = ctx.next_instance.fetch_add(1, Ordering::SeqCst);
+    let mut targets = Vec::new();
+    for t in &plan.tracks {
+        let out = pipeline
+            .by_name(&out_element(&t.source))
+            .ok_or_else(|| format!("no element {}", out_element(&t.source)))?;
+        let track = ctx.tracks.get(&t.source).ok_or_else(|| format!("no track {}", t.source))?;
+        let splitmux = track.attach(&pipeline, &out, ctx.open_files.clone())?;
+        targets.push(SplitTarget {
+            instance: id,
+            splitmux,
+            keyframe_pad: (t.kind == SourceKind::Video).then(|| out.static_pad("src")).flatten(),
+        });
+    }
+    Ok(Instance { id, pipeline, targets, feeder: None })
+}
+
+pub fn play(
+    mut instance: Instance,
+    plan: &DevicePlan,
+    ctx: &RunContext,
+    device: &DeviceShared,
+) -> Result<Instance, String> {
+    if let Err(e) = instance.pipeline.set_state(gst::State::Playing) {
+        let detail = first_error(&instance.pipeline).unwrap_or_else(|| e.to_string());
+        let _ = instance.pipeline.set_state(gst::State::Null);
+        return Err(detail);
+    }
+    if let Some(sim) = &plan.sim_audio {
+        let appsrc = instance
+            .pipeline
+            .by_name("simfeed")
+            .and_then(|e| e.downcast::<gst_app::AppSrc>().ok())
+            .ok_or("the sim audio template has no appsrc named simfeed")?;
+        instance.feeder = Some(SimFeeder::start(appsrc, sim.clone(), ctx.clock.clock.clone(), ctx.clock.base));
+    }
+    ctx.splitter.register(std::mem::take(&mut instance.targets));
+    *device.pipeline.lock().unwrap() = Some(instance.pipeline.clone());
+    Ok(instance)
+}
+
+pub fn teardown(instance: Instance, ctx: &RunContext, device: &DeviceShared) {
+    device.pipeline.lock().unwrap().take();
+    ctx.splitter.unregister(instance.id);
+    drop(instance.feeder);
+    // Sinks still holding a file hand it over as incomplete (see SpoolSink::stop).
+    let _ = instance.pipeline.set_state(gst::State::Null);
+}
+
+/// The first error message waiting on the bus, with the element that raised it.
+pub fn first_error(pipeline: &gst::Pipeline) -> Option<String> {
+    let bus = pipeline.bus()?;
+    while let Some(msg) = bus.pop_filtered(&[gst::MessageType::Error]) {
+        if let gst::MessageView::Error(e) = msg.view() {
+            return Some(describe_error(e));
+        }
+    }
+    None
+}
+
+pub fn describe_error(e: &gst::message::Error) -> String {
+    let src = e.src().map(|s| s.name().to_string()).unwrap_or_else(|| "pipeline".into());
+    match e.debug() {
+        Some(d) => format!("{src}: {} ({})", e.error(), d.lines().next().unwrap_or("")),
+        None => format!("{src}: {}", e.error()),
+    }
+}

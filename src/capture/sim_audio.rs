@@ -1,0 +1,201 @@
+//! Synthetic microphones: speech files (or tones) pushed into an `appsrc` at real-time
+//! pace, each buffer stamped with the pipeline running time at which it was "captured".
+
+use crate::config::Microphone;
+use gst::prelude::*;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+
+#[derive(Debug, Clone)]
+pub struct SimAudio {
+    pub rate: u32,
+    pub channels: u32,
+    /// One programme per channel, channel 1 first.
+    pub programmes: Vec<Programme>,
+}
+
+#[derive(Clone)]
+pub enum Programme {
+    /// A speech recording played in a loop, two seconds of silence between repeats.
+    Speech {
+        file: String,
+        pcm: Arc<Vec<i16>>,
+    },
+    /// A beep (0.8 s on, 1.2 s off) at this frequency.
+    Tone(u32),
+    Silence,
+}
+
+impl std::fmt::Debug for Programme {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Programme::Speech { file, pcm } => write!(f, "Speech({file}, {} samples)", pcm.len()),
+            Programme::Tone(hz) => write!(f, "Tone({hz} Hz)"),
+            Programme::Silence => f.write_str("Silence"),
+        }
+    }
+}
+
+impl Programme {
+    /// The microphone's speech file if it can be decoded, else its tone.
+    pub fn for_mic(mic: &Microphone, dir: &Path, rate: u32) -> Programme {
+        if let Some(file) = &mic.sim_audio {
+            let path = dir.join(file);
+            match decode_to_pcm(&path, rate) {
+                Ok(pcm) if !pcm.is_empty() => return Programme::Speech { file: file.clone(), pcm: Arc::new(pcm) },
+                Ok(_) => {
+                    tracing::warn!(mic = %mic.name, path = %path.display(), "speech file is empty; playing a tone instead")
+                }
+                Err(e) => {
+                    tracing::warn!(mic = %mic.name, path = %path.display(), error = %e, "no speech for this sim microphone (run ./scripts/setup); playing a tone instead")
+                }
+            }
+        }
+        Programme::Tone(mic.sim_tone_hz.unwrap_or(440))
+    }
+
+    /// The sample at absolute position `n` (samples since running time 0).
+    pub fn sample(&self, n: u64, rate: u32) -> i16 {
+        let rate = u64::from(rate);
+        match self {
+            Programme::Speech { pcm, .. } => {
+                let period = pcm.len() as u64 + 2 * rate;
+                let i = (n % period) as usize;
+                pcm.get(i).copied().unwrap_or(0)
+            }
+            Programme::Tone(hz) => {
+                if n % (2 * rate) < rate * 8 / 10 {
+                    let phase = 2.0 * std::f64::consts::PI * f64::from(*hz) * n as f64 / rate as f64;
+                    (phase.sin() * 0.25 * f64::from(i16::MAX)) as i16
+                } else {
+                    0
+                }
+            }
+            Programme::Silence => 0,
+        }
+    }
+}
+
+/// Decodes any audio file GStreamer can read into mono S16 at `rate`.
+pub fn decode_to_pcm(path: &Path, rate: u32) -> Result<Vec<i16>, String> {
+    if !path.exists() {
+        return Err("file not found".into());
+    }
+    let location = path.to_str().ok_or("path is not UTF-8")?;
+    let desc = format!(
+        "filesrc name=src ! decodebin ! audioconvert ! audioresample ! audio/x-raw,format=S16LE,layout=interleaved,channels=1,rate={rate} ! appsink name=pcm sync=false"
+    );
+    let pipeline = gst::parse::launch(&desc)
+        .map_err(|e| e.to_string())?
+        .downcast::<gst::Pipeline>()
+        .map_err(|_| "not a pipeline")?;
+    pipeline.by_name("src").expect("named in desc").set_property("location", location);
+    let sink =
+        pipeline.by_name("pcm").expect("named in desc").downcast::<gst_app::AppSink>().map_err(|_| "not an appsink")?;
+    pipeline.set_state(gst::State::Playing).map_err(|e| e.to_string())?;
+    let bus = pipeline.bus().expect("pipelines have a bus");
+    let mut out = Vec::new();
+    let result = loop {
+        if let Some(msg) = bus.pop_filtered(&[gst::MessageType::Error])
+            && let gst::MessageView::Error(e) = msg.view()
+        {
+            break Err(e.error().to_string());
+        }
+        match sink.try_pull_sample(gst::ClockTime::from_seconds(10)) {
+            Some(sample) => {
+                if let Some(buf) = sample.buffer()
+                    && let Ok(map) = buf.map_readable()
+                {
+                    out.extend(map.chunks_exact(2).map(|c| i16::from_le_bytes([c[0], c[1]])));
+                }
+            }
+            None if sink.is_eos() => break Ok(out),
+            None => break Err("timed out decoding".into()),
+        }
+    };
+    let _ = pipeline.set_state(gst::State::Null);
+    result
+}
+
+/// Feeds an `appsrc` from a thread until stopped or the source refuses data.
+pub struct SimFeeder {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// 20 ms, like a real capture period.
+const BUFFER_NS: u64 = 20_000_000;
+
+impl SimFeeder {
+    pub fn start(appsrc: gst_app::AppSrc, sim: SimAudio, clock: gst::Clock, base: gst::ClockTime) -> SimFeeder {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("sim-audio-{}", appsrc.name()))
+            .spawn(move || feed(appsrc, sim, clock, base, stop2))
+            .expect("spawn sim feeder");
+        SimFeeder { stop, thread: Some(thread) }
+    }
+}
+
+impl Drop for SimFeeder {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn feed(appsrc: gst_app::AppSrc, sim: SimAudio, clock: gst::Clock, base: gst::ClockTime, stop: Arc<AtomicBool>) {
+    let rate = u64::from(sim.rate);
+    let channels = sim.channels as usize;
+    let frames = (rate * BUFFER_NS / 1_000_000_000) as usize;
+    // Position in the programme follows running time, so a restarted source picks up where
+    // the "room" is, like a real microphone would.
+    let start = clock.time().saturating_sub(base).nseconds();
+    let mut position = start * rate / 1_000_000_000;
+    while !stop.load(Ordering::SeqCst) {
+        let pts = position * 1_000_000_000 / rate;
+        let end = pts + BUFFER_NS;
+        // A capture buffer exists once its last sample has been "heard".
+        let id = clock.new_single_shot_id(base + gst::ClockTime::from_nseconds(end));
+        let _ = id.wait();
+        let mut data = Vec::with_capacity(frames * channels * 2);
+        for f in 0..frames as u64 {
+            for p in &sim.programmes {
+                data.extend_from_slice(&p.sample(position + f, sim.rate).to_le_bytes());
+            }
+        }
+        let mut buffer = gst::Buffer::from_mut_slice(data);
+        {
+            let b = buffer.get_mut().expect("new buffer is writable");
+            b.set_pts(gst::ClockTime::from_nseconds(pts));
+            b.set_duration(gst::ClockTime::from_nseconds(BUFFER_NS));
+        }
+        if appsrc.push_buffer(buffer).is_err() {
+            break;
+        }
+        position += frames as u64;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn programmes() {
+        let speech = Programme::Speech { file: "x".into(), pcm: Arc::new(vec![7; 100]) };
+        assert_eq!(speech.sample(5, 50), 7);
+        assert_eq!(speech.sample(100, 50), 0); // the pause after the file
+        assert_eq!(speech.sample(200, 50), 7); // looped: period 100 + 2 s
+        let tone = Programme::Tone(1000);
+        let loud = (0..800).map(|n| i32::from(tone.sample(n, 8000)).abs()).max().unwrap();
+        let quiet = (7000..16000).map(|n| tone.sample(n, 8000)).all(|s| s == 0);
+        assert!(loud > 8000 && quiet);
+        assert_eq!(Programme::Silence.sample(3, 8000), 0);
+    }
+}

@@ -1,0 +1,178 @@
+//! Box configuration and hardware profiles: strict TOML (unknown keys are errors), loaded
+//! from files, checked by a pure `validate()` whose messages name the file, key and fault.
+
+mod profile;
+mod validate;
+
+pub use profile::{
+    AudioDevice, AudioEncoder, AudioEncoding, AudioSourceKind, Camera, CameraSource, HwProfile, InputFormat,
+    Microphone, Role, SourceKind, SourceSpec, VideoEncoder, VideoEncoding,
+};
+pub use validate::{Problem, validate_config, validate_profile};
+
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{}", format_problems(path, problems))]
+    Invalid { path: PathBuf, problems: Vec<Problem> },
+}
+
+fn format_problems(path: &Path, problems: &[Problem]) -> String {
+    let lines: Vec<String> = problems.iter().map(|p| format!("{}: {}", path.display(), p)).collect();
+    lines.join("\n")
+}
+
+/// The box configuration file (`courtbox.toml`). Relative paths are resolved against the
+/// directory holding the file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Court identifier, used as the first part of every object key in central storage.
+    pub court: String,
+    /// Courtroom identifier within the court.
+    pub room: String,
+    /// Where the ledger, the spool and the device key live.
+    pub data_dir: PathBuf,
+    /// The hardware profile (a TOML file, see `hw-profiles/`).
+    pub hw_profile: PathBuf,
+    /// Directory with pipeline templates overriding the built-in ones.
+    #[serde(default)]
+    pub pipelines_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub recording: RecordingConfig,
+    #[serde(default)]
+    pub api: ApiConfig,
+    #[serde(default)]
+    pub sim: SimConfig,
+    #[serde(default)]
+    pub debug: DebugConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RecordingConfig {
+    /// Length of a segment; boundaries are aligned across all sources.
+    pub segment_seconds: u32,
+    /// How often the open segment of every source is flushed to disk (bounds power-loss).
+    pub sync_interval_ms: u32,
+    /// How long session start waits for every source to deliver its first buffer.
+    pub start_timeout_ms: u32,
+}
+
+impl Default for RecordingConfig {
+    fn default() -> Self {
+        RecordingConfig { segment_seconds: 10, sync_interval_ms: 1000, start_timeout_ms: 5000 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Address of the local control API. Loopback by default.
+    pub listen: String,
+    /// File holding the API token (created 0600 on first run); relative to `data_dir`.
+    pub token_file: PathBuf,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig { listen: "127.0.0.1:8089".into(), token_file: "api.token".into() }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SimConfig {
+    /// Directory with the speech files the `sim` microphones play (made by `scripts/setup`).
+    pub audio_dir: PathBuf,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig { audio_dir: "var/sim-audio".into() }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DebugConfig {
+    /// Enables `POST /api/v1/debug/fail-device`, used by tests to make a pipeline error.
+    pub fault_injection: bool,
+}
+
+/// A configuration read from disk, validated, with its hardware profile and every relative
+/// path resolved.
+#[derive(Debug, Clone)]
+pub struct LoadedConfig {
+    pub path: PathBuf,
+    pub config: Config,
+    pub profile_path: PathBuf,
+    pub profile: HwProfile,
+    pub data_dir: PathBuf,
+    pub sim_audio_dir: PathBuf,
+    pub pipelines_dir: Option<PathBuf>,
+}
+
+impl LoadedConfig {
+    pub fn ledger_path(&self) -> PathBuf {
+        self.data_dir.join("ledger.db")
+    }
+    /// The device's private key (PKCS#8, 0600). Never printed, logged or uploaded.
+    pub fn key_path(&self) -> PathBuf {
+        self.data_dir.join("device.key")
+    }
+    pub fn public_key_path(&self) -> PathBuf {
+        self.data_dir.join("device.pub")
+    }
+    pub fn token_path(&self) -> PathBuf {
+        crate::base::resolve(&self.data_dir, &self.config.api.token_file)
+    }
+    pub fn segment_nanos(&self) -> u64 {
+        u64::from(self.config.recording.segment_seconds) * 1_000_000_000
+    }
+}
+
+fn read_toml<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, ConfigError> {
+    let text =
+        std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.to_path_buf(),
+        message: e.to_string().trim_end().replace('\n', "\n    "),
+    })
+}
+
+/// Reads and validates a hardware profile on its own (used by tests and `courtbox check`).
+pub fn load_profile(path: &Path) -> Result<HwProfile, ConfigError> {
+    let profile: HwProfile = read_toml(path)?;
+    let problems = validate_profile(&profile);
+    if problems.is_empty() { Ok(profile) } else { Err(ConfigError::Invalid { path: path.to_path_buf(), problems }) }
+}
+
+/// Reads `courtbox.toml` and the hardware profile it names; every problem found is reported.
+pub fn load(path: &Path) -> Result<LoadedConfig, ConfigError> {
+    let config: Config = read_toml(path)?;
+    let problems = validate_config(&config);
+    if !problems.is_empty() {
+        return Err(ConfigError::Invalid { path: path.to_path_buf(), problems });
+    }
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
+    let base = if base.as_os_str().is_empty() { PathBuf::from(".") } else { base };
+    let profile_path = crate::base::resolve(&base, &config.hw_profile);
+    let profile = load_profile(&profile_path)?;
+    Ok(LoadedConfig {
+        data_dir: crate::base::resolve(&base, &config.data_dir),
+        sim_audio_dir: crate::base::resolve(&base, &config.sim.audio_dir),
+        pipelines_dir: config.pipelines_dir.as_ref().map(|p| crate::base::resolve(&base, p)),
+        path: path.to_path_buf(),
+        profile_path,
+        profile,
+        config,
+    })
+}

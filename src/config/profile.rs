@@ -1,0 +1,225 @@
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// A hardware profile: the sources of one kind of box and how they are encoded.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HwProfile {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub video: VideoEncoding,
+    #[serde(default)]
+    pub audio: AudioEncoding,
+    #[serde(default, rename = "camera")]
+    pub cameras: Vec<Camera>,
+    #[serde(default, rename = "audio_device")]
+    pub audio_devices: Vec<AudioDevice>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VideoEncoder {
+    /// x264, `ultrafast` + `zerolatency`: the cheapest software H.264 here.
+    X264,
+    /// Cisco's OpenH264.
+    Openh264,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AudioEncoder {
+    Opus,
+    Aac,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VideoEncoding {
+    pub encoder: VideoEncoder,
+    pub bitrate_kbps: u32,
+    /// Maximum distance between keyframes. Short GOPs bound what a crash can lose, because
+    /// the segmenter holds one GOP in memory before writing it.
+    pub keyframe_interval_ms: u32,
+}
+
+impl Default for VideoEncoding {
+    fn default() -> Self {
+        VideoEncoding { encoder: VideoEncoder::X264, bitrate_kbps: 1500, keyframe_interval_ms: 1000 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AudioEncoding {
+    pub encoder: AudioEncoder,
+    pub bitrate_kbps: u32,
+}
+
+impl Default for AudioEncoding {
+    fn default() -> Self {
+        AudioEncoding { encoder: AudioEncoder::Opus, bitrate_kbps: 32 }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CameraSource {
+    /// Synthetic moving picture with the source name and a running clock burnt in.
+    Sim,
+    /// A V4L2 (UVC) camera.
+    V4l2,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InputFormat {
+    Raw,
+    Mjpeg,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Camera {
+    pub name: String,
+    pub source: CameraSource,
+    /// Text shown to people (panel, burnt into sim pictures).
+    #[serde(default)]
+    pub label: Option<String>,
+    /// `/dev/videoN` or a `/dev/v4l/by-id/...` path, for `v4l2`.
+    #[serde(default)]
+    pub device: Option<String>,
+    #[serde(default)]
+    pub input_format: Option<InputFormat>,
+    pub width: u32,
+    pub height: u32,
+    pub fps: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AudioSourceKind {
+    /// Synthetic: plays speech files (or tones) at real-time pace.
+    Sim,
+    Alsa,
+    Pulse,
+}
+
+/// One capture device; each of its input channels is a microphone with its own track.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AudioDevice {
+    pub name: String,
+    pub source: AudioSourceKind,
+    /// ALSA device (`hw:CARD=...,DEV=0`) or PulseAudio source name.
+    #[serde(default)]
+    pub device: Option<String>,
+    #[serde(default = "default_sample_rate")]
+    pub sample_rate: u32,
+    pub channels: u32,
+    #[serde(rename = "mic")]
+    pub mics: Vec<Microphone>,
+}
+
+fn default_sample_rate() -> u32 {
+    48_000
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Microphone {
+    pub name: String,
+    pub role: Role,
+    /// Input channel on the device, counted from 1 as printed on the hardware.
+    pub channel: u32,
+    #[serde(default)]
+    pub label: Option<String>,
+    /// `sim` only: speech file in the config's `sim.audio_dir`, played in a loop.
+    #[serde(default)]
+    pub sim_audio: Option<String>,
+    /// `sim` only: tone played when there is no speech file.
+    #[serde(default)]
+    pub sim_tone_hz: Option<u32>,
+}
+
+/// Who speaks into a microphone. A fixed list so that captions and the panel can label
+/// tracks in every interface language, and so that typos are caught.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Judge,
+    Prosecutor,
+    Defence,
+    Defendant,
+    Plaintiff,
+    Witness,
+    Expert,
+    Interpreter,
+    Secretary,
+    Lawyer,
+    Other,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Judge => "judge",
+            Role::Prosecutor => "prosecutor",
+            Role::Defence => "defence",
+            Role::Defendant => "defendant",
+            Role::Plaintiff => "plaintiff",
+            Role::Witness => "witness",
+            Role::Expert => "expert",
+            Role::Interpreter => "interpreter",
+            Role::Secretary => "secretary",
+            Role::Lawyer => "lawyer",
+            Role::Other => "other",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    Video,
+    Audio,
+}
+
+/// A source as the record sees it: one camera or one microphone, one segment stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceSpec {
+    pub name: String,
+    pub kind: SourceKind,
+    /// The device (pipeline) the source belongs to; a failure takes down the whole device.
+    pub device: String,
+    pub role: Option<Role>,
+}
+
+impl HwProfile {
+    /// Every source in profile order: cameras first, then microphones.
+    pub fn sources(&self) -> Vec<SourceSpec> {
+        let cams = self.cameras.iter().map(|c| SourceSpec {
+            name: c.name.clone(),
+            kind: SourceKind::Video,
+            device: c.name.clone(),
+            role: None,
+        });
+        let mics = self.audio_devices.iter().flat_map(|d| {
+            d.mics.iter().map(move |m| SourceSpec {
+                name: m.name.clone(),
+                kind: SourceKind::Audio,
+                device: d.name.clone(),
+                role: Some(m.role),
+            })
+        });
+        cams.chain(mics).collect()
+    }
+}

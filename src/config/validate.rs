@@ -1,0 +1,172 @@
+use super::{AudioSourceKind, CameraSource, Config, HwProfile};
+use crate::base::is_valid_name;
+use std::collections::HashSet;
+use std::fmt;
+
+/// One thing wrong with a configuration: the key (as a TOML path) and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+struct Problems(Vec<Problem>);
+
+impl Problems {
+    fn add(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        self.0.push(Problem { key: key.into(), message: message.into() });
+    }
+    fn range(&mut self, key: String, value: u32, min: u32, max: u32) {
+        if value < min || value > max {
+            self.add(key, format!("must be between {min} and {max} (got {value})"));
+        }
+    }
+    fn name(&mut self, key: String, value: &str) {
+        if !is_valid_name(value) {
+            self.add(
+                key,
+                format!("{value:?} is not a valid name: use 1-32 lowercase letters, digits, '-' or '_', starting with a letter or digit"),
+            );
+        }
+    }
+    fn text(&mut self, key: String, value: &str) {
+        if value.chars().any(|c| c == '"' || c == '\\' || c.is_control()) || value.len() > 64 {
+            self.add(key, "must be at most 64 characters without quotes, backslashes or control characters");
+        }
+    }
+}
+
+/// Checks the box configuration. Pure: touches no file.
+pub fn validate_config(config: &Config) -> Vec<Problem> {
+    let mut p = Problems(Vec::new());
+    p.name("court".into(), &config.court);
+    p.name("room".into(), &config.room);
+    p.range("recording.segment_seconds".into(), config.recording.segment_seconds, 2, 600);
+    p.range("recording.sync_interval_ms".into(), config.recording.sync_interval_ms, 100, 10_000);
+    p.range("recording.start_timeout_ms".into(), config.recording.start_timeout_ms, 500, 60_000);
+    if config.api.listen.parse::<std::net::SocketAddr>().is_err() {
+        p.add("api.listen", format!("{:?} is not an address like 127.0.0.1:8089", config.api.listen));
+    }
+    p.0
+}
+
+/// Checks a hardware profile. Pure: a device that is absent on this machine is not an error
+/// here (`courtbox check` looks for it).
+pub fn validate_profile(profile: &HwProfile) -> Vec<Problem> {
+    let mut p = Problems(Vec::new());
+    p.name("name".into(), &profile.name);
+    p.range("video.bitrate_kbps".into(), profile.video.bitrate_kbps, 100, 50_000);
+    p.range("video.keyframe_interval_ms".into(), profile.video.keyframe_interval_ms, 100, 10_000);
+    p.range("audio.bitrate_kbps".into(), profile.audio.bitrate_kbps, 8, 512);
+
+    if profile.cameras.is_empty() && profile.audio_devices.is_empty() {
+        p.add("camera", "the profile has no camera and no audio_device: nothing would be recorded");
+    }
+
+    // Source and device names share one namespace: they become file names and object keys.
+    let mut names = HashSet::new();
+    let mut unique = |p: &mut Problems, key: String, name: &str| {
+        if !names.insert(name.to_string()) {
+            p.add(
+                key,
+                format!("duplicate name {name:?}: every camera, audio device and microphone needs its own name"),
+            );
+        }
+    };
+
+    for (i, cam) in profile.cameras.iter().enumerate() {
+        let k = |field: &str| format!("camera[{i}].{field}");
+        p.name(k("name"), &cam.name);
+        unique(&mut p, k("name"), &cam.name);
+        if let Some(label) = &cam.label {
+            p.text(k("label"), label);
+        }
+        p.range(k("width"), cam.width, 160, 3840);
+        p.range(k("height"), cam.height, 120, 2160);
+        if cam.width % 2 != 0 || cam.height % 2 != 0 {
+            p.add(k("width"), "width and height must be even for H.264 (4:2:0)");
+        }
+        p.range(k("fps"), cam.fps, 1, 60);
+        match cam.source {
+            CameraSource::Sim => {
+                if cam.device.is_some() {
+                    p.add(k("device"), "a sim camera has no device; remove the key or set source = \"v4l2\"");
+                }
+            }
+            CameraSource::V4l2 => match &cam.device {
+                None => {
+                    p.add(k("device"), "missing: a v4l2 camera needs device = \"/dev/videoN\" (see `courtbox devices`)")
+                }
+                Some(dev) if !dev.starts_with("/dev/") || dev.contains(['"', ' ', '!']) => {
+                    p.add(k("device"), format!("{dev:?} is not a device path under /dev/"))
+                }
+                Some(_) => {}
+            },
+        }
+    }
+
+    for (i, dev) in profile.audio_devices.iter().enumerate() {
+        let k = |field: &str| format!("audio_device[{i}].{field}");
+        p.name(k("name"), &dev.name);
+        unique(&mut p, k("name"), &dev.name);
+        if ![8000, 16000, 32000, 44100, 48000].contains(&dev.sample_rate) {
+            p.add(
+                k("sample_rate"),
+                format!("{} Hz is not supported: use 8000, 16000, 32000, 44100 or 48000", dev.sample_rate),
+            );
+        }
+        p.range(k("channels"), dev.channels, 1, 32);
+        match (dev.source, &dev.device) {
+            (AudioSourceKind::Sim, Some(_)) => p.add(k("device"), "a sim audio device has no device; remove the key"),
+            (AudioSourceKind::Alsa, None) => p.add(
+                k("device"),
+                "missing: an alsa device needs device = \"hw:CARD=...,DEV=0\" (see `courtbox devices`)",
+            ),
+            (_, Some(d)) if d.is_empty() || d.contains(['"', ' ', '!', '\\']) => {
+                p.add(k("device"), format!("{d:?} contains characters a device name cannot have"))
+            }
+            _ => {}
+        }
+        if dev.mics.is_empty() {
+            p.add(k("mic"), "an audio device needs at least one [[audio_device.mic]]");
+        }
+        let mut channels = HashSet::new();
+        for (j, mic) in dev.mics.iter().enumerate() {
+            let k = |field: &str| format!("audio_device[{i}].mic[{j}].{field}");
+            p.name(k("name"), &mic.name);
+            unique(&mut p, k("name"), &mic.name);
+            if let Some(label) = &mic.label {
+                p.text(k("label"), label);
+            }
+            if mic.channel < 1 || mic.channel > dev.channels {
+                p.add(
+                    k("channel"),
+                    format!("channel {} does not exist: the device has channels 1 to {}", mic.channel, dev.channels),
+                );
+            } else if !channels.insert(mic.channel) {
+                p.add(
+                    k("channel"),
+                    format!("channel {} is already used by another microphone of this device", mic.channel),
+                );
+            }
+            if dev.source != AudioSourceKind::Sim && (mic.sim_audio.is_some() || mic.sim_tone_hz.is_some()) {
+                p.add(k("sim_audio"), "sim_audio and sim_tone_hz apply only to sim devices");
+            }
+            if let Some(file) = &mic.sim_audio
+                && (file.contains('/') || file.is_empty())
+            {
+                p.add(k("sim_audio"), format!("{file:?} must be a plain file name inside sim.audio_dir"));
+            }
+            if let Some(hz) = mic.sim_tone_hz {
+                p.range(k("sim_tone_hz"), hz, 50, 8000);
+            }
+        }
+    }
+    p.0
+}

@@ -1,0 +1,128 @@
+use crate::session::{Recorder, SessionError, StartRequest};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+use std::sync::Arc;
+
+#[derive(Clone)]
+pub struct ApiState {
+    recorder: Arc<Recorder>,
+    token_sha256: [u8; 32],
+    fault_injection: bool,
+}
+
+impl ApiState {
+    pub fn new(recorder: Arc<Recorder>, token: &str, fault_injection: bool) -> ApiState {
+        ApiState { recorder, token_sha256: crate::integrity::sha256(token.as_bytes()), fault_injection }
+    }
+}
+
+pub struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+impl From<SessionError> for ApiError {
+    fn from(e: SessionError) -> ApiError {
+        let status = match &e {
+            SessionError::AlreadyRecording(_) | SessionError::NotRecording => StatusCode::CONFLICT,
+            SessionError::Invalid(_) => StatusCode::BAD_REQUEST,
+            SessionError::Ledger(_) | SessionError::Capture(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError(status, e.to_string())
+    }
+}
+
+/// Runs recorder work (GStreamer, SQLite) off the async runtime.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, SessionError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("internal error: {e}")))?
+        .map_err(ApiError::from)
+}
+
+pub fn router(state: ApiState) -> Router {
+    let authed = Router::new()
+        .route("/api/v1/status", get(status))
+        .route("/api/v1/sessions", post(start))
+        .route("/api/v1/sessions/current/stop", post(stop))
+        .route("/api/v1/sessions/current/marks", post(mark))
+        .route("/api/v1/debug/fail-device", post(fail_device))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    Router::new().route("/api/v1/health", get(|| async { Json(json!({ "ok": true })) })).merge(authed).with_state(state)
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn require_token(State(state): State<ApiState>, headers: HeaderMap, request: Request, next: Next) -> Response {
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|t| crate::integrity::sha256(t.trim().as_bytes()));
+    match presented {
+        Some(h) if constant_time_eq(&h, &state.token_sha256) => next.run(request).await,
+        Some(_) => ApiError(StatusCode::UNAUTHORIZED, "wrong API token".into()).into_response(),
+        None => {
+            ApiError(StatusCode::UNAUTHORIZED, "missing API token (Authorization: Bearer ...)".into()).into_response()
+        }
+    }
+}
+
+async fn status(State(s): State<ApiState>) -> Result<Response, ApiError> {
+    let r = s.recorder.clone();
+    let status = blocking(move || Ok(r.status())).await?;
+    Ok(Json(status).into_response())
+}
+
+async fn start(State(s): State<ApiState>, Json(req): Json<StartRequest>) -> Result<Response, ApiError> {
+    let r = s.recorder.clone();
+    let info = blocking(move || r.start(&req)).await?;
+    Ok((StatusCode::CREATED, Json(info)).into_response())
+}
+
+async fn stop(State(s): State<ApiState>) -> Result<Response, ApiError> {
+    let r = s.recorder.clone();
+    Ok(Json(blocking(move || r.stop()).await?).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MarkRequest {
+    text: String,
+}
+
+async fn mark(State(s): State<ApiState>, Json(req): Json<MarkRequest>) -> Result<Response, ApiError> {
+    let r = s.recorder.clone();
+    Ok((StatusCode::CREATED, Json(blocking(move || r.mark(&req.text)).await?)).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FailDevice {
+    device: String,
+}
+
+async fn fail_device(State(s): State<ApiState>, Json(req): Json<FailDevice>) -> Result<Response, ApiError> {
+    if !s.fault_injection {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            "fault injection is disabled (debug.fault_injection = false)".into(),
+        ));
+    }
+    let r = s.recorder.clone();
+    blocking(move || r.inject_failure(&req.device)).await?;
+    Ok(Json(json!({ "injected": true })).into_response())
+}

@@ -1,0 +1,122 @@
+//! Export of a session as a self-contained folder: the signed chain, the media, the
+//! manifest and the device public key, in the same layout as central storage, so that
+//! `courtbox verify` checks it offline. One playable file per source is added for people
+//! (`playable/`), derived from the media and not part of what is verified.
+
+mod playable;
+
+pub use playable::concat_segments;
+
+use crate::integrity::{PublicKey, RecordBody, SignedDoc, layout};
+use crate::ledger::{LedgerError, Reader};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum ExportError {
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    #[error("{0}: {1}")]
+    Io(PathBuf, std::io::Error),
+    #[error("{0} exists and is not empty; export into a new folder")]
+    NotEmpty(PathBuf),
+    #[error("segment {file} is not in the local spool ({path}); export it from central storage")]
+    MissingLocal { file: String, path: PathBuf },
+    #[error("record #{0} in the ledger does not decode")]
+    BadRecord(u64),
+}
+
+#[derive(Debug)]
+pub struct ExportReport {
+    pub records: usize,
+    pub segments: usize,
+    pub bytes: u64,
+    pub closed: bool,
+    pub playable: Vec<PathBuf>,
+    pub playable_errors: Vec<String>,
+}
+
+fn io<T>(path: &Path, r: std::io::Result<T>) -> Result<T, ExportError> {
+    r.map_err(|e| ExportError::Io(path.to_path_buf(), e))
+}
+
+const README: &str = "\
+This folder is an export of one court session recorded by courtbox.
+
+  chain/NNNNNNNN.rec   the signed record chain, in order: each file is one JSON record
+                       (line 1, exactly as signed) and its Ed25519 signature (line 2)
+  <source>/NNNNNN.mkv  the media segments, one folder per camera or microphone
+  manifest.rec         the signed manifest sealing the chain when the session stopped
+  device.pub           the recording box's public key (PEM)
+  playable/            one file per source for viewing; derived, not part of the record
+
+Check everything with:  courtbox verify <this folder> --key <the box's registered public key>
+";
+
+/// Writes session `id` (full id or unique prefix) into `dest`, which must not exist or be
+/// empty. `data_dir` is where the spool lives.
+pub fn export_session(
+    reader: &Reader,
+    data_dir: &Path,
+    public: &PublicKey,
+    id: &str,
+    dest: &Path,
+) -> Result<ExportReport, ExportError> {
+    let session = reader.find_session(id)?;
+    if dest.exists() && io(dest, std::fs::read_dir(dest))?.next().is_some() {
+        return Err(ExportError::NotEmpty(dest.to_path_buf()));
+    }
+    io(dest, std::fs::create_dir_all(dest.join(layout::CHAIN_DIR)))?;
+
+    let records = reader.records(session.id)?;
+    for r in &records {
+        let body: RecordBody = serde_json::from_slice(&r.body).map_err(|_| ExportError::BadRecord(r.idx))?;
+        let doc = SignedDoc { body: r.body.clone(), signature: r.signature, key_id: body.device };
+        let path = dest.join(layout::record_file(r.idx));
+        io(&path, std::fs::write(&path, doc.to_bytes()))?;
+    }
+
+    let spool = data_dir.join("spool").join(session.id.to_string());
+    let mut bytes = 0;
+    let mut by_source: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
+    let segments = reader.segments(session.id)?;
+    for s in &segments {
+        let from = spool.join(&s.file);
+        if !from.exists() {
+            return Err(ExportError::MissingLocal { file: s.file.clone(), path: from });
+        }
+        let to = dest.join(&s.file);
+        io(&to, std::fs::create_dir_all(to.parent().expect("segment files are in a folder")))?;
+        bytes += io(&to, std::fs::copy(&from, &to))?;
+        by_source.entry(s.source.clone()).or_default().push(to);
+    }
+    if let Some(manifest) = &session.manifest {
+        let path = dest.join(layout::MANIFEST);
+        io(&path, std::fs::write(&path, manifest))?;
+    }
+    let key_path = dest.join(layout::PUBLIC_KEY);
+    io(&key_path, std::fs::write(&key_path, public.to_pem()))?;
+    io(dest, std::fs::write(dest.join("README.txt"), README))?;
+
+    let mut playable = Vec::new();
+    let mut playable_errors = Vec::new();
+    if !by_source.is_empty() {
+        io(dest, std::fs::create_dir_all(dest.join("playable")))?;
+    }
+    for (source, files) in by_source {
+        let out = dest.join("playable").join(format!("{source}.mkv"));
+        match concat_segments(&files, &out) {
+            Ok(()) => playable.push(out),
+            Err(e) => playable_errors.push(format!("{source}: {e}")),
+        }
+    }
+    Ok(ExportReport {
+        records: records.len(),
+        segments: segments.len(),
+        bytes,
+        closed: session.manifest.is_some(),
+        playable,
+        playable_errors,
+    })
+}

@@ -1,0 +1,81 @@
+use gst::prelude::*;
+use std::path::{Path, PathBuf};
+
+/// Joins a source's segments into one Matroska file without re-encoding. Timestamps are
+/// kept as recorded (session media time), so a player's clock matches the record's and an
+/// interruption shows as a jump, not as silently joined footage.
+pub fn concat_segments(files: &[PathBuf], out: &Path) -> Result<(), String> {
+    let location = out.to_str().ok_or("output path is not UTF-8")?;
+    let mut writer: Option<(gst::Pipeline, gst_app::AppSrc)> = None;
+    for file in files {
+        for sample in read_samples(file)? {
+            let Some(buffer) = sample.buffer_owned() else { continue };
+            if writer.is_none() {
+                let caps = sample.caps().ok_or("segment without caps")?.to_owned();
+                writer = Some(start_writer(&caps, location)?);
+            }
+            let (_, appsrc) = writer.as_ref().expect("started");
+            appsrc.push_buffer(buffer).map_err(|e| format!("writing {}: {e:?}", out.display()))?;
+        }
+    }
+    let (pipeline, appsrc) = writer.ok_or("no media in the segments")?;
+    appsrc.end_of_stream().map_err(|e| format!("{e:?}"))?;
+    let bus = pipeline.bus().expect("bus");
+    let msg =
+        bus.timed_pop_filtered(gst::ClockTime::from_seconds(120), &[gst::MessageType::Eos, gst::MessageType::Error]);
+    let _ = pipeline.set_state(gst::State::Null);
+    match msg.as_ref().map(|m| m.view()) {
+        Some(gst::MessageView::Eos(_)) => Ok(()),
+        Some(gst::MessageView::Error(e)) => Err(e.error().to_string()),
+        _ => Err("timed out writing the playable file".into()),
+    }
+}
+
+/// `appsrc ! matroskamux ! filesink`, with a muxer pad of the stream's kind requested
+/// explicitly (appsrc answers caps queries with ANY before negotiation).
+fn start_writer(caps: &gst::Caps, location: &str) -> Result<(gst::Pipeline, gst_app::AppSrc), String> {
+    let pipeline = gst::Pipeline::new();
+    let appsrc = gst_app::AppSrc::builder().format(gst::Format::Time).caps(caps).block(true).build();
+    let mux = gst::ElementFactory::make("matroskamux")
+        .property("writing-app", "courtbox")
+        .build()
+        .map_err(|e| e.to_string())?;
+    let sink =
+        gst::ElementFactory::make("filesink").property("location", location).build().map_err(|e| e.to_string())?;
+    pipeline.add_many([appsrc.upcast_ref(), &mux, &sink]).map_err(|e| e.to_string())?;
+    let is_video = caps.structure(0).is_some_and(|s| s.name().starts_with("video/"));
+    let mux_pad =
+        mux.request_pad_simple(if is_video { "video_%u" } else { "audio_%u" }).ok_or("matroskamux refused a pad")?;
+    appsrc.static_pad("src").expect("appsrc has a src pad").link(&mux_pad).map_err(|e| format!("{e:?}"))?;
+    mux.link(&sink).map_err(|e| e.to_string())?;
+    pipeline.set_state(gst::State::Playing).map_err(|e| e.to_string())?;
+    Ok((pipeline, appsrc))
+}
+
+/// Every compressed sample of a one-stream Matroska file, in order.
+fn read_samples(file: &Path) -> Result<Vec<gst::Sample>, String> {
+    let reader = gst::parse::launch("filesrc name=src ! matroskademux ! appsink name=sink sync=false")
+        .map_err(|e| e.to_string())?
+        .downcast::<gst::Pipeline>()
+        .map_err(|_| "not a pipeline")?;
+    reader.by_name("src").expect("named").set_property("location", file.to_str().ok_or("path is not UTF-8")?);
+    let sink = reader.by_name("sink").expect("named").downcast::<gst_app::AppSink>().map_err(|_| "not an appsink")?;
+    reader.set_state(gst::State::Playing).map_err(|e| format!("{}: {e}", file.display()))?;
+    let bus = reader.bus().expect("bus");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut out = Vec::new();
+    loop {
+        if let Some(s) = sink.try_pull_sample(gst::ClockTime::from_mseconds(100)) {
+            out.push(s);
+            continue;
+        }
+        // A cut-short segment ends in a demuxer error instead of EOS; its readable part
+        // still counts.
+        let failed = bus.pop_filtered(&[gst::MessageType::Error]).is_some();
+        if sink.is_eos() || failed || std::time::Instant::now() > deadline {
+            break;
+        }
+    }
+    let _ = reader.set_state(gst::State::Null);
+    Ok(out)
+}

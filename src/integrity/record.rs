@@ -1,0 +1,293 @@
+use crate::base::{MediaTime, WallTime};
+use crate::config::SourceSpec;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+use uuid::Uuid;
+
+use super::{DeviceKey, PublicKey};
+
+/// Version of the record body format, written into every record.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// The `prev` of the first record of a session.
+pub const ZERO_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// Two consecutive segments of a source, or a segment and the start or end of recording,
+/// may be this far apart without a gap record: it absorbs frame and audio-packet
+/// granularity at boundaries. Anything longer must be explained by a gap record.
+pub const CONTINUITY_TOLERANCE_NS: u64 = 200_000_000;
+
+pub fn sha256(bytes: &[u8]) -> [u8; 32] {
+    ring::digest::digest(&ring::digest::SHA256, bytes).as_ref().try_into().expect("32 bytes")
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(sha256(bytes))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Hearing {
+    Open,
+    Closed,
+}
+
+impl Hearing {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Hearing::Open => "open",
+            Hearing::Closed => "closed",
+        }
+    }
+}
+
+/// Why a run of capture began.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunCause {
+    /// The session was started.
+    SessionStart,
+    /// The daemon died (killed or crashed) while recording; same boot.
+    ResumeAfterCrash,
+    /// The box lost power or rebooted while recording (boot id changed).
+    ResumeAfterPowerLoss,
+    /// The daemon was stopped cleanly (service stop) while recording.
+    ResumeAfterShutdown,
+}
+
+impl RunCause {
+    pub fn describe(self) -> &'static str {
+        match self {
+            RunCause::SessionStart => "session started",
+            RunCause::ResumeAfterCrash => "recording interrupted: the daemon crashed or was killed; resumed on restart",
+            RunCause::ResumeAfterPowerLoss => "recording interrupted: power loss or reboot; resumed on restart",
+            RunCause::ResumeAfterShutdown => "recording interrupted: the service was stopped; resumed on restart",
+        }
+    }
+}
+
+/// What a record states. Each variant is one kind of entry in the session chain.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Entry {
+    SessionStart {
+        court: String,
+        room: String,
+        case: String,
+        title: String,
+        language: String,
+        hearing: Hearing,
+        profile: String,
+        segment_ns: u64,
+        sources: Vec<SourceSpec>,
+    },
+    /// Capture (re)started; every listed source is expected to record from `media` on.
+    RunStart {
+        run: u32,
+        cause: RunCause,
+        media: MediaTime,
+        boot_id: String,
+        sources: Vec<String>,
+    },
+    /// A sealed media file. `file` is relative to the session folder.
+    Segment {
+        source: String,
+        seq: u64,
+        file: String,
+        media_start: MediaTime,
+        media_end: MediaTime,
+        wall_start: WallTime,
+        bytes: u64,
+        sha256: String,
+        /// Found in the spool after a crash rather than closed normally.
+        recovered: bool,
+    },
+    /// An interval a source did not record, and why.
+    Gap {
+        source: String,
+        media_start: MediaTime,
+        media_end: MediaTime,
+        reason: String,
+    },
+    Mark {
+        media: MediaTime,
+        text: String,
+    },
+    /// The wall clock moved by `delta_ms` more than the monotonic clock (NTP step, RTC reset).
+    ClockJump {
+        media: MediaTime,
+        delta_ms: i64,
+    },
+    SessionStop {
+        media: MediaTime,
+    },
+}
+
+impl Entry {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Entry::SessionStart { .. } => "session_start",
+            Entry::RunStart { .. } => "run_start",
+            Entry::Segment { .. } => "segment",
+            Entry::Gap { .. } => "gap",
+            Entry::Mark { .. } => "mark",
+            Entry::ClockJump { .. } => "clock_jump",
+            Entry::SessionStop { .. } => "session_stop",
+        }
+    }
+}
+
+/// A record of the session chain. `prev` is the SHA-256 of the previous record's body
+/// (across all sources, in commit order), so no record can be removed, inserted or
+/// reordered without breaking every later link.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordBody {
+    pub v: u32,
+    pub session: Uuid,
+    pub index: u64,
+    pub prev: String,
+    /// Key id of the device key that signs the chain.
+    pub device: String,
+    pub wall: WallTime,
+    pub entry: Entry,
+}
+
+/// Signed summary written when a session closes: the hash of every record in order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManifestBody {
+    pub v: u32,
+    pub session: Uuid,
+    pub device: String,
+    pub closed: WallTime,
+    pub records: u64,
+    pub head: String,
+    pub record_hashes: Vec<String>,
+}
+
+#[derive(Debug, Error)]
+pub enum SignedDocError {
+    #[error("not a signed document: {0}")]
+    Format(String),
+    #[error("signature does not verify with the device key")]
+    BadSignature,
+    #[error("signed by key {found}, expected device key {expected}")]
+    WrongKey { found: String, expected: String },
+    #[error("body is not a valid record: {0}")]
+    Body(String),
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SignatureLine {
+    alg: String,
+    key: String,
+    sig: String,
+}
+
+/// A signed JSON document as stored on disk: canonical body bytes, newline, signature line.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SignedDoc {
+    pub body: Vec<u8>,
+    pub signature: [u8; 64],
+    pub key_id: String,
+}
+
+impl SignedDoc {
+    pub fn sign<T: Serialize>(body: &T, key: &DeviceKey) -> SignedDoc {
+        let body = serde_json::to_vec(body).expect("record bodies serialize");
+        let signature = key.sign(&body);
+        SignedDoc { body, signature, key_id: key.public().key_id() }
+    }
+
+    pub fn hash(&self) -> [u8; 32] {
+        sha256(&self.body)
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let line = SignatureLine { alg: "ed25519".into(), key: self.key_id.clone(), sig: B64.encode(self.signature) };
+        let mut out = self.body.clone();
+        out.push(b'\n');
+        out.extend_from_slice(&serde_json::to_vec(&line).expect("serializes"));
+        out.push(b'\n');
+        out
+    }
+
+    pub fn parse(bytes: &[u8]) -> Result<SignedDoc, SignedDocError> {
+        let nl =
+            bytes.iter().position(|&b| b == b'\n').ok_or_else(|| SignedDocError::Format("no signature line".into()))?;
+        let (body, rest) = (&bytes[..nl], &bytes[nl + 1..]);
+        let rest = rest.strip_suffix(b"\n").unwrap_or(rest);
+        let line: SignatureLine =
+            serde_json::from_slice(rest).map_err(|e| SignedDocError::Format(format!("signature line: {e}")))?;
+        if line.alg != "ed25519" {
+            return Err(SignedDocError::Format(format!("unknown signature algorithm {:?}", line.alg)));
+        }
+        let sig = B64.decode(line.sig.as_bytes()).map_err(|e| SignedDocError::Format(format!("signature: {e}")))?;
+        let signature: [u8; 64] =
+            sig.try_into().map_err(|_| SignedDocError::Format("signature is not 64 bytes".into()))?;
+        Ok(SignedDoc { body: body.to_vec(), signature, key_id: line.key })
+    }
+
+    /// Checks the signature with the trusted key, then decodes the body.
+    pub fn open<T: for<'de> Deserialize<'de>>(&self, key: &PublicKey) -> Result<T, SignedDocError> {
+        if self.key_id != key.key_id() {
+            return Err(SignedDocError::WrongKey { found: self.key_id.clone(), expected: key.key_id() });
+        }
+        if !key.verify(&self.body, &self.signature) {
+            return Err(SignedDocError::BadSignature);
+        }
+        serde_json::from_slice(&self.body).map_err(|e| SignedDocError::Body(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn body(entry: Entry) -> RecordBody {
+        RecordBody {
+            v: FORMAT_VERSION,
+            session: Uuid::nil(),
+            index: 0,
+            prev: ZERO_HASH.into(),
+            device: "abcd".into(),
+            wall: WallTime::from_unix_nanos(1_700_000_000_000_000_000),
+            entry,
+        }
+    }
+
+    #[test]
+    fn record_encoding_is_stable() {
+        let b = body(Entry::Mark { media: MediaTime(5), text: "Witness sworn in".into() });
+        let json = String::from_utf8(serde_json::to_vec(&b).unwrap()).unwrap();
+        assert_eq!(
+            json,
+            r#"{"v":1,"session":"00000000-0000-0000-0000-000000000000","index":0,"prev":"0000000000000000000000000000000000000000000000000000000000000000","device":"abcd","wall":"2023-11-14T22:13:20.000Z","entry":{"kind":"mark","media":5,"text":"Witness sworn in"}}"#
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn signed_records_round_trip_and_any_flipped_bit_is_caught(
+            text in ".{0,200}", media in any::<u64>(), flip in any::<prop::sample::Index>(), bit in 0u8..8
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let key = DeviceKey::create(&dir.path().join("k")).unwrap();
+            let b = body(Entry::Mark { media: MediaTime(media), text });
+            let doc = SignedDoc::sign(&b, &key);
+            let parsed = SignedDoc::parse(&doc.to_bytes()).unwrap();
+            prop_assert_eq!(&parsed, &doc);
+            prop_assert_eq!(parsed.open::<RecordBody>(&key.public()).unwrap(), b);
+
+            let mut tampered = doc.clone();
+            let i = flip.index(tampered.body.len());
+            tampered.body[i] ^= 1 << bit;
+            prop_assert!(tampered.open::<RecordBody>(&key.public()).is_err());
+        }
+    }
+}

@@ -1,0 +1,661 @@
+//! Offline verification of a session folder (an export, the local store, or a central
+//! copy): every signature, every chain link, every media byte, and continuity of every
+//! source. It names each fault precisely and keeps going, so one run lists all of them.
+
+use super::layout;
+use super::record::{CONTINUITY_TOLERANCE_NS, Entry, ManifestBody, RecordBody, SignedDoc, ZERO_HASH};
+use super::{PublicKey, SignedDocError};
+use crate::base::MediaTime;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use uuid::Uuid;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum FaultKind {
+    /// No usable key, or the folder's key is not the trusted one.
+    Key,
+    /// A file that should be a signed record or manifest cannot be parsed.
+    Unreadable,
+    BadSignature,
+    /// A record taken from another session.
+    ForeignRecord,
+    /// A record file holds a record of another position in the chain.
+    Reordered,
+    MissingRecord,
+    /// A record's `prev` is not the hash of the record before it.
+    ChainBroken,
+    MissingSegment,
+    Truncated,
+    AlteredBytes,
+    UnexplainedGap,
+    Manifest,
+    Structure,
+}
+
+impl FaultKind {
+    pub fn label(self) -> &'static str {
+        match self {
+            FaultKind::Key => "key",
+            FaultKind::Unreadable => "unreadable",
+            FaultKind::BadSignature => "bad signature",
+            FaultKind::ForeignRecord => "foreign record",
+            FaultKind::Reordered => "reordered",
+            FaultKind::MissingRecord => "missing record",
+            FaultKind::ChainBroken => "chain broken",
+            FaultKind::MissingSegment => "missing segment",
+            FaultKind::Truncated => "truncated",
+            FaultKind::AlteredBytes => "altered bytes",
+            FaultKind::UnexplainedGap => "unexplained gap",
+            FaultKind::Manifest => "manifest",
+            FaultKind::Structure => "structure",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fault {
+    pub kind: FaultKind,
+    pub message: String,
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "FAIL [{}] {}", self.kind.label(), self.message)
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Report {
+    pub folder: String,
+    pub session: Option<Uuid>,
+    pub key_id: Option<String>,
+    pub records: u64,
+    pub segments: u64,
+    pub gaps: u64,
+    pub media_bytes: u64,
+    pub closed: bool,
+    pub faults: Vec<Fault>,
+    pub notes: Vec<String>,
+}
+
+impl Report {
+    pub fn ok(&self) -> bool {
+        self.faults.is_empty()
+    }
+    fn fault(&mut self, kind: FaultKind, message: String) {
+        self.faults.push(Fault { kind, message });
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "folder:   {}", self.folder)?;
+        if let Some(s) = self.session {
+            writeln!(f, "session:  {s}")?;
+        }
+        if let Some(k) = &self.key_id {
+            writeln!(f, "key:      {k}")?;
+        }
+        writeln!(
+            f,
+            "records:  {} ({} segments, {} gaps, {} media bytes), {}",
+            self.records,
+            self.segments,
+            self.gaps,
+            self.media_bytes,
+            if self.closed { "closed with manifest" } else { "not closed" }
+        )?;
+        for n in &self.notes {
+            writeln!(f, "note: {n}")?;
+        }
+        // Every fault is listed; a chain re-signed with a foreign key produces one per
+        // record, which is summarized after the first few of each kind.
+        let mut shown: HashMap<FaultKind, usize> = HashMap::new();
+        for fault in &self.faults {
+            let n = shown.entry(fault.kind).or_default();
+            *n += 1;
+            if *n <= 10 {
+                writeln!(f, "{fault}")?;
+            }
+        }
+        for (kind, n) in shown.iter().filter(|(_, n)| **n > 10) {
+            writeln!(f, "FAIL [{}] ... and {} more of this kind", kind.label(), n - 10)?;
+        }
+        if self.ok() {
+            writeln!(f, "VERIFIED: every signature, chain link, media byte and gap checks out")
+        } else {
+            writeln!(f, "NOT VERIFIED: {} fault(s)", self.faults.len())
+        }
+    }
+}
+
+/// Read access to a session folder, wherever it is stored.
+pub trait SessionFolder {
+    fn describe(&self) -> String;
+    /// Every file, as a path relative to the folder with `/` separators.
+    fn list(&self) -> std::io::Result<Vec<String>>;
+    fn read(&self, path: &str) -> std::io::Result<Option<Vec<u8>>>;
+    /// Size and SHA-256 of a file, streamed; `None` when absent.
+    fn digest(&self, path: &str) -> std::io::Result<Option<(u64, [u8; 32])>>;
+}
+
+pub struct LocalFolder(pub PathBuf);
+
+impl SessionFolder for LocalFolder {
+    fn describe(&self) -> String {
+        self.0.display().to_string()
+    }
+    fn list(&self) -> std::io::Result<Vec<String>> {
+        fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) -> std::io::Result<()> {
+            for entry in std::fs::read_dir(dir)? {
+                let entry = entry?;
+                let path = entry.path();
+                if entry.file_type()?.is_dir() {
+                    walk(root, &path, out)?;
+                } else if let Ok(rel) = path.strip_prefix(root) {
+                    out.push(rel.to_string_lossy().replace('\\', "/"));
+                }
+            }
+            Ok(())
+        }
+        let mut out = Vec::new();
+        walk(&self.0, &self.0, &mut out)?;
+        out.sort();
+        Ok(out)
+    }
+    fn read(&self, path: &str) -> std::io::Result<Option<Vec<u8>>> {
+        match std::fs::read(self.0.join(path)) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+    fn digest(&self, path: &str) -> std::io::Result<Option<(u64, [u8; 32])>> {
+        let mut file = match std::fs::File::open(self.0.join(path)) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        Ok(Some(digest_reader(&mut file)?))
+    }
+}
+
+/// Streams a reader through SHA-256, returning its length and digest.
+pub fn digest_reader(reader: &mut impl Read) -> std::io::Result<(u64, [u8; 32])> {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut buf = vec![0u8; 1 << 16];
+    let mut total = 0u64;
+    loop {
+        let n = reader.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        ctx.update(&buf[..n]);
+        total += n as u64;
+    }
+    Ok((total, ctx.finish().as_ref().try_into().expect("32 bytes")))
+}
+
+/// Verifies a session folder on the local file system.
+pub fn verify_folder(dir: &Path, trusted: Option<&PublicKey>) -> Report {
+    verify(&LocalFolder(dir.to_path_buf()), trusted)
+}
+
+struct SegmentInfo {
+    index: u64,
+    seq: u64,
+    file: String,
+    start: MediaTime,
+    end: MediaTime,
+}
+
+/// Verifies any session folder. `trusted` is the device's registered public key; without it
+/// the key shipped in the folder is used, and the report says so.
+pub fn verify(folder: &dyn SessionFolder, trusted: Option<&PublicKey>) -> Report {
+    let mut report = Report { folder: folder.describe(), ..Default::default() };
+    let files = match folder.list() {
+        Ok(f) => f,
+        Err(e) => {
+            report.fault(FaultKind::Structure, format!("cannot list the folder: {e}"));
+            return report;
+        }
+    };
+    let Some(key) = choose_key(folder, trusted, &mut report) else { return report };
+    report.key_id = Some(key.key_id());
+
+    // Chain files, by the index in their name.
+    let mut chain_files: BTreeMap<u64, String> = BTreeMap::new();
+    for f in files.iter().filter(|f| f.starts_with(&format!("{}/", layout::CHAIN_DIR))) {
+        let name = &f[layout::CHAIN_DIR.len() + 1..];
+        match name.strip_suffix(".rec").and_then(|n| n.parse::<u64>().ok()) {
+            Some(i) if name.len() == 12 => {
+                chain_files.insert(i, f.clone());
+            }
+            _ => report.fault(FaultKind::Structure, format!("{f}: unexpected file in the chain folder")),
+        }
+    }
+    if chain_files.is_empty() {
+        report.fault(FaultKind::MissingRecord, "the folder has no chain records (chain/*.rec)".into());
+        return report;
+    }
+
+    let last_index = *chain_files.keys().next_back().expect("not empty");
+    let mut bodies: Vec<Option<RecordBody>> = Vec::new();
+    let mut hashes: Vec<Option<[u8; 32]>> = Vec::new();
+    let mut session: Option<Uuid> = None;
+    for i in 0..=last_index {
+        let Some(path) = chain_files.get(&i) else {
+            report.fault(FaultKind::MissingRecord, format!("record #{i} is missing ({})", layout::record_file(i)));
+            bodies.push(None);
+            hashes.push(None);
+            continue;
+        };
+        let doc = match folder
+            .read(path)
+            .map_err(|e| e.to_string())
+            .and_then(|b| SignedDoc::parse(&b.unwrap_or_default()).map_err(|e| e.to_string()))
+        {
+            Ok(doc) => doc,
+            Err(e) => {
+                report.fault(FaultKind::Unreadable, format!("{path}: {e}"));
+                bodies.push(None);
+                hashes.push(None);
+                continue;
+            }
+        };
+        hashes.push(Some(doc.hash()));
+        let body: RecordBody = match doc.open(&key) {
+            Ok(b) => b,
+            Err(SignedDocError::BadSignature) => {
+                report.fault(FaultKind::BadSignature, format!("{path}: record #{i}: signature does not verify with device key {}: its content was altered or signed by another key", key.key_id()));
+                bodies.push(None);
+                continue;
+            }
+            Err(e @ SignedDocError::WrongKey { .. }) => {
+                report.fault(FaultKind::BadSignature, format!("{path}: record #{i}: {e}"));
+                bodies.push(None);
+                continue;
+            }
+            Err(e) => {
+                report.fault(FaultKind::Unreadable, format!("{path}: record #{i}: {e}"));
+                bodies.push(None);
+                continue;
+            }
+        };
+        if body.index != i {
+            report.fault(
+                FaultKind::Reordered,
+                format!(
+                    "{path} holds record #{} ({}) instead of record #{i}: records were moved or reordered",
+                    body.index,
+                    describe_entry(&body.entry)
+                ),
+            );
+        }
+        match session {
+            None => session = Some(body.session),
+            Some(s) if s != body.session => report.fault(
+                FaultKind::ForeignRecord,
+                format!(
+                    "{path}: record #{i} ({}) belongs to session {}, not {s}: a record from another session",
+                    describe_entry(&body.entry),
+                    body.session
+                ),
+            ),
+            Some(_) => {}
+        }
+        if body.device != key.key_id() {
+            report.fault(
+                FaultKind::BadSignature,
+                format!("{path}: record #{i} names device key {}, expected {}", body.device, key.key_id()),
+            );
+        }
+        bodies.push(Some(body));
+    }
+    report.session = session;
+    report.records = bodies.len() as u64;
+
+    // Links: every record's prev must be the hash of the record before it.
+    for i in 0..bodies.len() {
+        let Some(body) = &bodies[i] else { continue };
+        let expected = if i == 0 { Some(ZERO_HASH.to_string()) } else { hashes[i - 1].map(hex::encode) };
+        if let Some(expected) = expected
+            && body.prev != expected
+        {
+            let culprit = hashes.iter().position(|h| h.map(hex::encode).as_deref() == Some(body.prev.as_str()));
+            let why = match culprit {
+                Some(j) => format!("it follows record #{j}: records were reordered"),
+                None if i == 0 => "the first record must have an all-zero prev".to_string(),
+                None => "its predecessor was removed, replaced or altered".to_string(),
+            };
+            report.fault(
+                FaultKind::ChainBroken,
+                format!(
+                    "record #{i} ({}) does not follow record #{}: {why}",
+                    describe_entry(&body.entry),
+                    i.saturating_sub(1)
+                ),
+            );
+        }
+    }
+
+    let valid: Vec<&RecordBody> = bodies.iter().flatten().collect();
+    if let Some(first) = bodies.first().and_then(Option::as_ref)
+        && !matches!(first.entry, Entry::SessionStart { .. })
+    {
+        report.fault(FaultKind::Structure, "record #0 is not a session start".into());
+    }
+    check_media(folder, &files, &valid, &mut report);
+    check_manifest(folder, &key, session, &hashes, &valid, &mut report);
+    if trusted.is_none() {
+        report.notes.push(format!(
+            "trusted the key shipped in the folder ({}); pass --key with the device's registered public key to rule out a re-signed copy",
+            key.key_id()
+        ));
+    }
+    report
+}
+
+fn choose_key(folder: &dyn SessionFolder, trusted: Option<&PublicKey>, report: &mut Report) -> Option<PublicKey> {
+    let shipped = match folder.read(layout::PUBLIC_KEY) {
+        Ok(Some(bytes)) => match PublicKey::from_pem(&String::from_utf8_lossy(&bytes)) {
+            Ok(k) => Some(k),
+            Err(e) => {
+                report.fault(FaultKind::Key, format!("{}: {e}", layout::PUBLIC_KEY));
+                None
+            }
+        },
+        Ok(None) => None,
+        Err(e) => {
+            report.fault(FaultKind::Key, format!("{}: {e}", layout::PUBLIC_KEY));
+            None
+        }
+    };
+    match (trusted, shipped) {
+        (Some(t), Some(s)) if *t != s => {
+            report.fault(
+                FaultKind::Key,
+                format!(
+                    "{} in the folder is key {}, not the trusted device key {}: the folder was re-keyed",
+                    layout::PUBLIC_KEY,
+                    s.key_id(),
+                    t.key_id()
+                ),
+            );
+            Some(*t)
+        }
+        (Some(t), _) => Some(*t),
+        (None, Some(s)) => Some(s),
+        (None, None) => {
+            report.fault(
+                FaultKind::Key,
+                format!("no public key: the folder has no {} and no --key was given", layout::PUBLIC_KEY),
+            );
+            None
+        }
+    }
+}
+
+fn describe_entry(entry: &Entry) -> String {
+    match entry {
+        Entry::Segment { file, .. } => format!("segment {file}"),
+        Entry::Gap { source, .. } => format!("gap in {source}"),
+        other => other.kind().replace('_', " "),
+    }
+}
+
+fn check_media(folder: &dyn SessionFolder, files: &[String], records: &[&RecordBody], report: &mut Report) {
+    let mut by_source: BTreeMap<&str, Vec<SegmentInfo>> = BTreeMap::new();
+    let mut gaps: Vec<(&str, MediaTime, MediaTime)> = Vec::new();
+    let mut starts: BTreeMap<&str, MediaTime> = BTreeMap::new();
+    let mut stop: Option<MediaTime> = None;
+    let mut referenced: BTreeSet<&str> = BTreeSet::new();
+
+    for r in records {
+        match &r.entry {
+            Entry::Segment { source, seq, file, media_start, media_end, bytes, sha256, .. } => {
+                report.segments += 1;
+                referenced.insert(file);
+                let what =
+                    format!("{file} (source {source}, seq {seq}, {media_start}–{media_end}, record #{})", r.index);
+                if !file_belongs_to(file, source) {
+                    report.fault(
+                        FaultKind::Structure,
+                        format!("record #{} points outside its source folder: {file}", r.index),
+                    );
+                    continue;
+                }
+                match folder.digest(file) {
+                    Ok(None) => report.fault(FaultKind::MissingSegment, format!("missing segment file {what}")),
+                    Err(e) => report.fault(FaultKind::Unreadable, format!("{what}: {e}")),
+                    Ok(Some((size, digest))) => {
+                        report.media_bytes += size;
+                        if size < *bytes {
+                            report.fault(FaultKind::Truncated, format!("{what}: truncated to {size} of {bytes} bytes"));
+                        } else if size > *bytes {
+                            report.fault(
+                                FaultKind::AlteredBytes,
+                                format!(
+                                    "{what}: {} bytes were appended ({size} bytes, recorded {bytes})",
+                                    size - bytes
+                                ),
+                            );
+                        } else if hex::encode(digest) != *sha256 {
+                            report.fault(
+                                FaultKind::AlteredBytes,
+                                format!(
+                                    "{what}: altered bytes: SHA-256 is {} but the record says {sha256}",
+                                    hex::encode(digest)
+                                ),
+                            );
+                        }
+                    }
+                }
+                by_source.entry(source).or_default().push(SegmentInfo {
+                    index: r.index,
+                    seq: *seq,
+                    file: file.clone(),
+                    start: *media_start,
+                    end: *media_end,
+                });
+            }
+            Entry::Gap { source, media_start, media_end, .. } => {
+                report.gaps += 1;
+                gaps.push((source, *media_start, *media_end));
+            }
+            Entry::RunStart { media, sources, .. } => {
+                for s in sources {
+                    let e = starts.entry(s).or_insert(*media);
+                    *e = (*e).min(*media);
+                }
+            }
+            Entry::SessionStop { media } => stop = Some(*media),
+            _ => {}
+        }
+    }
+
+    for (source, segments) in &mut by_source {
+        segments.sort_by_key(|s| s.seq);
+        let mut seen = BTreeSet::new();
+        for s in segments.iter() {
+            if !seen.insert(s.seq) {
+                report.fault(
+                    FaultKind::Structure,
+                    format!(
+                        "source {source}: segment seq {} is recorded twice ({}, record #{})",
+                        s.seq, s.file, s.index
+                    ),
+                );
+            }
+        }
+        for w in segments.windows(2) {
+            if w[1].seq > w[0].seq + 1 {
+                report.fault(
+                    FaultKind::MissingSegment,
+                    format!(
+                        "source {source}: no record of segment seq {}..{} (between {} and {})",
+                        w[0].seq + 1,
+                        w[1].seq - 1,
+                        w[0].file,
+                        w[1].file
+                    ),
+                );
+            }
+            if w[1].start.0 + CONTINUITY_TOLERANCE_NS < w[0].end.0 {
+                report.fault(
+                    FaultKind::Structure,
+                    format!("source {source}: {} starts before {} ends", w[1].file, w[0].file),
+                );
+            }
+        }
+    }
+
+    // Continuity: from the first run that lists a source to the session stop, every moment is
+    // covered by a segment or explained by a gap record.
+    for (source, start) in &starts {
+        let segments = by_source.get(source).map(Vec::as_slice).unwrap_or(&[]);
+        let end = stop.unwrap_or_else(|| segments.iter().map(|s| s.end).max().unwrap_or(*start));
+        let mut cover: Vec<(MediaTime, MediaTime, Option<&SegmentInfo>)> =
+            segments.iter().map(|s| (s.start, s.end, Some(s))).collect();
+        cover.extend(gaps.iter().filter(|g| g.0 == *source || g.0 == "*").map(|g| (g.1, g.2, None)));
+        cover.sort_by_key(|c| (c.0, c.1));
+        let mut cursor = *start;
+        let mut before: Option<&SegmentInfo> = None;
+        for (s, e, seg) in cover {
+            if s.0 > cursor.0 + CONTINUITY_TOLERANCE_NS {
+                report.fault(FaultKind::UnexplainedGap, gap_message(source, cursor, s, before, seg));
+            }
+            if e > cursor {
+                cursor = e;
+            }
+            if seg.is_some() {
+                before = seg;
+            }
+        }
+        if end.0 > cursor.0 + CONTINUITY_TOLERANCE_NS {
+            report.fault(FaultKind::UnexplainedGap, gap_message(source, cursor, end, before, None));
+        }
+    }
+
+    for f in files {
+        let top = f.split('/').next().unwrap_or("");
+        let is_media = f.contains('/') && top != layout::CHAIN_DIR && top != "playable";
+        if is_media && !referenced.contains(f.as_str()) {
+            report.notes.push(format!("{f} is not referenced by any record: it is not part of the record"));
+        }
+    }
+}
+
+fn file_belongs_to(file: &str, source: &str) -> bool {
+    let mut parts = file.split('/');
+    parts.next() == Some(source)
+        && parts.next().is_some_and(|n| !n.is_empty() && n != ".." && !n.starts_with('.'))
+        && parts.next().is_none()
+}
+
+fn gap_message(
+    source: &str,
+    from: MediaTime,
+    to: MediaTime,
+    before: Option<&SegmentInfo>,
+    after: Option<&SegmentInfo>,
+) -> String {
+    let secs = to.saturating_sub(from).as_secs_f64();
+    let context = match (before, after) {
+        (Some(b), Some(a)) => format!(" between {} and {}", b.file, a.file),
+        (Some(b), None) => format!(" after {}", b.file),
+        (None, Some(a)) => format!(" before {}", a.file),
+        (None, None) => " (no segment at all)".to_string(),
+    };
+    format!("source {source}: {from} to {to} ({secs:.1} s) is not recorded and no gap record explains it{context}")
+}
+
+fn check_manifest(
+    folder: &dyn SessionFolder,
+    key: &PublicKey,
+    session: Option<Uuid>,
+    hashes: &[Option<[u8; 32]>],
+    records: &[&RecordBody],
+    report: &mut Report,
+) {
+    let stopped = records.iter().any(|r| matches!(r.entry, Entry::SessionStop { .. }));
+    let manifest = match folder.read(layout::MANIFEST) {
+        Ok(Some(b)) => b,
+        Ok(None) => {
+            if stopped {
+                report
+                    .fault(FaultKind::Manifest, format!("the session was stopped but {} is missing", layout::MANIFEST));
+            } else {
+                report.notes.push(format!(
+                    "no manifest: the session is still recording or was cut off; records after #{} could be missing without trace",
+                    hashes.len().saturating_sub(1)
+                ));
+            }
+            return;
+        }
+        Err(e) => {
+            report.fault(FaultKind::Unreadable, format!("{}: {e}", layout::MANIFEST));
+            return;
+        }
+    };
+    let body: ManifestBody = match SignedDoc::parse(&manifest)
+        .map_err(|e| e.to_string())
+        .and_then(|d| d.open(key).map_err(|e| e.to_string()))
+    {
+        Ok(b) => b,
+        Err(e) => {
+            report.fault(FaultKind::Manifest, format!("{}: {e}", layout::MANIFEST));
+            return;
+        }
+    };
+    report.closed = true;
+    if Some(body.session) != session {
+        report.fault(FaultKind::ForeignRecord, format!("{} belongs to session {}", layout::MANIFEST, body.session));
+    }
+    let chain: Vec<String> = hashes.iter().map(|h| h.map(hex::encode).unwrap_or_default()).collect();
+    if body.records as usize != body.record_hashes.len() {
+        report.fault(
+            FaultKind::Manifest,
+            format!(
+                "{} is inconsistent: {} records but {} hashes",
+                layout::MANIFEST,
+                body.records,
+                body.record_hashes.len()
+            ),
+        );
+    }
+    if body.record_hashes.len() > chain.len() {
+        report.fault(
+            FaultKind::MissingRecord,
+            format!(
+                "the manifest lists {} records but the chain has {}: record #{} onwards was removed",
+                body.record_hashes.len(),
+                chain.len(),
+                chain.len()
+            ),
+        );
+    } else if chain.len() > body.record_hashes.len() {
+        report.fault(
+            FaultKind::Manifest,
+            format!(
+                "the chain has {} records but the manifest lists {}: record #{} onwards was added after closing",
+                chain.len(),
+                body.record_hashes.len(),
+                body.record_hashes.len()
+            ),
+        );
+    }
+    for (i, (listed, actual)) in body.record_hashes.iter().zip(&chain).enumerate() {
+        if !actual.is_empty() && listed != actual {
+            report.fault(FaultKind::Manifest, format!("record #{i} differs from the one the manifest sealed"));
+        }
+    }
+    if body.record_hashes.last() != Some(&body.head) {
+        report.fault(FaultKind::Manifest, format!("{}: head is not the last listed record", layout::MANIFEST));
+    }
+    if !stopped {
+        report.fault(FaultKind::Manifest, "a manifest exists but the chain has no session stop".into());
+    }
+}

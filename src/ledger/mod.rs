@@ -1,0 +1,180 @@
+//! The ledger: SQLite in WAL mode with one writer thread that owns the read-write
+//! connection and the chain heads. Other threads send it closures and wait for the result;
+//! readers open their own read-only connections. `schema.sql` documents every table.
+
+mod read;
+mod writer;
+
+pub use read::{Reader, RecordRow, RunRow, SegmentRow, SessionRow};
+pub use writer::{Committed, NewSession, SegmentCommit, Writer};
+
+use crate::base::Clocks;
+use crate::integrity::DeviceKey;
+use rusqlite::{Connection, OpenFlags};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use thiserror::Error;
+
+pub const SCHEMA_VERSION: i32 = 1;
+const SCHEMA: &str = include_str!("schema.sql");
+/// `(version, sql)`: the script that upgrades `version - 1` to `version`.
+const MIGRATIONS: &[(i32, &str)] = &[];
+
+#[derive(Debug, Error)]
+pub enum LedgerError {
+    #[error("ledger: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error(
+        "ledger {path}: schema version {found} is newer than this courtbox understands ({supported}); install a newer courtbox"
+    )]
+    TooNew { path: PathBuf, found: i32, supported: i32 },
+    #[error("ledger: the writer thread has stopped")]
+    Stopped,
+    #[error("ledger: {0}")]
+    Invalid(String),
+}
+
+type Job = Box<dyn FnOnce(&mut Writer) + Send>;
+
+/// Handle to the ledger's writer thread. Cheap to share behind an `Arc`.
+pub struct Ledger {
+    path: PathBuf,
+    jobs: Mutex<Option<mpsc::Sender<Job>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Ledger {
+    /// Opens (creating or migrating) the ledger and starts its writer thread.
+    pub fn open(path: &Path, key: Arc<DeviceKey>, clocks: Arc<dyn Clocks>) -> Result<Ledger, LedgerError> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| LedgerError::Invalid(format!("{}: {e}", dir.display())))?;
+        }
+        let mut conn = open_connection(path, false)?;
+        migrate(&mut conn, path)?;
+        let mut writer = Writer::new(conn, key, clocks);
+        writer.register_device_key()?;
+        let (tx, rx) = mpsc::channel::<Job>();
+        let thread = std::thread::Builder::new()
+            .name("ledger-writer".into())
+            .spawn(move || {
+                for job in rx {
+                    job(&mut writer);
+                }
+            })
+            .map_err(|e| LedgerError::Invalid(format!("cannot start writer thread: {e}")))?;
+        Ok(Ledger { path: path.to_path_buf(), jobs: Mutex::new(Some(tx)), thread: Mutex::new(Some(thread)) })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` on the writer thread and waits for its result. Blocking: from async code,
+    /// call it inside `spawn_blocking`.
+    pub fn call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Writer) -> Result<T, LedgerError> + Send + 'static,
+    ) -> Result<T, LedgerError> {
+        let (reply_tx, reply_rx) = mpsc::sync_channel(1);
+        let job: Job = Box::new(move |w| {
+            let _ = reply_tx.send(f(w));
+        });
+        self.jobs.lock().unwrap().as_ref().ok_or(LedgerError::Stopped)?.send(job).map_err(|_| LedgerError::Stopped)?;
+        reply_rx.recv().map_err(|_| LedgerError::Stopped)?
+    }
+
+    pub fn reader(&self) -> Result<Reader, LedgerError> {
+        Reader::open(&self.path)
+    }
+
+    /// Finishes queued work and stops the writer thread.
+    pub fn close(&self) {
+        self.jobs.lock().unwrap().take();
+        if let Some(t) = self.thread.lock().unwrap().take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Ledger {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+fn open_connection(path: &Path, read_only: bool) -> Result<Connection, LedgerError> {
+    let flags = if read_only {
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    } else {
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    };
+    let conn = Connection::open_with_flags(path, flags)?;
+    // The pragma, not `Connection::busy_timeout`: that one needs SQLite 3.44, Debian 12 has 3.40.
+    conn.pragma_update(None, "busy_timeout", 10_000)?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    if !read_only {
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        // Every write transaction is a commit point: it must be on disk when commit returns.
+        conn.pragma_update(None, "synchronous", "FULL")?;
+    }
+    Ok(conn)
+}
+
+fn migrate(conn: &mut Connection, path: &Path) -> Result<(), LedgerError> {
+    let version: i32 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if version > SCHEMA_VERSION {
+        return Err(LedgerError::TooNew { path: path.to_path_buf(), found: version, supported: SCHEMA_VERSION });
+    }
+    let tx = conn.transaction()?;
+    if version == 0 {
+        tx.execute_batch(SCHEMA)?;
+    } else {
+        for (v, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > version) {
+            tracing::info!(path = %path.display(), to = v, "migrating ledger schema");
+            tx.execute_batch(sql)?;
+        }
+    }
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    tx.commit()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn schema_of(conn: &Connection) -> Vec<String> {
+        let mut stmt = conn.prepare("SELECT sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY name").unwrap();
+        stmt.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
+    }
+
+    #[test]
+    fn fresh_and_migrated_schemas_match() {
+        let dir = tempfile::tempdir().unwrap();
+        let fresh_path = dir.path().join("fresh.db");
+        let mut fresh = open_connection(&fresh_path, false).unwrap();
+        migrate(&mut fresh, &fresh_path).unwrap();
+
+        // An old database at version 1 goes through every migration.
+        let old_path = dir.path().join("old.db");
+        let mut old = open_connection(&old_path, false).unwrap();
+        old.execute_batch(SCHEMA).unwrap();
+        old.pragma_update(None, "user_version", 1).unwrap();
+        migrate(&mut old, &old_path).unwrap();
+
+        assert_eq!(schema_of(&fresh), schema_of(&old));
+        let v: i32 = old.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+        assert_eq!(v, SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("l.db");
+        let mut conn = open_connection(&path, false).unwrap();
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1).unwrap();
+        assert!(matches!(migrate(&mut conn, &path), Err(LedgerError::TooNew { .. })));
+    }
+}

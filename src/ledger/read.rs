@@ -1,0 +1,195 @@
+use super::{LedgerError, open_connection};
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use std::collections::HashMap;
+use std::path::Path;
+use uuid::Uuid;
+
+/// A read-only view of the ledger; safe to use from any thread while the writer works.
+pub struct Reader {
+    conn: Connection,
+}
+
+#[derive(Debug, Clone)]
+pub struct SessionRow {
+    pub id: Uuid,
+    pub case_number: String,
+    pub title: String,
+    pub language: String,
+    pub hearing: String,
+    pub profile: String,
+    pub segment_ns: u64,
+    pub state: String,
+    pub started_wall: String,
+    pub stopped_wall: Option<String>,
+    pub manifest: Option<Vec<u8>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RecordRow {
+    pub idx: u64,
+    pub kind: String,
+    pub body: Vec<u8>,
+    pub signature: [u8; 64],
+    pub hash: [u8; 32],
+}
+
+#[derive(Debug, Clone)]
+pub struct SegmentRow {
+    pub source: String,
+    pub seq: u64,
+    pub record_idx: u64,
+    pub file: String,
+    pub media_start_ns: u64,
+    pub media_end_ns: u64,
+    pub bytes: u64,
+    pub recovered: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct RunRow {
+    pub run: u32,
+    pub boot_id: String,
+    pub started_wall: String,
+    pub media_offset_ns: u64,
+    pub ended_wall: Option<String>,
+    pub end_reason: Option<String>,
+}
+
+fn session_row(r: &Row) -> rusqlite::Result<SessionRow> {
+    let id: String = r.get(0)?;
+    Ok(SessionRow {
+        id: Uuid::parse_str(&id)
+            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))?,
+        case_number: r.get(1)?,
+        title: r.get(2)?,
+        language: r.get(3)?,
+        hearing: r.get(4)?,
+        profile: r.get(5)?,
+        segment_ns: r.get::<_, i64>(6)? as u64,
+        state: r.get(7)?,
+        started_wall: r.get(8)?,
+        stopped_wall: r.get(9)?,
+        manifest: r.get(10)?,
+    })
+}
+
+const SESSION_COLUMNS: &str =
+    "id, case_number, title, language, hearing, profile, segment_ns, state, started_wall, stopped_wall, manifest";
+
+impl Reader {
+    pub fn open(path: &Path) -> Result<Reader, LedgerError> {
+        if !path.exists() {
+            return Err(LedgerError::Invalid(format!(
+                "{}: no ledger here (has the daemon run with this data_dir?)",
+                path.display()
+            )));
+        }
+        Ok(Reader { conn: open_connection(path, true)? })
+    }
+
+    pub fn recording_session(&self) -> Result<Option<SessionRow>, LedgerError> {
+        Ok(self
+            .conn
+            .query_row(&format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE state = 'recording'"), [], session_row)
+            .optional()?)
+    }
+
+    pub fn session(&self, id: Uuid) -> Result<Option<SessionRow>, LedgerError> {
+        Ok(self
+            .conn
+            .query_row(&format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?1"), [id.to_string()], session_row)
+            .optional()?)
+    }
+
+    /// Finds a session by full id or unique id prefix.
+    pub fn find_session(&self, id_or_prefix: &str) -> Result<SessionRow, LedgerError> {
+        let mut stmt = self.conn.prepare(&format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id LIKE ?1 || '%'"))?;
+        let rows: Vec<SessionRow> =
+            stmt.query_map([id_or_prefix.to_lowercase()], session_row)?.collect::<Result<_, _>>()?;
+        match rows.len() {
+            1 => Ok(rows.into_iter().next().expect("one")),
+            0 => Err(LedgerError::Invalid(format!(
+                "no session {id_or_prefix:?} in this ledger (see `courtbox sessions`)"
+            ))),
+            n => Err(LedgerError::Invalid(format!("{id_or_prefix:?} matches {n} sessions; give more of the id"))),
+        }
+    }
+
+    pub fn sessions(&self) -> Result<Vec<SessionRow>, LedgerError> {
+        let mut stmt = self.conn.prepare(&format!("SELECT {SESSION_COLUMNS} FROM sessions ORDER BY started_wall"))?;
+        Ok(stmt.query_map([], session_row)?.collect::<Result<_, _>>()?)
+    }
+
+    pub fn records(&self, session: Uuid) -> Result<Vec<RecordRow>, LedgerError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT idx, kind, body, signature, hash FROM records WHERE session_id = ?1 ORDER BY idx")?;
+        let rows = stmt.query_map([session.to_string()], |r| {
+            let sig: Vec<u8> = r.get(3)?;
+            let hash: Vec<u8> = r.get(4)?;
+            Ok(RecordRow {
+                idx: r.get::<_, i64>(0)? as u64,
+                kind: r.get(1)?,
+                body: r.get(2)?,
+                signature: sig.try_into().unwrap_or([0; 64]),
+                hash: hash.try_into().unwrap_or([0; 32]),
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn segments(&self, session: Uuid) -> Result<Vec<SegmentRow>, LedgerError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT source, seq, record_idx, file, media_start_ns, media_end_ns, bytes, recovered
+             FROM segments WHERE session_id = ?1 ORDER BY source, seq",
+        )?;
+        let rows = stmt.query_map([session.to_string()], |r| {
+            Ok(SegmentRow {
+                source: r.get(0)?,
+                seq: r.get::<_, i64>(1)? as u64,
+                record_idx: r.get::<_, i64>(2)? as u64,
+                file: r.get(3)?,
+                media_start_ns: r.get::<_, i64>(4)? as u64,
+                media_end_ns: r.get::<_, i64>(5)? as u64,
+                bytes: r.get::<_, i64>(6)? as u64,
+                recovered: r.get(7)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn runs(&self, session: Uuid) -> Result<Vec<RunRow>, LedgerError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT run, boot_id, started_wall, media_offset_ns, ended_wall, end_reason FROM runs WHERE session_id = ?1 ORDER BY run",
+        )?;
+        let rows = stmt.query_map([session.to_string()], |r| {
+            Ok(RunRow {
+                run: r.get(0)?,
+                boot_id: r.get(1)?,
+                started_wall: r.get(2)?,
+                media_offset_ns: r.get::<_, i64>(3)? as u64,
+                ended_wall: r.get(4)?,
+                end_reason: r.get(5)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Highest committed segment number per source.
+    pub fn last_seq(&self, session: Uuid) -> Result<HashMap<String, u64>, LedgerError> {
+        let mut stmt =
+            self.conn.prepare("SELECT source, MAX(seq) FROM segments WHERE session_id = ?1 GROUP BY source")?;
+        let rows =
+            stmt.query_map(params![session.to_string()], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Pending upload work: (objects, bytes).
+    pub fn upload_backlog(&self) -> Result<(u64, u64), LedgerError> {
+        Ok(self.conn.query_row(
+            "SELECT COUNT(*), COALESCE(SUM(bytes), 0) FROM upload_jobs WHERE state = 'pending'",
+            [],
+            |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
+        )?)
+    }
+}

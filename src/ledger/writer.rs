@@ -1,0 +1,343 @@
+use super::LedgerError;
+use crate::base::{Clocks, MediaTime, WallTime};
+use crate::config::SourceSpec;
+use crate::integrity::{
+    DeviceKey, Entry, FORMAT_VERSION, Hearing, ManifestBody, RecordBody, SignedDoc, ZERO_HASH, layout,
+};
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+use std::collections::HashMap;
+use std::sync::Arc;
+use uuid::Uuid;
+
+/// A record that is part of the chain: its transaction has committed.
+#[derive(Debug, Clone)]
+pub struct Committed {
+    pub session: Uuid,
+    pub index: u64,
+    pub hash: [u8; 32],
+}
+
+pub struct NewSession {
+    pub court: String,
+    pub room: String,
+    pub case: String,
+    pub title: String,
+    pub language: String,
+    pub hearing: Hearing,
+    pub profile: String,
+    pub segment_ns: u64,
+    pub sources: Vec<SourceSpec>,
+}
+
+/// A sealed segment file (already fsynced and hashed) to commit.
+pub struct SegmentCommit {
+    pub source: String,
+    pub seq: u64,
+    pub media_start: MediaTime,
+    pub media_end: MediaTime,
+    pub wall_start: WallTime,
+    pub bytes: u64,
+    pub sha256: [u8; 32],
+    pub recovered: bool,
+    /// The file, relative to the data directory.
+    pub local_path: String,
+}
+
+#[derive(Clone, Copy)]
+struct Head {
+    next: u64,
+    prev: [u8; 32],
+}
+
+/// Owned by the writer thread: the read-write connection, the signing key and the chain
+/// heads. Methods each run one transaction.
+pub struct Writer {
+    conn: Connection,
+    key: Arc<DeviceKey>,
+    clocks: Arc<dyn Clocks>,
+    heads: HashMap<Uuid, Head>,
+}
+
+/// Appends records within one transaction.
+struct Chain<'a> {
+    key: &'a DeviceKey,
+    wall: WallTime,
+    heads: &'a mut HashMap<Uuid, Head>,
+}
+
+impl Chain<'_> {
+    fn append(&mut self, tx: &Transaction, session: Uuid, entry: Entry) -> Result<Committed, LedgerError> {
+        let head = match self.heads.get(&session) {
+            Some(h) => *h,
+            None => {
+                let last: Option<(i64, Vec<u8>)> = tx
+                    .query_row(
+                        "SELECT idx, hash FROM records WHERE session_id = ?1 ORDER BY idx DESC LIMIT 1",
+                        [session.to_string()],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )
+                    .optional()?;
+                match last {
+                    Some((idx, hash)) => Head {
+                        next: idx as u64 + 1,
+                        prev: hash
+                            .try_into()
+                            .map_err(|_| LedgerError::Invalid("stored hash is not 32 bytes".into()))?,
+                    },
+                    None => Head { next: 0, prev: [0; 32] },
+                }
+            }
+        };
+        let body = RecordBody {
+            v: FORMAT_VERSION,
+            session,
+            index: head.next,
+            prev: if head.next == 0 { ZERO_HASH.to_string() } else { hex::encode(head.prev) },
+            device: self.key.public().key_id(),
+            wall: self.wall,
+            entry,
+        };
+        let doc = SignedDoc::sign(&body, self.key);
+        let hash = doc.hash();
+        tx.execute(
+            "INSERT INTO records (session_id, idx, kind, body, signature, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                session.to_string(),
+                head.next as i64,
+                body.entry.kind(),
+                doc.body,
+                doc.signature.to_vec(),
+                hash.to_vec()
+            ],
+        )?;
+        insert_upload_job(
+            tx,
+            Some(session),
+            &format!("{session}/{}", layout::record_file(head.next)),
+            "record",
+            None,
+            Some(&doc.to_bytes()),
+            self.wall,
+        )?;
+        self.heads.insert(session, Head { next: head.next + 1, prev: hash });
+        Ok(Committed { session, index: head.next, hash })
+    }
+}
+
+fn insert_upload_job(
+    tx: &Transaction,
+    session: Option<Uuid>,
+    key: &str,
+    kind: &str,
+    local_path: Option<(&str, u64, [u8; 32])>,
+    content: Option<&[u8]>,
+    wall: WallTime,
+) -> Result<(), LedgerError> {
+    let (path, bytes, sha) = match (local_path, content) {
+        (Some((p, n, sha)), None) => (Some(p), n, sha),
+        (None, Some(c)) => (None, c.len() as u64, crate::integrity::sha256(c)),
+        _ => return Err(LedgerError::Invalid("an upload job needs either a file or content".into())),
+    };
+    tx.execute(
+        "INSERT INTO upload_jobs (session_id, object_key, kind, local_path, content, sha256, bytes, created_wall)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![
+            session.map(|s| s.to_string()),
+            key,
+            kind,
+            path,
+            content,
+            sha.to_vec(),
+            bytes as i64,
+            wall.to_rfc3339()
+        ],
+    )?;
+    Ok(())
+}
+
+impl Writer {
+    pub(super) fn new(conn: Connection, key: Arc<DeviceKey>, clocks: Arc<dyn Clocks>) -> Writer {
+        Writer { conn, key, clocks, heads: HashMap::new() }
+    }
+
+    /// Runs `f` in an immediate transaction. The chain-head cache is dropped if anything
+    /// fails, so it is re-read from the database rather than trusted.
+    fn transact<T>(
+        &mut self,
+        f: impl FnOnce(&Transaction, &mut Chain, WallTime) -> Result<T, LedgerError>,
+    ) -> Result<T, LedgerError> {
+        let wall = self.clocks.wall();
+        let Writer { conn, key, heads, .. } = self;
+        let mut chain = Chain { key, wall, heads };
+        let result = (|| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let value = f(&tx, &mut chain, wall)?;
+            tx.commit()?;
+            Ok(value)
+        })();
+        if result.is_err() {
+            heads.clear();
+        }
+        result
+    }
+
+    /// Queues the device public key for central storage once per key.
+    pub(super) fn register_device_key(&mut self) -> Result<(), LedgerError> {
+        let public = self.key.public();
+        let object = format!("devices/{}.pub", public.key_id());
+        self.transact(|tx, _, wall| {
+            let exists: bool =
+                tx.query_row("SELECT EXISTS (SELECT 1 FROM upload_jobs WHERE object_key = ?1)", [&object], |r| {
+                    r.get(0)
+                })?;
+            if !exists {
+                insert_upload_job(tx, None, &object, "device_key", None, Some(public.to_pem().as_bytes()), wall)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Creates a recording session and its `session_start` record.
+    pub fn create_session(&mut self, s: NewSession) -> Result<(Uuid, Committed), LedgerError> {
+        let id = Uuid::new_v4();
+        self.transact(|tx, chain, wall| {
+            let busy: Option<String> =
+                tx.query_row("SELECT id FROM sessions WHERE state = 'recording'", [], |r| r.get(0)).optional()?;
+            if let Some(busy) = busy {
+                return Err(LedgerError::Invalid(format!("session {busy} is still recording; stop it first")));
+            }
+            tx.execute(
+                "INSERT INTO sessions (id, case_number, title, language, hearing, profile, segment_ns, state, started_wall)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'recording', ?8)",
+                params![id.to_string(), s.case, s.title, s.language, s.hearing.as_str(), s.profile, s.segment_ns as i64, wall.to_rfc3339()],
+            )?;
+            let committed = chain.append(
+                tx,
+                id,
+                Entry::SessionStart {
+                    court: s.court,
+                    room: s.room,
+                    case: s.case,
+                    title: s.title,
+                    language: s.language,
+                    hearing: s.hearing,
+                    profile: s.profile,
+                    segment_ns: s.segment_ns,
+                    sources: s.sources,
+                },
+            )?;
+            Ok((id, committed))
+        })
+    }
+
+    /// Appends one record (an event or a gap) to a session's chain.
+    pub fn append(&mut self, session: Uuid, entry: Entry) -> Result<Committed, LedgerError> {
+        self.transact(|tx, chain, _| chain.append(tx, session, entry))
+    }
+
+    /// The commit point of a segment: its record, its row and its upload job, atomically.
+    pub fn commit_segment(&mut self, session: Uuid, seg: SegmentCommit) -> Result<Committed, LedgerError> {
+        self.transact(|tx, chain, _| {
+            let file = layout::segment_file(&seg.source, seg.seq);
+            let committed = chain.append(
+                tx,
+                session,
+                Entry::Segment {
+                    source: seg.source.clone(),
+                    seq: seg.seq,
+                    file: file.clone(),
+                    media_start: seg.media_start,
+                    media_end: seg.media_end,
+                    wall_start: seg.wall_start,
+                    bytes: seg.bytes,
+                    sha256: hex::encode(seg.sha256),
+                    recovered: seg.recovered,
+                },
+            )?;
+            tx.execute(
+                "INSERT INTO segments (session_id, source, seq, record_idx, file, media_start_ns, media_end_ns, bytes, sha256, recovered)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                params![
+                    session.to_string(),
+                    seg.source,
+                    seg.seq as i64,
+                    committed.index as i64,
+                    file,
+                    seg.media_start.0 as i64,
+                    seg.media_end.0 as i64,
+                    seg.bytes as i64,
+                    seg.sha256.to_vec(),
+                    seg.recovered
+                ],
+            )?;
+            insert_upload_job(
+                tx,
+                Some(session),
+                &format!("{session}/{file}"),
+                "segment",
+                Some((&seg.local_path, seg.bytes, seg.sha256)),
+                None,
+                chain.wall,
+            )?;
+            Ok(committed)
+        })
+    }
+
+    pub fn begin_run(
+        &mut self,
+        session: Uuid,
+        run: u32,
+        boot_id: &str,
+        media_offset: MediaTime,
+    ) -> Result<(), LedgerError> {
+        self.transact(|tx, _, wall| {
+            tx.execute(
+                "INSERT INTO runs (session_id, run, boot_id, pid, started_wall, media_offset_ns) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![session.to_string(), run, boot_id, std::process::id(), wall.to_rfc3339(), media_offset.0 as i64],
+            )?;
+            Ok(())
+        })
+    }
+
+    pub fn end_run(&mut self, session: Uuid, run: u32, reason: &str) -> Result<(), LedgerError> {
+        self.transact(|tx, _, wall| {
+            tx.execute(
+                "UPDATE runs SET ended_wall = ?3, end_reason = ?4 WHERE session_id = ?1 AND run = ?2",
+                params![session.to_string(), run, wall.to_rfc3339(), reason],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Appends `session_stop`, then seals the chain with a signed manifest, in one transaction.
+    pub fn stop_session(&mut self, session: Uuid, media: MediaTime) -> Result<Vec<u8>, LedgerError> {
+        self.transact(|tx, chain, wall| {
+            chain.append(tx, session, Entry::SessionStop { media })?;
+            let hashes: Vec<String> = {
+                let mut stmt = tx.prepare("SELECT hash FROM records WHERE session_id = ?1 ORDER BY idx")?;
+                stmt.query_map([session.to_string()], |r| r.get::<_, Vec<u8>>(0))?
+                    .map(|h| h.map(hex::encode))
+                    .collect::<Result<_, _>>()?
+            };
+            let manifest = ManifestBody {
+                v: FORMAT_VERSION,
+                session,
+                device: chain.key.public().key_id(),
+                closed: wall,
+                records: hashes.len() as u64,
+                head: hashes.last().cloned().unwrap_or_default(),
+                record_hashes: hashes,
+            };
+            let bytes = SignedDoc::sign(&manifest, chain.key).to_bytes();
+            let changed = tx.execute(
+                "UPDATE sessions SET state = 'stopped', stopped_wall = ?2, manifest = ?3 WHERE id = ?1 AND state = 'recording'",
+                params![session.to_string(), wall.to_rfc3339(), bytes],
+            )?;
+            if changed != 1 {
+                return Err(LedgerError::Invalid(format!("session {session} is not recording")));
+            }
+            insert_upload_job(tx, Some(session), &format!("{session}/{}", layout::MANIFEST), "manifest", None, Some(&bytes), wall)?;
+            Ok(bytes)
+        })
+    }
+}

@@ -1,0 +1,13 @@
+//! courtbox: the daemon and tools of a courtroom recording box. See DESIGN.md for the
+//! architecture; each module's `mod.rs` describes what it owns.
+
+pub mod base;
+pub mod bench;
+pub mod capture;
+pub mod config;
+pub mod control;
+pub mod export;
+pub mod integrity;
+pub mod ledger;
+pub mod segment;
+pub mod session;

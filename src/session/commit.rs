@@ -1,0 +1,153 @@
+//! The committer: one thread per capture run that takes closed fragments, seals them and
+//! commits them (steps 1-3 of the commit point), writing a gap record first whenever a
+//! source's timeline has a hole. Runs beside capture; capture never waits for it.
+
+use super::continuity::Continuity;
+use super::{Stats, clockwatch::ClockWatch};
+use crate::base::{Clocks, MediaTime};
+use crate::capture::{CaptureEvent, ClosedFragment};
+use crate::integrity::{Entry, RunCause};
+use crate::ledger::{Ledger, SegmentCommit};
+use crate::segment;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::mpsc::Receiver;
+use std::thread::JoinHandle;
+use uuid::Uuid;
+
+pub struct CommitContext {
+    pub session: Uuid,
+    pub run: u32,
+    pub cause: RunCause,
+    pub ledger: Arc<Ledger>,
+    pub data_dir: PathBuf,
+    pub clocks: Arc<dyn Clocks>,
+    pub stats: Arc<Stats>,
+}
+
+pub struct Committer {
+    thread: JoinHandle<Continuity>,
+}
+
+impl Committer {
+    pub fn start(ctx: CommitContext, continuity: Continuity, events: Receiver<CaptureEvent>) -> Committer {
+        let thread = std::thread::Builder::new()
+            .name("committer".into())
+            .spawn(move || run(ctx, continuity, events))
+            .expect("spawn committer");
+        Committer { thread }
+    }
+
+    /// Waits until every event is committed; call after capture stopped (its senders gone).
+    pub fn finish(self) -> Continuity {
+        self.thread.join().expect("committer thread panicked")
+    }
+}
+
+fn run(ctx: CommitContext, mut continuity: Continuity, events: Receiver<CaptureEvent>) -> Continuity {
+    let mut clock = ClockWatch::default();
+    for event in events {
+        if let Some(delta_ms) = clock.observe(ctx.clocks.monotonic(), ctx.clocks.wall()) {
+            let media = event_media(&event);
+            tracing::warn!(delta_ms, "wall clock jumped; recording it in the chain");
+            record(&ctx, Entry::ClockJump { media, delta_ms });
+        }
+        match event {
+            CaptureEvent::Started { t0, sources } => {
+                let why = (ctx.cause != RunCause::SessionStart).then(|| ctx.cause.describe());
+                continuity.run_started(t0, &sources, why);
+                record(
+                    &ctx,
+                    Entry::RunStart {
+                        run: ctx.run,
+                        cause: ctx.cause,
+                        media: t0,
+                        boot_id: crate::base::boot_id(),
+                        sources,
+                    },
+                );
+            }
+            CaptureEvent::Fragment(f) => commit_fragment(&ctx, &mut continuity, f),
+            CaptureEvent::DeviceFailed { device, sources, at, error } => {
+                let why = format!("device {device} failed at {at}: {error}; it was restarted automatically");
+                ctx.stats.note_error(&why);
+                continuity.interrupted(&sources, &why);
+            }
+            CaptureEvent::DeviceRestarted { device, at, attempt } => {
+                tracing::info!(%device, %at, attempt, "device recording again");
+            }
+        }
+    }
+    continuity
+}
+
+/// The media time an event happened at (where a clock jump noticed with it is placed).
+fn event_media(event: &CaptureEvent) -> MediaTime {
+    match event {
+        CaptureEvent::Started { t0, .. } => *t0,
+        CaptureEvent::Fragment(f) => f.media_end,
+        CaptureEvent::DeviceFailed { at, .. } | CaptureEvent::DeviceRestarted { at, .. } => *at,
+    }
+}
+
+fn record(ctx: &CommitContext, entry: Entry) {
+    let session = ctx.session;
+    let kind = entry.kind();
+    if let Err(e) = ctx.ledger.call(move |w| w.append(session, entry)) {
+        ctx.stats.note_error(&format!("could not commit a {kind} record: {e}"));
+        tracing::error!(error = %e, kind, "could not commit a record");
+    }
+}
+
+fn commit_fragment(ctx: &CommitContext, continuity: &mut Continuity, f: ClosedFragment) {
+    let ClosedFragment { source, seq, path, mut file, complete, mut media_start, mut media_end, wall_start, .. } = f;
+    let sealed = match segment::seal(&mut file, &path) {
+        Ok(s) => s,
+        Err(e) => {
+            // The file stays in the spool; startup recovery will seal it.
+            ctx.stats.note_error(&format!("cannot seal {}: {e}", path.display()));
+            tracing::error!(path = %path.display(), error = %e, "cannot seal segment; left in the spool for recovery");
+            return;
+        }
+    };
+    drop(file);
+    if !complete {
+        // The muxer was not finalized: what counts is what is in the file.
+        match segment::media_span(&path) {
+            Ok(Some((a, b))) => {
+                media_start = media_start.min(a);
+                media_end = b;
+            }
+            Ok(None) => tracing::warn!(path = %path.display(), "cut-short segment holds no frame"),
+            Err(e) => tracing::warn!(path = %path.display(), error = %e, "cannot read cut-short segment"),
+        }
+    }
+    if let Some(gap) = continuity.segment(&source, media_start, media_end) {
+        tracing::warn!(source = %gap.source, from = %gap.start, to = %gap.end, reason = %gap.reason, "gap in the record");
+        ctx.stats.gap();
+        record(ctx, Entry::Gap { source: gap.source, media_start: gap.start, media_end: gap.end, reason: gap.reason });
+    }
+    let local_path = path.strip_prefix(&ctx.data_dir).unwrap_or(&path).display().to_string();
+    let commit = SegmentCommit {
+        source: source.clone(),
+        seq,
+        media_start,
+        media_end,
+        wall_start,
+        bytes: sealed.bytes,
+        sha256: sealed.sha256,
+        recovered: false,
+        local_path,
+    };
+    let session = ctx.session;
+    match ctx.ledger.call(move |w| w.commit_segment(session, commit)) {
+        Ok(c) => {
+            ctx.stats.segment(&source, sealed.bytes, media_end);
+            tracing::debug!(%source, seq, index = c.index, bytes = sealed.bytes, "segment committed");
+        }
+        Err(e) => {
+            ctx.stats.note_error(&format!("cannot commit {}: {e}", path.display()));
+            tracing::error!(path = %path.display(), error = %e, "cannot commit segment; left in the spool for recovery");
+        }
+    }
+}

@@ -1,0 +1,377 @@
+//! Sessions: the recorder service that starts, marks, stops and resumes hearings. It owns
+//! the capture run of the current session and the committer that turns its segments into
+//! records. All methods block (GStreamer, SQLite); async callers use `spawn_blocking`.
+
+mod clockwatch;
+mod commit;
+mod continuity;
+mod recovery;
+
+pub use continuity::{Continuity, GapSpec};
+pub use recovery::resume_offset;
+
+use crate::base::{Clocks, MediaTime};
+use crate::capture::{CaptureError, CaptureRun, DeviceStatus, RunParams, Templates, plan_devices};
+use crate::config::LoadedConfig;
+use crate::integrity::{Entry, Hearing, RunCause};
+use crate::ledger::{Ledger, LedgerError, NewSession};
+use commit::{CommitContext, Committer};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use thiserror::Error;
+use uuid::Uuid;
+
+#[derive(Debug, Error)]
+pub enum SessionError {
+    #[error("a session is already recording ({0}); stop it before starting another")]
+    AlreadyRecording(Uuid),
+    #[error("no session is recording")]
+    NotRecording,
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    #[error(transparent)]
+    Capture(#[from] CaptureError),
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StartRequest {
+    /// Case number as the court writes it, e.g. "2-1234/2026".
+    pub case: String,
+    pub title: String,
+    /// Language of the hearing: kk, ru, en, or auto.
+    pub language: String,
+    pub hearing: Hearing,
+}
+
+pub const LANGUAGES: [&str; 4] = ["kk", "ru", "en", "auto"];
+
+fn check_text(field: &str, value: &str, max: usize) -> Result<String, SessionError> {
+    let v = value.trim();
+    if v.is_empty() {
+        return Err(SessionError::Invalid(format!("{field} is empty")));
+    }
+    if v.chars().count() > max {
+        return Err(SessionError::Invalid(format!("{field} is longer than {max} characters")));
+    }
+    if v.chars().any(char::is_control) {
+        return Err(SessionError::Invalid(format!("{field} contains control characters")));
+    }
+    Ok(v.to_string())
+}
+
+impl StartRequest {
+    pub fn validate(&self) -> Result<StartRequest, SessionError> {
+        if !LANGUAGES.contains(&self.language.as_str()) {
+            return Err(SessionError::Invalid(format!("language {:?} is not one of kk, ru, en, auto", self.language)));
+        }
+        Ok(StartRequest {
+            case: check_text("case", &self.case, 64)?,
+            title: check_text("title", &self.title, 200)?,
+            language: self.language.clone(),
+            hearing: self.hearing,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SessionInfo {
+    pub session: Uuid,
+    pub run: u32,
+    pub started_media: MediaTime,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StopInfo {
+    pub session: Uuid,
+    pub stopped_media: MediaTime,
+    pub records: u64,
+    pub segments: u64,
+    pub gaps: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MarkInfo {
+    pub session: Uuid,
+    pub index: u64,
+    pub media: MediaTime,
+}
+
+/// Live counters of the current run, for status and metrics.
+#[derive(Debug, Default)]
+pub struct Stats {
+    inner: Mutex<StatsInner>,
+}
+
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct StatsInner {
+    pub segments: u64,
+    pub bytes: u64,
+    pub gaps: u64,
+    pub last_media: BTreeMap<String, MediaTime>,
+    pub last_error: Option<String>,
+}
+
+impl Stats {
+    fn segment(&self, source: &str, bytes: u64, end: MediaTime) {
+        let mut s = self.inner.lock().unwrap();
+        s.segments += 1;
+        s.bytes += bytes;
+        s.last_media.insert(source.to_string(), end);
+    }
+    fn gap(&self) {
+        self.inner.lock().unwrap().gaps += 1;
+    }
+    fn note_error(&self, e: &str) {
+        self.inner.lock().unwrap().last_error = Some(e.to_string());
+    }
+    pub fn snapshot(&self) -> StatsInner {
+        self.inner.lock().unwrap().clone()
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SessionStatus {
+    pub id: Uuid,
+    pub case: String,
+    pub title: String,
+    pub language: String,
+    pub hearing: String,
+    pub started_wall: String,
+    pub run: u32,
+    pub run_started_media: MediaTime,
+    pub media_now: MediaTime,
+    pub devices: Vec<DeviceStatus>,
+    pub stats: StatsInner,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    pub recording: bool,
+    pub session: Option<SessionStatus>,
+}
+
+struct Active {
+    session: crate::ledger::SessionRow,
+    run: u32,
+    capture: CaptureRun,
+    committer: Committer,
+    stats: Arc<Stats>,
+}
+
+pub struct Recorder {
+    cfg: Arc<LoadedConfig>,
+    ledger: Arc<Ledger>,
+    clocks: Arc<dyn Clocks>,
+    templates: Templates,
+    active: Mutex<Option<Active>>,
+}
+
+impl Recorder {
+    pub fn new(cfg: Arc<LoadedConfig>, ledger: Arc<Ledger>, clocks: Arc<dyn Clocks>) -> Recorder {
+        let templates = Templates::new(cfg.pipelines_dir.clone());
+        Recorder { cfg, ledger, clocks, templates, active: Mutex::new(None) }
+    }
+
+    fn spool_dir(&self, session: Uuid) -> PathBuf {
+        self.cfg.data_dir.join("spool").join(session.to_string())
+    }
+
+    /// Called once at daemon start: commits what a crash left in the spool and resumes the
+    /// interrupted session, if any. Returns the resumed session.
+    pub fn recover(&self) -> Result<Option<Uuid>, SessionError> {
+        let reader = self.ledger.reader()?;
+        let Some(interrupted) = recovery::find_interrupted(&reader)? else { return Ok(None) };
+        let session = interrupted.session;
+        tracing::warn!(session = %session.id, cause = ?interrupted.cause, "a session was interrupted; recovering its spool and resuming");
+        let recovered = recovery::commit_orphans(&self.ledger, &self.cfg.data_dir, &session)?;
+        tracing::info!(committed = recovered.committed, quarantined = recovered.quarantined, "spool recovered");
+        let records = recovery::decode_records(&reader, session.id)?;
+        let offset = recovery::resume_offset(&session, &records, self.clocks.wall());
+        let next_seq = reader.last_seq(session.id)?.into_iter().map(|(k, v)| (k, v + 1)).collect();
+        let continuity = Continuity::replay(&records);
+        let mut active = self.active.lock().unwrap();
+        *active = Some(self.start_run(
+            session.clone(),
+            interrupted.last_run + 1,
+            interrupted.cause,
+            offset,
+            next_seq,
+            continuity,
+        )?);
+        Ok(Some(session.id))
+    }
+
+    fn start_run(
+        &self,
+        session: crate::ledger::SessionRow,
+        run: u32,
+        cause: RunCause,
+        offset: MediaTime,
+        next_seq: HashMap<String, u64>,
+        continuity: Continuity,
+    ) -> Result<Active, SessionError> {
+        let plans = plan_devices(&self.cfg.profile, &self.templates, &self.cfg.sim_audio_dir)?;
+        let id = session.id;
+        let boot = crate::base::boot_id();
+        self.ledger.call(move |w| w.begin_run(id, run, &boot, offset))?;
+        let stats = Arc::new(Stats::default());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let committer = Committer::start(
+            CommitContext {
+                session: id,
+                run,
+                cause,
+                ledger: self.ledger.clone(),
+                data_dir: self.cfg.data_dir.clone(),
+                clocks: self.clocks.clone(),
+                stats: stats.clone(),
+            },
+            continuity,
+            rx,
+        );
+        let rec = &self.cfg.config.recording;
+        let params = RunParams {
+            session_dir: self.spool_dir(id),
+            media_offset: offset,
+            segment: Duration::from_nanos(session.segment_ns),
+            next_seq,
+            start_timeout: Duration::from_millis(rec.start_timeout_ms.into()),
+            sync_interval: Duration::from_millis(rec.sync_interval_ms.into()),
+        };
+        let capture = match CaptureRun::start(plans, params, self.clocks.clone(), tx) {
+            Ok(c) => c,
+            Err(e) => {
+                committer.finish();
+                return Err(e.into());
+            }
+        };
+        tracing::info!(session = %id, run, t0 = %capture.t0(), ?cause, "recording");
+        Ok(Active { session, run, capture, committer, stats })
+    }
+
+    pub fn start(&self, req: &StartRequest) -> Result<SessionInfo, SessionError> {
+        let req = req.validate()?;
+        let mut active = self.active.lock().unwrap();
+        if let Some(a) = active.as_ref() {
+            return Err(SessionError::AlreadyRecording(a.session.id));
+        }
+        // Fail on a bad template before anything is written.
+        plan_devices(&self.cfg.profile, &self.templates, &self.cfg.sim_audio_dir)?;
+        let new = NewSession {
+            court: self.cfg.config.court.clone(),
+            room: self.cfg.config.room.clone(),
+            case: req.case,
+            title: req.title,
+            language: req.language,
+            hearing: req.hearing,
+            profile: self.cfg.profile.name.clone(),
+            segment_ns: self.cfg.segment_nanos(),
+            sources: self.cfg.profile.sources(),
+        };
+        let (id, _) = self.ledger.call(move |w| w.create_session(new))?;
+        let session = self.ledger.reader()?.session(id)?.ok_or(SessionError::NotRecording)?;
+        match self.start_run(session, 1, RunCause::SessionStart, MediaTime::ZERO, HashMap::new(), Continuity::default())
+        {
+            Ok(a) => {
+                let info = SessionInfo { session: id, run: 1, started_media: a.capture.t0() };
+                *active = Some(a);
+                Ok(info)
+            }
+            Err(e) => {
+                // Nothing was recorded; close the session so the box is not stuck.
+                let _ = self.ledger.call(move |w| w.stop_session(id, MediaTime::ZERO));
+                Err(e)
+            }
+        }
+    }
+
+    pub fn mark(&self, text: &str) -> Result<MarkInfo, SessionError> {
+        let text = check_text("mark text", text, 2000)?;
+        let active = self.active.lock().unwrap();
+        let a = active.as_ref().ok_or(SessionError::NotRecording)?;
+        let media = a.capture.now();
+        let id = a.session.id;
+        let c = self.ledger.call(move |w| w.append(id, Entry::Mark { media, text }))?;
+        Ok(MarkInfo { session: id, index: c.index, media })
+    }
+
+    /// Ends the session: every device finalizes its segment, the tail of every source is
+    /// accounted for, and the chain is sealed with a signed manifest.
+    pub fn stop(&self) -> Result<StopInfo, SessionError> {
+        let mut guard = self.active.lock().unwrap();
+        let a = guard.take().ok_or(SessionError::NotRecording)?;
+        let id = a.session.id;
+        let (stop_media, mut continuity) = Self::end_capture(a.capture, a.committer);
+        for gap in continuity.finish(stop_media) {
+            let entry =
+                Entry::Gap { source: gap.source, media_start: gap.start, media_end: gap.end, reason: gap.reason };
+            self.ledger.call(move |w| w.append(id, entry))?;
+        }
+        let run = a.run;
+        self.ledger.call(move |w| w.end_run(id, run, "stopped"))?;
+        self.ledger.call(move |w| w.stop_session(id, stop_media))?;
+        let reader = self.ledger.reader()?;
+        let records = reader.records(id)?;
+        tracing::info!(session = %id, records = records.len(), "session stopped and sealed");
+        Ok(StopInfo {
+            session: id,
+            stopped_media: stop_media,
+            records: records.len() as u64,
+            segments: reader.segments(id)?.len() as u64,
+            gaps: records.iter().filter(|r| r.kind == "gap").count() as u64,
+        })
+    }
+
+    fn end_capture(capture: CaptureRun, committer: Committer) -> (MediaTime, Continuity) {
+        let stop_media = capture.stop();
+        (stop_media, committer.finish())
+    }
+
+    /// The daemon is going down (service stop, reboot): finalize the open segments and
+    /// leave the session recording, so that it resumes on the next start.
+    pub fn shutdown(&self) {
+        if let Some(a) = self.active.lock().unwrap().take() {
+            let id = a.session.id;
+            let run = a.run;
+            Self::end_capture(a.capture, a.committer);
+            if let Err(e) = self.ledger.call(move |w| w.end_run(id, run, "shutdown")) {
+                tracing::error!(error = %e, "could not record the shutdown");
+            }
+            tracing::info!(session = %id, "daemon stopping; the session will resume on the next start");
+        }
+    }
+
+    pub fn status(&self) -> Status {
+        let active = self.active.lock().unwrap();
+        let session = active.as_ref().map(|a| SessionStatus {
+            id: a.session.id,
+            case: a.session.case_number.clone(),
+            title: a.session.title.clone(),
+            language: a.session.language.clone(),
+            hearing: a.session.hearing.clone(),
+            started_wall: a.session.started_wall.clone(),
+            run: a.run,
+            run_started_media: a.capture.t0(),
+            media_now: a.capture.now(),
+            devices: a.capture.devices(),
+            stats: a.stats.snapshot(),
+        });
+        Status { recording: session.is_some(), session }
+    }
+
+    pub fn inject_failure(&self, device: &str) -> Result<(), SessionError> {
+        let active = self.active.lock().unwrap();
+        let a = active.as_ref().ok_or(SessionError::NotRecording)?;
+        if a.capture.inject_failure(device) {
+            Ok(())
+        } else {
+            Err(SessionError::Invalid(format!("no running device named {device:?}")))
+        }
+    }
+}

@@ -1,0 +1,126 @@
+//! Startup recovery: find a session that was recording when the daemon died, seal and
+//! commit the spool files it left behind (as `recovered`, with gap records for any hole
+//! between them), and say why it stopped.
+
+use super::continuity::Continuity;
+use crate::base::{MediaTime, WallTime};
+use crate::integrity::{Entry, RecordBody, RunCause};
+use crate::ledger::{Ledger, LedgerError, Reader, SegmentCommit, SessionRow};
+use crate::segment;
+use std::collections::HashSet;
+use std::path::Path;
+
+pub struct Interrupted {
+    pub session: SessionRow,
+    pub cause: RunCause,
+    pub last_run: u32,
+}
+
+pub fn find_interrupted(reader: &Reader) -> Result<Option<Interrupted>, LedgerError> {
+    let Some(session) = reader.recording_session()? else { return Ok(None) };
+    let runs = reader.runs(session.id)?;
+    let last = runs.last();
+    let cause = match last {
+        Some(r) if r.end_reason.as_deref() == Some("shutdown") => RunCause::ResumeAfterShutdown,
+        Some(r) if r.boot_id != crate::base::boot_id() => RunCause::ResumeAfterPowerLoss,
+        _ => RunCause::ResumeAfterCrash,
+    };
+    Ok(Some(Interrupted { last_run: last.map_or(0, |r| r.run), session, cause }))
+}
+
+pub fn decode_records(reader: &Reader, session: uuid::Uuid) -> Result<Vec<RecordBody>, LedgerError> {
+    reader
+        .records(session)?
+        .into_iter()
+        .map(|r| {
+            serde_json::from_slice(&r.body)
+                .map_err(|e| LedgerError::Invalid(format!("record #{} does not decode: {e}", r.idx)))
+        })
+        .collect()
+}
+
+#[derive(Debug, Default)]
+pub struct Recovered {
+    pub committed: usize,
+    pub quarantined: usize,
+}
+
+/// Commits every uncommitted spool file of the session, in order.
+pub fn commit_orphans(ledger: &Ledger, data_dir: &Path, session: &SessionRow) -> Result<Recovered, LedgerError> {
+    let reader = ledger.reader()?;
+    let committed: HashSet<(String, u64)> =
+        reader.segments(session.id)?.into_iter().map(|s| (s.source, s.seq)).collect();
+    let mut continuity = Continuity::replay(&decode_records(&reader, session.id)?);
+    let session_dir = data_dir.join("spool").join(session.id.to_string());
+    let orphans = segment::find_orphans(&session_dir, &committed)
+        .map_err(|e| LedgerError::Invalid(format!("cannot scan the spool {}: {e}", session_dir.display())))?;
+    let mut out = Recovered::default();
+    for orphan in orphans {
+        let size = std::fs::metadata(&orphan.path).map(|m| m.len()).unwrap_or(0);
+        let span = segment::media_span(&orphan.path);
+        let (start, end) = match span {
+            Ok(Some(span)) => span,
+            other => {
+                if size == 0 {
+                    // Created just before the crash, nothing written: nothing to keep.
+                    let _ = std::fs::remove_file(&orphan.path);
+                    continue;
+                }
+                let dest = data_dir.join("quarantine").join(session.id.to_string()).join(&orphan.source);
+                let _ = std::fs::create_dir_all(&dest);
+                let target = dest.join(orphan.path.file_name().unwrap_or_default());
+                tracing::error!(path = %orphan.path.display(), ?other, moved_to = %target.display(), "unreadable spool file kept in quarantine; its interval will show as a gap");
+                let _ = std::fs::rename(&orphan.path, &target);
+                out.quarantined += 1;
+                continue;
+            }
+        };
+        let sealed = segment::seal_path(&orphan.path)
+            .map_err(|e| LedgerError::Invalid(format!("cannot seal {}: {e}", orphan.path.display())))?;
+        if let Some(gap) = continuity.segment(&orphan.source, start, end) {
+            let reason = "not recorded before the crash (cause unknown)".to_string();
+            let entry = Entry::Gap { source: gap.source, media_start: gap.start, media_end: gap.end, reason };
+            let id = session.id;
+            ledger.call(move |w| w.append(id, entry))?;
+        }
+        let commit = SegmentCommit {
+            source: orphan.source.clone(),
+            seq: orphan.seq,
+            media_start: start,
+            media_end: end,
+            wall_start: file_wall_start(&orphan.path, start, end),
+            bytes: sealed.bytes,
+            sha256: sealed.sha256,
+            recovered: true,
+            local_path: orphan.path.strip_prefix(data_dir).unwrap_or(&orphan.path).display().to_string(),
+        };
+        let id = session.id;
+        ledger.call(move |w| w.commit_segment(id, commit))?;
+        tracing::info!(source = %orphan.source, seq = orphan.seq, %start, %end, "recovered a segment left by the crash");
+        out.committed += 1;
+    }
+    Ok(out)
+}
+
+/// Best estimate of when a recovered file began: its last write minus its length.
+fn file_wall_start(path: &Path, start: MediaTime, end: MediaTime) -> WallTime {
+    let modified = std::fs::metadata(path).and_then(|m| m.modified()).unwrap_or(std::time::SystemTime::now());
+    let nanos = modified.duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos() as i128;
+    WallTime::from_unix_nanos(nanos - end.saturating_sub(start).as_nanos() as i128)
+}
+
+/// Where a resumed run's media time starts: after everything already in the chain, and no
+/// earlier than the wall-clock time elapsed since the session started.
+pub fn resume_offset(session: &SessionRow, records: &[RecordBody], now: WallTime) -> MediaTime {
+    let last = records
+        .iter()
+        .map(|r| match &r.entry {
+            Entry::Segment { media_end, .. } | Entry::Gap { media_end, .. } => *media_end,
+            Entry::RunStart { media, .. } | Entry::Mark { media, .. } | Entry::ClockJump { media, .. } => *media,
+            _ => MediaTime::ZERO,
+        })
+        .max()
+        .unwrap_or_default();
+    let elapsed = WallTime::parse(&session.started_wall).map(|s| now.since(s).max(0) as u64).unwrap_or(0);
+    MediaTime(last.0.max(elapsed))
+}
