@@ -49,6 +49,8 @@ pub struct ClosedFragment {
     pub path: PathBuf,
     pub file: File,
     pub bytes: u64,
+    /// SHA-256 computed while writing, if the file was written strictly in order.
+    pub sha256: Option<[u8; 32]>,
     /// False when the pipeline failed while writing it: readable, but cut short.
     pub complete: bool,
     pub media_start: MediaTime,
@@ -157,6 +159,9 @@ impl RunContext {
     }
 }
 
+/// How far ahead of the start decision recording begins (see `CaptureRun::start`).
+const START_MARGIN: Duration = Duration::from_millis(100);
+
 pub struct RunParams {
     /// The session's spool folder; each source writes `{source}/{seq}.mkv` in it.
     pub session_dir: PathBuf,
@@ -258,12 +263,12 @@ impl CaptureRun {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        let t0_raw = devices
-            .iter()
-            .map(|d| d.first_raw.load(Ordering::SeqCst))
-            .filter(|t| *t != u64::MAX)
-            .max()
-            .unwrap_or_else(|| clock.raw_now());
+        // Recording starts at one instant for all: after every device has delivered, and a
+        // little in the future, so that the gate is open before any buffer stamped at or
+        // after it arrives (a live buffer arrives after its timestamp). Each source then
+        // begins with its first buffer at or after t0: within one frame of the others.
+        let first = devices.iter().map(|d| d.first_raw.load(Ordering::SeqCst)).filter(|t| *t != u64::MAX).max();
+        let t0_raw = first.unwrap_or(0).max(clock.raw_now()) + START_MARGIN.as_nanos() as u64;
         let t0 = MediaTime(t0_raw + clock.offset.0);
         let _ = events.send(CaptureEvent::Started { t0, sources });
         ctx.gate.store(t0_raw, Ordering::SeqCst);

@@ -71,8 +71,11 @@ impl Track {
         out: &gst::Element,
         open_files: Arc<OpenFiles>,
     ) -> Result<gst::Element, String> {
+        // Streamable: the muxer never seeks back, so a segment file is append-only; every
+        // byte the periodic sync flushed stays as written, and the sink's running hash holds.
         let muxer = gst::ElementFactory::make("matroskamux")
             .property("writing-app", "courtbox")
+            .property("streamable", true)
             .build()
             .map_err(|e| format!("matroskamux: {e}"))?;
         let track = self.clone();
@@ -153,6 +156,7 @@ impl Track {
             path: f.path,
             file: f.file,
             bytes: f.bytes,
+            sha256: f.sha256,
             complete: f.complete,
             media_start: open.media_start,
             media_end,

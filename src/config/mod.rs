@@ -176,3 +176,106 @@ pub fn load(path: &Path) -> Result<LoadedConfig, ConfigError> {
         config,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn repo(path: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+    }
+
+    #[test]
+    fn every_shipped_profile_is_valid() {
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(repo("hw-profiles")).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                let p = load_profile(&path).unwrap_or_else(|e| panic!("{e}"));
+                names.push(p.name.clone());
+            }
+        }
+        names.sort();
+        assert_eq!(names, ["sim", "usb-room"]);
+    }
+
+    #[test]
+    fn sim_has_two_cameras_and_four_microphones_with_roles() {
+        let p = load_profile(&repo("hw-profiles/sim.toml")).unwrap();
+        let sources = p.sources();
+        let cams = sources.iter().filter(|s| s.kind == SourceKind::Video).count();
+        let roles: Vec<_> = sources.iter().filter_map(|s| s.role).collect();
+        assert_eq!(cams, 2);
+        assert_eq!(roles, [Role::Judge, Role::Prosecutor, Role::Defence, Role::Witness]);
+    }
+
+    #[test]
+    fn the_real_hardware_profile_maps_interface_channels_to_roles() {
+        let p = load_profile(&repo("hw-profiles/usb-room.toml")).unwrap();
+        assert!(p.cameras.iter().all(|c| c.source == CameraSource::V4l2 && c.device.is_some()));
+        let dev = &p.audio_devices[0];
+        assert_eq!((dev.source, dev.channels), (AudioSourceKind::Alsa, 4));
+        let channels: Vec<u32> = dev.mics.iter().map(|m| m.channel).collect();
+        assert_eq!(channels, [1, 2, 3, 4]);
+    }
+
+    fn profile(text: &str) -> Result<HwProfile, String> {
+        let p: HwProfile = toml::from_str(text).map_err(|e| e.to_string())?;
+        let problems = validate_profile(&p);
+        if problems.is_empty() {
+            Ok(p)
+        } else {
+            Err(problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n"))
+        }
+    }
+
+    #[test]
+    fn profile_problems_name_the_key() {
+        let base = "name = \"x\"\n[[camera]]\nname = \"cam\"\nsource = \"sim\"\nwidth = 640\nheight = 480\nfps = 30\n";
+        assert!(profile(base).is_ok());
+        let cases = [
+            (base.replace("fps = 30", "fps = 0"), "camera[0].fps: must be between 1 and 60 (got 0)"),
+            (base.replace("width = 640", "width = 641"), "camera[0].width: width and height must be even"),
+            (base.replace("source = \"sim\"", "source = \"v4l2\""), "camera[0].device: missing"),
+            (base.replace("name = \"cam\"", "name = \"Cam 1\""), "camera[0].name: \"Cam 1\" is not a valid name"),
+            (base.replace("source = \"sim\"", "source = \"usb\""), "unknown variant `usb`"),
+            (base.replace("fps = 30", "fps = 30\nzoom = 2"), "unknown field `zoom`"),
+            (
+                format!(
+                    "{base}[[audio_device]]\nname = \"cam\"\nsource = \"sim\"\nchannels = 2\n[[audio_device.mic]]\nname = \"judge\"\nrole = \"judge\"\nchannel = 3\n"
+                ),
+                "audio_device[0].name: duplicate name \"cam\"",
+            ),
+            (
+                format!(
+                    "{base}[[audio_device]]\nname = \"desk\"\nsource = \"sim\"\nchannels = 2\n[[audio_device.mic]]\nname = \"judge\"\nrole = \"judge\"\nchannel = 3\n"
+                ),
+                "audio_device[0].mic[0].channel: channel 3 does not exist: the device has channels 1 to 2",
+            ),
+            (
+                format!(
+                    "{base}[[audio_device]]\nname = \"desk\"\nsource = \"sim\"\nchannels = 1\n[[audio_device.mic]]\nname = \"j\"\nrole = \"judgee\"\nchannel = 1\n"
+                ),
+                "unknown variant `judgee`",
+            ),
+            ("name = \"empty\"\n".to_string(), "nothing would be recorded"),
+        ];
+        for (text, expected) in cases {
+            let err = profile(&text).expect_err(expected);
+            assert!(err.contains(expected), "expected {expected:?} in:\n{err}");
+        }
+    }
+
+    #[test]
+    fn load_reports_every_problem_with_the_file_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("courtbox.toml");
+        std::fs::write(&path, "court = \"Bad Court\"\nroom = \"r\"\ndata_dir = \"d\"\nhw_profile = \"p.toml\"\n[api]\nlisten = \"nowhere\"\n").unwrap();
+        let err = load(&path).unwrap_err().to_string();
+        assert!(err.contains("courtbox.toml: court: \"Bad Court\" is not a valid name"), "{err}");
+        assert!(err.contains("courtbox.toml: api.listen: \"nowhere\" is not an address"), "{err}");
+        std::fs::write(&path, "court = \"c\"\nroom = \"r\"\ndata_dir = \"d\"\nhw_profile = \"p.toml\"\n").unwrap();
+        let err = load(&path).unwrap_err().to_string();
+        assert!(err.contains("p.toml: cannot read"), "a missing profile is named: {err}");
+    }
+}

@@ -43,6 +43,27 @@ pub struct Ledger {
     path: PathBuf,
     jobs: Mutex<Option<mpsc::Sender<Job>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    checkpointer: Mutex<Option<(mpsc::Sender<()>, JoinHandle<()>)>>,
+}
+
+/// How often the WAL is copied back into the database. Done by a connection of its own, so
+/// that no commit ever pays for a checkpoint (WAL checkpoints run beside writers).
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+fn start_checkpointer(path: &Path) -> Result<(mpsc::Sender<()>, JoinHandle<()>), LedgerError> {
+    let conn = open_connection(path, false)?;
+    let (tx, rx) = mpsc::channel::<()>();
+    let thread = std::thread::Builder::new()
+        .name("ledger-checkpoint".into())
+        .spawn(move || {
+            while let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(CHECKPOINT_EVERY) {
+                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                    tracing::warn!(error = %e, "ledger checkpoint failed; will retry");
+                }
+            }
+        })
+        .map_err(|e| LedgerError::Invalid(format!("cannot start checkpoint thread: {e}")))?;
+    Ok((tx, thread))
 }
 
 impl Ledger {
@@ -53,6 +74,8 @@ impl Ledger {
         }
         let mut conn = open_connection(path, false)?;
         migrate(&mut conn, path)?;
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        let checkpointer = start_checkpointer(path)?;
         let mut writer = Writer::new(conn, key, clocks);
         writer.register_device_key()?;
         let (tx, rx) = mpsc::channel::<Job>();
@@ -64,7 +87,12 @@ impl Ledger {
                 }
             })
             .map_err(|e| LedgerError::Invalid(format!("cannot start writer thread: {e}")))?;
-        Ok(Ledger { path: path.to_path_buf(), jobs: Mutex::new(Some(tx)), thread: Mutex::new(Some(thread)) })
+        Ok(Ledger {
+            path: path.to_path_buf(),
+            jobs: Mutex::new(Some(tx)),
+            thread: Mutex::new(Some(thread)),
+            checkpointer: Mutex::new(Some(checkpointer)),
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -89,9 +117,15 @@ impl Ledger {
         Reader::open(&self.path)
     }
 
-    /// Finishes queued work and stops the writer thread.
+    /// Finishes queued work, stops the writer thread and folds the WAL into the database.
     pub fn close(&self) {
-        self.jobs.lock().unwrap().take();
+        if let Some((stop, t)) = self.checkpointer.lock().unwrap().take() {
+            drop(stop);
+            let _ = t.join();
+        }
+        if let Some(jobs) = self.jobs.lock().unwrap().take() {
+            let _ = jobs.send(Box::new(|w: &mut Writer| w.checkpoint()));
+        }
         if let Some(t) = self.thread.lock().unwrap().take() {
             let _ = t.join();
         }

@@ -181,6 +181,12 @@ impl Writer {
         result
     }
 
+    pub(super) fn checkpoint(&mut self) {
+        if let Err(e) = self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())) {
+            tracing::warn!(error = %e, "final ledger checkpoint failed; the WAL will be folded in on the next start");
+        }
+    }
+
     /// Queues the device public key for central storage once per key.
     pub(super) fn register_device_key(&mut self) -> Result<(), LedgerError> {
         let public = self.key.public();

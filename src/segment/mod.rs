@@ -1,12 +1,13 @@
 //! Segment files in the spool and the first half of the commit point.
 //!
 //! A segment file is created `O_EXCL` by [`SpoolSink`] (a GStreamer sink that splitmuxsink
-//! drives, one file per fragment), written without user-space buffering, and flushed to
-//! disk every `sync_interval` by a [`Syncer`], so a crash or power cut loses at most the
-//! last second of the open file. When the fragment closes, [`seal`] fsyncs the file and its
-//! directory and hashes it; the session then commits it to the ledger. After a crash,
-//! [`find_orphans`] lists files that never reached the ledger, and [`media_span`] reads
-//! their timestamps so they can be committed as `recovered`.
+//! drives, one file per fragment), appended to without user-space buffering (the muxer is
+//! streamable, so nothing written is ever rewritten), and flushed to disk every
+//! `sync_interval` by a [`Syncer`], so a crash or power cut loses at most the last second of
+//! the open file. When the fragment closes, [`seal`] fsyncs the file and its directory and
+//! takes its SHA-256 (computed while writing); the session then commits it to the ledger.
+//! After a crash, [`find_orphans`] lists files that never reached the ledger, and
+//! [`media_span`] reads their timestamps so they can be committed as `recovered`.
 
 mod probe;
 mod sink;
@@ -28,22 +29,29 @@ pub struct Sealed {
     pub sha256: [u8; 32],
 }
 
-/// Steps 1 and 2 of the commit point: fsync the file, fsync its directory, hash what is on
-/// disk. The caller commits the result (step 3).
-pub fn seal(file: &mut File, path: &Path) -> std::io::Result<Sealed> {
+/// Steps 1 and 2 of the commit point: fsync the file, fsync its directory, hash it. The
+/// caller commits the result (step 3). `written` is the size and SHA-256 the writer computed
+/// while appending; it is used when the file on disk has exactly that size, otherwise the
+/// file is read back and hashed.
+pub fn seal(file: &mut File, path: &Path, written: Option<Sealed>) -> std::io::Result<Sealed> {
     file.sync_all()?;
     if let Some(dir) = path.parent() {
         sync_dir(dir)?;
+    }
+    if let Some(w) = written
+        && file.metadata()?.len() == w.bytes
+    {
+        return Ok(w);
     }
     file.seek(SeekFrom::Start(0))?;
     let (bytes, sha256) = digest_reader(file)?;
     Ok(Sealed { bytes, sha256 })
 }
 
-/// Opens and seals an existing file (recovery, benchmarks).
+/// Opens, reads back and seals an existing file (recovery after a crash).
 pub fn seal_path(path: &Path) -> std::io::Result<Sealed> {
     let mut file = File::options().read(true).write(true).open(path)?;
-    seal(&mut file, path)
+    seal(&mut file, path, None)
 }
 
 /// A spool file that the ledger does not know: written before a crash, never committed.
@@ -124,5 +132,11 @@ mod tests {
         let sealed = seal_path(&path).unwrap();
         assert_eq!(sealed.bytes, 13);
         assert_eq!(sealed.sha256, crate::integrity::sha256(b"segment bytes"));
+        // A hash computed while writing is trusted only if the size on disk matches.
+        let mut f = File::options().read(true).write(true).open(&path).unwrap();
+        let stale = Sealed { bytes: 12, sha256: [0; 32] };
+        assert_eq!(seal(&mut f, &path, Some(stale)).unwrap(), sealed);
+        let good = Sealed { bytes: 13, sha256: [1; 32] };
+        assert_eq!(seal(&mut f, &path, Some(good)).unwrap(), good);
     }
 }

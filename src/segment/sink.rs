@@ -1,9 +1,10 @@
 //! `courtboxspoolsink`: the file sink splitmuxsink writes each fragment through.
 //!
 //! Unlike `filesink` it refuses to overwrite (`O_EXCL`), writes each buffer straight to the
-//! kernel (nothing lingers in a user-space buffer when the process dies), stays seekable so
-//! matroskamux can finalize the header, and on EOS hands the open file to the sealer instead
-//! of closing it.
+//! kernel (nothing lingers in a user-space buffer when the process dies), hashes the bytes
+//! as it writes them, and on EOS hands the open file and its SHA-256 to the sealer instead
+//! of closing it. The muxer upstream is streamable, so files are append-only; should a
+//! seek happen anyway, the running hash is dropped and the sealer reads the file back.
 
 use gst::glib;
 use gst::prelude::*;
@@ -21,6 +22,8 @@ pub struct SpoolFile {
     pub path: PathBuf,
     pub file: File,
     pub bytes: u64,
+    /// SHA-256 of the bytes written, when they were written strictly in order.
+    pub sha256: Option<[u8; 32]>,
     pub complete: bool,
 }
 
@@ -116,7 +119,7 @@ mod imp {
 
     enum State {
         Stopped,
-        Started { file: File, path: PathBuf, size: u64 },
+        Started { file: File, path: PathBuf, size: u64, hash: Option<ring::digest::Context> },
     }
 
     pub struct SpoolSink {
@@ -135,11 +138,12 @@ mod imp {
         /// Gives the open file away (to the sealer), whether or not the muxer finished it.
         fn hand_over(&self, complete: bool) {
             let taken = std::mem::replace(&mut *self.state.lock().unwrap(), State::Stopped);
-            if let State::Started { file, path, size } = taken {
+            if let State::Started { file, path, size, hash } = taken {
+                let sha256 = hash.map(|h| h.finish().as_ref().try_into().expect("32 bytes"));
                 let hooks = self.hooks.lock().unwrap();
                 if let Some(h) = hooks.as_ref() {
                     h.open_files.remove(&path);
-                    (h.on_close)(SpoolFile { path, file, bytes: size, complete });
+                    (h.on_close)(SpoolFile { path, file, bytes: size, sha256, complete });
                 }
             }
         }
@@ -234,7 +238,8 @@ mod imp {
                 h.open_files.add(path.clone(), clone);
             }
             gst::debug!(CAT, imp = self, "created {}", path.display());
-            *self.state.lock().unwrap() = State::Started { file, path, size: 0 };
+            let hash = Some(ring::digest::Context::new(&ring::digest::SHA256));
+            *self.state.lock().unwrap() = State::Started { file, path, size: 0, hash };
             Ok(())
         }
 
@@ -247,7 +252,7 @@ mod imp {
 
         fn render(&self, buffer: &gst::Buffer) -> Result<gst::FlowSuccess, gst::FlowError> {
             let mut state = self.state.lock().unwrap();
-            let State::Started { file, path, size } = &mut *state else {
+            let State::Started { file, path, size, hash } = &mut *state else {
                 gst::element_imp_error!(self, gst::CoreError::Failed, ["not started"]);
                 return Err(gst::FlowError::Error);
             };
@@ -257,7 +262,14 @@ mod imp {
                 return Err(gst::FlowError::Error);
             }
             let pos = file.stream_position().unwrap_or(*size);
-            *size = (*size).max(pos);
+            if pos > *size {
+                if let Some(h) = hash.as_mut() {
+                    // Only the newly appended part; a rewrite already dropped the hash.
+                    let appended = (pos - *size) as usize;
+                    h.update(&map[map.len().saturating_sub(appended)..]);
+                }
+                *size = pos;
+            }
             Ok(gst::FlowSuccess::Ok)
         }
 
@@ -267,15 +279,19 @@ mod imp {
                 gst::EventView::Segment(e) => {
                     if let Some(seg) = e.segment().downcast_ref::<gst::format::Bytes>() {
                         let start = seg.start().map(|b| *b).unwrap_or(0);
-                        if let State::Started { file, path, .. } = &mut *self.state.lock().unwrap()
-                            && let Err(err) = file.seek(SeekFrom::Start(start))
-                        {
-                            gst::element_imp_error!(
-                                self,
-                                gst::ResourceError::Seek,
-                                ["seek in {} failed: {}", path.display(), err]
-                            );
-                            return false;
+                        if let State::Started { file, path, size, hash } = &mut *self.state.lock().unwrap() {
+                            if start != *size {
+                                // Bytes will be rewritten: the running hash no longer matches.
+                                *hash = None;
+                            }
+                            if let Err(err) = file.seek(SeekFrom::Start(start)) {
+                                gst::element_imp_error!(
+                                    self,
+                                    gst::ResourceError::Seek,
+                                    ["seek in {} failed: {}", path.display(), err]
+                                );
+                                return false;
+                            }
                         }
                     }
                 }
@@ -294,5 +310,60 @@ mod imp {
                 _ => BaseSinkImplExt::parent_query(self, query),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs `audiotestsrc ! opusenc ! matroskamux ! SpoolSink` to EOS and returns what the
+    /// sink handed over.
+    fn write_through_sink(streamable: bool, path: &std::path::Path) -> SpoolFile {
+        gst::init().unwrap();
+        let pipeline = gst::parse::launch(&format!(
+            "audiotestsrc num-buffers=100 ! opusenc ! matroskamux name=mux streamable={streamable}"
+        ))
+        .unwrap()
+        .downcast::<gst::Pipeline>()
+        .unwrap();
+        let handed: Arc<Mutex<Option<SpoolFile>>> = Arc::default();
+        let h = handed.clone();
+        let sink = SpoolSink::new(Arc::new(move |f| *h.lock().unwrap() = Some(f)), Arc::new(OpenFiles::default()));
+        sink.set_property("location", path.to_str().unwrap());
+        pipeline.add(&sink).unwrap();
+        pipeline.by_name("mux").unwrap().link(&sink).unwrap();
+        pipeline.set_state(gst::State::Playing).unwrap();
+        let bus = pipeline.bus().unwrap();
+        let msg =
+            bus.timed_pop_filtered(gst::ClockTime::from_seconds(30), &[gst::MessageType::Eos, gst::MessageType::Error]);
+        assert!(matches!(msg.unwrap().view(), gst::MessageView::Eos(_)));
+        pipeline.set_state(gst::State::Null).unwrap();
+        handed.lock().unwrap().take().expect("the sink hands the file over at EOS")
+    }
+
+    #[test]
+    fn append_only_output_is_hashed_while_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("000000.mkv");
+        let f = write_through_sink(true, &path);
+        let on_disk = std::fs::read(&path).unwrap();
+        assert!(f.complete);
+        assert_eq!(f.bytes, on_disk.len() as u64);
+        assert_eq!(f.sha256, Some(crate::integrity::sha256(&on_disk)));
+        // O_EXCL: the same name is never opened twice.
+        let again = std::panic::catch_unwind(|| write_through_sink(true, &path));
+        assert!(again.is_err(), "an existing segment file must not be overwritten");
+        assert_eq!(std::fs::read(&path).unwrap(), on_disk);
+    }
+
+    #[test]
+    fn rewritten_output_drops_the_running_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("000000.mkv");
+        let f = write_through_sink(false, &path);
+        assert!(f.complete);
+        assert_eq!(f.sha256, None, "matroskamux seeks back to finalize; the sealer must read the file back");
+        assert_eq!(f.bytes, std::fs::metadata(&path).unwrap().len());
     }
 }

@@ -100,8 +100,20 @@ fn record(ctx: &CommitContext, entry: Entry) {
 }
 
 fn commit_fragment(ctx: &CommitContext, continuity: &mut Continuity, f: ClosedFragment) {
-    let ClosedFragment { source, seq, path, mut file, complete, mut media_start, mut media_end, wall_start, .. } = f;
-    let sealed = match segment::seal(&mut file, &path) {
+    let ClosedFragment {
+        source,
+        seq,
+        path,
+        mut file,
+        bytes,
+        sha256,
+        complete,
+        mut media_start,
+        mut media_end,
+        wall_start,
+    } = f;
+    let written = sha256.map(|sha256| segment::Sealed { bytes, sha256 });
+    let sealed = match segment::seal(&mut file, &path, written) {
         Ok(s) => s,
         Err(e) => {
             // The file stays in the spool; startup recovery will seal it.

@@ -3,8 +3,11 @@
 //! meets an unexplained one. Pure logic; the same rule as `integrity::verify`.
 
 use crate::base::MediaTime;
-use crate::integrity::{CONTINUITY_TOLERANCE_NS, Entry, RecordBody};
+use crate::integrity::{CONTINUITY_TOLERANCE_NS, Entry, RecordBody, RunCause};
 use std::collections::BTreeMap;
+
+/// Below this, a hole after an interruption is timestamp rounding, not loss.
+const MIN_STATED_GAP_NS: u64 = 1_000_000;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GapSpec {
@@ -28,15 +31,15 @@ pub struct Continuity {
 }
 
 impl Continuity {
-    /// Rebuilds the state from a session's chain (after a restart).
+    /// Rebuilds the state from a session's chain (after a restart), including why a resumed
+    /// run's sources may have a hole not yet closed by a segment.
     pub fn replay(records: &[RecordBody]) -> Continuity {
         let mut c = Continuity::default();
         for r in records {
             match &r.entry {
-                Entry::RunStart { media, sources, .. } => {
-                    for s in sources {
-                        c.sources.entry(s.clone()).or_insert(SourceState { covered_to: *media, reason: None });
-                    }
+                Entry::RunStart { media, sources, cause, .. } => {
+                    let why = (*cause != RunCause::SessionStart).then(|| cause.describe());
+                    c.run_started(*media, sources, why);
                 }
                 Entry::Segment { source, media_end, .. } => c.cover(source, *media_end),
                 Entry::Gap { source, media_end, .. } if source == "*" => {
@@ -84,7 +87,10 @@ impl Continuity {
     /// A segment of `source` covers `start..end`; returns the gap before it, if any.
     pub fn segment(&mut self, source: &str, start: MediaTime, end: MediaTime) -> Option<GapSpec> {
         let s = self.sources.entry(source.to_string()).or_insert(SourceState { covered_to: start, reason: None });
-        let gap = (start.0 > s.covered_to.0 + CONTINUITY_TOLERANCE_NS).then(|| GapSpec {
+        // The tolerance absorbs frame granularity at ordinary boundaries. After a known
+        // interruption every lost millisecond is stated.
+        let tolerance = if s.reason.is_some() { MIN_STATED_GAP_NS } else { CONTINUITY_TOLERANCE_NS };
+        let gap = (start.0 > s.covered_to.0 + tolerance).then(|| GapSpec {
             source: source.to_string(),
             start: s.covered_to,
             end: start,
@@ -93,7 +99,7 @@ impl Continuity {
                 .take()
                 .unwrap_or_else(|| "the source delivered no data in this interval (cause unknown)".into()),
         });
-        if gap.is_some() || start.0 <= s.covered_to.0 + CONTINUITY_TOLERANCE_NS {
+        if gap.is_some() || start.0 <= s.covered_to.0 + tolerance {
             s.reason = None;
         }
         s.covered_to = s.covered_to.max(end);
@@ -161,6 +167,47 @@ mod tests {
         c.run_started(ms(41_000), &["cam".into()], Some("daemon crashed"));
         let gap = c.segment("cam", ms(41_010), ms(50_000)).unwrap();
         assert_eq!((gap.start, gap.end, gap.reason.as_str()), (ms(35_000), ms(41_010), "daemon crashed"));
+    }
+
+    #[test]
+    fn replay_keeps_the_reason_of_a_run_that_crashed_before_its_first_segment() {
+        use crate::integrity::{FORMAT_VERSION, ZERO_HASH};
+        let body = |entry| RecordBody {
+            v: FORMAT_VERSION,
+            session: uuid::Uuid::nil(),
+            index: 0,
+            prev: ZERO_HASH.into(),
+            device: String::new(),
+            wall: crate::base::WallTime::from_unix_nanos(0),
+            entry,
+        };
+        let run = |media, cause| Entry::RunStart {
+            run: 1,
+            cause,
+            media,
+            boot_id: String::new(),
+            sources: vec!["cam".into()],
+        };
+        let records = vec![
+            body(run(ms(0), RunCause::SessionStart)),
+            body(Entry::Gap { source: "cam".into(), media_start: ms(0), media_end: ms(9_000), reason: "x".into() }),
+            body(run(ms(13_500), RunCause::ResumeAfterCrash)),
+        ];
+        let mut c = Continuity::replay(&records);
+        let gap = c.segment("cam", ms(13_570), ms(14_000)).unwrap();
+        assert_eq!(gap.reason, RunCause::ResumeAfterCrash.describe());
+    }
+
+    #[test]
+    fn after_an_interruption_even_a_short_hole_is_stated() {
+        let mut c = Continuity::default();
+        c.run_started(ms(0), &["mic".into()], None);
+        c.segment("mic", ms(0), ms(6_500));
+        c.run_started(ms(6_600), &["mic".into()], Some("daemon crashed"));
+        let gap = c.segment("mic", ms(6_620), ms(8_000)).expect("120 ms lost to a crash is recorded");
+        assert_eq!((gap.start, gap.end), (ms(6_500), ms(6_620)));
+        // An ordinary boundary with frame jitter needs no gap.
+        assert_eq!(c.segment("mic", ms(8_050), ms(9_000)), None);
     }
 
     proptest! {

@@ -78,8 +78,8 @@ pub fn commit_orphans(ledger: &Ledger, data_dir: &Path, session: &SessionRow) ->
         let sealed = segment::seal_path(&orphan.path)
             .map_err(|e| LedgerError::Invalid(format!("cannot seal {}: {e}", orphan.path.display())))?;
         if let Some(gap) = continuity.segment(&orphan.source, start, end) {
-            let reason = "not recorded before the crash (cause unknown)".to_string();
-            let entry = Entry::Gap { source: gap.source, media_start: gap.start, media_end: gap.end, reason };
+            let entry =
+                Entry::Gap { source: gap.source, media_start: gap.start, media_end: gap.end, reason: gap.reason };
             let id = session.id;
             ledger.call(move |w| w.append(id, entry))?;
         }

@@ -1,0 +1,273 @@
+//! Helpers: a test box (config + data directory), the real `courtbox` daemon as a child
+//! process, and the CLI.
+
+use courtbox::integrity::{Entry, RecordBody};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_courtbox");
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A fresh folder under target/test-output, kept after the run so a person can look.
+pub fn output_dir(name: &str) -> PathBuf {
+    let d = repo().join("target/test-output").join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub struct TestBox {
+    pub root: PathBuf,
+    pub config: PathBuf,
+    pub port: u16,
+    starts: std::cell::Cell<u32>,
+}
+
+pub struct Daemon {
+    child: Option<Child>,
+}
+
+impl Daemon {
+    /// Power-cut style death: no chance to finalize anything.
+    pub fn kill9(mut self) {
+        let mut c = self.child.take().unwrap();
+        c.kill().unwrap();
+        c.wait().unwrap();
+    }
+    /// A service stop (SIGTERM), waiting for the daemon to exit.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().unwrap();
+        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        c.wait().unwrap()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if cond() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("timed out after {timeout:?} waiting for {what}");
+}
+
+impl TestBox {
+    /// `profile` is a path relative to the repository (e.g. "hw-profiles/sim.toml").
+    pub fn new(name: &str, profile: &str, segment_seconds: u32) -> TestBox {
+        Self::with_extra(name, profile, segment_seconds, "")
+    }
+
+    pub fn with_extra(name: &str, profile: &str, segment_seconds: u32, extra: &str) -> TestBox {
+        let root = output_dir(name);
+        let port = free_port();
+        let config = root.join("courtbox.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "court = \"test-court\"\nroom = \"room-1\"\ndata_dir = \"data\"\nhw_profile = \"{}\"\n\
+                 [recording]\nsegment_seconds = {segment_seconds}\n[api]\nlisten = \"127.0.0.1:{port}\"\n\
+                 [sim]\naudio_dir = \"{}\"\n{extra}\n",
+                repo().join(profile).display(),
+                repo().join("var/sim-audio").display()
+            ),
+        )
+        .unwrap();
+        TestBox { root, config, port, starts: std::cell::Cell::new(0) }
+    }
+
+    pub fn data(&self) -> PathBuf {
+        self.root.join("data")
+    }
+
+    pub fn public_key(&self) -> PathBuf {
+        self.data().join("device.pub")
+    }
+
+    pub fn command(&self) -> Command {
+        let mut c = Command::new(BIN);
+        c.arg("-c").arg(&self.config).env("RUST_LOG", "info");
+        c
+    }
+
+    /// Starts `courtbox run` and waits until its API answers.
+    pub fn start(&self) -> Daemon {
+        let n = self.starts.get() + 1;
+        self.starts.set(n);
+        let log = self.root.join(format!("daemon-{n}.log"));
+        let child = self
+            .command()
+            .arg("run")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut daemon = Daemon { child: Some(child) };
+        let url = format!("http://127.0.0.1:{}/api/v1/health", self.port);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if reqwest::blocking::get(&url).map(|r| r.status().is_success()).unwrap_or(false) {
+                return daemon;
+            }
+            if let Some(status) = daemon.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("daemon exited ({status}) during start:\n{}", std::fs::read_to_string(&log).unwrap_or_default());
+            }
+            assert!(Instant::now() < deadline, "daemon did not answer within 60 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn cli(&self, args: &[&str]) -> Output {
+        self.command().args(args).output().unwrap()
+    }
+
+    pub fn cli_ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(out.status.success(), "courtbox {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    pub fn start_session(&self) -> Uuid {
+        let out =
+            self.cli_ok(&["session", "start", "--case", "T-1/2026", "--title", "Test hearing", "--language", "en"]);
+        let id = out.split_whitespace().nth(2).unwrap();
+        Uuid::parse_str(id).unwrap()
+    }
+
+    pub fn stop_session(&self) -> String {
+        self.cli_ok(&["session", "stop"])
+    }
+
+    pub fn status(&self) -> serde_json::Value {
+        serde_json::from_str(&self.cli_ok(&["status", "--json"])).unwrap()
+    }
+
+    pub fn export(&self, session: Uuid, dir: &Path) {
+        self.cli_ok(&["export", &session.to_string(), dir.to_str().unwrap()]);
+    }
+
+    pub fn records(&self, session: Uuid) -> Vec<RecordBody> {
+        let reader = courtbox::ledger::Reader::open(&self.data().join("ledger.db")).unwrap();
+        reader.records(session).unwrap().iter().map(|r| serde_json::from_slice(&r.body).unwrap()).collect()
+    }
+
+    pub fn post(&self, path: &str, body: serde_json::Value) -> (u16, String) {
+        let token = std::fs::read_to_string(self.data().join("api.token")).unwrap();
+        let resp = reqwest::blocking::Client::new()
+            .post(format!("http://127.0.0.1:{}{path}", self.port))
+            .bearer_auth(token.trim())
+            .json(&body)
+            .send()
+            .unwrap();
+        (resp.status().as_u16(), resp.text().unwrap())
+    }
+}
+
+/// Runs `courtbox verify`; returns its exit code and everything it printed.
+pub fn verify(dir: &Path, key: Option<&Path>) -> (i32, String) {
+    let mut c = Command::new(BIN);
+    c.arg("verify").arg(dir);
+    if let Some(k) = key {
+        c.arg("--key").arg(k);
+    }
+    let out = c.output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.code().unwrap_or(-1), text)
+}
+
+/// Segment entries of the chain: (source, seq, start ns, end ns, recovered).
+pub fn segments(records: &[RecordBody]) -> Vec<(String, u64, u64, u64, bool)> {
+    records
+        .iter()
+        .filter_map(|r| match &r.entry {
+            Entry::Segment { source, seq, media_start, media_end, recovered, .. } => {
+                Some((source.clone(), *seq, media_start.0, media_end.0, *recovered))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Gap entries: (source, start ns, end ns, reason).
+pub fn gaps(records: &[RecordBody]) -> Vec<(String, u64, u64, String)> {
+    records
+        .iter()
+        .filter_map(|r| match &r.entry {
+            Entry::Gap { source, media_start, media_end, reason } => {
+                Some((source.clone(), media_start.0, media_end.0, reason.clone()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// ffprobe's view of a media file: (duration in seconds, decoding errors printed by ffmpeg).
+pub fn probe(file: &Path) -> (Option<f64>, String) {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0"])
+        .arg(file)
+        .output()
+        .expect("ffprobe (scripts/setup --tests installs it)");
+    let duration = String::from_utf8_lossy(&out.stdout).trim().parse().ok();
+    let decode =
+        Command::new("ffmpeg").args(["-v", "error", "-i"]).arg(file).args(["-f", "null", "-"]).output().unwrap();
+    (duration, String::from_utf8_lossy(&decode.stderr).to_string())
+}
+
+/// First timestamp and end (last timestamp + duration) of the packets in a media file, in
+/// seconds, read by ffprobe. Segment files are streamable Matroska without a duration in
+/// their header, so this is how their length is measured.
+pub fn packet_span(file: &Path) -> Option<(f64, f64)> {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-show_entries", "packet=pts_time,duration_time", "-of", "csv=p=0"])
+        .arg(file)
+        .output()
+        .unwrap();
+    let mut span: Option<(f64, f64)> = None;
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let mut f = line.split(',').map(|v| v.trim().parse::<f64>().ok());
+        let (Some(Some(pts)), dur) = (f.next(), f.next().flatten()) else { continue };
+        let end = pts + dur.unwrap_or(0.0);
+        span = Some(span.map_or((pts, end), |(a, b)| (a.min(pts), b.max(end))));
+    }
+    span
+}
+
+pub fn write_file(path: &Path, bytes: &[u8]) {
+    let mut f = std::fs::File::create(path).unwrap();
+    f.write_all(bytes).unwrap();
+}
+
+/// Copies a folder tree (so each tamper case works on its own copy of an export).
+pub fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_tree(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), target).unwrap();
+        }
+    }
+}

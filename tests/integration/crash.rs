@@ -1,0 +1,93 @@
+use crate::common::*;
+use courtbox::integrity::{Entry, RunCause};
+use std::time::{Duration, Instant};
+
+/// Tiny xorshift so that kill points are random but reproducible from the printed seed.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn between_ms(&mut self, lo: u64, hi: u64) -> Duration {
+        Duration::from_millis(lo + self.next() % (hi - lo))
+    }
+}
+
+/// `kill -9` at random points of a session, 10 times (100 with COURTBOX_SOAK=1). After each
+/// restart the session resumes by itself; each kill costs at most one segment per source
+/// plus the restart time; every loss is a gap record naming the crash; the chain verifies.
+#[test]
+fn kill_9_during_a_session_loses_at_most_a_segment_and_says_so() {
+    let kills: usize = if std::env::var_os("COURTBOX_SOAK").is_some() { 100 } else { 10 };
+    let seed = std::env::var("COURTBOX_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1
+    });
+    eprintln!("kill test: {kills} kills, COURTBOX_TEST_SEED={seed}");
+    let mut rng = Rng(seed);
+    let segment = Duration::from_secs(2);
+    let tb = TestBox::new("kill_9_during_a_session", "tests/fixtures/light.toml", 2);
+
+    let mut daemon = tb.start();
+    let session = tb.start_session();
+    // (kill instant, restart instant) of each kill.
+    let mut outages: Vec<(Instant, Instant)> = Vec::new();
+    for i in 0..kills {
+        std::thread::sleep(rng.between_ms(1500, 6000));
+        let killed = Instant::now();
+        daemon.kill9();
+        daemon = tb.start();
+        wait_for("the session to resume", Duration::from_secs(30), || {
+            let s = tb.status();
+            s["session"]["id"] == session.to_string() && s["session"]["run"] == (i + 2) as u64
+        });
+        outages.push((killed, Instant::now()));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    tb.stop_session();
+    daemon.terminate();
+
+    let records = tb.records(session);
+    let runs: Vec<(RunCause, u64)> = records
+        .iter()
+        .filter_map(|r| match &r.entry {
+            Entry::RunStart { cause, media, .. } => Some((*cause, media.0)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(runs.len(), kills + 1, "one run per start");
+    assert!(runs[1..].iter().all(|(c, _)| *c == RunCause::ResumeAfterCrash), "{runs:?}");
+
+    let gaps = gaps(&records);
+    let sources = ["bench", "hall", "judge", "prosecutor", "defence", "witness"];
+    for (k, (killed, resumed)) in outages.iter().enumerate() {
+        let run_media = runs[k + 1].1;
+        let restart = resumed.duration_since(*killed);
+        for source in sources {
+            // The gap of this source that ends at this run's start.
+            let loss: u64 = gaps
+                .iter()
+                .filter(|(s, _, end, _)| s == source && end.abs_diff(run_media) < 2_000_000_000)
+                .map(|(_, start, end, reason)| {
+                    assert!(reason.contains("crashed or was killed"), "gap reason: {reason}");
+                    end - start
+                })
+                .sum();
+            let allowed = segment + restart + Duration::from_millis(500);
+            assert!(
+                Duration::from_nanos(loss) <= allowed,
+                "kill {k}: {source} lost {:?}, more than a segment plus the restart ({allowed:?})",
+                Duration::from_nanos(loss)
+            );
+        }
+    }
+    // Every segment that was open at a kill is in the record, marked recovered.
+    assert!(segments(&records).iter().any(|s| s.4), "no recovered segment after {kills} kills");
+
+    let export = tb.root.join("export");
+    tb.export(session, &export);
+    let (code, text) = verify(&export, Some(&tb.public_key()));
+    assert_eq!(code, 0, "{text}");
+}

@@ -1,0 +1,9 @@
+//! Integration tests: the real `courtbox` binary recording real GStreamer pipelines.
+//! Run one at a time (`--test-threads=1`, see scripts/test): each records live video.
+
+mod common;
+mod config;
+mod crash;
+mod failure;
+mod recording;
+mod tamper;

@@ -1,0 +1,202 @@
+use crate::common::*;
+use courtbox::integrity::{DeviceKey, Entry, FORMAT_VERSION, ManifestBody, RecordBody, SignedDoc, ZERO_HASH, layout};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+struct Fixture {
+    /// Export of session A and of a later session B of the same box.
+    a: PathBuf,
+    b: PathBuf,
+    key: PathBuf,
+    private_key: PathBuf,
+    root: PathBuf,
+}
+
+/// Records two short sessions once; every test works on its own copy.
+fn fixture() -> &'static Fixture {
+    static F: OnceLock<Fixture> = OnceLock::new();
+    F.get_or_init(|| {
+        let tb = TestBox::new("tamper", "tests/fixtures/light.toml", 2);
+        let daemon = tb.start();
+        let mut exports = Vec::new();
+        for name in ["a", "b"] {
+            let id = tb.start_session();
+            std::thread::sleep(Duration::from_secs(9));
+            tb.stop_session();
+            let dir = tb.root.join(format!("export-{name}"));
+            tb.export(id, &dir);
+            exports.push(dir);
+        }
+        daemon.terminate();
+        let (code, text) = verify(&exports[0], Some(&tb.public_key()));
+        assert_eq!(code, 0, "untouched export must verify: {text}");
+        Fixture {
+            a: exports[0].clone(),
+            b: exports[1].clone(),
+            key: tb.public_key(),
+            private_key: tb.data().join("device.key"),
+            root: tb.root.clone(),
+        }
+    })
+}
+
+fn copy_of_a(case: &str) -> PathBuf {
+    let f = fixture();
+    let dir = f.root.join(format!("case-{case}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    copy_tree(&f.a, &dir);
+    dir
+}
+
+/// Verify must fail, naming the fault kind and every given detail.
+fn assert_detected(dir: &Path, kind: &str, details: &[&str]) -> String {
+    let (code, text) = verify(dir, Some(&fixture().key));
+    assert_eq!(code, 1, "tampering not detected:\n{text}");
+    let line = text
+        .lines()
+        .find(|l| l.contains(&format!("[{kind}]")) && details.iter().all(|d| l.contains(d)))
+        .unwrap_or_else(|| panic!("no [{kind}] fault naming {details:?}:\n{text}"));
+    line.to_string()
+}
+
+fn read_chain(dir: &Path) -> Vec<(SignedDoc, RecordBody)> {
+    let mut files: Vec<_> =
+        std::fs::read_dir(dir.join(layout::CHAIN_DIR)).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    files
+        .iter()
+        .map(|p| {
+            let doc = SignedDoc::parse(&std::fs::read(p).unwrap()).unwrap();
+            let body = serde_json::from_slice(&doc.body).unwrap();
+            (doc, body)
+        })
+        .collect()
+}
+
+/// Rewrites the whole chain and manifest as a forger would: renumbered, re-linked and
+/// re-signed with `key`, with `device.pub` replaced.
+fn reseal(dir: &Path, bodies: Vec<RecordBody>, key: &DeviceKey) {
+    std::fs::remove_dir_all(dir.join(layout::CHAIN_DIR)).unwrap();
+    std::fs::create_dir_all(dir.join(layout::CHAIN_DIR)).unwrap();
+    let mut prev = ZERO_HASH.to_string();
+    let mut hashes = Vec::new();
+    for (i, mut body) in bodies.into_iter().enumerate() {
+        body.index = i as u64;
+        body.prev = prev.clone();
+        body.device = key.public().key_id();
+        let doc = SignedDoc::sign(&body, key);
+        prev = hex::encode(doc.hash());
+        hashes.push(prev.clone());
+        write_file(&dir.join(layout::record_file(i as u64)), &doc.to_bytes());
+    }
+    let old = SignedDoc::parse(&std::fs::read(dir.join(layout::MANIFEST)).unwrap()).unwrap();
+    let old: ManifestBody = serde_json::from_slice(&old.body).unwrap();
+    let manifest = ManifestBody {
+        v: FORMAT_VERSION,
+        session: old.session,
+        device: key.public().key_id(),
+        closed: old.closed,
+        records: hashes.len() as u64,
+        head: prev,
+        record_hashes: hashes,
+    };
+    write_file(&dir.join(layout::MANIFEST), &SignedDoc::sign(&manifest, key).to_bytes());
+    write_file(&dir.join(layout::PUBLIC_KEY), key.public().to_pem().as_bytes());
+}
+
+#[test]
+fn a_flipped_byte_is_named() {
+    let dir = copy_of_a("flipped-byte");
+    let file = dir.join("bench/000002.mkv");
+    let mut bytes = std::fs::read(&file).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    write_file(&file, &bytes);
+    assert_detected(&dir, "altered bytes", &["bench/000002.mkv", "seq 2"]);
+}
+
+#[test]
+fn a_truncated_segment_is_named() {
+    let dir = copy_of_a("truncated");
+    let file = dir.join("hall/000001.mkv");
+    let len = std::fs::metadata(&file).unwrap().len();
+    std::fs::OpenOptions::new().write(true).open(&file).unwrap().set_len(len * 6 / 10).unwrap();
+    assert_detected(&dir, "truncated", &["hall/000001.mkv", &format!("of {len} bytes")]);
+}
+
+#[test]
+fn a_deleted_middle_segment_is_named() {
+    let dir = copy_of_a("deleted-segment");
+    std::fs::remove_file(dir.join("judge/000002.mkv")).unwrap();
+    assert_detected(&dir, "missing segment", &["judge/000002.mkv", "source judge"]);
+}
+
+#[test]
+fn a_deleted_segment_with_its_record_breaks_the_chain() {
+    let dir = copy_of_a("deleted-record");
+    let chain = read_chain(&dir);
+    let (i, _) = chain
+        .iter()
+        .enumerate()
+        .find(|(_, (_, b))| matches!(&b.entry, Entry::Segment { file, .. } if file == "judge/000002.mkv"))
+        .unwrap();
+    std::fs::remove_file(dir.join("judge/000002.mkv")).unwrap();
+    std::fs::remove_file(dir.join(layout::record_file(i as u64))).unwrap();
+    assert_detected(&dir, "missing record", &[&format!("record #{i} is missing")]);
+    assert_detected(&dir, "unexplained gap", &["source judge", "between judge/000001.mkv and judge/000003.mkv"]);
+}
+
+#[test]
+fn two_swapped_records_are_named() {
+    let dir = copy_of_a("swapped");
+    let (r4, r5) = (dir.join(layout::record_file(4)), dir.join(layout::record_file(5)));
+    let (b4, b5) = (std::fs::read(&r4).unwrap(), std::fs::read(&r5).unwrap());
+    write_file(&r4, &b5);
+    write_file(&r5, &b4);
+    assert_detected(&dir, "reordered", &["chain/00000004.rec holds record #5"]);
+    assert_detected(&dir, "reordered", &["chain/00000005.rec holds record #4"]);
+}
+
+#[test]
+fn a_record_from_another_session_is_named() {
+    let f = fixture();
+    let dir = copy_of_a("foreign");
+    let other = read_chain(&f.b);
+    std::fs::copy(f.b.join(layout::record_file(3)), dir.join(layout::record_file(3))).unwrap();
+    let detail = format!("belongs to session {}", other[0].1.session);
+    assert_detected(&dir, "foreign record", &["record #3", &detail]);
+}
+
+#[test]
+fn a_chain_re_signed_with_another_key_is_refused() {
+    let dir = copy_of_a("re-signed");
+    let bodies = read_chain(&dir).into_iter().map(|(_, b)| b).collect();
+    let forger = DeviceKey::create(&dir.join("../forger.key").with_file_name("forger-re-signed.key")).unwrap();
+    reseal(&dir, bodies, &forger);
+    assert_detected(&dir, "key", &["re-keyed", &forger.public().key_id()]);
+    assert_detected(&dir, "bad signature", &["chain/00000000.rec"]);
+    // Without the registered key there is nothing to anchor trust, and verify says so.
+    let (_, text) = verify(&dir, None);
+    assert!(text.contains("trusted the key shipped in the folder"), "{text}");
+}
+
+#[test]
+fn an_insider_removing_a_segment_leaves_an_unexplained_gap() {
+    // Even with the box's own private key, a forger who removes a segment and re-seals the
+    // chain cannot hide the hole in the source's timeline.
+    let f = fixture();
+    let dir = copy_of_a("insider");
+    let bodies: Vec<RecordBody> = read_chain(&dir)
+        .into_iter()
+        .map(|(_, b)| b)
+        .filter(|b| !matches!(&b.entry, Entry::Segment { file, .. } if file == "hall/000002.mkv"))
+        .collect();
+    std::fs::remove_file(dir.join("hall/000002.mkv")).unwrap();
+    let key = DeviceKey::load(&f.private_key).unwrap();
+    reseal(&dir, bodies, &key);
+    let line =
+        assert_detected(&dir, "unexplained gap", &["source hall", "between hall/000001.mkv and hall/000003.mkv"]);
+    assert!(line.contains("0:00:04") || line.contains("0:00:05"), "{line}");
+    assert_detected(&dir, "missing segment", &["hall"]);
+}
