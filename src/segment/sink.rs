@@ -119,7 +119,7 @@ mod imp {
 
     enum State {
         Stopped,
-        Started { file: File, path: PathBuf, size: u64, hash: Option<ring::digest::Context> },
+        Started { file: File, path: PathBuf, size: u64, hash: Option<Box<ring::digest::Context>> },
     }
 
     pub struct SpoolSink {
@@ -238,7 +238,7 @@ mod imp {
                 h.open_files.add(path.clone(), clone);
             }
             gst::debug!(CAT, imp = self, "created {}", path.display());
-            let hash = Some(ring::digest::Context::new(&ring::digest::SHA256));
+            let hash = Some(Box::new(ring::digest::Context::new(&ring::digest::SHA256)));
             *self.state.lock().unwrap() = State::Started { file, path, size: 0, hash };
             Ok(())
         }
