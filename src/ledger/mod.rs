@@ -203,6 +203,67 @@ mod tests {
         assert_eq!(v, SCHEMA_VERSION);
     }
 
+    fn open_test_ledger(dir: &Path) -> (Ledger, Arc<DeviceKey>) {
+        let key = Arc::new(DeviceKey::create(&dir.join("device.key")).unwrap());
+        let clocks = Arc::new(crate::base::RealClocks::new());
+        (Ledger::open(&dir.join("ledger.db"), key.clone(), clocks).unwrap(), key)
+    }
+
+    fn new_session() -> NewSession {
+        NewSession {
+            court: "c".into(),
+            room: "r".into(),
+            case: "1".into(),
+            title: "t".into(),
+            language: "en".into(),
+            hearing: crate::integrity::Hearing::Open,
+            profile: "p".into(),
+            segment_ns: 10_000_000_000,
+            sources: vec![],
+        }
+    }
+
+    #[test]
+    fn records_form_a_signed_chain_and_a_failed_stop_commits_nothing() {
+        use crate::base::MediaTime;
+        use crate::integrity::{Entry, RecordBody, SignedDoc, ZERO_HASH};
+        let dir = tempfile::tempdir().unwrap();
+        let (ledger, key) = open_test_ledger(dir.path());
+        let (id, first) = ledger.call(|w| w.create_session(new_session())).unwrap();
+        assert_eq!(first.index, 0);
+        // Only one session can record at a time.
+        assert!(ledger.call(|w| w.create_session(new_session())).is_err());
+        ledger.call(move |w| w.append(id, Entry::Mark { media: MediaTime(5), text: "m".into() })).unwrap();
+        let gap =
+            Entry::Gap { source: "cam".into(), media_start: MediaTime(1), media_end: MediaTime(2), reason: "r".into() };
+        ledger.call(move |w| w.stop_session(id, Some(1), MediaTime(9), vec![gap])).unwrap();
+        let count = |l: &Ledger| l.reader().unwrap().records(id).unwrap().len();
+        assert_eq!(count(&ledger), 4);
+
+        // Stopping again fails, and the gap it carried is not left behind.
+        let gap =
+            Entry::Gap { source: "cam".into(), media_start: MediaTime(3), media_end: MediaTime(4), reason: "r".into() };
+        assert!(ledger.call(move |w| w.stop_session(id, None, MediaTime(9), vec![gap])).is_err());
+        assert_eq!(count(&ledger), 4);
+        // ...and the chain head was re-read, not left pointing at the rolled-back record.
+        let (other, _) = ledger.call(|w| w.create_session(new_session())).unwrap();
+        ledger.call(move |w| w.append(other, Entry::Mark { media: MediaTime(1), text: "x".into() })).unwrap();
+
+        let rows = ledger.reader().unwrap().records(id).unwrap();
+        let mut prev = ZERO_HASH.to_string();
+        for (i, r) in rows.iter().enumerate() {
+            let doc = SignedDoc { body: r.body.clone(), signature: r.signature, key_id: key.public().key_id() };
+            let body: RecordBody = doc.open(&key.public()).unwrap();
+            assert_eq!((body.index, body.prev.as_str()), (i as u64, prev.as_str()));
+            assert_eq!(doc.hash(), r.hash);
+            prev = hex::encode(r.hash);
+        }
+        let manifest = ledger.reader().unwrap().session(id).unwrap().unwrap().manifest.unwrap();
+        let manifest: crate::integrity::ManifestBody =
+            SignedDoc::parse(&manifest).unwrap().open(&key.public()).unwrap();
+        assert_eq!((manifest.records, manifest.head), (4, prev));
+    }
+
     #[test]
     fn newer_schema_is_refused() {
         let dir = tempfile::tempdir().unwrap();

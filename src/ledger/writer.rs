@@ -315,9 +315,26 @@ impl Writer {
         })
     }
 
-    /// Appends `session_stop`, then seals the chain with a signed manifest, in one transaction.
-    pub fn stop_session(&mut self, session: Uuid, media: MediaTime) -> Result<Vec<u8>, LedgerError> {
+    /// Stops a session in one transaction: the last records (the gaps at the tail of each
+    /// source), the end of its last run, `session_stop`, and the signed manifest sealing the
+    /// chain. A crash leaves either all of it or none (and the session then resumes).
+    pub fn stop_session(
+        &mut self,
+        session: Uuid,
+        run: Option<u32>,
+        media: MediaTime,
+        last_records: Vec<Entry>,
+    ) -> Result<Vec<u8>, LedgerError> {
         self.transact(|tx, chain, wall| {
+            for entry in last_records {
+                chain.append(tx, session, entry)?;
+            }
+            if let Some(run) = run {
+                tx.execute(
+                    "UPDATE runs SET ended_wall = ?3, end_reason = 'stopped' WHERE session_id = ?1 AND run = ?2",
+                    params![session.to_string(), run, wall.to_rfc3339()],
+                )?;
+            }
             chain.append(tx, session, Entry::SessionStop { media })?;
             let hashes: Vec<String> = {
                 let mut stmt = tx.prepare("SELECT hash FROM records WHERE session_id = ?1 ORDER BY idx")?;

@@ -190,7 +190,12 @@ impl Recorder {
         let session = interrupted.session;
         tracing::warn!(session = %session.id, cause = ?interrupted.cause, "a session was interrupted; recovering its spool and resuming");
         let recovered = recovery::commit_orphans(&self.ledger, &self.cfg.data_dir, &session)?;
-        tracing::info!(committed = recovered.committed, quarantined = recovered.quarantined, "spool recovered");
+        tracing::info!(
+            committed = recovered.committed,
+            quarantined = recovered.quarantined,
+            failed = recovered.failed,
+            "spool recovered"
+        );
         let records = recovery::decode_records(&reader, session.id)?;
         let offset = recovery::resume_offset(&session, &records, self.clocks.wall());
         let next_seq = reader.last_seq(session.id)?.into_iter().map(|(k, v)| (k, v + 1)).collect();
@@ -285,7 +290,7 @@ impl Recorder {
             }
             Err(e) => {
                 // Nothing was recorded; close the session so the box is not stuck.
-                let _ = self.ledger.call(move |w| w.stop_session(id, MediaTime::ZERO));
+                let _ = self.ledger.call(move |w| w.stop_session(id, None, MediaTime::ZERO, Vec::new()));
                 Err(e)
             }
         }
@@ -308,14 +313,13 @@ impl Recorder {
         let a = guard.take().ok_or(SessionError::NotRecording)?;
         let id = a.session.id;
         let (stop_media, mut continuity) = Self::end_capture(a.capture, a.committer);
-        for gap in continuity.finish(stop_media) {
-            let entry =
-                Entry::Gap { source: gap.source, media_start: gap.start, media_end: gap.end, reason: gap.reason };
-            self.ledger.call(move |w| w.append(id, entry))?;
-        }
+        let tails: Vec<Entry> = continuity
+            .finish(stop_media)
+            .into_iter()
+            .map(|g| Entry::Gap { source: g.source, media_start: g.start, media_end: g.end, reason: g.reason })
+            .collect();
         let run = a.run;
-        self.ledger.call(move |w| w.end_run(id, run, "stopped"))?;
-        self.ledger.call(move |w| w.stop_session(id, stop_media))?;
+        self.ledger.call(move |w| w.stop_session(id, Some(run), stop_media, tails))?;
         let reader = self.ledger.reader()?;
         let records = reader.records(id)?;
         tracing::info!(session = %id, records = records.len(), "session stopped and sealed");

@@ -43,6 +43,8 @@ pub fn decode_records(reader: &Reader, session: uuid::Uuid) -> Result<Vec<Record
 pub struct Recovered {
     pub committed: usize,
     pub quarantined: usize,
+    /// Files that could not be sealed (I/O errors); left where they are.
+    pub failed: usize,
 }
 
 /// Commits every uncommitted spool file of the session, in order.
@@ -75,8 +77,16 @@ pub fn commit_orphans(ledger: &Ledger, data_dir: &Path, session: &SessionRow) ->
                 continue;
             }
         };
-        let sealed = segment::seal_path(&orphan.path)
-            .map_err(|e| LedgerError::Invalid(format!("cannot seal {}: {e}", orphan.path.display())))?;
+        // One bad file must not keep the box from recording: it stays in the spool,
+        // untouched, and its interval shows as a gap.
+        let sealed = match segment::seal_path(&orphan.path) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(path = %orphan.path.display(), error = %e, "cannot seal a spool file left by the crash; leaving it in place");
+                out.failed += 1;
+                continue;
+            }
+        };
         if let Some(gap) = continuity.segment(&orphan.source, start, end) {
             let entry =
                 Entry::Gap { source: gap.source, media_start: gap.start, media_end: gap.end, reason: gap.reason };
