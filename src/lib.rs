@@ -11,3 +11,4 @@ pub mod integrity;
 pub mod ledger;
 pub mod segment;
 pub mod session;
+pub mod stt;

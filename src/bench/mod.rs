@@ -5,6 +5,7 @@ use crate::base::{Clocks, MediaTime, RealClocks, WallTime};
 use crate::integrity::{DeviceKey, Hearing};
 use crate::ledger::{Ledger, NewSession, SegmentCommit};
 use crate::session::{Recorder, StartRequest};
+use crate::stt::{Stt, SttSettings};
 use anyhow::{Context, Result};
 use clap::Subcommand;
 use ring::rand::{SecureRandom, SystemRandom};
@@ -37,13 +38,18 @@ pub enum BenchCommand {
         /// Measured seconds (after 5 s of warm-up).
         #[arg(long, default_value_t = 30)]
         seconds: u64,
+        /// Also run live captions (the model from models/, as configured by default).
+        #[arg(long)]
+        captions: bool,
     },
 }
 
 pub fn run(what: BenchCommand, _config: &Path) -> Result<()> {
     match what {
         BenchCommand::Seal { segments, bytes, dir } => seal(segments, bytes, dir),
-        BenchCommand::Record { profile, sim_audio, seconds } => record(&profile, &sim_audio, seconds),
+        BenchCommand::Record { profile, sim_audio, seconds, captions } => {
+            record(&profile, &sim_audio, seconds, captions)
+        }
     }
 }
 
@@ -146,23 +152,28 @@ fn cpu_time() -> Duration {
     tv(usage.ru_utime) + tv(usage.ru_stime)
 }
 
-fn record(profile: &Path, sim_audio: &Path, seconds: u64) -> Result<()> {
+fn record(profile: &Path, sim_audio: &Path, seconds: u64, captions: bool) -> Result<()> {
     gst::init()?;
     let dir = scratch(None)?;
     let config = dir.join("courtbox.toml");
     std::fs::write(
         &config,
         format!(
-            "court = \"bench\"\nroom = \"bench\"\ndata_dir = \"data\"\nhw_profile = \"{}\"\n[sim]\naudio_dir = \"{}\"\n",
+            "court = \"bench\"\nroom = \"bench\"\ndata_dir = \"data\"\nhw_profile = \"{}\"\n[sim]\naudio_dir = \"{}\"\n[stt]\nmodel = \"{}\"\n",
             std::fs::canonicalize(profile).with_context(|| profile.display().to_string())?.display(),
-            std::fs::canonicalize(sim_audio).unwrap_or(sim_audio.to_path_buf()).display()
+            std::fs::canonicalize(sim_audio).unwrap_or(sim_audio.to_path_buf()).display(),
+            std::fs::canonicalize("models/ggml-base-q8_0.bin").unwrap_or_default().display()
         ),
     )?;
     let cfg = Arc::new(crate::config::load(&config)?);
     let clocks: Arc<dyn Clocks> = Arc::new(RealClocks::new());
     let key = Arc::new(DeviceKey::create(&cfg.key_path())?);
     let ledger = Arc::new(Ledger::open(&cfg.ledger_path(), key, clocks.clone())?);
-    let recorder = Recorder::new(cfg.clone(), ledger.clone(), clocks);
+    let stt = captions.then(|| {
+        let mics = cfg.profile.audio_devices.iter().map(|d| d.mics.len()).sum();
+        Arc::new(Stt::start(SttSettings::from_config(&cfg), ledger.clone(), cfg.data_dir.clone(), clocks.clone(), mics))
+    });
+    let recorder = Recorder::new(cfg.clone(), ledger.clone(), clocks, stt.clone());
     recorder.start(&StartRequest {
         case: "bench".into(),
         title: "bench".into(),
@@ -175,6 +186,11 @@ fn record(profile: &Path, sim_audio: &Path, seconds: u64) -> Result<()> {
     let (cpu, wall) = (cpu_time() - cpu0, wall0.elapsed());
     let status = recorder.status();
     let stop = recorder.stop()?;
+    if let Some(stt) = &stt {
+        let s = stt.status();
+        println!("  captions: model {} ({}), {} finals, backlog {}", s.model, s.state, s.finals, s.backlog);
+        stt.shutdown();
+    }
     ledger.close();
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let used = cpu.as_secs_f64() / wall.as_secs_f64();

@@ -13,6 +13,18 @@ mod template;
 mod track;
 
 pub use plan::{DevicePlan, TrackPlan, plan_devices};
+
+/// Speech audio of one microphone for speech to text: 16 kHz mono, starting at `start`.
+#[derive(Debug, Clone)]
+pub struct AudioChunk {
+    pub source: String,
+    pub start: MediaTime,
+    pub samples: Vec<f32>,
+}
+
+/// Receives every chunk of microphone audio. Called on GStreamer streaming threads: it must
+/// return at once (capture never waits).
+pub type AudioTap = Arc<dyn Fn(AudioChunk) + Send + Sync>;
 pub use sim_audio::decode_to_pcm;
 pub use supervisor::Backoff;
 pub use template::Templates;
@@ -145,6 +157,7 @@ pub struct RunContext {
     stopping: AtomicBool,
     wake: (Mutex<()>, Condvar),
     next_instance: AtomicU64,
+    tap: Option<AudioTap>,
 }
 
 impl RunContext {
@@ -172,6 +185,8 @@ pub struct RunParams {
     pub next_seq: HashMap<String, u64>,
     pub start_timeout: Duration,
     pub sync_interval: Duration,
+    /// Where microphone audio goes for speech to text (the plans must have taps).
+    pub tap: Option<AudioTap>,
 }
 
 /// A run of capture: every device of the profile, recording until `stop`.
@@ -223,6 +238,7 @@ impl CaptureRun {
             stopping: AtomicBool::new(false),
             wake: (Mutex::new(()), Condvar::new()),
             next_instance: AtomicU64::new(0),
+            tap: params.tap.clone(),
         });
         let syncer = Syncer::start(open_files, params.sync_interval);
 

@@ -1,7 +1,7 @@
 //! One running instance of a device's pipeline: parsed from its plan, put on the run's
 //! shared clock, its tracks attached to splitmuxsinks, gated until recording starts.
 
-use super::plan::{ANCHOR, DevicePlan, out_element};
+use super::plan::{ANCHOR, DevicePlan, out_element, stt_element};
 use super::sim_audio::SimFeeder;
 use super::splitter::SplitTarget;
 use super::{DeviceShared, RunContext};
@@ -68,6 +68,9 @@ pub fn build(plan: &DevicePlan, ctx: &RunContext, device: &Arc<DeviceShared>) ->
             .ok_or_else(|| format!("no element {}", out_element(&t.source)))?;
         let track = ctx.tracks.get(&t.source).ok_or_else(|| format!("no track {}", t.source))?;
         let splitmux = track.attach(&pipeline, &out, ctx.open_files.clone())?;
+        if let (Some(tap), Some(appsink)) = (ctx.tap.clone(), pipeline.by_name(&stt_element(&t.source))) {
+            connect_tap(appsink, t.source.clone(), tap)?;
+        }
         targets.push(SplitTarget {
             instance: id,
             splitmux,
@@ -75,6 +78,31 @@ pub fn build(plan: &DevicePlan, ctx: &RunContext, device: &Arc<DeviceShared>) ->
         });
     }
     Ok(Instance { id, pipeline, targets, feeder: None })
+}
+
+/// Hands each speech buffer of a microphone to the tap, stamped with its media time.
+fn connect_tap(appsink: gst::Element, source: String, tap: super::AudioTap) -> Result<(), String> {
+    let appsink = appsink.downcast::<gst_app::AppSink>().map_err(|_| "the speech tap is not an appsink")?;
+    appsink.set_callbacks(
+        gst_app::AppSinkCallbacks::builder()
+            .new_sample(move |sink| {
+                let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                let (Some(buffer), Some(segment)) = (sample.buffer(), sample.segment()) else {
+                    return Ok(gst::FlowSuccess::Ok);
+                };
+                let start = segment
+                    .downcast_ref::<gst::ClockTime>()
+                    .and_then(|s| s.to_running_time(buffer.pts()?))
+                    .map(|t| crate::base::MediaTime(t.nseconds()));
+                let Some(start) = start else { return Ok(gst::FlowSuccess::Ok) };
+                let Ok(map) = buffer.map_readable() else { return Ok(gst::FlowSuccess::Ok) };
+                let samples = map.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+                tap(super::AudioChunk { source: source.clone(), start, samples });
+                Ok(gst::FlowSuccess::Ok)
+            })
+            .build(),
+    );
+    Ok(())
 }
 
 pub fn play(

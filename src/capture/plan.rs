@@ -2,7 +2,7 @@
 //! device, and the tracks (segment streams) it feeds.
 
 use super::CaptureError;
-use super::sim_audio::{Programme, SimAudio};
+use super::sim_audio::{Programme, SimAudio, SpeechSchedule};
 use super::template::Templates;
 use crate::config::{
     AudioDevice, AudioEncoder, AudioSourceKind, Camera, CameraSource, HwProfile, InputFormat, SourceKind, VideoEncoder,
@@ -30,17 +30,25 @@ pub fn out_element(source: &str) -> String {
     format!("out_{source}")
 }
 
+/// The speech tap of a microphone: 16 kHz mono float samples into this appsink.
+pub fn stt_element(source: &str) -> String {
+    format!("stt_{source}")
+}
+
+/// `stt_taps`: give every microphone a tap for speech to text.
 pub fn plan_devices(
     profile: &HwProfile,
     templates: &Templates,
     sim_audio_dir: &Path,
+    stt_taps: bool,
 ) -> Result<Vec<DevicePlan>, CaptureError> {
     let mut plans = Vec::new();
     for cam in &profile.cameras {
         plans.push(plan_camera(cam, profile, templates)?);
     }
+    let schedule = SpeechSchedule::for_profile(profile, sim_audio_dir);
     for dev in &profile.audio_devices {
-        plans.push(plan_audio(dev, profile, templates, sim_audio_dir)?);
+        plans.push(plan_audio(dev, profile, templates, &schedule, stt_taps)?);
     }
     Ok(plans)
 }
@@ -110,7 +118,8 @@ fn plan_audio(
     dev: &AudioDevice,
     profile: &HwProfile,
     templates: &Templates,
-    sim_audio_dir: &Path,
+    schedule: &SpeechSchedule,
+    stt_taps: bool,
 ) -> Result<DevicePlan, CaptureError> {
     let base = [("rate", dev.sample_rate.to_string()), ("channels", dev.channels.to_string())];
     let source = match dev.source {
@@ -129,9 +138,19 @@ fn plan_audio(
     let encoder = audio_encoder(profile, templates)?;
     let mut desc = format!("{source} ! identity name={ANCHOR} silent=true");
     let mic_branch = |name: &str| {
-        format!(
+        let record = format!(
             "queue name=q_{name} leaky=downstream {RAW_QUEUE} ! {encoder} ! identity name={} silent=true",
             out_element(name)
+        );
+        if !stt_taps {
+            return record;
+        }
+        // The speech tap leaks and drops rather than ever holding back the recording.
+        format!(
+            "tee name=t_{name} ! {record} t_{name}. ! queue name=sttq_{name} leaky=downstream {RAW_QUEUE} \
+             ! audioconvert ! audioresample ! audio/x-raw,format=F32LE,rate=16000,channels=1 \
+             ! appsink name={} sync=false max-buffers=200 drop=true",
+            stt_element(name)
         )
     };
     if dev.channels == 1 {
@@ -153,7 +172,7 @@ fn plan_audio(
         channels: dev.channels,
         programmes: (1..=dev.channels)
             .map(|ch| match dev.mics.iter().find(|m| m.channel == ch) {
-                Some(mic) => Programme::for_mic(mic, sim_audio_dir, dev.sample_rate),
+                Some(mic) => schedule.programme(mic, dev.sample_rate),
                 None => Programme::Silence,
             })
             .collect(),

@@ -1,12 +1,13 @@
 //! Synthetic microphones: speech files (or tones) pushed into an `appsrc` at real-time
 //! pace, each buffer stamped with the pipeline running time at which it was "captured".
 
-use crate::config::Microphone;
+use crate::config::{AudioSourceKind, HwProfile, Microphone};
 use gst::prelude::*;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 #[derive(Debug, Clone)]
 pub struct SimAudio {
@@ -18,10 +19,13 @@ pub struct SimAudio {
 
 #[derive(Clone)]
 pub enum Programme {
-    /// A speech recording played in a loop, two seconds of silence between repeats.
+    /// A speech recording played in its turn of a cycle shared by all sim microphones, so
+    /// that people speak one after another as in a hearing.
     Speech {
         file: String,
         pcm: Arc<Vec<i16>>,
+        turn: Duration,
+        cycle: Duration,
     },
     /// A beep (0.8 s on, 1.2 s off) at this frequency.
     Tone(u32),
@@ -31,39 +35,72 @@ pub enum Programme {
 impl std::fmt::Debug for Programme {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Programme::Speech { file, pcm } => write!(f, "Speech({file}, {} samples)", pcm.len()),
+            Programme::Speech { file, pcm, turn, cycle } => {
+                write!(f, "Speech({file}, {} samples, at {turn:?} of {cycle:?})", pcm.len())
+            }
             Programme::Tone(hz) => write!(f, "Tone({hz} Hz)"),
             Programme::Silence => f.write_str("Silence"),
         }
     }
 }
 
-impl Programme {
-    /// The microphone's speech file if it can be decoded, else its tone.
-    pub fn for_mic(mic: &Microphone, dir: &Path, rate: u32) -> Programme {
-        if let Some(file) = &mic.sim_audio {
-            let path = dir.join(file);
-            match decode_to_pcm(&path, rate) {
-                Ok(pcm) if !pcm.is_empty() => return Programme::Speech { file: file.clone(), pcm: Arc::new(pcm) },
-                Ok(_) => {
-                    tracing::warn!(mic = %mic.name, path = %path.display(), "speech file is empty; playing a tone instead")
-                }
-                Err(e) => {
-                    tracing::warn!(mic = %mic.name, path = %path.display(), error = %e, "no speech for this sim microphone (run ./scripts/setup); playing a tone instead")
+/// Silence between two speakers' turns.
+const TURN_GAP: Duration = Duration::from_millis(1500);
+
+/// The turns of all sim microphones with speech: each speaks once per cycle, in profile
+/// order. Speech is decoded at the rate of each device when its programme is made.
+pub struct SpeechSchedule {
+    dir: PathBuf,
+    turns: Vec<(String, Duration)>,
+    cycle: Duration,
+}
+
+impl SpeechSchedule {
+    pub fn for_profile(profile: &HwProfile, dir: &Path) -> SpeechSchedule {
+        let mut turns = Vec::new();
+        let mut at = Duration::ZERO;
+        for dev in profile.audio_devices.iter().filter(|d| d.source == AudioSourceKind::Sim) {
+            for mic in &dev.mics {
+                let Some(file) = &mic.sim_audio else { continue };
+                let path = dir.join(file);
+                match decode_to_pcm(&path, 16_000) {
+                    Ok(pcm) if !pcm.is_empty() => {
+                        turns.push((mic.name.clone(), at));
+                        at += Duration::from_secs_f64(pcm.len() as f64 / 16_000.0) + TURN_GAP;
+                    }
+                    Ok(_) => {
+                        tracing::warn!(mic = %mic.name, path = %path.display(), "speech file is empty; playing a tone instead")
+                    }
+                    Err(e) => {
+                        tracing::warn!(mic = %mic.name, path = %path.display(), error = %e, "no speech for this sim microphone (run ./scripts/setup); playing a tone instead")
+                    }
                 }
             }
         }
-        Programme::Tone(mic.sim_tone_hz.unwrap_or(440))
+        SpeechSchedule { dir: dir.to_path_buf(), turns, cycle: at }
     }
 
+    /// The microphone's speech in its turn if it has one, else its tone.
+    pub fn programme(&self, mic: &Microphone, rate: u32) -> Programme {
+        let turn = self.turns.iter().find(|(m, _)| *m == mic.name).map(|t| t.1);
+        if let (Some(turn), Some(file)) = (turn, &mic.sim_audio)
+            && let Ok(pcm) = decode_to_pcm(&self.dir.join(file), rate)
+        {
+            return Programme::Speech { file: file.clone(), pcm: Arc::new(pcm), turn, cycle: self.cycle };
+        }
+        Programme::Tone(mic.sim_tone_hz.unwrap_or(440))
+    }
+}
+
+impl Programme {
     /// The sample at absolute position `n` (samples since running time 0).
     pub fn sample(&self, n: u64, rate: u32) -> i16 {
         let rate = u64::from(rate);
         match self {
-            Programme::Speech { pcm, .. } => {
-                let period = pcm.len() as u64 + 2 * rate;
-                let i = (n % period) as usize;
-                pcm.get(i).copied().unwrap_or(0)
+            Programme::Speech { pcm, turn, cycle, .. } => {
+                let cycle = (cycle.as_nanos() as u64 * rate / 1_000_000_000).max(1);
+                let start = turn.as_nanos() as u64 * rate / 1_000_000_000;
+                (n % cycle).checked_sub(start).and_then(|i| pcm.get(i as usize)).copied().unwrap_or(0)
             }
             Programme::Tone(hz) => {
                 if n % (2 * rate) < rate * 8 / 10 {
@@ -188,10 +225,17 @@ mod tests {
 
     #[test]
     fn programmes() {
-        let speech = Programme::Speech { file: "x".into(), pcm: Arc::new(vec![7; 100]) };
-        assert_eq!(speech.sample(5, 50), 7);
-        assert_eq!(speech.sample(100, 50), 0); // the pause after the file
-        assert_eq!(speech.sample(200, 50), 7); // looped: period 100 + 2 s
+        // At 50 Hz: a 2 s file spoken 1 s into a 10 s cycle.
+        let speech = Programme::Speech {
+            file: "x".into(),
+            pcm: Arc::new(vec![7; 100]),
+            turn: Duration::from_secs(1),
+            cycle: Duration::from_secs(10),
+        };
+        assert_eq!(speech.sample(10, 50), 0); // before its turn
+        assert_eq!(speech.sample(55, 50), 7);
+        assert_eq!(speech.sample(150, 50), 0); // after it
+        assert_eq!(speech.sample(555, 50), 7); // next cycle
         let tone = Programme::Tone(1000);
         let loud = (0..800).map(|n| i32::from(tone.sample(n, 8000)).abs()).max().unwrap();
         let quiet = (7000..16000).map(|n| tone.sample(n, 8000)).all(|s| s == 0);

@@ -52,7 +52,50 @@ pub struct Config {
     #[serde(default)]
     pub sim: SimConfig,
     #[serde(default)]
+    pub stt: SttConfig,
+    #[serde(default)]
     pub debug: DebugConfig,
+}
+
+/// Speech to text. A missing or wrong model never stops recording: captions are then
+/// produced later (`courtbox captions transcribe`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SttConfig {
+    pub enabled: bool,
+    /// The ggml model file (made by `models/fetch`); relative to this file.
+    pub model: PathBuf,
+    /// Required for a model not pinned in models/models.toml.
+    pub model_sha256: Option<String>,
+    /// Threads whisper may use.
+    pub threads: u32,
+    /// How often a partial caption is produced while someone speaks.
+    pub partial_interval_ms: u32,
+    /// Longer speech without a pause is cut into several captions.
+    pub max_utterance_seconds: u32,
+    /// Audio waiting for transcription, per microphone, before the oldest is left to be
+    /// transcribed later from the recording.
+    pub queue_seconds: u32,
+    /// A caption produced this long after its speech is marked delayed.
+    pub delayed_after_seconds: u32,
+    /// Tests only: transcription takes this many times longer.
+    pub slowdown: u32,
+}
+
+impl Default for SttConfig {
+    fn default() -> Self {
+        SttConfig {
+            enabled: true,
+            model: "models/ggml-base-q8_0.bin".into(),
+            model_sha256: None,
+            threads: 2,
+            partial_interval_ms: 1500,
+            max_utterance_seconds: 12,
+            queue_seconds: 60,
+            delayed_after_seconds: 10,
+            slowdown: 1,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -118,6 +161,7 @@ pub struct LoadedConfig {
     pub data_dir: PathBuf,
     pub sim_audio_dir: PathBuf,
     pub pipelines_dir: Option<PathBuf>,
+    pub stt_model: PathBuf,
 }
 
 impl LoadedConfig {
@@ -170,6 +214,7 @@ pub fn load(path: &Path) -> Result<LoadedConfig, ConfigError> {
         data_dir: crate::base::resolve(&base, &config.data_dir),
         sim_audio_dir: crate::base::resolve(&base, &config.sim.audio_dir),
         pipelines_dir: config.pipelines_dir.as_ref().map(|p| crate::base::resolve(&base, p)),
+        stt_model: crate::base::resolve(&base, &config.stt.model),
         path: path.to_path_buf(),
         profile_path,
         profile,

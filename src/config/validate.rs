@@ -50,6 +50,18 @@ pub fn validate_config(config: &Config) -> Vec<Problem> {
     p.range("recording.segment_seconds".into(), config.recording.segment_seconds, 2, 600);
     p.range("recording.sync_interval_ms".into(), config.recording.sync_interval_ms, 100, 10_000);
     p.range("recording.start_timeout_ms".into(), config.recording.start_timeout_ms, 500, 60_000);
+    let stt = &config.stt;
+    p.range("stt.threads".into(), stt.threads, 1, 16);
+    p.range("stt.partial_interval_ms".into(), stt.partial_interval_ms, 300, 10_000);
+    p.range("stt.max_utterance_seconds".into(), stt.max_utterance_seconds, 3, 28);
+    p.range("stt.queue_seconds".into(), stt.queue_seconds, 5, 600);
+    p.range("stt.delayed_after_seconds".into(), stt.delayed_after_seconds, 2, 600);
+    p.range("stt.slowdown".into(), stt.slowdown, 1, 100);
+    if let Some(sha) = &stt.model_sha256
+        && (sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()))
+    {
+        p.add("stt.model_sha256", "must be 64 hexadecimal digits (sha256sum of the model file)");
+    }
     if config.api.listen.parse::<std::net::SocketAddr>().is_err() {
         p.add("api.listen", format!("{:?} is not an address like 127.0.0.1:8089", config.api.listen));
     }

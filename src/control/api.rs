@@ -1,7 +1,10 @@
+use crate::ledger::Ledger;
 use crate::session::{Recorder, SessionError, StartRequest};
-use axum::extract::{Request, State};
+use crate::stt::Stt;
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
+use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -12,13 +15,21 @@ use std::sync::Arc;
 #[derive(Clone)]
 pub struct ApiState {
     recorder: Arc<Recorder>,
+    ledger: Arc<Ledger>,
+    stt: Option<Arc<Stt>>,
     token_sha256: [u8; 32],
     fault_injection: bool,
 }
 
 impl ApiState {
-    pub fn new(recorder: Arc<Recorder>, token: &str, fault_injection: bool) -> ApiState {
-        ApiState { recorder, token_sha256: crate::integrity::sha256(token.as_bytes()), fault_injection }
+    pub fn new(
+        recorder: Arc<Recorder>,
+        ledger: Arc<Ledger>,
+        stt: Option<Arc<Stt>>,
+        token: &str,
+        fault_injection: bool,
+    ) -> ApiState {
+        ApiState { recorder, ledger, stt, token_sha256: crate::integrity::sha256(token.as_bytes()), fault_injection }
     }
 }
 
@@ -58,6 +69,9 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/sessions/current/stop", post(stop))
         .route("/api/v1/sessions/current/marks", post(mark))
         .route("/api/v1/debug/fail-device", post(fail_device))
+        .route("/api/v1/captions/live", get(captions_live))
+        .route("/api/v1/captions/search", get(captions_search))
+        .route("/api/v1/sessions/{id}/transcribe", post(transcribe))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new().route("/api/v1/health", get(|| async { Json(json!({ "ok": true })) })).merge(authed).with_state(state)
 }
@@ -84,7 +98,55 @@ async fn require_token(State(state): State<ApiState>, headers: HeaderMap, reques
 async fn status(State(s): State<ApiState>) -> Result<Response, ApiError> {
     let r = s.recorder.clone();
     let status = blocking(move || Ok(r.status())).await?;
-    Ok(Json(status).into_response())
+    let captions = match &s.stt {
+        Some(stt) => serde_json::to_value(stt.status()).unwrap_or_default(),
+        None => json!({ "state": "disabled", "reason": "stt.enabled = false in the configuration" }),
+    };
+    let mut body = serde_json::to_value(status).unwrap_or_default();
+    body["captions"] = captions;
+    Ok(Json(body).into_response())
+}
+
+/// Live captions as server-sent events: `partial` and `final`, each a JSON caption.
+async fn captions_live(State(s): State<ApiState>) -> Result<Response, ApiError> {
+    use tokio_stream::StreamExt;
+    let stt = s.stt.ok_or_else(|| ApiError(StatusCode::NOT_FOUND, "captions are disabled".into()))?;
+    let stream = tokio_stream::wrappers::BroadcastStream::new(stt.subscribe()).filter_map(|e| {
+        let e = e.ok()?;
+        Some(Ok::<_, std::convert::Infallible>(Event::default().event(e.kind).json_data(&e).ok()?))
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
+}
+
+#[derive(Deserialize)]
+struct SearchQuery {
+    q: String,
+    #[serde(default = "default_limit")]
+    limit: usize,
+}
+
+fn default_limit() -> usize {
+    50
+}
+
+async fn captions_search(State(s): State<ApiState>, Query(q): Query<SearchQuery>) -> Result<Response, ApiError> {
+    let ledger = s.ledger.clone();
+    let hits = blocking(move || Ok(ledger.reader()?.search_captions(&q.q, q.limit.min(500))?)).await?;
+    Ok(Json(hits).into_response())
+}
+
+async fn transcribe(State(s): State<ApiState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let stt = s
+        .stt
+        .clone()
+        .ok_or_else(|| ApiError(StatusCode::CONFLICT, "captions are disabled (stt.enabled = false)".into()))?;
+    let ledger = s.ledger.clone();
+    let queued = blocking(move || {
+        let session = ledger.reader()?.find_session(&id)?;
+        stt.transcribe(session.id).map_err(SessionError::Invalid)
+    })
+    .await?;
+    Ok(Json(json!({ "queued": queued })).into_response())
 }
 
 async fn start(State(s): State<ApiState>, Json(req): Json<StartRequest>) -> Result<Response, ApiError> {

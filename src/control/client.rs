@@ -74,4 +74,38 @@ impl Client {
     pub fn status(&self) -> Result<serde_json::Value, ClientError> {
         self.send(self.http.get(format!("{}/api/v1/status", self.base)))
     }
+
+    pub fn transcribe(&self, session: &str) -> Result<serde_json::Value, ClientError> {
+        self.send(self.http.post(format!("{}/api/v1/sessions/{session}/transcribe", self.base)))
+    }
+
+    /// Follows the live caption stream, calling `on_caption(kind, caption)` for each event,
+    /// until the daemon closes it.
+    pub fn follow_captions(&self, mut on_caption: impl FnMut(&str, serde_json::Value)) -> Result<(), ClientError> {
+        use std::io::BufRead;
+        let http = reqwest::blocking::Client::builder().build().map_err(|e| ClientError::Http(e.to_string()))?;
+        let resp =
+            http.get(format!("{}/api/v1/captions/live", self.base)).bearer_auth(&self.token).send().map_err(|e| {
+                if e.is_connect() {
+                    ClientError::NotRunning { addr: self.base.clone() }
+                } else {
+                    ClientError::Http(e.to_string())
+                }
+            })?;
+        if !resp.status().is_success() {
+            return Err(ClientError::Refused(format!("HTTP {}", resp.status().as_u16())));
+        }
+        let mut kind = String::new();
+        for line in std::io::BufReader::new(resp).lines() {
+            let line = line.map_err(|e| ClientError::Http(e.to_string()))?;
+            if let Some(k) = line.strip_prefix("event:") {
+                kind = k.trim().to_string();
+            } else if let Some(data) = line.strip_prefix("data:")
+                && let Ok(v) = serde_json::from_str(data.trim())
+            {
+                on_caption(&kind, v);
+            }
+        }
+        Ok(())
+    }
 }

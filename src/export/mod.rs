@@ -3,8 +3,10 @@
 //! `courtbox verify` checks it offline. One playable file per source is added for people
 //! (`playable/`), derived from the media and not part of what is verified.
 
+mod captions;
 mod playable;
 
+pub use captions::{srt, webvtt};
 pub use playable::concat_segments;
 
 use crate::integrity::{PublicKey, RecordBody, SignedDoc, layout};
@@ -31,6 +33,7 @@ pub enum ExportError {
 pub struct ExportReport {
     pub records: usize,
     pub segments: usize,
+    pub captions: usize,
     pub bytes: u64,
     pub closed: bool,
     pub playable: Vec<PathBuf>,
@@ -48,6 +51,9 @@ This folder is an export of one court session recorded by courtbox.
                        (line 1, exactly as signed) and its Ed25519 signature (line 2)
   <source>/NNNNNN.mkv  the media segments, one folder per camera or microphone
   manifest.rec         the signed manifest sealing the chain when the session stopped
+                       (manifest-N.rec: later revisions, sealing captions added afterwards)
+  captions/            captions.json (checked against the chain), WebVTT and SRT per
+                       microphone and merged with role labels
   device.pub           the recording box's public key (PEM)
   playable/            one file per source for viewing; derived, not part of the record
 
@@ -91,9 +97,14 @@ pub fn export_session(
         bytes += io(&to, std::fs::copy(&from, &to))?;
         by_source.entry(s.source.clone()).or_default().push(to);
     }
-    if let Some(manifest) = &session.manifest {
-        let path = dest.join(layout::MANIFEST);
-        io(&path, std::fs::write(&path, manifest))?;
+    let manifests = reader.manifests(session.id)?;
+    for (revision, body) in &manifests {
+        let path = dest.join(layout::manifest_file(*revision));
+        io(&path, std::fs::write(&path, body))?;
+    }
+    let captions = reader.captions(session.id)?;
+    if !captions.is_empty() {
+        io(dest, captions::write(dest, &captions))?;
     }
     let key_path = dest.join(layout::PUBLIC_KEY);
     io(&key_path, std::fs::write(&key_path, public.to_pem()))?;
@@ -114,8 +125,9 @@ pub fn export_session(
     Ok(ExportReport {
         records: records.len(),
         segments: segments.len(),
+        captions: captions.len(),
         bytes,
-        closed: session.manifest.is_some(),
+        closed: !manifests.is_empty(),
         playable,
         playable_errors,
     })

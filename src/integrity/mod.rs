@@ -11,8 +11,8 @@ mod verify;
 
 pub use keys::{DeviceKey, KeyError, PublicKey};
 pub use record::{
-    CONTINUITY_TOLERANCE_NS, Entry, FORMAT_VERSION, Hearing, ManifestBody, RecordBody, RunCause, SignedDoc,
-    SignedDocError, ZERO_HASH, sha256, sha256_hex,
+    CONTINUITY_TOLERANCE_NS, CaptionItem, CaptionOrigin, Entry, FORMAT_VERSION, Hearing, ManifestBody, RecordBody,
+    RunCause, SignedDoc, SignedDocError, ZERO_HASH, sha256, sha256_hex,
 };
 pub use verify::{Fault, FaultKind, LocalFolder, Report, SessionFolder, digest_reader, verify, verify_folder};
 
@@ -21,6 +21,21 @@ pub mod layout {
     pub const CHAIN_DIR: &str = "chain";
     pub const MANIFEST: &str = "manifest.rec";
     pub const PUBLIC_KEY: &str = "device.pub";
+    /// Derived caption files of an export; `captions.json` is checked against the chain.
+    pub const CAPTIONS_DIR: &str = "captions";
+    pub const CAPTIONS_JSON: &str = "captions/captions.json";
+
+    /// Revision 1 is `manifest.rec`; later revisions are `manifest-N.rec` (write-once
+    /// storage never overwrites the first).
+    pub fn manifest_file(revision: u32) -> String {
+        if revision <= 1 { MANIFEST.to_string() } else { format!("manifest-{revision}.rec") }
+    }
+    pub fn manifest_revision(file: &str) -> Option<u32> {
+        if file == MANIFEST {
+            return Some(1);
+        }
+        file.strip_prefix("manifest-")?.strip_suffix(".rec")?.parse().ok().filter(|r| *r > 1)
+    }
 
     pub fn record_file(index: u64) -> String {
         format!("{CHAIN_DIR}/{index:08}.rec")

@@ -1,5 +1,5 @@
 use crate::base::{MediaTime, WallTime};
-use crate::config::SourceSpec;
+use crate::config::{Role, SourceSpec};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde::{Deserialize, Serialize};
@@ -68,6 +68,41 @@ impl RunCause {
     }
 }
 
+/// Where a caption came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CaptionOrigin {
+    /// Transcribed while the hearing was recorded.
+    Live,
+    /// Transcribed later from the committed audio (live transcription fell behind, or the
+    /// model was missing).
+    Backlog,
+}
+
+impl CaptionOrigin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CaptionOrigin::Live => "live",
+            CaptionOrigin::Backlog => "backlog",
+        }
+    }
+}
+
+/// One final caption.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaptionItem {
+    pub media_start: MediaTime,
+    pub media_end: MediaTime,
+    /// When the caption was produced.
+    pub wall: WallTime,
+    pub text: String,
+    /// Mean token probability, per mille.
+    pub confidence: u16,
+    /// Produced well after the speech (transcription was behind).
+    pub delayed: bool,
+}
+
 /// What a record states. Each variant is one kind of entry in the session chain.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
@@ -115,6 +150,24 @@ pub enum Entry {
         media: MediaTime,
         text: String,
     },
+    /// A batch of final captions of one microphone. A later transcription names the
+    /// `captions_behind` record it resolves (`backlog_of`), even when it found no speech.
+    Captions {
+        source: String,
+        role: Option<Role>,
+        language: String,
+        origin: CaptionOrigin,
+        backlog_of: Option<u64>,
+        items: Vec<CaptionItem>,
+    },
+    /// Live transcription could not keep up with this interval; it is transcribed later
+    /// from the committed audio (captions with origin `backlog`).
+    CaptionsBehind {
+        source: String,
+        media_start: MediaTime,
+        media_end: MediaTime,
+        reason: String,
+    },
     /// The wall clock moved by `delta_ms` more than the monotonic clock (NTP step, RTC reset).
     ClockJump {
         media: MediaTime,
@@ -133,6 +186,8 @@ impl Entry {
             Entry::Segment { .. } => "segment",
             Entry::Gap { .. } => "gap",
             Entry::Mark { .. } => "mark",
+            Entry::Captions { .. } => "captions",
+            Entry::CaptionsBehind { .. } => "captions_behind",
             Entry::ClockJump { .. } => "clock_jump",
             Entry::SessionStop { .. } => "session_stop",
         }
@@ -155,12 +210,15 @@ pub struct RecordBody {
     pub entry: Entry,
 }
 
-/// Signed summary written when a session closes: the hash of every record in order.
+/// Signed summary of a closed session: the hash of every record in order. Revision 1 is
+/// written at stop; captions transcribed afterwards are sealed by revisions 2, 3, ... (each
+/// covering the whole chain), and earlier revisions are kept.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ManifestBody {
     pub v: u32,
     pub session: Uuid,
+    pub revision: u32,
     pub device: String,
     pub closed: WallTime,
     pub records: u64,

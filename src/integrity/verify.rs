@@ -3,7 +3,7 @@
 //! source. It names each fault precisely and keeps going, so one run lists all of them.
 
 use super::layout;
-use super::record::{CONTINUITY_TOLERANCE_NS, Entry, ManifestBody, RecordBody, SignedDoc, ZERO_HASH};
+use super::record::{CONTINUITY_TOLERANCE_NS, CaptionOrigin, Entry, ManifestBody, RecordBody, SignedDoc, ZERO_HASH};
 use super::{PublicKey, SignedDocError};
 use crate::base::MediaTime;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -269,7 +269,11 @@ pub fn verify(folder: &dyn SessionFolder, trusted: Option<&PublicKey>) -> Report
         let body: RecordBody = match doc.open(&key) {
             Ok(b) => b,
             Err(SignedDocError::BadSignature) => {
-                report.fault(FaultKind::BadSignature, format!("{path}: record #{i}: signature does not verify with device key {}: its content was altered or signed by another key", key.key_id()));
+                // Say what the record claims to be (unverified) so the fault can be found.
+                let claims = serde_json::from_slice::<RecordBody>(&doc.body)
+                    .map(|b| format!(" (claims to be {})", describe_entry(&b.entry)))
+                    .unwrap_or_default();
+                report.fault(FaultKind::BadSignature, format!("{path}: record #{i}{claims}: signature does not verify with device key {}: its content was altered or signed by another key", key.key_id()));
                 bodies.push(None);
                 continue;
             }
@@ -348,7 +352,8 @@ pub fn verify(folder: &dyn SessionFolder, trusted: Option<&PublicKey>) -> Report
         report.fault(FaultKind::Structure, "record #0 is not a session start".into());
     }
     check_media(folder, &files, &valid, &mut report);
-    check_manifest(folder, &key, session, &hashes, &valid, &mut report);
+    check_manifest(folder, &files, &key, session, &hashes, &valid, &mut report);
+    check_captions_file(folder, &valid, &mut report);
     if trusted.is_none() {
         report.notes.push(format!(
             "trusted the key shipped in the folder ({}); pass --key with the device's registered public key to rule out a re-signed copy",
@@ -401,6 +406,10 @@ fn choose_key(folder: &dyn SessionFolder, trusted: Option<&PublicKey>, report: &
 fn describe_entry(entry: &Entry) -> String {
     match entry {
         Entry::Segment { file, .. } => format!("segment {file}"),
+        Entry::Captions { source, items, .. } => match (items.first(), items.last()) {
+            (Some(a), Some(b)) => format!("captions of {source} {}–{}, first {:?}", a.media_start, b.media_end, a.text),
+            _ => format!("captions of {source}"),
+        },
         Entry::Gap { source, .. } => format!("gap in {source}"),
         other => other.kind().replace('_', " "),
     }
@@ -541,7 +550,7 @@ fn check_media(folder: &dyn SessionFolder, files: &[String], records: &[&RecordB
 
     for f in files {
         let top = f.split('/').next().unwrap_or("");
-        let is_media = f.contains('/') && top != layout::CHAIN_DIR && top != "playable";
+        let is_media = f.contains('/') && top != layout::CHAIN_DIR && top != "playable" && top != layout::CAPTIONS_DIR;
         if is_media && !referenced.contains(f.as_str()) {
             report.notes.push(format!("{f} is not referenced by any record: it is not part of the record"));
         }
@@ -574,88 +583,173 @@ fn gap_message(
 
 fn check_manifest(
     folder: &dyn SessionFolder,
+    files: &[String],
     key: &PublicKey,
     session: Option<Uuid>,
     hashes: &[Option<[u8; 32]>],
     records: &[&RecordBody],
     report: &mut Report,
 ) {
-    let stopped = records.iter().any(|r| matches!(r.entry, Entry::SessionStop { .. }));
-    let manifest = match folder.read(layout::MANIFEST) {
-        Ok(Some(b)) => b,
-        Ok(None) => {
-            if stopped {
-                report
-                    .fault(FaultKind::Manifest, format!("the session was stopped but {} is missing", layout::MANIFEST));
-            } else {
-                report.notes.push(format!(
-                    "no manifest: the session is still recording or was cut off; records after #{} could be missing without trace",
-                    hashes.len().saturating_sub(1)
-                ));
-            }
-            return;
-        }
-        Err(e) => {
-            report.fault(FaultKind::Unreadable, format!("{}: {e}", layout::MANIFEST));
-            return;
-        }
-    };
-    let body: ManifestBody = match SignedDoc::parse(&manifest)
-        .map_err(|e| e.to_string())
-        .and_then(|d| d.open(key).map_err(|e| e.to_string()))
-    {
-        Ok(b) => b,
-        Err(e) => {
-            report.fault(FaultKind::Manifest, format!("{}: {e}", layout::MANIFEST));
-            return;
-        }
-    };
-    report.closed = true;
-    if Some(body.session) != session {
-        report.fault(FaultKind::ForeignRecord, format!("{} belongs to session {}", layout::MANIFEST, body.session));
-    }
     let chain: Vec<String> = hashes.iter().map(|h| h.map(hex::encode).unwrap_or_default()).collect();
-    if body.records as usize != body.record_hashes.len() {
-        report.fault(
-            FaultKind::Manifest,
-            format!(
-                "{} is inconsistent: {} records but {} hashes",
-                layout::MANIFEST,
-                body.records,
-                body.record_hashes.len()
-            ),
-        );
-    }
-    if body.record_hashes.len() > chain.len() {
-        report.fault(
-            FaultKind::MissingRecord,
-            format!(
-                "the manifest lists {} records but the chain has {}: record #{} onwards was removed",
-                body.record_hashes.len(),
-                chain.len(),
-                chain.len()
-            ),
-        );
-    } else if chain.len() > body.record_hashes.len() {
-        report.fault(
-            FaultKind::Manifest,
-            format!(
-                "the chain has {} records but the manifest lists {}: record #{} onwards was added after closing",
-                chain.len(),
-                body.record_hashes.len(),
-                body.record_hashes.len()
-            ),
-        );
-    }
-    for (i, (listed, actual)) in body.record_hashes.iter().zip(&chain).enumerate() {
-        if !actual.is_empty() && listed != actual {
-            report.fault(FaultKind::Manifest, format!("record #{i} differs from the one the manifest sealed"));
+    let stop_index = records.iter().find(|r| matches!(r.entry, Entry::SessionStop { .. })).map(|r| r.index as usize);
+    if let Some(stop) = stop_index {
+        for r in records.iter().filter(|r| r.index as usize > stop) {
+            if !matches!(r.entry, Entry::Captions { origin: CaptionOrigin::Backlog, .. }) {
+                report.fault(
+                    FaultKind::Structure,
+                    format!(
+                        "record #{} ({}) was added after the session stopped; only captions transcribed later may be",
+                        r.index,
+                        describe_entry(&r.entry)
+                    ),
+                );
+            }
         }
     }
-    if body.record_hashes.last() != Some(&body.head) {
-        report.fault(FaultKind::Manifest, format!("{}: head is not the last listed record", layout::MANIFEST));
+
+    let mut manifests: BTreeMap<u32, &String> = BTreeMap::new();
+    for f in files {
+        if let Some(rev) = layout::manifest_revision(f) {
+            manifests.insert(rev, f);
+        }
     }
-    if !stopped {
+    if manifests.is_empty() {
+        if stop_index.is_some() {
+            report.fault(FaultKind::Manifest, format!("the session was stopped but {} is missing", layout::MANIFEST));
+        } else {
+            report.notes.push(format!(
+                "no manifest: the session is still recording or was cut off; records after #{} could be missing without trace",
+                hashes.len().saturating_sub(1)
+            ));
+        }
+        return;
+    }
+    let newest = *manifests.keys().next_back().expect("not empty");
+    for rev in 1..newest {
+        if !manifests.contains_key(&rev) {
+            report.fault(
+                FaultKind::Manifest,
+                format!("manifest revision {rev} ({}) is missing", layout::manifest_file(rev)),
+            );
+        }
+    }
+    for (rev, file) in &manifests {
+        let body: ManifestBody = match folder
+            .read(file)
+            .map_err(|e| e.to_string())
+            .and_then(|b| SignedDoc::parse(&b.unwrap_or_default()).map_err(|e| e.to_string()))
+            .and_then(|d| d.open(key).map_err(|e| e.to_string()))
+        {
+            Ok(b) => b,
+            Err(e) => {
+                report.fault(FaultKind::Manifest, format!("{file}: {e}"));
+                continue;
+            }
+        };
+        if body.revision != *rev {
+            report.fault(FaultKind::Manifest, format!("{file} holds manifest revision {}", body.revision));
+        }
+        if Some(body.session) != session {
+            report.fault(FaultKind::ForeignRecord, format!("{file} belongs to session {}", body.session));
+        }
+        if body.records as usize != body.record_hashes.len() || body.record_hashes.last() != Some(&body.head) {
+            report.fault(FaultKind::Manifest, format!("{file} is inconsistent: count, hashes and head disagree"));
+        }
+        let sealed = body.record_hashes.len();
+        if sealed > chain.len() {
+            report.fault(
+                FaultKind::MissingRecord,
+                format!(
+                    "{file} seals {sealed} records but the chain has {}: record #{} onwards was removed",
+                    chain.len(),
+                    chain.len()
+                ),
+            );
+        }
+        for (i, (listed, actual)) in body.record_hashes.iter().zip(&chain).enumerate() {
+            if !actual.is_empty() && listed != actual {
+                report.fault(FaultKind::Manifest, format!("record #{i} differs from the one {file} sealed"));
+            }
+        }
+        if *rev == 1
+            && let Some(stop) = stop_index
+            && sealed != stop + 1
+        {
+            report.fault(FaultKind::Manifest, format!("{file} does not end at the session stop (record #{stop})"));
+        }
+        if *rev == newest {
+            report.closed = true;
+            if chain.len() > sealed {
+                report.fault(
+                    FaultKind::Manifest,
+                    format!("the chain has {} records but the last manifest ({file}) seals {sealed}: record #{sealed} onwards was added without a seal", chain.len()),
+                );
+            }
+        }
+    }
+    if stop_index.is_none() {
         report.fault(FaultKind::Manifest, "a manifest exists but the chain has no session stop".into());
+    }
+}
+
+/// An export's `captions/captions.json` is a convenience copy of the signed captions; every
+/// entry must say exactly what its record says.
+fn check_captions_file(folder: &dyn SessionFolder, records: &[&RecordBody], report: &mut Report) {
+    #[derive(serde::Deserialize)]
+    struct Listed {
+        record: u64,
+        item: usize,
+        source: String,
+        media_start_ns: u64,
+        media_end_ns: u64,
+        text: String,
+    }
+    let Ok(Some(bytes)) = folder.read(layout::CAPTIONS_JSON) else { return };
+    let listed: Vec<Listed> = match serde_json::from_slice(&bytes) {
+        Ok(l) => l,
+        Err(e) => {
+            report.fault(FaultKind::Unreadable, format!("{}: {e}", layout::CAPTIONS_JSON));
+            return;
+        }
+    };
+    let mut signed: BTreeMap<(u64, usize), (&str, &super::CaptionItem)> = BTreeMap::new();
+    for r in records {
+        if let Entry::Captions { source, items, .. } = &r.entry {
+            for (i, item) in items.iter().enumerate() {
+                signed.insert((r.index, i), (source.as_str(), item));
+            }
+        }
+    }
+    for (n, c) in listed.iter().enumerate() {
+        let at = format!("{} #{n} ({} at {})", layout::CAPTIONS_JSON, c.source, MediaTime(c.media_start_ns));
+        match signed.remove(&(c.record, c.item)) {
+            None => report.fault(FaultKind::AlteredBytes, format!("{at}: caption {:?} is in no signed record", c.text)),
+            Some((source, item)) => {
+                if item.text != c.text
+                    || source != c.source
+                    || item.media_start.0 != c.media_start_ns
+                    || item.media_end.0 != c.media_end_ns
+                {
+                    report.fault(
+                        FaultKind::AlteredBytes,
+                        format!(
+                            "{at}: altered caption: the file says {:?}, record #{} (item {}) says {:?}",
+                            c.text, c.record, c.item, item.text
+                        ),
+                    );
+                }
+            }
+        }
+    }
+    for ((record, item), (source, c)) in signed {
+        report.fault(
+            FaultKind::MissingSegment,
+            format!(
+                "{}: caption {:?} of {source} at {} (record #{record}, item {item}) is missing",
+                layout::CAPTIONS_JSON,
+                c.text,
+                c.media_start
+            ),
+        );
     }
 }

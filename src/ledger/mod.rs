@@ -5,7 +5,7 @@
 mod read;
 mod writer;
 
-pub use read::{Reader, RecordRow, RunRow, SegmentRow, SessionRow};
+pub use read::{CaptionRow, Reader, RecordRow, RunRow, SegmentRow, SessionRow};
 pub use writer::{Committed, NewSession, SegmentCommit, Writer};
 
 use crate::base::Clocks;
@@ -17,10 +17,11 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use thiserror::Error;
 
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
 const SCHEMA: &str = include_str!("schema.sql");
 /// `(version, sql)`: the script that upgrades `version - 1` to `version`.
-const MIGRATIONS: &[(i32, &str)] = &[];
+const MIGRATIONS: &[(i32, &str)] =
+    &[(1, include_str!("migrations/001_initial.sql")), (2, include_str!("migrations/002_captions.sql"))];
 
 #[derive(Debug, Error)]
 pub enum LedgerError {
@@ -179,9 +180,17 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), LedgerError> {
 mod tests {
     use super::*;
 
+    /// Every object's SQL, comments and layout removed (SQLite keeps both verbatim).
     fn schema_of(conn: &Connection) -> Vec<String> {
         let mut stmt = conn.prepare("SELECT sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY name").unwrap();
-        stmt.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
+        stmt.query_map([], |r| r.get::<_, String>(0))
+            .unwrap()
+            .map(|sql| {
+                let sql = sql.unwrap();
+                let code: Vec<&str> = sql.lines().map(|l| l.split("--").next().unwrap_or("")).collect();
+                code.join(" ").split_whitespace().collect::<Vec<_>>().join(" ")
+            })
+            .collect()
     }
 
     #[test]
@@ -191,10 +200,10 @@ mod tests {
         let mut fresh = open_connection(&fresh_path, false).unwrap();
         migrate(&mut fresh, &fresh_path).unwrap();
 
-        // An old database at version 1 goes through every migration.
+        // A database of the first release (version 1) goes through every migration.
         let old_path = dir.path().join("old.db");
         let mut old = open_connection(&old_path, false).unwrap();
-        old.execute_batch(SCHEMA).unwrap();
+        old.execute_batch(MIGRATIONS[0].1).unwrap();
         old.pragma_update(None, "user_version", 1).unwrap();
         migrate(&mut old, &old_path).unwrap();
 

@@ -45,6 +45,46 @@ pub struct SegmentRow {
     pub recovered: bool,
 }
 
+/// A final caption as stored for search and export (the signed record is the truth).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CaptionRow {
+    pub session: Uuid,
+    pub record: u64,
+    pub item: u32,
+    pub source: String,
+    pub role: Option<String>,
+    pub language: String,
+    pub media_start_ns: u64,
+    pub media_end_ns: u64,
+    pub wall: String,
+    pub text: String,
+    pub confidence: u16,
+    pub delayed: bool,
+    pub origin: String,
+}
+
+const CAPTION_COLUMNS: &str = "session_id, record_idx, item, source, role, language, media_start_ns, media_end_ns, wall, text, confidence, delayed, origin";
+
+fn caption_row(r: &Row) -> rusqlite::Result<CaptionRow> {
+    let id: String = r.get(0)?;
+    Ok(CaptionRow {
+        session: Uuid::parse_str(&id)
+            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))?,
+        record: r.get::<_, i64>(1)? as u64,
+        item: r.get(2)?,
+        source: r.get(3)?,
+        role: r.get(4)?,
+        language: r.get(5)?,
+        media_start_ns: r.get::<_, i64>(6)? as u64,
+        media_end_ns: r.get::<_, i64>(7)? as u64,
+        wall: r.get(8)?,
+        text: r.get(9)?,
+        confidence: r.get(10)?,
+        delayed: r.get(11)?,
+        origin: r.get(12)?,
+    })
+}
+
 #[derive(Debug, Clone)]
 pub struct RunRow {
     pub run: u32,
@@ -182,6 +222,37 @@ impl Reader {
         let rows =
             stmt.query_map(params![session.to_string()], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Final captions of a session in media-time order.
+    pub fn captions(&self, session: Uuid) -> Result<Vec<CaptionRow>, LedgerError> {
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT {CAPTION_COLUMNS} FROM captions WHERE session_id = ?1 ORDER BY media_start_ns, source"
+        ))?;
+        Ok(stmt.query_map([session.to_string()], caption_row)?.collect::<Result<_, _>>()?)
+    }
+
+    /// Captions containing all the words of `query` (any session), newest sessions first.
+    pub fn search_captions(&self, query: &str, limit: usize) -> Result<Vec<CaptionRow>, LedgerError> {
+        // Each word quoted: user text is never FTS5 syntax.
+        let terms: Vec<String> = crate::stt::text::words(query).iter().map(|w| format!("\"{w}\"")).collect();
+        if terms.is_empty() {
+            return Ok(Vec::new());
+        }
+        let columns = CAPTION_COLUMNS.split(", ").map(|c| format!("c.{c}")).collect::<Vec<_>>().join(", ");
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT {columns} FROM captions_fts f JOIN captions c ON c.id = f.rowid
+             JOIN sessions s ON s.id = c.session_id
+             WHERE captions_fts MATCH ?1 ORDER BY s.started_wall DESC, c.media_start_ns LIMIT ?2"
+        ))?;
+        Ok(stmt.query_map(params![terms.join(" "), limit as i64], caption_row)?.collect::<Result<_, _>>()?)
+    }
+
+    /// Every manifest revision of a session, oldest first.
+    pub fn manifests(&self, session: Uuid) -> Result<Vec<(u32, Vec<u8>)>, LedgerError> {
+        let mut stmt =
+            self.conn.prepare("SELECT revision, body FROM manifests WHERE session_id = ?1 ORDER BY revision")?;
+        Ok(stmt.query_map([session.to_string()], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?)
     }
 
     /// Pending upload work: (objects, bytes).

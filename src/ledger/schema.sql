@@ -15,6 +15,8 @@
 --   * at most one session is recording at any time (partial unique index below).
 --   * a spool file is deleted only when its segment is uploaded (upload_jobs.state = 'done')
 --     and retention allows; un-uploaded files are never deleted.
+--   * after session_stop a chain grows only by captions transcribed later, each addition
+--     sealed by a new manifest revision; earlier revisions stay as they were.
 
 -- Key/value settings of this box (schema of values is up to the owner of each key).
 CREATE TABLE settings (
@@ -35,7 +37,7 @@ CREATE TABLE sessions (
   state         TEXT NOT NULL CHECK (state IN ('recording', 'stopped')),
   started_wall  TEXT NOT NULL,        -- RFC 3339 UTC
   stopped_wall  TEXT,
-  manifest      BLOB                  -- signed manifest (manifest.rec bytes) once stopped
+  manifest      BLOB                  -- the latest signed manifest (see manifests)
 ) STRICT;
 
 CREATE UNIQUE INDEX sessions_one_recording ON sessions (state) WHERE state = 'recording';
@@ -102,3 +104,47 @@ CREATE TABLE upload_jobs (
 ) STRICT;
 
 CREATE INDEX upload_jobs_pending ON upload_jobs (id) WHERE state = 'pending';
+
+-- Final captions, one row per caption; each belongs to a signed `captions` record of the
+-- chain (record_idx, item), which is what counts. Searchable through captions_fts.
+CREATE TABLE captions (
+  id             INTEGER PRIMARY KEY,
+  session_id     TEXT NOT NULL,
+  record_idx     INTEGER NOT NULL,
+  item           INTEGER NOT NULL,     -- position in the record's list
+  source         TEXT NOT NULL,        -- microphone
+  role           TEXT,                 -- judge, prosecutor, ...
+  language       TEXT NOT NULL,
+  media_start_ns INTEGER NOT NULL,
+  media_end_ns   INTEGER NOT NULL,
+  wall           TEXT NOT NULL,        -- when the caption was produced
+  text           TEXT NOT NULL,
+  confidence     INTEGER NOT NULL,     -- per mille
+  delayed        INTEGER NOT NULL,     -- 1 if produced well after the speech
+  origin         TEXT NOT NULL CHECK (origin IN ('live', 'backlog')),
+  UNIQUE (session_id, record_idx, item),
+  FOREIGN KEY (session_id, record_idx) REFERENCES records (session_id, idx)
+) STRICT;
+
+CREATE INDEX captions_by_time ON captions (session_id, media_start_ns);
+
+-- Full-text index of caption text (Unicode-aware: Kazakh, Russian, English).
+CREATE VIRTUAL TABLE captions_fts USING fts5 (
+  text,
+  content = 'captions',
+  content_rowid = 'id',
+  tokenize = 'unicode61 remove_diacritics 2'
+);
+
+CREATE TRIGGER captions_fts_insert AFTER INSERT ON captions BEGIN
+  INSERT INTO captions_fts (rowid, text) VALUES (new.id, new.text);
+END;
+
+-- Every signed manifest of a session: revision 1 seals the chain at stop; later revisions
+-- seal captions added afterwards. Write-once, like the chain.
+CREATE TABLE manifests (
+  session_id TEXT NOT NULL REFERENCES sessions (id),
+  revision   INTEGER NOT NULL,
+  body       BLOB NOT NULL,
+  PRIMARY KEY (session_id, revision)
+) STRICT;

@@ -336,31 +336,101 @@ impl Writer {
                 )?;
             }
             chain.append(tx, session, Entry::SessionStop { media })?;
-            let hashes: Vec<String> = {
-                let mut stmt = tx.prepare("SELECT hash FROM records WHERE session_id = ?1 ORDER BY idx")?;
-                stmt.query_map([session.to_string()], |r| r.get::<_, Vec<u8>>(0))?
-                    .map(|h| h.map(hex::encode))
-                    .collect::<Result<_, _>>()?
-            };
-            let manifest = ManifestBody {
-                v: FORMAT_VERSION,
-                session,
-                device: chain.key.public().key_id(),
-                closed: wall,
-                records: hashes.len() as u64,
-                head: hashes.last().cloned().unwrap_or_default(),
-                record_hashes: hashes,
-            };
-            let bytes = SignedDoc::sign(&manifest, chain.key).to_bytes();
             let changed = tx.execute(
-                "UPDATE sessions SET state = 'stopped', stopped_wall = ?2, manifest = ?3 WHERE id = ?1 AND state = 'recording'",
-                params![session.to_string(), wall.to_rfc3339(), bytes],
+                "UPDATE sessions SET state = 'stopped', stopped_wall = ?2 WHERE id = ?1 AND state = 'recording'",
+                params![session.to_string(), wall.to_rfc3339()],
             )?;
             if changed != 1 {
                 return Err(LedgerError::Invalid(format!("session {session} is not recording")));
             }
-            insert_upload_job(tx, Some(session), &format!("{session}/{}", layout::MANIFEST), "manifest", None, Some(&bytes), wall)?;
-            Ok(bytes)
+            seal(tx, chain.key, session, 1, wall)
         })
     }
+
+    /// Commits a batch of final captions: the record and one searchable row per caption.
+    /// For a stopped session (captions transcribed later) the chain is re-sealed with the
+    /// next manifest revision in the same transaction.
+    pub fn commit_captions(&mut self, session: Uuid, entry: Entry) -> Result<Committed, LedgerError> {
+        let Entry::Captions { source, role, language, origin, items, .. } = &entry else {
+            return Err(LedgerError::Invalid("commit_captions takes a captions entry".into()));
+        };
+        let (source, role, language, origin, items) =
+            (source.clone(), role.map(|r| r.as_str()), language.clone(), origin.as_str(), items.clone());
+        self.transact(|tx, chain, wall| {
+            let state: Option<String> =
+                tx.query_row("SELECT state FROM sessions WHERE id = ?1", [session.to_string()], |r| r.get(0)).optional()?;
+            let committed = chain.append(tx, session, entry)?;
+            for (i, c) in items.iter().enumerate() {
+                tx.execute(
+                    "INSERT INTO captions (session_id, record_idx, item, source, role, language, media_start_ns, media_end_ns,
+                                           wall, text, confidence, delayed, origin)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                    params![
+                        session.to_string(),
+                        committed.index as i64,
+                        i as i64,
+                        source,
+                        role,
+                        language,
+                        c.media_start.0 as i64,
+                        c.media_end.0 as i64,
+                        c.wall.to_rfc3339(),
+                        c.text,
+                        c.confidence,
+                        c.delayed,
+                        origin
+                    ],
+                )?;
+            }
+            match state.as_deref() {
+                Some("recording") => {}
+                Some(_) => {
+                    let last: u32 = tx.query_row(
+                        "SELECT COALESCE(MAX(revision), 0) FROM manifests WHERE session_id = ?1",
+                        [session.to_string()],
+                        |r| r.get(0),
+                    )?;
+                    seal(tx, chain.key, session, last + 1, wall)?;
+                }
+                None => return Err(LedgerError::Invalid(format!("no session {session}"))),
+            }
+            Ok(committed)
+        })
+    }
+}
+
+/// Signs a manifest (revision `revision`) over every record of the session, stores it, and
+/// queues it for upload under its own write-once name.
+fn seal(
+    tx: &Transaction,
+    key: &DeviceKey,
+    session: Uuid,
+    revision: u32,
+    wall: WallTime,
+) -> Result<Vec<u8>, LedgerError> {
+    let hashes: Vec<String> = {
+        let mut stmt = tx.prepare("SELECT hash FROM records WHERE session_id = ?1 ORDER BY idx")?;
+        stmt.query_map([session.to_string()], |r| r.get::<_, Vec<u8>>(0))?
+            .map(|h| h.map(hex::encode))
+            .collect::<Result<_, _>>()?
+    };
+    let manifest = ManifestBody {
+        v: FORMAT_VERSION,
+        session,
+        revision,
+        device: key.public().key_id(),
+        closed: wall,
+        records: hashes.len() as u64,
+        head: hashes.last().cloned().unwrap_or_default(),
+        record_hashes: hashes,
+    };
+    let bytes = SignedDoc::sign(&manifest, key).to_bytes();
+    tx.execute(
+        "INSERT INTO manifests (session_id, revision, body) VALUES (?1, ?2, ?3)",
+        params![session.to_string(), revision, bytes],
+    )?;
+    tx.execute("UPDATE sessions SET manifest = ?2 WHERE id = ?1", params![session.to_string(), bytes])?;
+    let object = format!("{session}/{}", layout::manifest_file(revision));
+    insert_upload_job(tx, Some(session), &object, "manifest", None, Some(&bytes), wall)?;
+    Ok(bytes)
 }

@@ -15,6 +15,7 @@ use crate::capture::{CaptureError, CaptureRun, DeviceStatus, RunParams, Template
 use crate::config::LoadedConfig;
 use crate::integrity::{Entry, Hearing, RunCause};
 use crate::ledger::{Ledger, LedgerError, NewSession};
+use crate::stt::{MicInfo, SessionSpec, Stt};
 use commit::{CommitContext, Committer};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -169,13 +170,29 @@ pub struct Recorder {
     ledger: Arc<Ledger>,
     clocks: Arc<dyn Clocks>,
     templates: Templates,
+    stt: Option<Arc<Stt>>,
     active: Mutex<Option<Active>>,
 }
 
+/// How long stopping a session waits for captions of what was just said; what remains is
+/// transcribed afterwards from the recording.
+const CAPTIONS_AT_STOP: Duration = Duration::from_secs(30);
+const CAPTIONS_AT_SHUTDOWN: Duration = Duration::from_secs(5);
+
 impl Recorder {
-    pub fn new(cfg: Arc<LoadedConfig>, ledger: Arc<Ledger>, clocks: Arc<dyn Clocks>) -> Recorder {
+    /// `stt`: the speech service, or none when captions are disabled.
+    pub fn new(
+        cfg: Arc<LoadedConfig>,
+        ledger: Arc<Ledger>,
+        clocks: Arc<dyn Clocks>,
+        stt: Option<Arc<Stt>>,
+    ) -> Recorder {
         let templates = Templates::new(cfg.pipelines_dir.clone());
-        Recorder { cfg, ledger, clocks, templates, active: Mutex::new(None) }
+        Recorder { cfg, ledger, clocks, templates, stt, active: Mutex::new(None) }
+    }
+
+    fn plan(&self) -> Result<Vec<crate::capture::DevicePlan>, SessionError> {
+        Ok(plan_devices(&self.cfg.profile, &self.templates, &self.cfg.sim_audio_dir, self.stt.is_some())?)
     }
 
     fn spool_dir(&self, session: Uuid) -> PathBuf {
@@ -221,7 +238,7 @@ impl Recorder {
         next_seq: HashMap<String, u64>,
         continuity: Continuity,
     ) -> Result<Active, SessionError> {
-        let plans = plan_devices(&self.cfg.profile, &self.templates, &self.cfg.sim_audio_dir)?;
+        let plans = self.plan()?;
         let id = session.id;
         let boot = crate::base::boot_id();
         self.ledger.call(move |w| w.begin_run(id, run, &boot, offset))?;
@@ -248,6 +265,7 @@ impl Recorder {
             next_seq,
             start_timeout: Duration::from_millis(rec.start_timeout_ms.into()),
             sync_interval: Duration::from_millis(rec.sync_interval_ms.into()),
+            tap: self.stt.as_ref().map(|s| s.tap()),
         };
         let capture = match CaptureRun::start(plans, params, self.clocks.clone(), tx) {
             Ok(c) => c,
@@ -257,6 +275,20 @@ impl Recorder {
             }
         };
         tracing::info!(session = %id, run, t0 = %capture.t0(), ?cause, "recording");
+        if let Some(stt) = &self.stt {
+            stt.session_started(SessionSpec {
+                id,
+                language: session.language.clone(),
+                mics: self
+                    .cfg
+                    .profile
+                    .sources()
+                    .into_iter()
+                    .filter(|s| s.kind == crate::config::SourceKind::Audio)
+                    .map(|s| MicInfo { source: s.name, role: s.role })
+                    .collect(),
+            });
+        }
         Ok(Active { session, run, capture, committer, stats })
     }
 
@@ -267,7 +299,7 @@ impl Recorder {
             return Err(SessionError::AlreadyRecording(a.session.id));
         }
         // Fail on a bad template before anything is written.
-        plan_devices(&self.cfg.profile, &self.templates, &self.cfg.sim_audio_dir)?;
+        self.plan()?;
         let new = NewSession {
             court: self.cfg.config.court.clone(),
             room: self.cfg.config.room.clone(),
@@ -312,13 +344,13 @@ impl Recorder {
         let mut guard = self.active.lock().unwrap();
         let a = guard.take().ok_or(SessionError::NotRecording)?;
         let id = a.session.id;
-        let (stop_media, mut continuity) = Self::end_capture(a.capture, a.committer);
+        let run = a.run;
+        let (stop_media, mut continuity) = self.end_capture(a, CAPTIONS_AT_STOP);
         let tails: Vec<Entry> = continuity
             .finish(stop_media)
             .into_iter()
             .map(|g| Entry::Gap { source: g.source, media_start: g.start, media_end: g.end, reason: g.reason })
             .collect();
-        let run = a.run;
         self.ledger.call(move |w| w.stop_session(id, Some(run), stop_media, tails))?;
         let reader = self.ledger.reader()?;
         let records = reader.records(id)?;
@@ -332,9 +364,16 @@ impl Recorder {
         })
     }
 
-    fn end_capture(capture: CaptureRun, committer: Committer) -> (MediaTime, Continuity) {
-        let stop_media = capture.stop();
-        (stop_media, committer.finish())
+    /// Stops capture of the active run; every segment is committed and the captions of
+    /// what was said are committed too (within `captions_within`) when this returns.
+    fn end_capture(&self, a: Active, captions_within: Duration) -> (MediaTime, Continuity) {
+        let t0 = a.capture.t0();
+        let stop_media = a.capture.stop();
+        let continuity = a.committer.finish();
+        if let Some(stt) = &self.stt {
+            stt.finish_run(t0, stop_media, captions_within);
+        }
+        (stop_media, continuity)
     }
 
     /// The daemon is going down (service stop, reboot): finalize the open segments and
@@ -343,7 +382,7 @@ impl Recorder {
         if let Some(a) = self.active.lock().unwrap().take() {
             let id = a.session.id;
             let run = a.run;
-            Self::end_capture(a.capture, a.committer);
+            self.end_capture(a, CAPTIONS_AT_SHUTDOWN);
             if let Err(e) = self.ledger.call(move |w| w.end_run(id, run, "shutdown")) {
                 tracing::error!(error = %e, "could not record the shutdown");
             }

@@ -1,0 +1,104 @@
+-- courtbox ledger: the box's authoritative index of the court record.
+--
+-- Source of truth for new databases. `PRAGMA user_version` holds the schema version; an
+-- existing database is brought up to date by the numbered files in migrations/, and a test
+-- checks that both paths give the same schema.
+--
+-- Durability: WAL mode, synchronous=FULL. One writer thread owns the only read-write
+-- connection. A segment becomes part of the record when the transaction inserting its
+-- `records` row and its `upload_jobs` row commits (the commit point, see DESIGN.md).
+--
+-- Invariants:
+--   * records of a session form a chain: idx = 0, 1, 2, ... without holes, each body naming
+--     the SHA-256 of the previous body. Rows are never updated or deleted.
+--   * a segments row exists only together with its records row (same transaction).
+--   * at most one session is recording at any time (partial unique index below).
+--   * a spool file is deleted only when its segment is uploaded (upload_jobs.state = 'done')
+--     and retention allows; un-uploaded files are never deleted.
+
+-- Key/value settings of this box (schema of values is up to the owner of each key).
+CREATE TABLE settings (
+  key   TEXT PRIMARY KEY,
+  value TEXT NOT NULL
+) STRICT;
+
+-- One row per hearing. Metadata here is a convenience copy: the signed session_start record
+-- in the chain is what counts.
+CREATE TABLE sessions (
+  id            TEXT PRIMARY KEY,     -- UUID v4; also names the session folder everywhere
+  case_number   TEXT NOT NULL,
+  title         TEXT NOT NULL,
+  language      TEXT NOT NULL,        -- kk | ru | en | auto
+  hearing       TEXT NOT NULL CHECK (hearing IN ('open', 'closed')),
+  profile       TEXT NOT NULL,        -- hardware profile name
+  segment_ns    INTEGER NOT NULL,     -- segment length for the whole session
+  state         TEXT NOT NULL CHECK (state IN ('recording', 'stopped')),
+  started_wall  TEXT NOT NULL,        -- RFC 3339 UTC
+  stopped_wall  TEXT,
+  manifest      BLOB                  -- signed manifest (manifest.rec bytes) once stopped
+) STRICT;
+
+CREATE UNIQUE INDEX sessions_one_recording ON sessions (state) WHERE state = 'recording';
+
+-- One row per uninterrupted stretch of capture within a session. A session that survives a
+-- crash has several runs; media time continues across them (media_offset_ns).
+CREATE TABLE runs (
+  session_id      TEXT NOT NULL REFERENCES sessions (id),
+  run             INTEGER NOT NULL,   -- 1, 2, ...
+  boot_id         TEXT NOT NULL,      -- kernel boot id: tells a daemon crash from a power loss
+  pid             INTEGER NOT NULL,
+  started_wall    TEXT NOT NULL,
+  media_offset_ns INTEGER NOT NULL,   -- media time at this run's pipeline running time 0
+  ended_wall      TEXT,               -- NULL while running, and forever after a crash
+  end_reason      TEXT CHECK (end_reason IN ('stopped', 'shutdown')),
+  PRIMARY KEY (session_id, run)
+) STRICT;
+
+-- The signed chain of every session: segments, gaps, session events.
+CREATE TABLE records (
+  session_id TEXT NOT NULL REFERENCES sessions (id),
+  idx        INTEGER NOT NULL,        -- position in the chain
+  kind       TEXT NOT NULL,           -- entry kind, copied from the body for queries
+  body       BLOB NOT NULL,           -- canonical JSON bytes exactly as signed
+  signature  BLOB NOT NULL,           -- Ed25519, 64 bytes
+  hash       BLOB NOT NULL,           -- SHA-256 of body; the next record's prev
+  PRIMARY KEY (session_id, idx)
+) STRICT, WITHOUT ROWID;
+
+-- Media files of the record, one row per sealed segment.
+CREATE TABLE segments (
+  session_id     TEXT NOT NULL,
+  source         TEXT NOT NULL,       -- camera or microphone name
+  seq            INTEGER NOT NULL,    -- 0, 1, 2, ... per source, without holes
+  record_idx     INTEGER NOT NULL,
+  file           TEXT NOT NULL,       -- relative to the session folder: {source}/{seq}.mkv
+  media_start_ns INTEGER NOT NULL,
+  media_end_ns   INTEGER NOT NULL,
+  bytes          INTEGER NOT NULL,
+  sha256         BLOB NOT NULL,
+  recovered      INTEGER NOT NULL,    -- 1 if sealed by startup recovery after a crash
+  local_state    TEXT NOT NULL DEFAULT 'spooled' CHECK (local_state IN ('spooled', 'evicted')),
+  PRIMARY KEY (session_id, source, seq),
+  FOREIGN KEY (session_id, record_idx) REFERENCES records (session_id, idx)
+) STRICT;
+
+-- Store-and-forward queue to central storage. Written in the same transaction as what it
+-- uploads, so nothing committed can miss its upload.
+CREATE TABLE upload_jobs (
+  id           INTEGER PRIMARY KEY,
+  session_id   TEXT,
+  object_key   TEXT NOT NULL UNIQUE,  -- relative to {court}/{room}/
+  kind         TEXT NOT NULL CHECK (kind IN ('segment', 'record', 'manifest', 'device_key')),
+  local_path   TEXT,                  -- file to send (segments), relative to the data dir
+  content      BLOB,                  -- bytes to send when there is no file
+  sha256       BLOB NOT NULL,
+  bytes        INTEGER NOT NULL,
+  state        TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'done', 'conflict')),
+  attempts     INTEGER NOT NULL DEFAULT 0,
+  last_error   TEXT,
+  created_wall TEXT NOT NULL,
+  done_wall    TEXT,
+  CHECK ((local_path IS NULL) <> (content IS NULL))
+) STRICT;
+
+CREATE INDEX upload_jobs_pending ON upload_jobs (id) WHERE state = 'pending';

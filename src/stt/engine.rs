@@ -1,0 +1,137 @@
+//! whisper.cpp through whisper-rs. One context (the weights) per daemon; each thread that
+//! transcribes owns a state. Blocking and CPU-heavy: only ever called on STT threads.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+use thiserror::Error;
+use whisper_rs::{FullParams, SamplingStrategy, WhisperContext, WhisperContextParameters, WhisperState};
+
+#[derive(Debug, Error)]
+pub enum EngineError {
+    #[error("cannot load the speech model {0}: {1}")]
+    Load(String, String),
+    #[error("transcription failed: {0}")]
+    Whisper(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Segment {
+    /// Offsets from the start of the transcribed audio.
+    pub start: Duration,
+    pub end: Duration,
+    pub text: String,
+    /// Mean probability of the segment's text tokens, 0..1.
+    pub confidence: f32,
+}
+
+#[derive(Debug, Clone)]
+pub struct Transcript {
+    pub segments: Vec<Segment>,
+    pub language: String,
+    /// Time spent transcribing (for real-time factors).
+    pub elapsed: Duration,
+}
+
+impl Transcript {
+    pub fn text(&self) -> String {
+        self.segments.iter().map(|s| s.text.trim()).collect::<Vec<_>>().join(" ")
+    }
+}
+
+pub struct Engine {
+    ctx: WhisperContext,
+    threads: i32,
+    /// Tests only: each transcription takes this many times longer (back-pressure drills).
+    slowdown: u32,
+}
+
+/// whisper.cpp needs at least a second of audio to work reliably.
+const MIN_SAMPLES: usize = 16_000;
+
+impl Engine {
+    pub fn load(path: &Path, threads: u32, slowdown: u32) -> Result<Engine, EngineError> {
+        whisper_rs::install_logging_hooks();
+        let p =
+            path.to_str().ok_or_else(|| EngineError::Load(path.display().to_string(), "path is not UTF-8".into()))?;
+        let ctx = WhisperContext::new_with_params(p, WhisperContextParameters::default())
+            .map_err(|e| EngineError::Load(path.display().to_string(), e.to_string()))?;
+        Ok(Engine { ctx, threads: threads.max(1) as i32, slowdown: slowdown.max(1) })
+    }
+
+    pub fn is_multilingual(&self) -> bool {
+        self.ctx.is_multilingual()
+    }
+
+    pub fn new_state(&self) -> Result<WhisperState, EngineError> {
+        self.ctx.create_state().map_err(|e| EngineError::Whisper(e.to_string()))
+    }
+
+    /// Transcribes 16 kHz mono audio. `language` is a whisper code (kk, ru, en) or "auto".
+    pub fn transcribe(
+        &self,
+        state: &mut WhisperState,
+        samples: &[f32],
+        language: &str,
+    ) -> Result<Transcript, EngineError> {
+        let started = Instant::now();
+        let mut audio = samples.to_vec();
+        if audio.len() < MIN_SAMPLES {
+            audio.resize(MIN_SAMPLES, 0.0);
+        }
+        let secs = audio.len() as f64 / 16_000.0;
+        let mut p = FullParams::new(SamplingStrategy::Greedy { best_of: 1 });
+        p.set_n_threads(self.threads);
+        let lang = if self.ctx.is_multilingual() { language } else { "en" };
+        p.set_language(Some(lang));
+        // whisper always encodes a 30 s window unless told otherwise; a short utterance
+        // needs only 50 frames a second, plus a margin (smaller loses words).
+        let ctx_frames = ((secs * 50.0 * 1.3) as i32 + 64).min(1500);
+        p.set_audio_ctx(ctx_frames);
+        p.set_no_context(true);
+        p.set_suppress_blank(true);
+        p.set_no_speech_thold(0.6);
+        // Bounded output per call: whisper sometimes loops on one phrase.
+        p.set_max_tokens(((secs * 6.0) as i32).max(32));
+        p.set_print_special(false);
+        p.set_print_progress(false);
+        p.set_print_realtime(false);
+        p.set_print_timestamps(false);
+        state.full(p, &audio).map_err(|e| EngineError::Whisper(e.to_string()))?;
+
+        let eot = self.ctx.token_eot();
+        let mut segments = Vec::new();
+        for seg in state.as_iter() {
+            let text = seg.to_str_lossy().map_err(|e| EngineError::Whisper(e.to_string()))?.trim().to_string();
+            let probs: Vec<f32> = (0..seg.n_tokens())
+                .filter_map(|i| seg.get_token(i))
+                .filter(|t| t.token_id() < eot)
+                .map(|t| t.token_probability())
+                .collect();
+            let confidence = if probs.is_empty() { 0.0 } else { probs.iter().sum::<f32>() / probs.len() as f32 };
+            if text.is_empty() || (seg.no_speech_probability() > 0.6 && confidence < 0.5) {
+                continue;
+            }
+            // Timestamps are in centiseconds.
+            let start = Duration::from_millis(seg.start_timestamp().max(0) as u64 * 10);
+            let end = Duration::from_millis(seg.end_timestamp().max(0) as u64 * 10);
+            segments.push(Segment { start, end: end.max(start), text, confidence });
+        }
+        dedupe_loops(&mut segments);
+        let language = if lang == "auto" {
+            whisper_rs::get_lang_str(state.full_lang_id_from_state()).unwrap_or("auto").to_string()
+        } else {
+            lang.to_string()
+        };
+        let mut elapsed = started.elapsed();
+        if self.slowdown > 1 {
+            std::thread::sleep(elapsed * (self.slowdown - 1));
+            elapsed = started.elapsed();
+        }
+        Ok(Transcript { segments, language, elapsed })
+    }
+}
+
+/// Drops a segment that repeats the one before it (a decoding loop).
+fn dedupe_loops(segments: &mut Vec<Segment>) {
+    segments.dedup_by(|b, a| super::text::words(&a.text) == super::text::words(&b.text));
+}
