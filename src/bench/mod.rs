@@ -9,6 +9,7 @@ use crate::stt::{Stt, SttSettings};
 use anyhow::{Context, Result};
 use clap::Subcommand;
 use ring::rand::{SecureRandom, SystemRandom};
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -28,6 +29,32 @@ pub enum BenchCommand {
         /// Where to write (default: a folder under the system temp dir). Use the data disk.
         #[arg(long)]
         dir: Option<PathBuf>,
+    },
+    /// Live captions: a speech file fed at real-time pace through the speech service.
+    Stt {
+        #[arg(long, default_value = "var/test-speech/jfk.wav")]
+        file: PathBuf,
+        /// What is said in the file (for the word error rate).
+        #[arg(
+            long,
+            default_value = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
+        )]
+        reference: String,
+        #[arg(long, default_value = "models/ggml-base-q8_0.bin")]
+        model: PathBuf,
+        #[arg(long, default_value = "en")]
+        language: String,
+        /// Microphones speaking the file at the same time (staggered).
+        #[arg(long, default_value_t = 1)]
+        mics: usize,
+        /// Times the file is played on each microphone.
+        #[arg(long, default_value_t = 5)]
+        passes: usize,
+        #[arg(long, default_value_t = 2)]
+        threads: u32,
+        /// Print what was transcribed for every utterance.
+        #[arg(long)]
+        verbose: bool,
     },
     /// CPU used by the whole daemon while recording a hardware profile.
     Record {
@@ -49,6 +76,9 @@ pub fn run(what: BenchCommand, _config: &Path) -> Result<()> {
         BenchCommand::Seal { segments, bytes, dir } => seal(segments, bytes, dir),
         BenchCommand::Record { profile, sim_audio, seconds, captions } => {
             record(&profile, &sim_audio, seconds, captions)
+        }
+        BenchCommand::Stt { file, reference, model, language, mics, passes, threads, verbose } => {
+            stt(&file, &reference, &model, &language, mics, passes, threads, verbose)
         }
     }
 }
@@ -204,6 +234,206 @@ fn record(profile: &Path, sim_audio: &Path, seconds: u64, captions: bool) -> Res
     if let Some(s) = status.session {
         println!("  {} segments committed, {} bytes, {} gaps", s.stats.segments, s.stats.bytes, stop.gaps);
     }
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
+
+/// Peak resident memory of this process (VmHWM), in MB.
+fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() { f64::NAN } else { sorted[((sorted.len() as f64 - 1.0) * p).round() as usize] }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn stt(
+    file: &Path,
+    reference: &str,
+    model: &Path,
+    language: &str,
+    mics: usize,
+    passes: usize,
+    threads: u32,
+    verbose: bool,
+) -> Result<()> {
+    use crate::capture::AudioChunk;
+    use crate::stt::{MicInfo, SessionSpec, Stt, SttSettings};
+    gst::init()?;
+    let pcm: Vec<f32> = crate::capture::decode_to_pcm(file, 16_000)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?
+        .iter()
+        .map(|s| f32::from(*s) / 32768.0)
+        .collect();
+    let secs = pcm.len() as f64 / 16_000.0;
+    // Where the speech ends in the file (last 20 ms frame above -40 dBFS).
+    let speech_end = pcm
+        .chunks(320)
+        .enumerate()
+        .filter(|(_, f)| f.iter().map(|x| x * x).sum::<f32>() / f.len() as f32 > 1e-4)
+        .map(|(i, _)| (i + 1) as f64 * 0.02)
+        .next_back()
+        .unwrap_or(secs);
+
+    let dir = scratch(None)?;
+    let clocks: Arc<dyn Clocks> = Arc::new(RealClocks::new());
+    let key = Arc::new(DeviceKey::create(&dir.join("device.key"))?);
+    let ledger = Arc::new(Ledger::open(&dir.join("ledger.db"), key, clocks.clone())?);
+    let names: Vec<String> = (0..mics).map(|i| format!("mic{i}")).collect();
+    let (session, _) = ledger.call(|w| {
+        w.create_session(NewSession {
+            court: "bench".into(),
+            room: "bench".into(),
+            case: "bench".into(),
+            title: "bench".into(),
+            language: "en".into(),
+            hearing: Hearing::Open,
+            profile: "bench".into(),
+            segment_ns: 10_000_000_000,
+            sources: vec![],
+        })
+    })?;
+    let settings = SttSettings {
+        model: model.to_path_buf(),
+        model_sha256: crate::stt::models::spec_for_file(model).map(|s| s.sha256),
+        model_name: "base-q8".into(),
+        threads,
+        slowdown: 1,
+        stream: crate::stt::stream::StreamConfig::default(),
+        queue: Duration::from_secs(60),
+        delayed_after: Duration::from_secs(10),
+        mic_languages: BTreeMap::new(),
+    };
+    let stt = Stt::start(settings, ledger.clone(), dir.clone(), clocks, mics);
+    let mut events = stt.subscribe();
+    while stt.status().state == "loading" {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if stt.status().state != "ready" {
+        anyhow::bail!("speech model: {}", stt.status().reason.unwrap_or_default());
+    }
+    stt.session_started(SessionSpec {
+        id: session,
+        language: language.into(),
+        mics: names.iter().map(|n| MicInfo { source: n.clone(), role: None }).collect(),
+    });
+
+    // Each microphone plays the file `passes` times with 2 s of silence between, the
+    // microphones staggered evenly over one pass. Chunks of 10 ms, at real-time pace.
+    let period = secs + 2.0;
+    // Long enough for the last microphone's last pass (staggered by up to one period).
+    let total = period * (passes as f64 + 1.0) + 4.0;
+    let tap = stt.tap();
+    let started = Instant::now();
+    let feeder = {
+        let names = names.clone();
+        let pcm = pcm.clone();
+        std::thread::spawn(move || {
+            let step = 160usize;
+            let mut n = 0usize;
+            while (n as f64) / 16_000.0 < total {
+                let t = n as f64 / 16_000.0;
+                for (i, name) in names.iter().enumerate() {
+                    let local = t - i as f64 * period / names.len() as f64;
+                    let samples: Vec<f32> = (0..step)
+                        .map(|k| {
+                            let at = local + k as f64 / 16_000.0;
+                            if at < 0.0 || at >= period * passes as f64 {
+                                return 0.0;
+                            }
+                            let pos = ((at % period) * 16_000.0) as usize;
+                            pcm.get(pos).copied().unwrap_or(0.0)
+                        })
+                        .collect();
+                    tap(AudioChunk { source: name.clone(), start: MediaTime((t * 1e9) as u64), samples });
+                }
+                n += step;
+                let due = Duration::from_secs_f64(n as f64 / 16_000.0);
+                if let Some(wait) = due.checked_sub(started.elapsed()) {
+                    std::thread::sleep(wait);
+                }
+            }
+        })
+    };
+
+    // (mic, pass) -> texts and the arrival of its last final.
+    let mut finals: BTreeMap<(usize, usize), (Vec<String>, Instant)> = BTreeMap::new();
+    let mut rtfs = Vec::new();
+    let deadline = started + Duration::from_secs_f64(total + 60.0);
+    let mut last_event = Instant::now();
+    while Instant::now() < deadline {
+        match events.try_recv() {
+            Ok(e) if e.kind == "final" => {
+                last_event = Instant::now();
+                let mic: usize = e.source.trim_start_matches("mic").parse().unwrap_or(0);
+                // By its midpoint: an utterance starts a little early (the VAD's preroll).
+                let mid = (e.media_start.as_secs_f64() + e.media_end.as_secs_f64()) / 2.0;
+                let local = mid - mic as f64 * period / mics as f64;
+                let pass = (local / period).floor().max(0.0) as usize;
+                if e.audio_ms > 0 {
+                    rtfs.push(f64::from(e.decode_ms) / f64::from(e.audio_ms));
+                }
+                let entry = finals.entry((mic, pass)).or_insert_with(|| (Vec::new(), Instant::now()));
+                entry.0.push(e.text.clone());
+                entry.1 = Instant::now();
+            }
+            Ok(_) => {}
+            Err(tokio::sync::broadcast::error::TryRecvError::Empty) => std::thread::sleep(Duration::from_millis(10)),
+            Err(_) => break,
+        }
+        // Done when the feed is over and captions have stopped coming.
+        if feeder.is_finished() && last_event.elapsed() > Duration::from_secs(8) {
+            break;
+        }
+    }
+    let _ = feeder.join();
+    stt.shutdown();
+
+    let mut wers = Vec::new();
+    let mut latencies = Vec::new();
+    for ((mic, pass), (texts, at)) in &finals {
+        if *pass >= passes {
+            continue;
+        }
+        let w = crate::stt::text::wer(reference, &texts.join(" "));
+        if verbose {
+            println!("  mic {mic} pass {pass}: WER {:>5.1} %  {}", w * 100.0, texts.join(" | "));
+        }
+        wers.push(w);
+        let spoken = Duration::from_secs_f64(*mic as f64 * period / mics as f64 + *pass as f64 * period + speech_end);
+        latencies.push(at.duration_since(started).saturating_sub(spoken).as_secs_f64());
+    }
+    wers.sort_by(f64::total_cmp);
+    rtfs.sort_by(f64::total_cmp);
+    latencies.sort_by(f64::total_cmp);
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    println!(
+        "speech to text: {} ({:.1} s) fed at real-time pace, {passes} passes on {mics} microphone(s), model {}, {threads} threads",
+        file.display(),
+        secs,
+        model.display()
+    );
+    println!(
+        "  WER against the reference: mean {:.1} %, worst {:.1} % ({} utterances)",
+        mean(&wers) * 100.0,
+        pct(&wers, 1.0) * 100.0,
+        wers.len()
+    );
+    println!("  real-time factor (inference / audio): p50 {:.2}, p95 {:.2}", pct(&rtfs, 0.5), pct(&rtfs, 0.95));
+    println!(
+        "  latency end of speech -> final caption: p50 {:.2} s, p95 {:.2} s",
+        pct(&latencies, 0.5),
+        pct(&latencies, 0.95)
+    );
+    println!("  peak RSS: {:.0} MB", peak_rss_mb());
+    ledger.close();
     std::fs::remove_dir_all(&dir)?;
     Ok(())
 }

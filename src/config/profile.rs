@@ -135,6 +135,10 @@ pub struct Microphone {
     pub channel: u32,
     #[serde(default)]
     pub label: Option<String>,
+    /// Language this microphone's speaker uses (kk, ru, en, auto) when it differs from the
+    /// hearing's; captions of this track are transcribed in it.
+    #[serde(default)]
+    pub language: Option<String>,
     /// `sim` only: speech file in the config's `sim.audio_dir`, played in a loop.
     #[serde(default)]
     pub sim_audio: Option<String>,

@@ -156,6 +156,11 @@ pub fn validate_profile(profile: &HwProfile) -> Vec<Problem> {
             if let Some(label) = &mic.label {
                 p.text(k("label"), label);
             }
+            if let Some(lang) = &mic.language
+                && !crate::session::LANGUAGES.contains(&lang.as_str())
+            {
+                p.add(k("language"), format!("{lang:?} is not one of kk, ru, en, auto"));
+            }
             if mic.channel < 1 || mic.channel > dev.channels {
                 p.add(
                     k("channel"),

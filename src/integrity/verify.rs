@@ -270,9 +270,7 @@ pub fn verify(folder: &dyn SessionFolder, trusted: Option<&PublicKey>) -> Report
             Ok(b) => b,
             Err(SignedDocError::BadSignature) => {
                 // Say what the record claims to be (unverified) so the fault can be found.
-                let claims = serde_json::from_slice::<RecordBody>(&doc.body)
-                    .map(|b| format!(" (claims to be {})", describe_entry(&b.entry)))
-                    .unwrap_or_default();
+                let claims = describe_unverified(&doc.body).map(|d| format!(" (claims to be {d})")).unwrap_or_default();
                 report.fault(FaultKind::BadSignature, format!("{path}: record #{i}{claims}: signature does not verify with device key {}: its content was altered or signed by another key", key.key_id()));
                 bodies.push(None);
                 continue;
@@ -401,6 +399,29 @@ fn choose_key(folder: &dyn SessionFolder, trusted: Option<&PublicKey>, report: &
             None
         }
     }
+}
+
+/// What a record that failed its signature says it is, read loosely (it may be mangled).
+fn describe_unverified(body: &[u8]) -> Option<String> {
+    if let Ok(b) = serde_json::from_slice::<RecordBody>(body) {
+        return Some(describe_entry(&b.entry));
+    }
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let e = v.get("entry")?;
+    let kind = e.get("kind")?.as_str()?.replace('_', " ");
+    let source = e.get("source").and_then(|s| s.as_str()).map(|s| format!(" of {s}")).unwrap_or_default();
+    let first = e
+        .pointer("/items/0")
+        .map(|i| {
+            format!(
+                " at {}, first {:?}",
+                MediaTime(i["media_start"].as_u64().unwrap_or(0)),
+                i["text"].as_str().unwrap_or("")
+            )
+        })
+        .or_else(|| e.get("file").and_then(|f| f.as_str()).map(|f| format!(" {f}")))
+        .unwrap_or_default();
+    Some(format!("{kind}{source}{first}"))
 }
 
 fn describe_entry(entry: &Entry) -> String {
@@ -751,5 +772,19 @@ fn check_captions_file(folder: &dyn SessionFolder, records: &[&RecordBody], repo
                 c.media_start
             ),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_mangled_record_still_says_what_it_claims_to_be() {
+        let body = br#"{"v":1,"entry":{"kind":"captions","guiltyrce":1,"source":"judge","items":[{"media_start":5000000000,"text":"Order."}]}}"#;
+        assert_eq!(describe_unverified(body).unwrap(), "captions of judge at 0:00:05.000, first \"Order.\"");
+        let body = br#"{"entry":{"kind":"segment","file":"bench/000003.mkv","extra":true}}"#;
+        assert_eq!(describe_unverified(body).unwrap(), "segment bench/000003.mkv");
+        assert_eq!(describe_unverified(b"not json"), None);
     }
 }

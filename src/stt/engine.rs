@@ -66,12 +66,15 @@ impl Engine {
         self.ctx.create_state().map_err(|e| EngineError::Whisper(e.to_string()))
     }
 
-    /// Transcribes 16 kHz mono audio. `language` is a whisper code (kk, ru, en) or "auto".
+    /// Transcribes 16 kHz mono audio. `language` is a whisper code (kk, ru, en) or "auto";
+    /// `context` is what the same speaker said just before (it keeps a phrase cut from its
+    /// sentence consistent with it).
     pub fn transcribe(
         &self,
         state: &mut WhisperState,
         samples: &[f32],
         language: &str,
+        context: Option<&str>,
     ) -> Result<Transcript, EngineError> {
         let started = Instant::now();
         let mut audio = samples.to_vec();
@@ -88,6 +91,9 @@ impl Engine {
         let ctx_frames = ((secs * 50.0 * 1.3) as i32 + 64).min(1500);
         p.set_audio_ctx(ctx_frames);
         p.set_no_context(true);
+        if let Some(context) = context {
+            p.set_initial_prompt(context);
+        }
         p.set_suppress_blank(true);
         p.set_no_speech_thold(0.6);
         // Bounded output per call: whisper sometimes loops on one phrase.

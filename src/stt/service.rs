@@ -38,6 +38,14 @@ pub struct SttSettings {
     pub stream: StreamConfig,
     pub queue: Duration,
     pub delayed_after: Duration,
+    /// Microphones whose speakers use another language than the hearing's.
+    pub mic_languages: BTreeMap<String, String>,
+}
+
+impl SttSettings {
+    fn language_of(&self, source: &str, session_language: &str) -> String {
+        self.mic_languages.get(source).cloned().unwrap_or_else(|| session_language.to_string())
+    }
 }
 
 impl SttSettings {
@@ -57,6 +65,13 @@ impl SttSettings {
             },
             queue: Duration::from_secs(stt.queue_seconds.into()),
             delayed_after: Duration::from_secs(stt.delayed_after_seconds.into()),
+            mic_languages: cfg
+                .profile
+                .audio_devices
+                .iter()
+                .flat_map(|d| &d.mics)
+                .filter_map(|m| Some((m.name.clone(), m.language.clone()?)))
+                .collect(),
         }
     }
 }
@@ -76,6 +91,9 @@ pub struct CaptionEvent {
     pub confidence: f32,
     pub delayed: bool,
     pub origin: &'static str,
+    /// Transcription time of the utterance this caption came from, and its length (ms).
+    pub decode_ms: u32,
+    pub audio_ms: u32,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -233,6 +251,8 @@ impl Stt {
 
 struct LiveTrack {
     role: Option<Role>,
+    /// Whisper language for this microphone.
+    language: String,
     stream: TrackStream,
     finals: VecDeque<Job>,
     partial: Option<Job>,
@@ -242,6 +262,18 @@ struct LiveTrack {
     /// End of the newest audio received: the live edge.
     edge: MediaTime,
     expected: Option<MediaTime>,
+    /// The last final text and where it ended: context for the next phrase.
+    context: Option<(MediaTime, String)>,
+}
+
+/// A phrase that starts within this of the previous one continues its sentence.
+const CONTEXT_GAP: Duration = Duration::from_secs(2);
+
+impl LiveTrack {
+    fn context_for(&self, job: &Job) -> Option<String> {
+        let (end, text) = self.context.as_ref()?;
+        (job.start.saturating_sub(*end) < CONTEXT_GAP).then(|| text.clone())
+    }
 }
 
 struct Live {
@@ -365,6 +397,7 @@ impl Worker {
                         .map(|m| {
                             let t = LiveTrack {
                                 role: m.role,
+                                language: self.settings.language_of(&m.source, &spec.language),
                                 stream: TrackStream::new(self.settings.stream.clone()),
                                 finals: VecDeque::new(),
                                 partial: None,
@@ -373,6 +406,7 @@ impl Worker {
                                 batch_opened: None,
                                 edge: MediaTime::ZERO,
                                 expected: None,
+                                context: None,
                             };
                             (m.source.clone(), t)
                         })
@@ -457,7 +491,7 @@ impl Worker {
                     session,
                     source: source.to_string(),
                     role: track.role,
-                    language: live.spec.language.clone(),
+                    language: track.language.clone(),
                     record: c.index,
                     start,
                     end,
@@ -484,14 +518,15 @@ impl Worker {
         if track.partial.as_ref().is_some_and(|p| p.utterance == job.utterance) {
             track.partial = None;
         }
-        let language = live.spec.language.clone();
+        let language = track.language.clone();
         self.final_captions(&source, &job, &language);
         true
     }
 
     fn final_captions(&mut self, source: &str, job: &Job, language: &str) {
+        let context = self.live.as_ref().and_then(|l| l.tracks[source].context_for(job));
         let Some((engine, state)) = self.engine.as_mut() else { return };
-        let transcript = match engine.transcribe(state, &job.samples, language) {
+        let transcript = match engine.transcribe(state, &job.samples, language, context.as_deref()) {
             Ok(t) => t,
             Err(e) => return self.note_error(e.to_string()),
         };
@@ -505,6 +540,12 @@ impl Worker {
         let live = self.live.as_mut().expect("still live");
         let track = live.tracks.get_mut(source).expect("known source");
         track.batch_language = transcript.language.clone();
+        if !transcript.segments.is_empty() {
+            // The last ~200 characters are plenty of context and keep the prompt short.
+            let text = transcript.text();
+            let tail = text.char_indices().rev().nth(200).map_or(0, |(i, _)| i);
+            track.context = Some((job.end(), text[tail..].to_string()));
+        }
         let mut events = Vec::new();
         for seg in &transcript.segments {
             let item = CaptionItem {
@@ -515,7 +556,10 @@ impl Worker {
                 confidence: (seg.confidence * 1000.0).round() as u16,
                 delayed,
             };
-            events.push(event("final", session, source, track.role, &transcript.language, &item, CaptionOrigin::Live));
+            let mut e = event("final", session, source, track.role, &transcript.language, &item, CaptionOrigin::Live);
+            e.decode_ms = transcript.elapsed.as_millis() as u32;
+            e.audio_ms = samples_duration(job.samples.len()).as_millis() as u32;
+            events.push(e);
             track.batch_opened.get_or_insert_with(Instant::now);
             track.batch.push(item);
         }
@@ -547,9 +591,11 @@ impl Worker {
         }) else {
             return false;
         };
-        let (session, language, role) = (live.spec.id, live.spec.language.clone(), live.tracks[&source].role);
+        let track = &live.tracks[&source];
+        let (session, language, role) = (live.spec.id, track.language.clone(), track.role);
+        let context = live.tracks[&source].context_for(&job);
         let Some((engine, state)) = self.engine.as_mut() else { return false };
-        match engine.transcribe(state, &job.samples, &language) {
+        match engine.transcribe(state, &job.samples, &language, context.as_deref()) {
             Ok(t) if !t.segments.is_empty() => {
                 let item = CaptionItem {
                     media_start: job.start,
@@ -681,7 +727,7 @@ impl Worker {
                     session,
                     source: source.clone(),
                     role: roles.iter().find(|s| s.name == *source).and_then(|s| s.role),
-                    language: language.clone(),
+                    language: self.settings.language_of(source, &language),
                     record: r.index,
                     start: *media_start,
                     end: *media_end,
@@ -717,7 +763,7 @@ impl Worker {
         let cursor = self.cursor.as_mut().expect("checked");
         if let Some(job) = cursor.jobs.pop_front() {
             let (engine, state) = self.engine.as_mut().expect("checked");
-            match engine.transcribe(state, &job.samples, &cursor.item.language) {
+            match engine.transcribe(state, &job.samples, &cursor.item.language, None) {
                 Ok(t) => {
                     cursor.language = t.language.clone();
                     for seg in &t.segments {
@@ -831,5 +877,7 @@ fn event(
         confidence: f32::from(c.confidence) / 1000.0,
         delayed: c.delayed,
         origin: origin.as_str(),
+        decode_ms: 0,
+        audio_ms: 0,
     }
 }

@@ -3,6 +3,10 @@
 //! issued every `partial_every` of new speech, and when it ends (`hangover` of silence,
 //! `max_utterance` reached, or a hole in the audio) a *final* job covers all of it. Pure
 //! logic: the service decides what runs when.
+//!
+//! The noise floor is the 5th percentile of the last 5 s of frame levels, so a room's
+//! background hiss (say −42 dBFS) is learnt even while someone speaks, and pauses between
+//! phrases are heard.
 
 use crate::base::MediaTime;
 use std::collections::VecDeque;
@@ -19,6 +23,10 @@ pub struct StreamConfig {
     pub max_utterance: Duration,
     /// Silence that ends an utterance.
     pub hangover: Duration,
+    /// Past this length, a shorter pause (`phrase_pause`) ends the utterance: finals then
+    /// come phrase by phrase, and the last one after the speaker stops is short to decode.
+    pub phrase_after: Duration,
+    pub phrase_pause: Duration,
     /// Audio kept from before the onset, so the first syllable is not clipped.
     pub preroll: Duration,
     /// Consecutive speech frames that start an utterance.
@@ -33,7 +41,9 @@ impl Default for StreamConfig {
         StreamConfig {
             partial_every: Duration::from_millis(1500),
             max_utterance: Duration::from_secs(12),
-            hangover: Duration::from_millis(700),
+            hangover: Duration::from_millis(600),
+            phrase_after: Duration::from_secs(5),
+            phrase_pause: Duration::from_millis(300),
             preroll: Duration::from_millis(300),
             onset_frames: 3,
             min_utterance: Duration::from_millis(400),
@@ -80,7 +90,8 @@ pub struct TrackStream {
     frame_start: Option<MediaTime>,
     /// Recent frames while idle (preroll), with their start times.
     history: VecDeque<(MediaTime, Vec<f32>)>,
-    noise_db: f32,
+    /// Levels of the last frames (dBFS), for the noise floor.
+    levels: VecDeque<f32>,
     speech_run: u32,
     utterance: Option<Utterance>,
     next_id: u64,
@@ -93,6 +104,9 @@ fn db(samples: &[f32]) -> f32 {
     10.0 * (power + 1e-12).log10()
 }
 
+/// 5 s of frames.
+const LEVEL_WINDOW: usize = 250;
+
 fn frames_in(d: Duration) -> u32 {
     (d.as_nanos() / u128::from(FRAME_NS)) as u32
 }
@@ -104,7 +118,7 @@ impl TrackStream {
             frame: Vec::with_capacity(FRAME),
             frame_start: None,
             history: VecDeque::new(),
-            noise_db: -70.0,
+            levels: VecDeque::with_capacity(LEVEL_WINDOW),
             speech_run: 0,
             utterance: None,
             next_id: 0,
@@ -147,9 +161,23 @@ impl TrackStream {
         jobs
     }
 
+    /// Level above which a frame is speech: 10 dB over the noise floor, and never below
+    /// −50 dBFS (digital silence must not make breathing speech).
+    fn threshold(&self) -> f32 {
+        let mut v: Vec<f32> = self.levels.iter().copied().collect();
+        v.sort_by(f32::total_cmp);
+        let noise = v.get(v.len() / 20).copied().unwrap_or(-90.0).clamp(-90.0, -35.0);
+        (noise + 10.0).max(-50.0)
+    }
+
     fn on_frame(&mut self, at: MediaTime, frame: Vec<f32>) -> Vec<Job> {
         let level = db(&frame);
-        let speech = level > (self.noise_db + 10.0).max(-50.0);
+        if self.levels.len() == LEVEL_WINDOW {
+            self.levels.pop_front();
+        }
+        self.levels.push_back(level);
+        let threshold = self.threshold();
+        let speech = level > threshold;
         let mut jobs = Vec::new();
         match self.utterance.as_mut() {
             None => {
@@ -157,7 +185,6 @@ impl TrackStream {
                     self.speech_run += 1;
                 } else {
                     self.speech_run = 0;
-                    self.noise_db = (0.95 * self.noise_db + 0.05 * level).clamp(-90.0, -30.0);
                 }
                 self.history.push_back((at, frame));
                 let keep = frames_in(self.cfg.preroll) + self.cfg.onset_frames;
@@ -188,7 +215,9 @@ impl TrackStream {
                 u.energy.push(level);
                 u.silence_frames = if speech { 0 } else { u.silence_frames + 1 };
                 let max = frames_in(self.cfg.max_utterance) as usize;
-                if u.silence_frames >= frames_in(self.cfg.hangover) {
+                let long = u.energy.len() >= frames_in(self.cfg.phrase_after) as usize;
+                let pause = if long { self.cfg.phrase_pause } else { self.cfg.hangover };
+                if u.silence_frames >= frames_in(pause) {
                     // Keep a little of the trailing silence, not all of it.
                     let keep =
                         u.energy.len() - u.silence_frames as usize + frames_in(Duration::from_millis(200)) as usize;
@@ -216,6 +245,8 @@ impl TrackStream {
                         self.next_id += 1;
                     }
                 } else if self.cfg.partials
+                    // Trailing silence: the final is near, a partial would only delay it.
+                    && u.silence_frames < 5
                     && (u.samples.len() - u.last_partial_len) as u64 * 1_000_000_000 / u64::from(RATE)
                         >= self.cfg.partial_every.as_nanos() as u64
                 {
@@ -242,7 +273,8 @@ impl TrackStream {
         let rest_energy = u.energy.split_off(keep_frames.min(u.energy.len()));
         let rest_start = MediaTime(u.start.0 + keep as u64 * 1_000_000_000 / u64::from(RATE));
         let rest = (!rest.is_empty()).then_some((rest_start, rest, rest_energy));
-        let voiced = u.energy.iter().filter(|e| **e > (self.noise_db + 10.0).max(-50.0)).count() as u32;
+        let threshold = self.threshold();
+        let voiced = u.energy.iter().filter(|e| **e > threshold).count() as u32;
         if voiced < frames_in(self.cfg.min_utterance) {
             return (None, rest);
         }
@@ -288,14 +320,48 @@ mod tests {
         let jobs = feed(&mut s, ms(10_000), &audio);
         let partials = jobs.iter().filter(|j| j.kind == JobKind::Partial).count();
         let finals: Vec<_> = jobs.iter().filter(|j| j.kind == JobKind::Final).collect();
-        // 0.36 s preroll + 4 s speech + 0.7 s hangover: a partial at 1.5, 3.0 and 4.5 s.
-        assert_eq!(partials, 3, "one partial per 1.5 s of utterance");
+        // 0.36 s preroll + 4 s speech + 0.6 s hangover: partials at 1.5, 3.0 and 4.5 s of
+        // utterance, the last falling in the trailing silence and so skipped.
+        assert_eq!(partials, 2, "one partial per 1.5 s of speech");
         assert_eq!(finals.len(), 1);
         let f = finals[0];
         // Starts a little before the onset (preroll), ends a little after the speech.
         assert!(f.start >= ms(10_600) && f.start <= ms(11_000), "{}", f.start);
         assert!(f.end() >= ms(15_000) && f.end() <= ms(15_300), "{}", f.end());
         assert_eq!(s.current_utterance(), None);
+    }
+
+    #[test]
+    fn past_a_few_seconds_a_short_pause_ends_a_phrase() {
+        let mut s = TrackStream::new(StreamConfig { partials: false, ..Default::default() });
+        let mut audio = tone(6.0);
+        audio.extend(silence(0.4));
+        audio.extend(tone(2.0));
+        audio.extend(silence(0.4));
+        audio.extend(tone(2.0));
+        audio.extend(silence(1.0));
+        let finals = feed(&mut s, ms(0), &audio);
+        // The 0.4 s pause after 6 s splits; the one after a 2 s phrase does not.
+        assert_eq!(finals.len(), 2, "{:?}", finals.iter().map(|f| (f.start, f.end())).collect::<Vec<_>>());
+        assert!(finals[0].end() <= ms(6_500));
+    }
+
+    #[test]
+    fn pauses_are_heard_over_background_noise() {
+        // Speech phrases over hiss at about -42 dBFS, with 0.5 s pauses between them.
+        let hiss = |secs: f32| -> Vec<f32> {
+            (0..(secs * RATE as f32) as usize).map(|i| if i % 2 == 0 { 0.008 } else { -0.008 }).collect()
+        };
+        let mut s = TrackStream::new(StreamConfig { partials: false, ..Default::default() });
+        let mut audio = hiss(1.0);
+        for _ in 0..3 {
+            audio.extend(tone(3.0).iter().map(|x| x + 0.008));
+            audio.extend(hiss(0.5));
+        }
+        audio.extend(hiss(2.0));
+        let finals = feed(&mut s, ms(0), &audio);
+        assert!(finals.len() >= 2, "the pause after 6 s of speech ends a phrase: {}", finals.len());
+        assert!(s.flush().is_none(), "the hiss after the speech is not speech");
     }
 
     #[test]
@@ -311,7 +377,7 @@ mod tests {
     fn long_speech_is_cut_at_its_quietest_point() {
         let mut s = TrackStream::new(StreamConfig { partials: false, ..Default::default() });
         let mut audio = tone(10.0);
-        audio.extend(tone(1.0).iter().map(|x| x * 0.05));
+        audio.extend(tone(1.0).iter().map(|x| x * 0.3)); // softer, but still speech
         audio.extend(tone(6.0));
         audio.extend(silence(1.0));
         let finals = feed(&mut s, ms(0), &audio);

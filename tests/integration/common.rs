@@ -78,7 +78,11 @@ impl TestBox {
         Self::with_extra(name, profile, segment_seconds, "")
     }
 
+    /// `extra` is appended to the configuration. Captions are off unless `extra` has an
+    /// `[stt]` section.
     pub fn with_extra(name: &str, profile: &str, segment_seconds: u32, extra: &str) -> TestBox {
+        let audio = if profile.contains("speech-") { "var/test-speech" } else { "var/sim-audio" };
+        let stt = if extra.contains("[stt]") { "" } else { "[stt]\nenabled = false\n" };
         let root = output_dir(name);
         let port = free_port();
         let config = root.join("courtbox.toml");
@@ -87,13 +91,19 @@ impl TestBox {
             format!(
                 "court = \"test-court\"\nroom = \"room-1\"\ndata_dir = \"data\"\nhw_profile = \"{}\"\n\
                  [recording]\nsegment_seconds = {segment_seconds}\n[api]\nlisten = \"127.0.0.1:{port}\"\n\
-                 [sim]\naudio_dir = \"{}\"\n{extra}\n",
+                 [sim]\naudio_dir = \"{}\"\n{stt}{extra}\n",
                 repo().join(profile).display(),
-                repo().join("var/sim-audio").display()
+                repo().join(audio).display()
             ),
         )
         .unwrap();
         TestBox { root, config, port, starts: std::cell::Cell::new(0) }
+    }
+
+    /// A box with live captions on, using the default model.
+    pub fn with_captions(name: &str, profile: &str, stt: &str) -> TestBox {
+        let model = repo().join("models/ggml-base-q8_0.bin");
+        Self::with_extra(name, profile, 4, &format!("[stt]\nmodel = \"{}\"\n{stt}", model.display()))
     }
 
     pub fn data(&self) -> PathBuf {
@@ -148,8 +158,12 @@ impl TestBox {
     }
 
     pub fn start_session(&self) -> Uuid {
+        self.start_session_in("en")
+    }
+
+    pub fn start_session_in(&self, language: &str) -> Uuid {
         let out =
-            self.cli_ok(&["session", "start", "--case", "T-1/2026", "--title", "Test hearing", "--language", "en"]);
+            self.cli_ok(&["session", "start", "--case", "T-1/2026", "--title", "Test hearing", "--language", language]);
         let id = out.split_whitespace().nth(2).unwrap();
         Uuid::parse_str(id).unwrap()
     }

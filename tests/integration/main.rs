@@ -1,6 +1,7 @@
 //! Integration tests: the real `courtbox` binary recording real GStreamer pipelines.
 //! Run one at a time (`--test-threads=1`, see scripts/test): each records live video.
 
+mod captions;
 mod common;
 mod config;
 mod crash;

@@ -95,6 +95,7 @@ fn reseal(dir: &Path, bodies: Vec<RecordBody>, key: &DeviceKey) {
     let manifest = ManifestBody {
         v: FORMAT_VERSION,
         session: old.session,
+        revision: old.revision,
         device: key.public().key_id(),
         closed: old.closed,
         records: hashes.len() as u64,
