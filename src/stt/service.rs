@@ -314,6 +314,9 @@ struct Worker {
     cursor: Option<Cursor>,
 }
 
+/// Niceness of the speech-to-text threads (capture runs at 0).
+const STT_NICE: i32 = 10;
+
 /// Commit a batch of finals when it has this many captions or is this old.
 const BATCH_MAX: usize = 8;
 const BATCH_AGE: Duration = Duration::from_secs(10);
@@ -324,6 +327,13 @@ fn samples_duration(n: usize) -> Duration {
 
 impl Worker {
     fn run(mut self, ctl: Receiver<Control>, audio: Receiver<AudioChunk>) {
+        // Capture comes first: on a busy box transcription waits, the recording never does.
+        // Whisper's worker threads are created from this one and inherit its niceness.
+        // SAFETY: setpriority on this thread's own id has no memory effects.
+        let niced = unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, STT_NICE) };
+        if niced != 0 {
+            tracing::warn!("could not lower the priority of speech to text");
+        }
         self.load_model();
         loop {
             match ctl.try_recv() {
