@@ -105,11 +105,8 @@ fn report(name: &str, mut v: Vec<Duration>) {
     );
 }
 
-fn seal(segments: usize, bytes: usize, dir: Option<PathBuf>) -> Result<()> {
-    let dir = scratch(dir)?;
-    let clocks: Arc<dyn Clocks> = Arc::new(RealClocks::new());
-    let key = Arc::new(DeviceKey::create(&dir.join("device.key"))?);
-    let ledger = Ledger::open(&dir.join("ledger.db"), key, clocks)?;
+/// A recording session to commit benchmark records into.
+fn bench_session(ledger: &Ledger) -> Result<uuid::Uuid> {
     let (session, _) = ledger.call(|w| {
         w.create_session(NewSession {
             court: "bench".into(),
@@ -123,6 +120,15 @@ fn seal(segments: usize, bytes: usize, dir: Option<PathBuf>) -> Result<()> {
             sources: vec![],
         })
     })?;
+    Ok(session)
+}
+
+fn seal(segments: usize, bytes: usize, dir: Option<PathBuf>) -> Result<()> {
+    let dir = scratch(dir)?;
+    let clocks: Arc<dyn Clocks> = Arc::new(RealClocks::new());
+    let key = Arc::new(DeviceKey::create(&dir.join("device.key"))?);
+    let ledger = Ledger::open(&dir.join("ledger.db"), key, clocks)?;
+    let session = bench_session(&ledger)?;
     let spool = dir.join("spool");
     std::fs::create_dir_all(&spool)?;
     let mut data = vec![0u8; bytes];
@@ -287,19 +293,7 @@ fn stt(
     let key = Arc::new(DeviceKey::create(&dir.join("device.key"))?);
     let ledger = Arc::new(Ledger::open(&dir.join("ledger.db"), key, clocks.clone())?);
     let names: Vec<String> = (0..mics).map(|i| format!("mic{i}")).collect();
-    let (session, _) = ledger.call(|w| {
-        w.create_session(NewSession {
-            court: "bench".into(),
-            room: "bench".into(),
-            case: "bench".into(),
-            title: "bench".into(),
-            language: "en".into(),
-            hearing: Hearing::Open,
-            profile: "bench".into(),
-            segment_ns: 10_000_000_000,
-            sources: vec![],
-        })
-    })?;
+    let session = bench_session(&ledger)?;
     let settings = SttSettings {
         model: model.to_path_buf(),
         model_sha256: crate::stt::models::spec_for_file(model).map(|s| s.sha256),

@@ -6,6 +6,7 @@
 
 mod pipeline;
 mod plan;
+mod reader;
 mod sim_audio;
 mod splitter;
 mod supervisor;
@@ -13,6 +14,7 @@ mod template;
 mod track;
 
 pub use plan::{DevicePlan, TrackPlan, plan_devices};
+pub use reader::read_file;
 
 /// Speech audio of one microphone for speech to text: 16 kHz mono, starting at `start`.
 #[derive(Debug, Clone)]

@@ -117,43 +117,19 @@ impl Programme {
 
 /// Decodes any audio file GStreamer can read into mono S16 at `rate`.
 pub fn decode_to_pcm(path: &Path, rate: u32) -> Result<Vec<i16>, String> {
-    if !path.exists() {
-        return Err("file not found".into());
-    }
-    let location = path.to_str().ok_or("path is not UTF-8")?;
     let desc = format!(
-        "filesrc name=src ! decodebin ! audioconvert ! audioresample ! audio/x-raw,format=S16LE,layout=interleaved,channels=1,rate={rate} ! appsink name=pcm sync=false"
+        "filesrc name=src ! decodebin ! audioconvert ! audioresample \
+         ! audio/x-raw,format=S16LE,layout=interleaved,channels=1,rate={rate} ! appsink name=out sync=false"
     );
-    let pipeline = gst::parse::launch(&desc)
-        .map_err(|e| e.to_string())?
-        .downcast::<gst::Pipeline>()
-        .map_err(|_| "not a pipeline")?;
-    pipeline.by_name("src").expect("named in desc").set_property("location", location);
-    let sink =
-        pipeline.by_name("pcm").expect("named in desc").downcast::<gst_app::AppSink>().map_err(|_| "not an appsink")?;
-    pipeline.set_state(gst::State::Playing).map_err(|e| e.to_string())?;
-    let bus = pipeline.bus().expect("pipelines have a bus");
     let mut out = Vec::new();
-    let result = loop {
-        if let Some(msg) = bus.pop_filtered(&[gst::MessageType::Error])
-            && let gst::MessageView::Error(e) = msg.view()
+    super::read_file(&desc, path, false, |sample| {
+        if let Some(buf) = sample.buffer()
+            && let Ok(map) = buf.map_readable()
         {
-            break Err(e.error().to_string());
+            out.extend(map.chunks_exact(2).map(|c| i16::from_le_bytes([c[0], c[1]])));
         }
-        match sink.try_pull_sample(gst::ClockTime::from_seconds(10)) {
-            Some(sample) => {
-                if let Some(buf) = sample.buffer()
-                    && let Ok(map) = buf.map_readable()
-                {
-                    out.extend(map.chunks_exact(2).map(|c| i16::from_le_bytes([c[0], c[1]])));
-                }
-            }
-            None if sink.is_eos() => break Ok(out),
-            None => break Err("timed out decoding".into()),
-        }
-    };
-    let _ = pipeline.set_state(gst::State::Null);
-    result
+    })?;
+    Ok(out)
 }
 
 /// Feeds an `appsrc` from a thread until stopped or the source refuses data.

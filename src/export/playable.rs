@@ -52,30 +52,12 @@ fn start_writer(caps: &gst::Caps, location: &str) -> Result<(gst::Pipeline, gst_
     Ok((pipeline, appsrc))
 }
 
-/// Every compressed sample of a one-stream Matroska file, in order.
+/// Every compressed sample of a one-stream Matroska file, in order (a segment cut short by
+/// a crash yields what it holds).
 fn read_samples(file: &Path) -> Result<Vec<gst::Sample>, String> {
-    let reader = gst::parse::launch("filesrc name=src ! matroskademux ! appsink name=sink sync=false")
-        .map_err(|e| e.to_string())?
-        .downcast::<gst::Pipeline>()
-        .map_err(|_| "not a pipeline")?;
-    reader.by_name("src").expect("named").set_property("location", file.to_str().ok_or("path is not UTF-8")?);
-    let sink = reader.by_name("sink").expect("named").downcast::<gst_app::AppSink>().map_err(|_| "not an appsink")?;
-    reader.set_state(gst::State::Playing).map_err(|e| format!("{}: {e}", file.display()))?;
-    let bus = reader.bus().expect("bus");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let mut out = Vec::new();
-    loop {
-        if let Some(s) = sink.try_pull_sample(gst::ClockTime::from_mseconds(100)) {
-            out.push(s);
-            continue;
-        }
-        // A cut-short segment ends in a demuxer error instead of EOS; its readable part
-        // still counts.
-        let failed = bus.pop_filtered(&[gst::MessageType::Error]).is_some();
-        if sink.is_eos() || failed || std::time::Instant::now() > deadline {
-            break;
-        }
-    }
-    let _ = reader.set_state(gst::State::Null);
+    crate::capture::read_file("filesrc name=src ! matroskademux ! appsink name=out sync=false", file, true, |s| {
+        out.push(s)
+    })?;
     Ok(out)
 }

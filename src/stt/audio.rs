@@ -2,47 +2,25 @@
 //! live transcription could not.
 
 use crate::base::MediaTime;
-use gst::prelude::*;
 use std::path::Path;
 
 /// Decodes a recorded segment file; returns runs of contiguous samples with their start
 /// (session media time, as recorded).
 pub fn decode_segment(path: &Path) -> Result<Vec<(MediaTime, Vec<f32>)>, String> {
-    let location = path.to_str().ok_or("path is not UTF-8")?;
-    let pipeline = gst::parse::launch(
-        "filesrc name=src ! decodebin ! audioconvert ! audioresample \
-         ! audio/x-raw,format=F32LE,rate=16000,channels=1 ! appsink name=pcm sync=false",
-    )
-    .map_err(|e| e.to_string())?
-    .downcast::<gst::Pipeline>()
-    .map_err(|_| "not a pipeline")?;
-    pipeline.by_name("src").expect("named").set_property("location", location);
-    let sink = pipeline.by_name("pcm").expect("named").downcast::<gst_app::AppSink>().map_err(|_| "not an appsink")?;
-    pipeline.set_state(gst::State::Playing).map_err(|e| format!("{}: {e}", path.display()))?;
-    let bus = pipeline.bus().expect("bus");
+    let desc = "filesrc name=src ! decodebin ! audioconvert ! audioresample \
+                ! audio/x-raw,format=F32LE,rate=16000,channels=1 ! appsink name=out sync=false";
     let mut runs: Vec<(MediaTime, Vec<f32>)> = Vec::new();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    loop {
-        if let Some(sample) = sink.try_pull_sample(gst::ClockTime::from_mseconds(100)) {
-            let Some(buf) = sample.buffer() else { continue };
-            let Some(pts) = buf.pts() else { continue };
-            let Ok(map) = buf.map_readable() else { continue };
-            let samples: Vec<f32> = map.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
-            let start = MediaTime(pts.nseconds());
-            match runs.last_mut() {
-                // Contiguous with the previous buffer (within a sample or two): extend.
-                Some((s, v)) if (s.0 + v.len() as u64 * 62_500).abs_diff(start.0) < 200_000 => v.extend(samples),
-                _ => runs.push((start, samples)),
-            }
-            continue;
+    crate::capture::read_file(desc, path, true, |sample| {
+        let Some(buf) = sample.buffer() else { return };
+        let (Some(pts), Ok(map)) = (buf.pts(), buf.map_readable()) else { return };
+        let samples: Vec<f32> = map.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        let start = MediaTime(pts.nseconds());
+        match runs.last_mut() {
+            // Contiguous with the previous buffer (within a sample or two): extend.
+            Some((s, v)) if (s.0 + v.len() as u64 * 62_500).abs_diff(start.0) < 200_000 => v.extend(samples),
+            _ => runs.push((start, samples)),
         }
-        // A segment cut short by a crash ends in an error, not EOS; what was read counts.
-        let failed = bus.pop_filtered(&[gst::MessageType::Error]).is_some();
-        if sink.is_eos() || failed || std::time::Instant::now() > deadline {
-            break;
-        }
-    }
-    let _ = pipeline.set_state(gst::State::Null);
+    })?;
     Ok(runs)
 }
 

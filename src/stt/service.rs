@@ -557,15 +557,7 @@ impl Worker {
             track.context = Some((job.end(), text[tail..].to_string()));
         }
         let mut events = Vec::new();
-        for seg in &transcript.segments {
-            let item = CaptionItem {
-                media_start: MediaTime(job.start.0 + seg.start.as_nanos() as u64).min(job.end()),
-                media_end: MediaTime(job.start.0 + seg.end.as_nanos() as u64).min(job.end()),
-                wall: self.clocks.wall(),
-                text: seg.text.clone(),
-                confidence: (seg.confidence * 1000.0).round() as u16,
-                delayed,
-            };
+        for item in caption_items(job, &transcript, self.clocks.wall(), delayed) {
             let mut e = event("final", session, source, track.role, &transcript.language, &item, CaptionOrigin::Live);
             e.decode_ms = transcript.elapsed.as_millis() as u32;
             e.audio_ms = samples_duration(job.samples.len()).as_millis() as u32;
@@ -776,15 +768,7 @@ impl Worker {
             match engine.transcribe(state, &job.samples, &cursor.item.language, None) {
                 Ok(t) => {
                     cursor.language = t.language.clone();
-                    for seg in &t.segments {
-                        let item = CaptionItem {
-                            media_start: MediaTime(job.start.0 + seg.start.as_nanos() as u64).min(job.end()),
-                            media_end: MediaTime(job.start.0 + seg.end.as_nanos() as u64).min(job.end()),
-                            wall: self.clocks.wall(),
-                            text: seg.text.clone(),
-                            confidence: (seg.confidence * 1000.0).round() as u16,
-                            delayed: true,
-                        };
+                    for item in caption_items(&job, &t, self.clocks.wall(), true) {
                         let ev = event(
                             "final",
                             cursor.item.session,
@@ -864,6 +848,27 @@ impl Worker {
             }
         }
     }
+}
+
+/// One final caption per transcribed segment, placed in media time from the job's start.
+fn caption_items(
+    job: &Job,
+    t: &super::engine::Transcript,
+    wall: crate::base::WallTime,
+    delayed: bool,
+) -> Vec<CaptionItem> {
+    let at = |d: Duration| MediaTime(job.start.0 + d.as_nanos() as u64).min(job.end());
+    t.segments
+        .iter()
+        .map(|seg| CaptionItem {
+            media_start: at(seg.start),
+            media_end: at(seg.end),
+            wall,
+            text: seg.text.clone(),
+            confidence: (seg.confidence * 1000.0).round() as u16,
+            delayed,
+        })
+        .collect()
 }
 
 fn event(
