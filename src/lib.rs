@@ -12,3 +12,4 @@ pub mod ledger;
 pub mod segment;
 pub mod session;
 pub mod stt;
+pub mod upload;

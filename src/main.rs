@@ -10,6 +10,7 @@ use courtbox::integrity::{DeviceKey, Hearing, PublicKey};
 use courtbox::ledger::{Ledger, Reader};
 use courtbox::session::{Recorder, StartRequest};
 use courtbox::stt::{Stt, SttSettings};
+use courtbox::upload::Storage;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -45,10 +46,13 @@ enum Command {
     },
     /// List the sessions in this box's ledger.
     Sessions,
-    /// Verify a session folder (an export or a store copy) offline.
+    /// Verify a session: an exported folder, or its copy in central storage
+    /// (s3://bucket/prefix/court/room/SESSION or file:///folder/court/room/SESSION).
     Verify {
-        /// The session folder.
-        path: PathBuf,
+        /// The session folder or store URL. For s3:// the endpoint and credentials come from
+        /// the configuration's [store] if it is readable, else from AWS_ENDPOINT_URL,
+        /// AWS_REGION, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.
+        path: String,
         /// The device's registered public key (PEM). Without it the key in the folder is trusted.
         #[arg(long)]
         key: Option<PathBuf>,
@@ -154,6 +158,7 @@ fn parse_hearing(s: &str) -> Result<Hearing, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    courtbox::base::install_tls_provider();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     match dispatch(cli) {
@@ -212,11 +217,18 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Verify { path, key } => {
-            if !path.is_dir() {
-                bail!("{} is not a folder", path.display());
-            }
             let trusted = key.as_deref().map(PublicKey::read).transpose()?;
-            let report = courtbox::integrity::verify_folder(&path, trusted.as_ref());
+            let report = if path.contains("://") {
+                let store = open_store_url(&path, &cli.config)?;
+                let folder = courtbox::upload::StoreFolder::new(store)?;
+                courtbox::integrity::verify(&folder, trusted.as_ref())
+            } else {
+                let path = PathBuf::from(path);
+                if !path.is_dir() {
+                    bail!("{} is not a folder", path.display());
+                }
+                courtbox::integrity::verify_folder(&path, trusted.as_ref())
+            };
             print!("{report}");
             Ok(if report.ok() { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
@@ -254,10 +266,14 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 cfg.profile.sources().len(),
                 cfg.data_dir.display()
             );
-            if !config_only {
-                eprintln!("note: only the configuration is checked so far");
+            if config_only {
+                return Ok(ExitCode::SUCCESS);
             }
-            Ok(ExitCode::SUCCESS)
+            let findings = courtbox::upload::check_store(&cfg);
+            for f in &findings {
+                println!("{:<4} {}", f.level.to_uppercase(), f.message);
+            }
+            Ok(if findings.iter().any(|f| f.level == "fail") { ExitCode::from(1) } else { ExitCode::SUCCESS })
         }
         Command::Captions { command } => {
             let cfg = load(&cli.config)?;
@@ -333,7 +349,74 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
     }
 }
 
+/// Opens a store URL given on the command line, with S3 settings from the configuration
+/// when it can be read (a box) or from the environment (an auditor's machine).
+fn open_store_url(url: &str, config: &Path) -> Result<courtbox::upload::Store> {
+    use courtbox::upload::{Credentials, S3Settings, Store};
+    if let Some(folder) = url.strip_prefix("file://") {
+        return Ok(Store::open(folder, &S3Settings::default(), "")?);
+    }
+    if courtbox::upload::parse_s3_url(url).is_none() {
+        bail!("{url}: give s3://bucket/prefix/court/room/SESSION, file:///folder/court/room/SESSION or a folder");
+    }
+    let s3 = match config::load(config) {
+        Ok(cfg) => courtbox::upload::store_settings(&cfg)?.1,
+        Err(_) => S3Settings {
+            endpoint: std::env::var("AWS_ENDPOINT_URL").ok(),
+            region: std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".into()),
+            path_style: true,
+            credentials: Credentials::from_env(),
+        },
+    };
+    Ok(Store::open(url, &s3, "")?)
+}
+
 fn print_status(status: &serde_json::Value) {
+    print_session_status(status);
+    if let Some(st) = status.get("storage") {
+        print_storage_status(st);
+    }
+}
+
+fn print_storage_status(st: &serde_json::Value) {
+    let b = &st["backlog"];
+    let u = &st["uploader"];
+    let mib = |v: &serde_json::Value| v.as_u64().unwrap_or(0) as f64 / (1 << 20) as f64;
+    let age = st["oldest_age_s"].as_i64().map(|a| format!(", oldest waiting {a} s")).unwrap_or_default();
+    println!(
+        "UPLOAD to {}: {} ({} objects, {:.1} MiB waiting{age}; {} uploaded, {} conflicts)",
+        st["store"].as_str().unwrap_or("?"),
+        u["state"].as_str().unwrap_or("?"),
+        b["objects"],
+        mib(&b["bytes"]),
+        b["uploaded_objects"],
+        b["conflicts"]
+    );
+    if let Some(e) = u["error"].as_str() {
+        println!("  failing since {}: {e}", u["error_since"].as_str().unwrap_or("?"));
+    }
+    let d = &st["disk"];
+    if !d.is_null() {
+        println!(
+            "DISK {}: {:.0} MiB free of {:.0} MiB; {} uploaded segments removed locally{}",
+            d["level"].as_str().unwrap_or("?"),
+            mib(&d["free_bytes"]),
+            mib(&d["total_bytes"]),
+            d["evicted_files"],
+            if d["video_paused"] == true { "; CAMERAS PAUSED" } else { "" }
+        );
+    }
+    for a in st["alarms"].as_array().into_iter().flatten() {
+        println!(
+            "ALARM {} since {}: {}",
+            a["kind"].as_str().unwrap_or("?"),
+            a["raised_wall"].as_str().unwrap_or("?"),
+            a["message"].as_str().unwrap_or("")
+        );
+    }
+}
+
+fn print_session_status(status: &serde_json::Value) {
     let Some(s) = status.get("session").filter(|s| !s.is_null()) else {
         println!("STOPPED: no session is recording");
         return;
@@ -397,13 +480,25 @@ fn run_daemon(cfg: LoadedConfig) -> Result<()> {
         let mics = cfg.profile.audio_devices.iter().map(|d| d.mics.len()).sum();
         Arc::new(Stt::start(SttSettings::from_config(&cfg), ledger.clone(), cfg.data_dir.clone(), clocks.clone(), mics))
     });
-    let recorder = Arc::new(Recorder::new(cfg.clone(), ledger.clone(), clocks, stt.clone()));
+    let recorder = Arc::new(Recorder::new(cfg.clone(), ledger.clone(), clocks.clone(), stt.clone()));
     if let Some(id) = recorder.recover()? {
         tracing::warn!(session = %id, "resumed the interrupted session");
     }
 
+    let pause_target = recorder.clone();
+    let storage = Arc::new(
+        Storage::start(
+            &cfg,
+            ledger.clone(),
+            clocks.clone(),
+            Arc::new(move |reason| pause_target.set_video_paused(reason)),
+        )
+        .context("central storage ([store] in the configuration)")?,
+    );
+
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    let state = ApiState::new(recorder.clone(), ledger.clone(), stt.clone(), &token, cfg.config.debug.fault_injection);
+    let state = ApiState::new(recorder.clone(), ledger.clone(), stt.clone(), &token, cfg.config.debug.fault_injection)
+        .with_storage(storage.clone());
     let served = runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(&cfg.config.api.listen)
             .await
@@ -413,6 +508,7 @@ fn run_daemon(cfg: LoadedConfig) -> Result<()> {
     });
     // Whatever ended the server, finalize the open segments before exiting.
     recorder.shutdown();
+    storage.shutdown();
     if let Some(stt) = &stt {
         stt.shutdown();
     }

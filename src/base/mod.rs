@@ -1,9 +1,11 @@
 //! Shared foundations: the two clocks (media and wall), the `Clocks` trait that lets
 //! tests simulate time, and small value types every module uses.
 
+mod backoff;
 mod clocks;
 mod time;
 
+pub use backoff::Backoff;
 pub use clocks::{Clocks, RealClocks, SimulatedClocks};
 pub use time::{MediaTime, WallTime};
 
@@ -26,6 +28,15 @@ pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
 /// Resolves `path` against `base` unless it is absolute.
 pub fn resolve(base: &Path, path: &Path) -> PathBuf {
     if path.is_absolute() { path.to_path_buf() } else { base.join(path) }
+}
+
+/// Makes ring the TLS crypto provider of every HTTP client (reqwest is built without a
+/// bundled one, to keep aws-lc's C build out). Idempotent; call before building a client.
+pub fn install_tls_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
 }
 
 /// The kernel's id for the current boot: a changed id after a restart means the box lost

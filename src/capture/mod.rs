@@ -28,7 +28,6 @@ pub struct AudioChunk {
 /// return at once (capture never waits).
 pub type AudioTap = Arc<dyn Fn(AudioChunk) + Send + Sync>;
 pub use sim_audio::decode_to_pcm;
-pub use supervisor::Backoff;
 pub use template::Templates;
 
 use crate::base::{Clocks, MediaTime, WallTime};
@@ -91,6 +90,13 @@ pub enum CaptureEvent {
         at: MediaTime,
         attempt: u32,
     },
+    /// A device was stopped on purpose (cameras when the disk is nearly full).
+    DevicePaused {
+        device: String,
+        sources: Vec<String>,
+        at: MediaTime,
+        reason: String,
+    },
 }
 
 /// The run's clock: GStreamer's monotonic system clock, one base time for every pipeline,
@@ -122,6 +128,7 @@ pub enum DeviceState {
     Starting,
     Running,
     Restarting,
+    Paused,
     Stopped,
 }
 
@@ -139,11 +146,17 @@ pub struct DeviceShared {
     pipeline: Mutex<Option<gst::Pipeline>>,
     /// Running time of the first buffer the device delivered in this run.
     first_raw: AtomicU64,
+    has_video: bool,
+    /// Why the device must not record now, if it must not.
+    paused: Mutex<Option<String>>,
 }
 
 impl DeviceShared {
     fn update(&self, f: impl FnOnce(&mut DeviceStatus)) {
         f(&mut self.status.lock().unwrap());
+    }
+    fn pause_reason(&self) -> Option<String> {
+        self.paused.lock().unwrap().clone()
     }
 }
 
@@ -189,6 +202,8 @@ pub struct RunParams {
     pub sync_interval: Duration,
     /// Where microphone audio goes for speech to text (the plans must have taps).
     pub tap: Option<AudioTap>,
+    /// Cameras start paused, for this reason (the disk is nearly full).
+    pub video_paused: Option<String>,
 }
 
 /// A run of capture: every device of the profile, recording until `stop`.
@@ -258,7 +273,12 @@ impl CaptureRun {
                 }),
                 pipeline: Mutex::new(None),
                 first_raw: AtomicU64::new(u64::MAX),
+                has_video: plan.tracks.iter().any(|t| t.kind == crate::config::SourceKind::Video),
+                paused: Mutex::new(None),
             });
+            if shared.has_video {
+                *shared.paused.lock().unwrap() = params.video_paused.clone();
+            }
             let (c, d) = (ctx.clone(), shared.clone());
             let name = format!("device-{}", plan.name);
             threads.push(
@@ -303,6 +323,15 @@ impl CaptureRun {
 
     pub fn devices(&self) -> Vec<DeviceStatus> {
         self.devices.iter().map(|d| d.status.lock().unwrap().clone()).collect()
+    }
+
+    /// Pauses every camera (each finalizes its open segment first) with `reason`, or lets
+    /// them record again (`None`). Microphones are never paused.
+    pub fn set_video_paused(&self, reason: Option<String>) {
+        for d in self.devices.iter().filter(|d| d.has_video) {
+            *d.paused.lock().unwrap() = reason.clone();
+        }
+        self.ctx.wake.1.notify_all();
     }
 
     /// Makes a device's pipeline fail as a broken device would (tests and drills only).

@@ -4,43 +4,27 @@
 use super::pipeline::{self, describe_error};
 use super::plan::DevicePlan;
 use super::{CaptureEvent, DeviceShared, DeviceState, RunContext};
+use crate::base::Backoff;
 use gst::prelude::*;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Restart delays: 1 s, 2 s, 4 s ... up to 30 s; back to 1 s after a minute of health.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    initial: Duration,
-    max: Duration,
-    next: Duration,
-}
-
-impl Backoff {
-    pub const HEALTHY_AFTER: Duration = Duration::from_secs(60);
-
-    pub fn new(initial: Duration, max: Duration) -> Backoff {
-        Backoff { initial, max, next: initial }
-    }
-    pub fn next_delay(&mut self) -> Duration {
-        let d = self.next;
-        self.next = (self.next * 2).min(self.max);
-        d
-    }
-    pub fn reset(&mut self) {
-        self.next = self.initial;
-    }
-}
-
 enum Outcome {
     Stopped,
+    Paused(String),
     Failed(String),
 }
 
 pub fn run_device(plan: DevicePlan, ctx: Arc<RunContext>, device: Arc<DeviceShared>) {
+    // Restart delays: 1 s, 2 s, 4 s ... up to 30 s; back to 1 s after a minute of health.
     let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
     let mut attempt = 0u32;
     while !ctx.stopping() {
+        if device.pause_reason().is_some() {
+            device.update(|s| s.state = DeviceState::Paused);
+            ctx.sleep_unless_stopping(Duration::from_millis(200));
+            continue;
+        }
         attempt += 1;
         let started = Instant::now();
         let outcome = match pipeline::build(&plan, &ctx, &device).and_then(|i| pipeline::play(i, &plan, &ctx, &device))
@@ -58,7 +42,7 @@ pub fn run_device(plan: DevicePlan, ctx: Arc<RunContext>, device: Arc<DeviceShar
                         attempt,
                     });
                 }
-                let outcome = watch(&instance.pipeline, &ctx);
+                let outcome = watch(&instance.pipeline, &ctx, &device);
                 pipeline::teardown(instance, &ctx, &device);
                 outcome
             }
@@ -66,6 +50,18 @@ pub fn run_device(plan: DevicePlan, ctx: Arc<RunContext>, device: Arc<DeviceShar
         };
         match outcome {
             Outcome::Stopped => break,
+            Outcome::Paused(reason) => {
+                let at = ctx.clock.now();
+                tracing::warn!(device = %plan.name, %reason, "device paused");
+                let _ = ctx.events.send(CaptureEvent::DevicePaused {
+                    device: plan.name.clone(),
+                    sources: plan.tracks.iter().map(|t| t.source.clone()).collect(),
+                    at,
+                    reason,
+                });
+                // Coming back is a restart like any other (and says so in the log).
+                attempt = 0;
+            }
             Outcome::Failed(error) => {
                 let at = ctx.clock.now();
                 tracing::error!(device = %plan.name, %error, "device failed; the others keep recording");
@@ -92,10 +88,11 @@ pub fn run_device(plan: DevicePlan, ctx: Arc<RunContext>, device: Arc<DeviceShar
 /// How long a stopping pipeline may take to drain its last segment.
 const DRAIN_TIMEOUT: gst::ClockTime = gst::ClockTime::from_seconds(10);
 
-fn watch(pipeline: &gst::Pipeline, ctx: &RunContext) -> Outcome {
+fn watch(pipeline: &gst::Pipeline, ctx: &RunContext, device: &DeviceShared) -> Outcome {
     let bus = pipeline.bus().expect("pipelines have a bus");
     loop {
-        if ctx.stopping() {
+        let paused = device.pause_reason();
+        if ctx.stopping() || paused.is_some() {
             // EOS makes every splitmuxsink finalize its open fragment.
             pipeline.send_event(gst::event::Eos::new());
             match bus.timed_pop_filtered(DRAIN_TIMEOUT, &[gst::MessageType::Eos, gst::MessageType::Error]) {
@@ -108,7 +105,7 @@ fn watch(pipeline: &gst::Pipeline, ctx: &RunContext) -> Outcome {
                     tracing::warn!(pipeline = %pipeline.name(), "pipeline did not drain within 10 s; its last segment is closed as incomplete")
                 }
             }
-            return Outcome::Stopped;
+            return paused.map_or(Outcome::Stopped, Outcome::Paused);
         }
         let types = [gst::MessageType::Error, gst::MessageType::Eos, gst::MessageType::Warning];
         if let Some(msg) = bus.timed_pop_filtered(gst::ClockTime::from_mseconds(100), &types) {
@@ -124,19 +121,5 @@ fn watch(pipeline: &gst::Pipeline, ctx: &RunContext) -> Outcome {
                 _ => {}
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_to_a_cap_and_resets() {
-        let mut b = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
-        let delays: Vec<u64> = (0..7).map(|_| b.next_delay().as_secs()).collect();
-        assert_eq!(delays, vec![1, 2, 4, 8, 16, 30, 30]);
-        b.reset();
-        assert_eq!(b.next_delay(), Duration::from_secs(1));
     }
 }

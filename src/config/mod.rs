@@ -54,7 +54,74 @@ pub struct Config {
     #[serde(default)]
     pub stt: SttConfig,
     #[serde(default)]
+    pub store: StoreConfig,
+    #[serde(default)]
+    pub disk: DiskConfig,
+    #[serde(default)]
     pub debug: DebugConfig,
+}
+
+/// Central storage: where every committed object is uploaded (store and forward).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    pub enabled: bool,
+    /// A folder (relative to this file) or `s3://bucket/prefix`. Objects go under
+    /// `{prefix}/{court}/{room}/`. Default: the folder `central` in `data_dir`.
+    pub url: Option<String>,
+    /// S3 endpoint, e.g. `https://s3.example.kz`; AWS when absent.
+    pub endpoint: Option<String>,
+    pub region: String,
+    /// `https://endpoint/bucket/key` rather than `https://bucket.endpoint/key`.
+    pub path_style: bool,
+    /// TOML file (mode 0600) with `access_key_id` and `secret_access_key`; relative to this
+    /// file. Without it the standard AWS_* environment variables are used.
+    pub credentials_file: Option<PathBuf>,
+    /// Objects uploaded at the same time.
+    pub concurrency: u32,
+    /// Objects this large or larger are sent in parts and read back after completion.
+    pub multipart_threshold_mib: u32,
+    /// First delay after a failed attempt; it doubles (with jitter) up to `retry_max_ms`.
+    pub retry_initial_ms: u32,
+    pub retry_max_ms: u32,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            enabled: true,
+            url: None,
+            endpoint: None,
+            region: "us-east-1".into(),
+            path_style: true,
+            credentials_file: None,
+            concurrency: 4,
+            multipart_threshold_mib: 16,
+            retry_initial_ms: 500,
+            retry_max_ms: 60_000,
+        }
+    }
+}
+
+/// Local disk policy for the spool (see DESIGN.md, back-pressure).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DiskConfig {
+    /// Uploaded segments stay on the box this long (for local playback and export).
+    pub keep_uploaded_hours: u32,
+    /// Below this much free space uploaded segments are deleted early, oldest first, and
+    /// if that is not enough an alarm is raised.
+    pub warn_free_mib: u64,
+    /// Below this, cameras pause (a gap record says why) so that audio can go on.
+    pub critical_free_mib: u64,
+    /// How often free space is checked.
+    pub check_interval_ms: u32,
+}
+
+impl Default for DiskConfig {
+    fn default() -> Self {
+        DiskConfig { keep_uploaded_hours: 72, warn_free_mib: 4096, critical_free_mib: 1024, check_interval_ms: 2000 }
+    }
 }
 
 /// Speech to text. A missing or wrong model never stops recording: captions are then

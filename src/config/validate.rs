@@ -1,4 +1,4 @@
-use super::{AudioSourceKind, CameraSource, Config, HwProfile};
+use super::{AudioSourceKind, CameraSource, Config, HwProfile, StoreConfig};
 use crate::base::is_valid_name;
 use std::collections::HashSet;
 use std::fmt;
@@ -62,10 +62,52 @@ pub fn validate_config(config: &Config) -> Vec<Problem> {
     {
         p.add("stt.model_sha256", "must be 64 hexadecimal digits (sha256sum of the model file)");
     }
+    validate_store(&mut p, &config.store);
+    let disk = &config.disk;
+    p.range("disk.check_interval_ms".into(), disk.check_interval_ms, 100, 60_000);
+    if disk.critical_free_mib >= disk.warn_free_mib {
+        p.add(
+            "disk.critical_free_mib",
+            format!("must be below disk.warn_free_mib ({} >= {})", disk.critical_free_mib, disk.warn_free_mib),
+        );
+    }
     if config.api.listen.parse::<std::net::SocketAddr>().is_err() {
         p.add("api.listen", format!("{:?} is not an address like 127.0.0.1:8089", config.api.listen));
     }
     p.0
+}
+
+fn validate_store(p: &mut Problems, store: &StoreConfig) {
+    p.range("store.concurrency".into(), store.concurrency, 1, 64);
+    p.range("store.multipart_threshold_mib".into(), store.multipart_threshold_mib, 5, 4096);
+    p.range("store.retry_initial_ms".into(), store.retry_initial_ms, 10, 60_000);
+    p.range("store.retry_max_ms".into(), store.retry_max_ms, store.retry_initial_ms.max(10), 3_600_000);
+    let s3 = match store.url.as_deref() {
+        Some(url) if url.starts_with("s3://") => {
+            let bucket = url["s3://".len()..].split('/').next().unwrap_or("");
+            if bucket.is_empty() {
+                p.add("store.url", format!("{url:?} names no bucket: write s3://bucket/prefix"));
+            }
+            true
+        }
+        Some(url) if url.contains("://") => {
+            p.add("store.url", format!("{url:?}: only s3://bucket/prefix or a folder path are supported"));
+            false
+        }
+        Some("") => {
+            p.add("store.url", "is empty: leave it out for the default folder");
+            false
+        }
+        _ => false,
+    };
+    if let Some(endpoint) = &store.endpoint
+        && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+    {
+        p.add("store.endpoint", format!("{endpoint:?} is not an http:// or https:// address"));
+    }
+    if !s3 && (store.endpoint.is_some() || store.credentials_file.is_some()) {
+        p.add("store.url", "endpoint and credentials_file are set but url is not s3://bucket/prefix");
+    }
 }
 
 /// Checks a hardware profile. Pure: a device that is absent on this machine is not an error

@@ -1,6 +1,7 @@
 use crate::ledger::Ledger;
 use crate::session::{Recorder, SessionError, StartRequest};
 use crate::stt::Stt;
+use crate::upload::Storage;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
@@ -17,6 +18,7 @@ pub struct ApiState {
     recorder: Arc<Recorder>,
     ledger: Arc<Ledger>,
     stt: Option<Arc<Stt>>,
+    storage: Option<Arc<Storage>>,
     token_sha256: [u8; 32],
     fault_injection: bool,
 }
@@ -29,7 +31,20 @@ impl ApiState {
         token: &str,
         fault_injection: bool,
     ) -> ApiState {
-        ApiState { recorder, ledger, stt, token_sha256: crate::integrity::sha256(token.as_bytes()), fault_injection }
+        ApiState {
+            recorder,
+            ledger,
+            stt,
+            storage: None,
+            token_sha256: crate::integrity::sha256(token.as_bytes()),
+            fault_injection,
+        }
+    }
+
+    /// Adds central storage and disk state to `/status`.
+    pub fn with_storage(mut self, storage: Arc<Storage>) -> ApiState {
+        self.storage = Some(storage);
+        self
     }
 }
 
@@ -104,6 +119,13 @@ async fn status(State(s): State<ApiState>) -> Result<Response, ApiError> {
     };
     let mut body = serde_json::to_value(status).unwrap_or_default();
     body["captions"] = captions;
+    if let Some(storage) = s.storage.clone() {
+        let st = tokio::task::spawn_blocking(move || storage.status())
+            .await
+            .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("internal error: {e}")))?
+            .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        body["storage"] = serde_json::to_value(st).unwrap_or_default();
+    }
     Ok(Json(body).into_response())
 }
 

@@ -30,6 +30,7 @@ impl Client {
         let path = cfg.token_path();
         let token = super::read_token(&path)
             .map_err(|source| ClientError::Token { path: path.display().to_string(), source })?;
+        crate::base::install_tls_provider();
         let http = reqwest::blocking::Client::builder()
             // Stopping a session waits for every device to finalize its segment.
             .timeout(Duration::from_secs(60))

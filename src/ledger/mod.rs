@@ -3,9 +3,11 @@
 //! readers open their own read-only connections. `schema.sql` documents every table.
 
 mod read;
+mod uploads;
 mod writer;
 
 pub use read::{CaptionRow, Reader, RecordRow, RunRow, SegmentRow, SessionRow};
+pub use uploads::{Alarm, Evictable, Payload, UploadBacklog, UploadJob};
 pub use writer::{Committed, NewSession, SegmentCommit, Writer};
 
 use crate::base::Clocks;
@@ -17,11 +19,14 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use thiserror::Error;
 
-pub const SCHEMA_VERSION: i32 = 2;
+pub const SCHEMA_VERSION: i32 = 3;
 const SCHEMA: &str = include_str!("schema.sql");
 /// `(version, sql)`: the script that upgrades `version - 1` to `version`.
-const MIGRATIONS: &[(i32, &str)] =
-    &[(1, include_str!("migrations/001_initial.sql")), (2, include_str!("migrations/002_captions.sql"))];
+const MIGRATIONS: &[(i32, &str)] = &[
+    (1, include_str!("migrations/001_initial.sql")),
+    (2, include_str!("migrations/002_captions.sql")),
+    (3, include_str!("migrations/003_alarms.sql")),
+];
 
 #[derive(Debug, Error)]
 pub enum LedgerError {

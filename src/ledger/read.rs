@@ -6,7 +6,7 @@ use uuid::Uuid;
 
 /// A read-only view of the ledger; safe to use from any thread while the writer works.
 pub struct Reader {
-    conn: Connection,
+    pub(super) conn: Connection,
 }
 
 #[derive(Debug, Clone)]
@@ -253,14 +253,5 @@ impl Reader {
         let mut stmt =
             self.conn.prepare("SELECT revision, body FROM manifests WHERE session_id = ?1 ORDER BY revision")?;
         Ok(stmt.query_map([session.to_string()], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?)
-    }
-
-    /// Pending upload work: (objects, bytes).
-    pub fn upload_backlog(&self) -> Result<(u64, u64), LedgerError> {
-        Ok(self.conn.query_row(
-            "SELECT COUNT(*), COALESCE(SUM(bytes), 0) FROM upload_jobs WHERE state = 'pending'",
-            [],
-            |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
-        )?)
     }
 }

@@ -97,13 +97,32 @@ CREATE TABLE upload_jobs (
   bytes        INTEGER NOT NULL,
   state        TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'done', 'conflict')),
   attempts     INTEGER NOT NULL DEFAULT 0,
-  last_error   TEXT,
+  last_error   TEXT,                  -- why the last attempt failed (never credentials)
   created_wall TEXT NOT NULL,
-  done_wall    TEXT,
+  done_wall    TEXT,                  -- when the store acknowledged these exact bytes
+  last_attempt_wall TEXT,
   CHECK ((local_path IS NULL) <> (content IS NULL))
 ) STRICT;
 
 CREATE INDEX upload_jobs_pending ON upload_jobs (id) WHERE state = 'pending';
+
+-- Spooled segments, for the eviction scan (only uploaded ones may go).
+CREATE INDEX segments_evictable ON segments (session_id, source, seq) WHERE local_state = 'spooled';
+
+-- Conditions a technician must see: a store object that differs from the record
+-- (`store_conflict`), a local file that no longer matches its hash (`local_damage`), low
+-- disk (`disk_low`, `disk_critical`). At most one open alarm per kind and subject; an alarm
+-- is cleared, never deleted.
+CREATE TABLE alarms (
+  id           INTEGER PRIMARY KEY,
+  kind         TEXT NOT NULL,
+  subject      TEXT NOT NULL,         -- object key, path or '' for box-wide conditions
+  message      TEXT NOT NULL,
+  raised_wall  TEXT NOT NULL,
+  cleared_wall TEXT
+) STRICT;
+
+CREATE UNIQUE INDEX alarms_open ON alarms (kind, subject) WHERE cleared_wall IS NULL;
 
 -- Final captions, one row per caption; each belongs to a signed `captions` record of the
 -- chain (record_idx, item), which is what counts. Searchable through captions_fts.

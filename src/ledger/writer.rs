@@ -59,7 +59,7 @@ pub struct Writer {
 }
 
 /// Appends records within one transaction.
-struct Chain<'a> {
+pub(super) struct Chain<'a> {
     key: &'a DeviceKey,
     wall: WallTime,
     heads: &'a mut HashMap<Uuid, Head>,
@@ -162,7 +162,7 @@ impl Writer {
 
     /// Runs `f` in an immediate transaction. The chain-head cache is dropped if anything
     /// fails, so it is re-read from the database rather than trusted.
-    fn transact<T>(
+    pub(super) fn transact<T>(
         &mut self,
         f: impl FnOnce(&Transaction, &mut Chain, WallTime) -> Result<T, LedgerError>,
     ) -> Result<T, LedgerError> {

@@ -76,6 +76,11 @@ fn run(ctx: CommitContext, mut continuity: Continuity, events: Receiver<CaptureE
             CaptureEvent::DeviceRestarted { device, at, attempt } => {
                 tracing::info!(%device, %at, attempt, "device recording again");
             }
+            CaptureEvent::DevicePaused { device, sources, at, reason } => {
+                let why = format!("device {device} paused at {at}: {reason}");
+                ctx.stats.note_error(&why);
+                continuity.interrupted(&sources, &why);
+            }
         }
     }
     continuity
@@ -86,7 +91,9 @@ fn event_media(event: &CaptureEvent) -> MediaTime {
     match event {
         CaptureEvent::Started { t0, .. } => *t0,
         CaptureEvent::Fragment(f) => f.media_end,
-        CaptureEvent::DeviceFailed { at, .. } | CaptureEvent::DeviceRestarted { at, .. } => *at,
+        CaptureEvent::DeviceFailed { at, .. }
+        | CaptureEvent::DeviceRestarted { at, .. }
+        | CaptureEvent::DevicePaused { at, .. } => *at,
     }
 }
 

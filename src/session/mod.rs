@@ -172,6 +172,8 @@ pub struct Recorder {
     templates: Templates,
     stt: Option<Arc<Stt>>,
     active: Mutex<Option<Active>>,
+    /// Why cameras must not record now (disk nearly full), applied to every run.
+    video_paused: Mutex<Option<String>>,
 }
 
 /// How long stopping a session waits for captions of what was just said; what remains is
@@ -188,7 +190,7 @@ impl Recorder {
         stt: Option<Arc<Stt>>,
     ) -> Recorder {
         let templates = Templates::new(cfg.pipelines_dir.clone());
-        Recorder { cfg, ledger, clocks, templates, stt, active: Mutex::new(None) }
+        Recorder { cfg, ledger, clocks, templates, stt, active: Mutex::new(None), video_paused: Mutex::new(None) }
     }
 
     fn plan(&self) -> Result<Vec<crate::capture::DevicePlan>, SessionError> {
@@ -266,6 +268,7 @@ impl Recorder {
             start_timeout: Duration::from_millis(rec.start_timeout_ms.into()),
             sync_interval: Duration::from_millis(rec.sync_interval_ms.into()),
             tap: self.stt.as_ref().map(|s| s.tap()),
+            video_paused: self.video_paused.lock().unwrap().clone(),
         };
         let capture = match CaptureRun::start(plans, params, self.clocks.clone(), tx) {
             Ok(c) => c,
@@ -406,6 +409,16 @@ impl Recorder {
             stats: a.stats.snapshot(),
         });
         Status { recording: session.is_some(), session }
+    }
+
+    /// Pauses the cameras for `reason` (they finalize their segments; the interval becomes
+    /// a gap record with this reason), or lets them record again. Applies to later sessions
+    /// too, until lifted.
+    pub fn set_video_paused(&self, reason: Option<String>) {
+        *self.video_paused.lock().unwrap() = reason.clone();
+        if let Some(a) = self.active.lock().unwrap().as_ref() {
+            a.capture.set_video_paused(reason);
+        }
     }
 
     pub fn inject_failure(&self, device: &str) -> Result<(), SessionError> {

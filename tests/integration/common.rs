@@ -83,6 +83,8 @@ impl TestBox {
     pub fn with_extra(name: &str, profile: &str, segment_seconds: u32, extra: &str) -> TestBox {
         let audio = if profile.contains("speech-") { "var/test-speech" } else { "var/sim-audio" };
         let stt = if extra.contains("[stt]") { "" } else { "[stt]\nenabled = false\n" };
+        // A shared test machine may be short of disk: cameras must not pause in other tests.
+        let disk = if extra.contains("[disk]") { "" } else { "[disk]\nwarn_free_mib = 64\ncritical_free_mib = 16\n" };
         let root = output_dir(name);
         let port = free_port();
         let config = root.join("courtbox.toml");
@@ -91,7 +93,7 @@ impl TestBox {
             format!(
                 "court = \"test-court\"\nroom = \"room-1\"\ndata_dir = \"data\"\nhw_profile = \"{}\"\n\
                  [recording]\nsegment_seconds = {segment_seconds}\n[api]\nlisten = \"127.0.0.1:{port}\"\n\
-                 [sim]\naudio_dir = \"{}\"\n{stt}{extra}\n",
+                 [sim]\naudio_dir = \"{}\"\n{stt}{disk}{extra}\n",
                 repo().join(profile).display(),
                 repo().join(audio).display()
             ),
@@ -122,6 +124,7 @@ impl TestBox {
 
     /// Starts `courtbox run` and waits until its API answers.
     pub fn start(&self) -> Daemon {
+        courtbox::base::install_tls_provider();
         let n = self.starts.get() + 1;
         self.starts.set(n);
         let log = self.root.join(format!("daemon-{n}.log"));
@@ -186,6 +189,7 @@ impl TestBox {
     }
 
     pub fn post(&self, path: &str, body: serde_json::Value) -> (u16, String) {
+        courtbox::base::install_tls_provider();
         let token = std::fs::read_to_string(self.data().join("api.token")).unwrap();
         let resp = reqwest::blocking::Client::new()
             .post(format!("http://127.0.0.1:{}{path}", self.port))
@@ -199,8 +203,16 @@ impl TestBox {
 
 /// Runs `courtbox verify`; returns its exit code and everything it printed.
 pub fn verify(dir: &Path, key: Option<&Path>) -> (i32, String) {
+    verify_target(dir.as_os_str(), key, None)
+}
+
+/// `verify` of a folder or store URL, optionally with a box's configuration.
+pub fn verify_target(target: &std::ffi::OsStr, key: Option<&Path>, config: Option<&Path>) -> (i32, String) {
     let mut c = Command::new(BIN);
-    c.arg("verify").arg(dir);
+    if let Some(cfg) = config {
+        c.arg("-c").arg(cfg);
+    }
+    c.arg("verify").arg(target);
     if let Some(k) = key {
         c.arg("--key").arg(k);
     }

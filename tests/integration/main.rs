@@ -7,4 +7,6 @@ mod config;
 mod crash;
 mod failure;
 mod recording;
+mod s3;
 mod tamper;
+mod upload;

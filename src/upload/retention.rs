@@ -1,0 +1,308 @@
+//! Local retention and disk pressure. A spool file goes only after the store acknowledged
+//! its exact bytes, and then when its retention has passed or the disk needs the space
+//! (oldest acknowledged first). Un-uploaded files are never deleted. When free space stays
+//! low anyway, an alarm is raised; below the critical mark cameras pause so that audio,
+//! which needs far less, records as long as any space remains.
+
+use crate::base::{Clocks, WallTime};
+use crate::ledger::{Evictable, Ledger, LedgerError, Reader};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct DiskSettings {
+    pub data_dir: PathBuf,
+    pub keep_uploaded: Duration,
+    pub warn_free: u64,
+    pub critical_free: u64,
+    pub interval: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DiskLevel {
+    Ok,
+    Low,
+    Critical,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DiskState {
+    pub level: DiskLevel,
+    pub free_bytes: u64,
+    pub total_bytes: u64,
+    pub evicted_files: u64,
+    pub evicted_bytes: u64,
+    pub video_paused: bool,
+}
+
+/// Called with a reason to pause cameras, `None` to let them record again.
+pub type PauseVideo = Arc<dyn Fn(Option<String>) + Send + Sync>;
+
+/// Free and total bytes of the file system holding `path`, as an unprivileged writer sees it.
+pub fn free_space(path: &Path) -> std::io::Result<(u64, u64)> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())?;
+    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a valid NUL-terminated path and `s` a properly sized out-parameter.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut s) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok((s.f_bavail as u64 * s.f_frsize as u64, s.f_blocks as u64 * s.f_frsize as u64))
+}
+
+/// Which level a free-space reading means. Leaving a level needs a margin above its mark
+/// (hysteresis) so that cameras do not flap on and off around the threshold.
+pub fn level_for(free: u64, previous: DiskLevel, warn: u64, critical: u64) -> DiskLevel {
+    let margin = (warn - critical) / 4;
+    let critical_exit = critical + margin;
+    let low_exit = warn + margin;
+    match previous {
+        DiskLevel::Critical if free < critical_exit => DiskLevel::Critical,
+        DiskLevel::Low | DiskLevel::Critical if free < low_exit && free >= critical => DiskLevel::Low,
+        _ if free < critical => DiskLevel::Critical,
+        _ if free < warn => DiskLevel::Low,
+        _ => DiskLevel::Ok,
+    }
+}
+
+/// Which acknowledged files to delete now: those past retention, then, while free space is
+/// below `want_free`, the oldest acknowledged others. Pure.
+pub fn choose_evictions(
+    candidates: &[Evictable],
+    now: WallTime,
+    keep: Duration,
+    free: u64,
+    want_free: u64,
+) -> Vec<usize> {
+    let mut chosen = Vec::new();
+    let mut free = free;
+    for (i, c) in candidates.iter().enumerate() {
+        let expired = WallTime::parse(&c.done_wall).is_ok_and(|done| now.since(done) >= keep.as_nanos() as i128);
+        if expired || free < want_free {
+            chosen.push(i);
+            free += c.bytes;
+        }
+    }
+    chosen
+}
+
+pub struct DiskWatch {
+    state: Arc<Mutex<DiskState>>,
+    stop: Arc<(Mutex<bool>, Condvar)>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl DiskWatch {
+    pub fn start(
+        settings: DiskSettings,
+        ledger: Arc<Ledger>,
+        clocks: Arc<dyn Clocks>,
+        pause_video: PauseVideo,
+    ) -> DiskWatch {
+        let (free, total) = free_space(&settings.data_dir).unwrap_or((u64::MAX, u64::MAX));
+        let state = Arc::new(Mutex::new(DiskState {
+            level: DiskLevel::Ok,
+            free_bytes: free,
+            total_bytes: total,
+            evicted_files: 0,
+            evicted_bytes: 0,
+            video_paused: false,
+        }));
+        let stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let (s, st) = (state.clone(), stop.clone());
+        let thread = std::thread::Builder::new()
+            .name("disk-watch".into())
+            .spawn(move || {
+                finish_interrupted_evictions(&ledger, &settings.data_dir);
+                loop {
+                    if let Err(e) = tick(&settings, &ledger, clocks.as_ref(), &s, &pause_video) {
+                        tracing::error!(error = %e, "disk check failed");
+                    }
+                    let guard = st.0.lock().unwrap();
+                    let (guard, _) = st.1.wait_timeout_while(guard, settings.interval, |stopped| !*stopped).unwrap();
+                    if *guard {
+                        break;
+                    }
+                }
+            })
+            .expect("spawn disk-watch thread");
+        DiskWatch { state, stop, thread: Mutex::new(Some(thread)) }
+    }
+
+    pub fn state(&self) -> DiskState {
+        self.state.lock().unwrap().clone()
+    }
+
+    pub fn shutdown(&self) {
+        *self.stop.0.lock().unwrap() = true;
+        self.stop.1.notify_all();
+        if let Some(t) = self.thread.lock().unwrap().take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for DiskWatch {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// A crash between marking a file evicted and deleting it leaves the file behind.
+fn finish_interrupted_evictions(ledger: &Ledger, data_dir: &Path) {
+    let Ok(paths) = ledger.reader().and_then(|r| r.evicted_paths()) else { return };
+    for p in paths {
+        let _ = std::fs::remove_file(data_dir.join(p));
+    }
+}
+
+fn tick(
+    settings: &DiskSettings,
+    ledger: &Ledger,
+    clocks: &dyn Clocks,
+    state: &Mutex<DiskState>,
+    pause_video: &PauseVideo,
+) -> Result<(), LedgerError> {
+    let dir = &settings.data_dir;
+    let (mut free, total) = free_space(dir).map_err(|e| LedgerError::Invalid(format!("{}: {e}", dir.display())))?;
+    let candidates = Reader::open(ledger.path())?.evictable_segments(10_000)?;
+    // Under pressure, make room up to a little above the warning mark.
+    let want_free = settings.warn_free + (settings.warn_free - settings.critical_free) / 2;
+    let chosen = choose_evictions(&candidates, clocks.wall(), settings.keep_uploaded, free, want_free);
+    let (mut files, mut bytes) = (0u64, 0u64);
+    for i in chosen {
+        let c = &candidates[i];
+        let (session, source, seq) = (c.session, c.source.clone(), c.seq);
+        if !ledger.call(move |w| w.mark_evicted(session, &source, seq))? {
+            continue;
+        }
+        match std::fs::remove_file(dir.join(&c.local_path)) {
+            Ok(()) => {
+                files += 1;
+                bytes += c.bytes;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => tracing::error!(file = %c.local_path, error = %e, "could not delete an uploaded segment"),
+        }
+    }
+    if files > 0 {
+        free = free_space(dir).map(|(f, _)| f).unwrap_or(free);
+        tracing::info!(files, bytes, free, "deleted local copies of uploaded segments");
+    }
+
+    let mut s = state.lock().unwrap();
+    s.free_bytes = free;
+    s.total_bytes = total;
+    s.evicted_files += files;
+    s.evicted_bytes += bytes;
+    let level = level_for(free, s.level, settings.warn_free, settings.critical_free);
+    if level == s.level {
+        return Ok(());
+    }
+    let previous = std::mem::replace(&mut s.level, level);
+    let mib = |b: u64| b / (1 << 20);
+    let low_msg = format!(
+        "{} MiB free on {} (warning below {} MiB): the store is not taking segments fast enough or the disk is too small",
+        mib(free),
+        dir.display(),
+        mib(settings.warn_free)
+    );
+    let critical_msg = format!(
+        "disk space critical: {} MiB free on {} (below {} MiB); cameras paused so that audio keeps recording",
+        mib(free),
+        dir.display(),
+        mib(settings.critical_free)
+    );
+    match level {
+        DiskLevel::Critical => {
+            tracing::error!(free, "ALARM: {critical_msg}");
+            s.video_paused = true;
+            drop(s);
+            pause_video(Some(critical_msg.clone()));
+            ledger.call(move |w| w.raise_alarm("disk_critical", "", &critical_msg))?;
+        }
+        DiskLevel::Low => {
+            if previous == DiskLevel::Critical {
+                tracing::warn!(free, "disk space above the critical mark again; cameras resume");
+                s.video_paused = false;
+                drop(s);
+                pause_video(None);
+                ledger.call(|w| w.clear_alarm("disk_critical", ""))?;
+            } else {
+                tracing::warn!(free, "ALARM: {low_msg}");
+                drop(s);
+            }
+            ledger.call(move |w| w.raise_alarm("disk_low", "", &low_msg))?;
+        }
+        DiskLevel::Ok => {
+            tracing::info!(free, "disk space normal again");
+            let resume = std::mem::replace(&mut s.video_paused, false);
+            drop(s);
+            if resume {
+                pause_video(None);
+            }
+            ledger.call(|w| {
+                w.clear_alarm("disk_critical", "")?;
+                w.clear_alarm("disk_low", "")
+            })?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use uuid::Uuid;
+
+    const MIB: u64 = 1 << 20;
+
+    #[test]
+    fn levels_have_hysteresis() {
+        let (warn, crit) = (100 * MIB, 20 * MIB);
+        assert_eq!(level_for(150 * MIB, DiskLevel::Ok, warn, crit), DiskLevel::Ok);
+        assert_eq!(level_for(90 * MIB, DiskLevel::Ok, warn, crit), DiskLevel::Low);
+        assert_eq!(level_for(10 * MIB, DiskLevel::Ok, warn, crit), DiskLevel::Critical);
+        // Leaving critical needs critical + (warn - critical) / 4 = 40 MiB.
+        assert_eq!(level_for(30 * MIB, DiskLevel::Critical, warn, crit), DiskLevel::Critical);
+        assert_eq!(level_for(45 * MIB, DiskLevel::Critical, warn, crit), DiskLevel::Low);
+        // Leaving low needs 120 MiB.
+        assert_eq!(level_for(110 * MIB, DiskLevel::Low, warn, crit), DiskLevel::Low);
+        assert_eq!(level_for(125 * MIB, DiskLevel::Low, warn, crit), DiskLevel::Ok);
+        assert_eq!(level_for(125 * MIB, DiskLevel::Critical, warn, crit), DiskLevel::Ok);
+        assert_eq!(level_for(10 * MIB, DiskLevel::Low, warn, crit), DiskLevel::Critical);
+    }
+
+    fn uploaded(seq: u64, done: &str, bytes: u64) -> Evictable {
+        Evictable {
+            session: Uuid::nil(),
+            source: "cam1".into(),
+            seq,
+            local_path: format!("spool/x/cam1/{seq:06}.mkv"),
+            bytes,
+            done_wall: done.into(),
+        }
+    }
+
+    #[test]
+    fn eviction_takes_expired_files_then_the_oldest_while_space_is_short() {
+        let now = WallTime::parse("2026-11-23T12:00:00Z").unwrap();
+        let day = Duration::from_secs(86_400);
+        let c = vec![
+            uploaded(0, "2026-11-20T12:00:00Z", 10),
+            uploaded(1, "2026-11-23T11:00:00Z", 10),
+            uploaded(2, "2026-11-23T11:30:00Z", 10),
+        ];
+        // Plenty of space: only what is past retention.
+        assert_eq!(choose_evictions(&c, now, day, 1000, 500), vec![0]);
+        // Short of space: oldest acknowledged first, until enough is free.
+        assert_eq!(choose_evictions(&c, now, day, 475, 500), vec![0, 1, 2]);
+        assert_eq!(choose_evictions(&c, now, day, 485, 500), vec![0, 1]);
+        // Nothing acknowledged, nothing to take, whatever the pressure.
+        assert!(choose_evictions(&[], now, day, 0, 500).is_empty());
+    }
+}
