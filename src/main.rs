@@ -354,7 +354,10 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
 fn open_store_url(url: &str, config: &Path) -> Result<courtbox::upload::Store> {
     use courtbox::upload::{Credentials, S3Settings, Store};
     if let Some(folder) = url.strip_prefix("file://") {
-        return Ok(Store::open(folder, &S3Settings::default(), "")?);
+        // Rooted at `/`, so that the session's parent (where `devices/` is) is reachable.
+        let abs = std::fs::canonicalize(folder).with_context(|| format!("{folder}: no such session folder"))?;
+        let relative = abs.strip_prefix("/").unwrap_or(&abs).to_string_lossy().to_string();
+        return Ok(Store::open("/", &S3Settings::default(), &relative)?);
     }
     if courtbox::upload::parse_s3_url(url).is_none() {
         bail!("{url}: give s3://bucket/prefix/court/room/SESSION, file:///folder/court/room/SESSION or a folder");

@@ -69,6 +69,25 @@ pub enum BenchCommand {
         #[arg(long)]
         captions: bool,
     },
+    /// Draining an upload backlog: minutes of a profile's recording, sent to a store.
+    Upload {
+        /// A folder or s3://bucket/prefix. For S3, credentials come from AWS_ACCESS_KEY_ID
+        /// and AWS_SECRET_ACCESS_KEY.
+        #[arg(long)]
+        store: String,
+        #[arg(long)]
+        endpoint: Option<String>,
+        /// Create the bucket (with Object Lock) first.
+        #[arg(long)]
+        create_bucket: bool,
+        #[arg(long, default_value = "hw-profiles/sim.toml")]
+        profile: PathBuf,
+        /// Minutes of recording in the backlog.
+        #[arg(long, default_value_t = 5)]
+        minutes: u64,
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+    },
 }
 
 pub fn run(what: BenchCommand, _config: &Path) -> Result<()> {
@@ -79,6 +98,9 @@ pub fn run(what: BenchCommand, _config: &Path) -> Result<()> {
         }
         BenchCommand::Stt { file, reference, model, language, mics, passes, threads, verbose } => {
             stt(&file, &reference, &model, &language, mics, passes, threads, verbose)
+        }
+        BenchCommand::Upload { store, endpoint, create_bucket, profile, minutes, concurrency } => {
+            upload(&store, endpoint, create_bucket, &profile, minutes, concurrency)
         }
     }
 }
@@ -175,6 +197,115 @@ fn seal(segments: usize, bytes: usize, dir: Option<PathBuf>) -> Result<()> {
     report("fsync file + folder", sync);
     report("sign + commit (SQLite)", commit);
     report("seal total", total);
+    ledger.close();
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
+
+fn upload(
+    url: &str,
+    endpoint: Option<String>,
+    create_bucket: bool,
+    profile: &Path,
+    minutes: u64,
+    concurrency: usize,
+) -> Result<()> {
+    use crate::upload::{Credentials, S3Settings, Store, Uploader, UploaderSettings};
+    let profile = crate::config::load_profile(profile)?;
+    let sources = profile.sources();
+    let kbps = |s: &crate::config::SourceSpec| match s.kind {
+        crate::config::SourceKind::Video => profile.video.bitrate_kbps,
+        crate::config::SourceKind::Audio => profile.audio.bitrate_kbps,
+    };
+    let ingest_kbps: u32 = sources.iter().map(kbps).sum();
+
+    let dir = scratch(None)?;
+    let clocks: Arc<dyn Clocks> = Arc::new(RealClocks::new());
+    let key = Arc::new(DeviceKey::create(&dir.join("device.key"))?);
+    let ledger = Arc::new(Ledger::open(&dir.join("ledger.db"), key, clocks.clone())?);
+    let session = bench_session(&ledger)?;
+    let spool = dir.join("spool");
+    std::fs::create_dir_all(&spool)?;
+    let rng = SystemRandom::new();
+    for seq in 0..minutes * 6 {
+        for s in &sources {
+            let mut data = vec![0u8; kbps(s) as usize * 1000 / 8 * 10];
+            rng.fill(&mut data).map_err(|_| anyhow::anyhow!("RNG"))?;
+            let path = spool.join(format!("{}-{seq:06}.mkv", s.name));
+            std::fs::write(&path, &data)?;
+            let c = SegmentCommit {
+                source: s.name.clone(),
+                seq,
+                media_start: MediaTime(seq * 10_000_000_000),
+                media_end: MediaTime((seq + 1) * 10_000_000_000),
+                wall_start: WallTime::from_unix_nanos(0),
+                bytes: data.len() as u64,
+                sha256: crate::integrity::sha256(&data),
+                recovered: false,
+                local_path: path.display().to_string(),
+            };
+            ledger.call(move |w| w.commit_segment(session, c))?;
+        }
+    }
+    let backlog = ledger.reader()?.upload_backlog()?;
+
+    let s3 = S3Settings {
+        endpoint,
+        region: std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".into()),
+        path_style: true,
+        credentials: Credentials::from_env(),
+    };
+    if create_bucket {
+        let (bucket, _) = crate::upload::parse_s3_url(url).context("--create-bucket needs an s3:// store")?;
+        crate::upload::s3admin::create_locked_bucket(&s3, &bucket, "COMPLIANCE", 1)?;
+    }
+    let store = Store::open(url, &s3, &format!("bench-{}", uuid::Uuid::new_v4()))?;
+    println!(
+        "upload drain: {} min of {} ({} sources, {ingest_kbps} kbit/s) = {} objects, {:.1} MiB, to {}",
+        minutes,
+        profile.name,
+        sources.len(),
+        backlog.objects,
+        backlog.bytes as f64 / (1 << 20) as f64,
+        store.url
+    );
+    let (t0, cpu0) = (Instant::now(), cpu_time());
+    let uploader = Uploader::start(
+        store,
+        ledger.clone(),
+        clocks,
+        UploaderSettings {
+            data_dir: dir.clone(),
+            concurrency,
+            multipart_threshold: 16 << 20,
+            retry_initial: Duration::from_millis(200),
+            retry_max: Duration::from_secs(5),
+        },
+    );
+    let reader = ledger.reader()?;
+    while reader.upload_backlog()?.objects > 0 {
+        std::thread::sleep(Duration::from_millis(20));
+        if t0.elapsed() > Duration::from_secs(600) {
+            anyhow::bail!("not drained after 10 minutes: {:?}", uploader.state());
+        }
+    }
+    let (elapsed, cpu) = (t0.elapsed().as_secs_f64(), (cpu_time() - cpu0).as_secs_f64());
+    uploader.shutdown();
+    let state = uploader.state();
+    let rate_kbps = backlog.bytes as f64 * 8.0 / 1000.0 / elapsed;
+    println!("  drained in {elapsed:.2} s with {concurrency} in flight ({} failed attempts)", state.failed_attempts);
+    println!(
+        "  {:.1} MiB/s, {:.0} objects/s = {:.1}x the recording's ingest rate (goal >= 3x)",
+        backlog.bytes as f64 / (1 << 20) as f64 / elapsed,
+        backlog.objects as f64 / elapsed,
+        rate_kbps / f64::from(ingest_kbps)
+    );
+    println!(
+        "  CPU: {:.2} cores while draining, {:.2} CPU s per GiB; at the ingest rate: {:.1} % of one core",
+        cpu / elapsed,
+        cpu / (backlog.bytes as f64 / (1u64 << 30) as f64),
+        100.0 * cpu / elapsed * f64::from(ingest_kbps) / rate_kbps
+    );
     ledger.close();
     std::fs::remove_dir_all(&dir)?;
     Ok(())

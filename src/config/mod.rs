@@ -390,4 +390,23 @@ mod tests {
         let err = load(&path).unwrap_err().to_string();
         assert!(err.contains("p.toml: cannot read"), "a missing profile is named: {err}");
     }
+
+    #[test]
+    fn store_and_disk_problems_name_the_key() {
+        let base = "court = \"c\"\nroom = \"r\"\ndata_dir = \"d\"\nhw_profile = \"p.toml\"\n";
+        let problems = |extra: &str| -> String {
+            let c: Config = toml::from_str(&format!("{base}{extra}")).unwrap();
+            validate_config(&c).iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n")
+        };
+        assert_eq!(problems("[store]\nurl = \"s3://records/kz\"\nendpoint = \"http://127.0.0.1:8333\"\n"), "");
+        assert!(problems("[store]\nurl = \"s3:///kz\"\n").contains("store.url: \"s3:///kz\" names no bucket"));
+        assert!(problems("[store]\nurl = \"ftp://x\"\n").contains("store.url: \"ftp://x\": only s3://"));
+        assert!(problems("[store]\nendpoint = \"http://x\"\n").contains("store.url: endpoint and credentials_file"));
+        assert!(problems("[store]\nurl = \"s3://b\"\nendpoint = \"x:9000\"\n").contains("store.endpoint"));
+        assert!(problems("[store]\nconcurrency = 0\n").contains("store.concurrency: must be between 1 and 64"));
+        assert!(
+            problems("[disk]\nwarn_free_mib = 100\ncritical_free_mib = 100\n")
+                .contains("disk.critical_free_mib: must be below disk.warn_free_mib")
+        );
+    }
 }

@@ -169,7 +169,10 @@ async fn run(ctx: Ctx, mut stop: watch::Receiver<bool>) {
                 busy.retain(|id| *id != job.id);
                 match result {
                     Ok(how) => {
-                        local_waits.remove(&job.id);
+                        if local_waits.remove(&job.id).is_some() {
+                            let key = job.object_key.clone();
+                            let _ = ledger_call(&ctx.ledger, move |l| l.call(move |w| w.clear_alarm("local_damage", &key))).await;
+                        }
                         if resume_at.take().is_some() {
                             tracing::info!(store = %ctx.store.url, "store reachable again; draining the backlog");
                         }

@@ -287,7 +287,11 @@ fn a_session_recorded_without_a_model_is_transcribed_later() {
     let all = captions(&tb.records(session));
     let text = all.iter().map(|c| c.2.text.as_str()).collect::<Vec<_>>().join(" ");
     assert!(all.iter().all(|c| c.1 == CaptionOrigin::Backlog && c.2.delayed));
-    assert!(text.to_lowercase().contains("fellow americans"), "transcribed from the recording: {text}");
+    // The recording loops the clip, so the first words of a second pass may follow; segment
+    // boundaries cut the audio where the live path would not, hence the looser bound.
+    let first_pass: String = text.split_inclusive("country.").next().unwrap_or(&text).to_string();
+    let w = wer(JFK, &first_pass);
+    assert!(w <= 0.25, "transcribed from the recording (WER {:.0} %): {text}", w * 100.0);
     let export = tb.root.join("export");
     tb.export(session, &export);
     let (code, out) = verify(&export, Some(&tb.public_key()));

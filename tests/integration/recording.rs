@@ -16,7 +16,14 @@ fn sim_session_of_60_seconds() {
     std::thread::sleep(Duration::from_secs(30));
     let stopped = tb.stop_session();
     assert!(stopped.contains("0 gaps"), "{stopped}");
+    // The default central store is a folder in the data directory.
+    wait_for("the upload to the folder store", Duration::from_secs(30), || {
+        tb.status()["storage"]["backlog"]["objects"] == 0
+    });
     daemon.terminate();
+    let central = tb.data().join(format!("central/test-court/room-1/{session}"));
+    let (code, text) = verify_target(format!("file://{}", central.display()).as_ref(), Some(&tb.public_key()), None);
+    assert_eq!(code, 0, "the central copy verifies: {text}");
 
     let records = tb.records(session);
     let t0 = records.iter().find_map(|r| match &r.entry {

@@ -99,6 +99,12 @@ impl SeaweedFs {
     /// Starts the server again on the same data.
     pub fn resume(&mut self) {
         courtbox::base::install_tls_provider();
+        for port in [S3_PORT, 19333] {
+            assert!(
+                std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+                "port {port} is taken: another SeaweedFS is running (pkill weed)"
+            );
+        }
         self.starts += 1;
         let log = std::fs::File::create(self.dir.join(format!("weed-{}.log", self.starts))).unwrap();
         let child = Command::new(repo().join("var/tools/weed"))

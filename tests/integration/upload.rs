@@ -36,6 +36,8 @@ fn jobs(tb: &TestBox) -> BTreeMap<String, (String, String)> {
         .unwrap()
 }
 
+/// Size and SHA-256 of a stored object, on a runtime of its own (use a fresh `Store` per
+/// runtime: its connection pool belongs to the runtime that opened the connections).
 fn digest(store: &Store, key: &str) -> Option<String> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(digest_object(store, &store.key(key))).unwrap().map(|(_, sha)| hex::encode(sha))
@@ -428,4 +430,44 @@ fn disk_watermarks_evict_uploaded_first_and_pause_video_before_audio() {
     let (code, text) = verify_central(&tb, session);
     assert_eq!(code, 0, "{text}");
     drop(volume);
+}
+
+/// Objects above the multipart threshold go in parts, are read back, and a second attempt
+/// (a lost acknowledgement) finds the same bytes; a damaged local copy is refused.
+#[test]
+fn large_objects_go_in_parts_and_are_read_back() {
+    use courtbox::ledger::{Payload, UploadJob};
+    use courtbox::upload::{Delivered, Failure, deliver};
+    let (tb, weed) = box_with_s3("upload_multipart", "");
+    let store = weed.admin_store();
+    let data: Vec<u8> = (0..12u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    std::fs::write(tb.root.join("big.mkv"), &data).unwrap();
+    let job = UploadJob {
+        id: 1,
+        session: None,
+        object_key: "multipart-test/big.mkv".into(),
+        kind: "segment".into(),
+        payload: Payload::File("big.mkv".into()),
+        sha256: courtbox::integrity::sha256(&data),
+        bytes: data.len() as u64,
+        attempts: 0,
+    };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let threshold = 5 << 20;
+    assert_eq!(rt.block_on(deliver(&store, &job, &tb.root, threshold)), Ok(Delivered::Stored));
+    // (One runtime throughout: the store's connection pool belongs to it.)
+    let stored = |key: &str| rt.block_on(digest_object(&store, &store.key(key))).unwrap().map(|(_, s)| hex::encode(s));
+    assert_eq!(stored(&job.object_key), Some(hex::encode(job.sha256)));
+    assert_eq!(rt.block_on(deliver(&store, &job, &tb.root, threshold)), Ok(Delivered::AlreadyThere));
+
+    // A local copy that is not what was sealed is never sent.
+    let mut damaged = data.clone();
+    damaged[7 << 20] ^= 1;
+    std::fs::write(tb.root.join("big.mkv"), &damaged).unwrap();
+    let other = UploadJob { object_key: "multipart-test/other.mkv".into(), ..job };
+    match rt.block_on(deliver(&store, &other, &tb.root, threshold)) {
+        Err(Failure::Local(m)) => assert!(m.contains("were sealed"), "{m}"),
+        r => panic!("a damaged local copy must be refused: {r:?}"),
+    }
+    assert_eq!(stored(&other.object_key), None, "nothing was stored");
 }
