@@ -88,7 +88,12 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/captions/search", get(captions_search))
         .route("/api/v1/sessions/{id}/transcribe", post(transcribe))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
-    Router::new().route("/api/v1/health", get(|| async { Json(json!({ "ok": true })) })).merge(authed).with_state(state)
+    // Health and metrics reveal nothing secret and are read by machines: no token.
+    Router::new()
+        .route("/api/v1/health", get(|| async { Json(json!({ "ok": true })) }))
+        .route("/metrics", get(metrics))
+        .merge(authed)
+        .with_state(state)
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -127,6 +132,25 @@ async fn status(State(s): State<ApiState>) -> Result<Response, ApiError> {
         body["storage"] = serde_json::to_value(st).unwrap_or_default();
     }
     Ok(Json(body).into_response())
+}
+
+async fn metrics(State(s): State<ApiState>) -> Result<Response, ApiError> {
+    let snapshot = tokio::task::spawn_blocking(move || {
+        let totals = s.ledger.reader()?.totals()?;
+        let status = s.recorder.status();
+        Ok::<_, crate::ledger::LedgerError>(super::metrics::Snapshot {
+            totals,
+            recording: status.recording,
+            devices: status.session.map(|x| x.devices).unwrap_or_default(),
+            captions: s.stt.as_ref().map(|stt| stt.status()),
+            storage: s.storage.as_ref().map(|st| st.status()).transpose()?,
+        })
+    })
+    .await
+    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("internal error: {e}")))?
+    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let body = super::metrics::encode(&snapshot);
+    Ok(([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body).into_response())
 }
 
 /// Live captions as server-sent events: `partial` and `final`, each a JSON caption.

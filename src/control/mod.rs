@@ -3,6 +3,7 @@
 
 mod api;
 mod client;
+pub mod metrics;
 mod token;
 
 pub use api::{ApiState, router};

@@ -254,4 +254,14 @@ impl Reader {
             self.conn.prepare("SELECT revision, body FROM manifests WHERE session_id = ?1 ORDER BY revision")?;
         Ok(stmt.query_map([session.to_string()], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?)
     }
+
+    /// Everything the ledger holds, for metrics: (segments, their bytes, gap records).
+    pub fn totals(&self) -> Result<(u64, u64, u64), LedgerError> {
+        let (segments, bytes) =
+            self.conn.query_row("SELECT COUNT(*), COALESCE(SUM(bytes), 0) FROM segments", [], |r| {
+                Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
+            })?;
+        let gaps: i64 = self.conn.query_row("SELECT COUNT(*) FROM records WHERE kind = 'gap'", [], |r| r.get(0))?;
+        Ok((segments, bytes, gaps as u64))
+    }
 }

@@ -6,6 +6,7 @@ mod common;
 mod config;
 mod crash;
 mod failure;
+mod ops;
 mod recording;
 mod s3;
 mod tamper;
