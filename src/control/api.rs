@@ -84,6 +84,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/sessions/current/stop", post(stop))
         .route("/api/v1/sessions/current/marks", post(mark))
         .route("/api/v1/debug/fail-device", post(fail_device))
+        .route("/api/v1/debug/stall-ledger", post(stall_ledger))
         .route("/api/v1/captions/live", get(captions_live))
         .route("/api/v1/captions/search", get(captions_search))
         .route("/api/v1/sessions/{id}/transcribe", post(transcribe))
@@ -223,13 +224,31 @@ struct FailDevice {
     device: String,
 }
 
-async fn fail_device(State(s): State<ApiState>, Json(req): Json<FailDevice>) -> Result<Response, ApiError> {
-    if !s.fault_injection {
-        return Err(ApiError(
-            StatusCode::NOT_FOUND,
-            "fault injection is disabled (debug.fault_injection = false)".into(),
-        ));
+fn require_fault_injection(s: &ApiState) -> Result<(), ApiError> {
+    if s.fault_injection {
+        Ok(())
+    } else {
+        Err(ApiError(StatusCode::NOT_FOUND, "fault injection is disabled (debug.fault_injection = false)".into()))
     }
+}
+
+/// Hangs the ledger writer for good, as a deadlock would (tests of the watchdog only).
+async fn stall_ledger(State(s): State<ApiState>) -> Result<Response, ApiError> {
+    require_fault_injection(&s)?;
+    let ledger = s.ledger.clone();
+    std::thread::spawn(move || {
+        let _ = ledger.call(|_| -> Result<(), crate::ledger::LedgerError> {
+            loop {
+                std::thread::sleep(std::time::Duration::from_secs(3600));
+            }
+        });
+    });
+    tracing::error!("ledger writer stalled on purpose (fault injection)");
+    Ok(Json(json!({ "stalled": true })).into_response())
+}
+
+async fn fail_device(State(s): State<ApiState>, Json(req): Json<FailDevice>) -> Result<Response, ApiError> {
+    require_fault_injection(&s)?;
     let r = s.recorder.clone();
     blocking(move || r.inject_failure(&req.device)).await?;
     Ok(Json(json!({ "injected": true })).into_response())

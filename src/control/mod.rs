@@ -4,6 +4,7 @@
 mod api;
 mod client;
 pub mod metrics;
+pub mod notify;
 mod token;
 
 pub use api::{ApiState, router};

@@ -124,12 +124,18 @@ impl TestBox {
 
     /// Starts `courtbox run` and waits until its API answers.
     pub fn start(&self) -> Daemon {
+        self.start_with_env(&[])
+    }
+
+    /// Starts the daemon with extra environment variables.
+    pub fn start_with_env(&self, env: &[(&str, &str)]) -> Daemon {
         courtbox::base::install_tls_provider();
         let n = self.starts.get() + 1;
         self.starts.set(n);
         let log = self.root.join(format!("daemon-{n}.log"));
         let child = self
             .command()
+            .envs(env.iter().copied())
             .arg("run")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())

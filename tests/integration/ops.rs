@@ -58,3 +58,61 @@ fn metrics_parse_and_match_the_ledger() {
     assert_eq!(value(&after, "courtbox_disk_level", None), 0.0);
     assert!(value(&after, "courtbox_disk_free_bytes", None) > 0.0);
 }
+
+/// Messages received on a notify socket within `window`.
+fn notifications(sock: &std::os::unix::net::UnixDatagram, window: Duration) -> Vec<String> {
+    let deadline = std::time::Instant::now() + window;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    while std::time::Instant::now() < deadline {
+        if let Ok(n) = sock.recv(&mut buf) {
+            out.push(String::from_utf8_lossy(&buf[..n]).to_string());
+        }
+    }
+    out
+}
+
+/// The notify protocol with a test socket as NOTIFY_SOCKET: READY after start, WATCHDOG
+/// while healthy (also while recording), none once the recording path stalls.
+#[test]
+fn systemd_gets_ready_and_a_watchdog_that_stops_when_recording_stalls() {
+    let tb = TestBox::with_extra("ops_notify", "tests/fixtures/light.toml", 2, "[debug]\nfault_injection = true\n");
+    let path = tb.root.join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    let daemon = tb.start_with_env(&[("NOTIFY_SOCKET", path.to_str().unwrap()), ("WATCHDOG_USEC", "1500000")]);
+    let idle = notifications(&sock, Duration::from_secs(3));
+    assert!(idle.first().is_some_and(|m| m.contains("READY=1")), "READY first: {idle:?}");
+    assert!(idle.iter().filter(|m| m.contains("WATCHDOG=1")).count() >= 3, "{idle:?}");
+    assert!(idle.iter().any(|m| m.contains("STATUS=idle")), "{idle:?}");
+
+    tb.start_session();
+    let recording = notifications(&sock, Duration::from_secs(4));
+    assert!(recording.iter().filter(|m| m.contains("WATCHDOG=1")).count() >= 4, "{recording:?}");
+    assert!(recording.iter().any(|m| m.contains("STATUS=recording session")), "{recording:?}");
+
+    let (code, body) = tb.post("/api/v1/debug/stall-ledger", serde_json::json!({}));
+    assert_eq!(code, 200, "{body}");
+    notifications(&sock, Duration::from_secs(1));
+    let stalled = notifications(&sock, Duration::from_secs(5));
+    assert!(stalled.iter().all(|m| !m.contains("WATCHDOG=1")), "no watchdog once stalled: {stalled:?}");
+    daemon.kill9();
+}
+
+/// The unit file passes `systemd-analyze verify` (pointed at the built binary).
+#[test]
+fn the_systemd_unit_verifies() {
+    let dir = output_dir("ops_unit");
+    let unit = std::fs::read_to_string(repo().join("systemd/courtbox.service")).unwrap();
+    assert!(unit.contains("Type=notify") && unit.contains("WatchdogSec=") && unit.contains("ProtectSystem=strict"));
+    let path = dir.join("courtbox.service");
+    std::fs::write(&path, unit.replace("/usr/bin/courtbox", BIN)).unwrap();
+    let out = std::process::Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .expect("systemd-analyze (package systemd, installed by scripts/setup --tests)");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{text}");
+    assert!(!text.contains("courtbox.service:"), "no warning about the unit: {text}");
+}
