@@ -12,4 +12,5 @@ pub mod ledger;
 pub mod segment;
 pub mod session;
 pub mod stt;
+pub mod sysd;
 pub mod upload;

@@ -507,8 +507,8 @@ fn run_daemon(cfg: LoadedConfig) -> Result<()> {
             .await
             .with_context(|| format!("cannot listen on {} (api.listen); is another courtbox running?", cfg.config.api.listen))?;
         tracing::info!(addr = %cfg.config.api.listen, key_id = %public.key_id(), data = %cfg.data_dir.display(), "courtbox ready");
-        control::notify::ready(&format!("ready; API on {}", cfg.config.api.listen));
-        control::notify::start_watchdog(
+        courtbox::sysd::ready(&format!("ready; API on {}", cfg.config.api.listen));
+        courtbox::sysd::start_watchdog(
             recorder.clone(),
             ledger.clone(),
             std::time::Duration::from_nanos(cfg.segment_nanos()),

@@ -4,7 +4,6 @@
 mod api;
 mod client;
 pub mod metrics;
-pub mod notify;
 mod token;
 
 pub use api::{ApiState, router};
