@@ -9,6 +9,7 @@ pub mod control;
 pub mod export;
 pub mod integrity;
 pub mod ledger;
+pub mod provision;
 pub mod segment;
 pub mod session;
 pub mod stt;

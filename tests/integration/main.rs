@@ -7,6 +7,7 @@ mod config;
 mod crash;
 mod failure;
 mod ops;
+mod provision;
 mod recording;
 mod s3;
 mod tamper;

@@ -1,0 +1,205 @@
+//! Provisioning a box: the data layout, the device key, the configuration, and the device's
+//! registration (public key and signed device info) in central storage.
+
+use crate::base::{Clocks, WallTime};
+use crate::config::{self, Config};
+use crate::integrity::{DeviceKey, KeyError, PublicKey, SignedDoc};
+use crate::upload::{self, UploadError};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum ProvisionError {
+    #[error(
+        "this box already has a device key {key_id} at {path}; provisioning again would change the identity \
+         that signs its record. Use --force only to replace it (the old key is kept beside it)"
+    )]
+    KeyExists { path: PathBuf, key_id: String },
+    #[error("{path} exists; use --force to replace it")]
+    ConfigExists { path: PathBuf },
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ProvisionError + '_ {
+    move |source| ProvisionError::Io { path: path.to_path_buf(), source }
+}
+
+#[derive(Debug, Clone)]
+pub struct ProvisionRequest {
+    /// `/` on a box; a scratch folder for a dry run or a test.
+    pub root: PathBuf,
+    pub court: String,
+    pub room: String,
+    pub hw_profile: PathBuf,
+    pub store_url: Option<String>,
+    pub endpoint: Option<String>,
+    pub credentials_file: Option<PathBuf>,
+    pub force: bool,
+}
+
+#[derive(Debug)]
+pub struct Provisioned {
+    pub config: PathBuf,
+    pub data_dir: PathBuf,
+    pub key_id: String,
+    /// SHA-256 of the raw public key: what the central registry compares.
+    pub fingerprint: String,
+    /// Objects written (or found identical) in central storage, or why registration failed.
+    pub registered: Result<Vec<String>, String>,
+}
+
+/// Who this box is, signed by its key, next to its public key in central storage.
+#[derive(Debug, Serialize)]
+struct DeviceInfo<'a> {
+    v: u32,
+    device: String,
+    court: &'a str,
+    room: &'a str,
+    profile: String,
+    hostname: String,
+    courtbox: &'static str,
+    provisioned: WallTime,
+}
+
+fn toml_string(s: &str) -> String {
+    toml::Value::String(s.to_string()).to_string()
+}
+
+fn config_text(req: &ProvisionRequest, data_dir: &Path) -> String {
+    let mut text = format!(
+        "# courtbox configuration, written by `courtbox provision`. See README.md for every key.\n\
+         court = {}\nroom = {}\ndata_dir = {}\nhw_profile = {}\n",
+        toml_string(&req.court),
+        toml_string(&req.room),
+        toml_string(&data_dir.display().to_string()),
+        toml_string(&req.hw_profile.display().to_string())
+    );
+    if req.store_url.is_some() || req.endpoint.is_some() || req.credentials_file.is_some() {
+        text.push_str("\n[store]\n");
+        if let Some(u) = &req.store_url {
+            text.push_str(&format!("url = {}\n", toml_string(u)));
+        }
+        if let Some(e) = &req.endpoint {
+            text.push_str(&format!("endpoint = {}\n", toml_string(e)));
+        }
+        if let Some(c) = &req.credentials_file {
+            text.push_str(&format!("credentials_file = {}\n", toml_string(&c.display().to_string())));
+        }
+    }
+    text
+}
+
+pub fn provision(req: &ProvisionRequest) -> Result<Provisioned, ProvisionError> {
+    let config_path = req.root.join("etc/courtbox/courtbox.toml");
+    let data_dir = req.root.join("var/lib/courtbox");
+    let text = config_text(req, &data_dir);
+    // Everything is checked before anything is written.
+    let parsed: Config = toml::from_str(&text).map_err(|e| ProvisionError::Invalid(e.to_string()))?;
+    let problems = config::validate_config(&parsed);
+    if !problems.is_empty() {
+        let lines: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+        return Err(ProvisionError::Invalid(lines.join("\n")));
+    }
+    let profile = config::load_profile(&req.hw_profile).map_err(|e| ProvisionError::Invalid(e.to_string()))?;
+    if config_path.exists() && !req.force {
+        return Err(ProvisionError::ConfigExists { path: config_path });
+    }
+    let key_path = data_dir.join("device.key");
+    if key_path.exists() {
+        if !req.force {
+            let key_id = DeviceKey::load(&key_path).map(|k| k.public().key_id()).unwrap_or_else(|_| "(unreadable)".into());
+            return Err(ProvisionError::KeyExists { path: key_path, key_id });
+        }
+        let aside = data_dir.join(format!("device.key.replaced-{}", crate::base::RealClocks::new().wall().unix_nanos() / 1_000_000_000));
+        std::fs::rename(&key_path, &aside).map_err(io(&key_path))?;
+        tracing::warn!(old = %aside.display(), "device key replaced; the old key is kept");
+    }
+
+    std::fs::create_dir_all(&data_dir).map_err(io(&data_dir))?;
+    set_mode(&data_dir, 0o750)?;
+    let key = DeviceKey::create(&key_path)?;
+    let public = key.public();
+    let public_path = data_dir.join("device.pub");
+    std::fs::write(&public_path, public.to_pem()).map_err(io(&public_path))?;
+    let dir = config_path.parent().expect("config path has a folder");
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let tmp = config_path.with_extension("toml.tmp");
+    std::fs::write(&tmp, &text).map_err(io(&tmp))?;
+    set_mode(&tmp, 0o640)?;
+    std::fs::rename(&tmp, &config_path).map_err(io(&config_path))?;
+
+    let info = DeviceInfo {
+        v: 1,
+        device: public.key_id(),
+        court: &req.court,
+        room: &req.room,
+        profile: profile.name.clone(),
+        hostname: std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_default(),
+        courtbox: env!("CARGO_PKG_VERSION"),
+        provisioned: crate::base::RealClocks::new().wall(),
+    };
+    let info = SignedDoc::sign(&info, &key).to_bytes();
+    let registered = register(&config_path, &public, &info).map_err(|e| e.to_string());
+    Ok(Provisioned {
+        config: config_path,
+        data_dir,
+        key_id: public.key_id(),
+        fingerprint: fingerprint(&public),
+        registered,
+    })
+}
+
+fn set_mode(path: &Path, mode: u32) -> Result<(), ProvisionError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(io(path))
+}
+
+/// `SHA256:` and the hex digest of the raw public key, in groups of four.
+pub fn fingerprint(public: &PublicKey) -> String {
+    let hex = crate::integrity::sha256_hex(&public.0);
+    let groups: Vec<&str> = hex.as_bytes().chunks(4).map(|c| std::str::from_utf8(c).expect("hex")).collect();
+    format!("SHA256:{}", groups.join(":"))
+}
+
+/// Writes `devices/{id}.pub` and `devices/{id}.json` once; identical objects already there
+/// are fine (provisioning again with the same key), different ones are an error.
+fn register(config_path: &Path, public: &PublicKey, info: &[u8]) -> Result<Vec<String>, UploadError> {
+    let cfg = config::load(config_path).map_err(|e| UploadError::Request(e.to_string()))?;
+    let store = upload::open_store(&cfg)?;
+    let id = public.key_id();
+    let objects = [(format!("devices/{id}.pub"), public.to_pem().into_bytes()), (format!("devices/{id}.json"), info.to_vec())];
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| UploadError::Request(e.to_string()))?;
+    let mut written = Vec::new();
+    for (key, bytes) in objects {
+        let job = crate::ledger::UploadJob {
+            id: 0,
+            session: None,
+            object_key: key.clone(),
+            kind: "device_key".into(),
+            sha256: crate::integrity::sha256(&bytes),
+            bytes: bytes.len() as u64,
+            payload: crate::ledger::Payload::Content(bytes),
+            attempts: 0,
+        };
+        match runtime.block_on(upload::deliver(&store, &job, &cfg.data_dir, u64::MAX)) {
+            Ok(_) => written.push(format!("{}/{key}", store.url)),
+            // The info of an earlier provisioning with the same key differs only in its time.
+            Err(upload::Failure::Conflict(_)) if key.ends_with(".json") => {
+                written.push(format!("{}/{key} (kept from an earlier provisioning)", store.url))
+            }
+            Err(upload::Failure::Retry(e) | upload::Failure::Local(e) | upload::Failure::Conflict(e)) => {
+                return Err(UploadError::Request(e));
+            }
+        }
+    }
+    Ok(written)
+}
