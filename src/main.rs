@@ -89,11 +89,18 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
-    /// Check the configuration.
+    /// The preflight before a hearing: configuration, signal of every source, disk, clock,
+    /// central store, speech model. Exit 1 if anything fails.
     Check {
         /// Only read and validate the configuration and hardware profile.
         #[arg(long)]
         config_only: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// Seconds of test recording to judge the sources' signal.
+        #[arg(long, default_value_t = 4)]
+        seconds: u64,
     },
     /// Search, follow or (re)transcribe captions.
     Captions {
@@ -314,25 +321,35 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 }
             }
         }
-        Command::Check { config_only } => {
+        Command::Check { config_only, json, seconds } => {
             let cfg = load(&cli.config)?;
-            println!(
-                "config OK: {} (court {}, room {}), profile {} with {} sources, data in {}",
-                cfg.path.display(),
-                cfg.config.court,
-                cfg.config.room,
-                cfg.profile.name,
-                cfg.profile.sources().len(),
-                cfg.data_dir.display()
-            );
             if config_only {
+                println!(
+                    "config OK: {} (court {}, room {}), profile {} with {} sources, data in {}",
+                    cfg.path.display(),
+                    cfg.config.court,
+                    cfg.config.room,
+                    cfg.profile.name,
+                    cfg.profile.sources().len(),
+                    cfg.data_dir.display()
+                );
                 return Ok(ExitCode::SUCCESS);
             }
-            let findings = courtbox::upload::check_store(&cfg);
-            for f in &findings {
-                println!("{:<4} {}", f.level.to_uppercase(), f.message);
+            let findings = courtbox::provision::preflight(&cfg, std::time::Duration::from_secs(seconds));
+            let failed = findings.iter().filter(|f| f.level == "fail").count();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&findings)?);
+            } else {
+                for f in &findings {
+                    println!("{:<4}  {:<20} {}", f.level.to_uppercase(), f.item, f.message);
+                }
+                if failed == 0 {
+                    println!("READY: every check passed");
+                } else {
+                    println!("NOT READY: {failed} check(s) failed");
+                }
             }
-            Ok(if findings.iter().any(|f| f.level == "fail") { ExitCode::from(1) } else { ExitCode::SUCCESS })
+            Ok(if failed > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
         }
         Command::Captions { command } => {
             let cfg = load(&cli.config)?;

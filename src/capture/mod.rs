@@ -4,6 +4,7 @@
 //! session as a [`CaptureEvent::Fragment`]. Capture never waits for anyone: events go out on
 //! an unbounded channel.
 
+mod health;
 mod pipeline;
 mod plan;
 mod reader;
@@ -13,6 +14,7 @@ mod supervisor;
 mod template;
 mod track;
 
+pub use health::{BLACK_LUMA, HealthBoard, SILENT_DBFS, SourceHealth};
 pub use plan::{DevicePlan, TrackPlan, plan_devices};
 pub use reader::read_file;
 
@@ -173,6 +175,7 @@ pub struct RunContext {
     wake: (Mutex<()>, Condvar),
     next_instance: AtomicU64,
     tap: Option<AudioTap>,
+    health: Arc<HealthBoard>,
 }
 
 impl RunContext {
@@ -256,6 +259,7 @@ impl CaptureRun {
             wake: (Mutex::new(()), Condvar::new()),
             next_instance: AtomicU64::new(0),
             tap: params.tap.clone(),
+            health: Arc::new(HealthBoard::default()),
         });
         let syncer = Syncer::start(open_files, params.sync_interval);
 
@@ -319,6 +323,11 @@ impl CaptureRun {
 
     pub fn now(&self) -> MediaTime {
         self.ctx.clock.now()
+    }
+
+    /// Signal health of every source that has delivered data.
+    pub fn health(&self) -> Vec<SourceHealth> {
+        self.ctx.health.snapshot()
     }
 
     pub fn devices(&self) -> Vec<DeviceStatus> {

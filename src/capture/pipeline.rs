@@ -58,7 +58,9 @@ pub fn build(plan: &DevicePlan, ctx: &RunContext, device: &Arc<DeviceShared>) ->
         },
     );
     // Media time continues across runs of a session: shift everything after the anchor.
-    anchor.static_pad("src").ok_or("anchor has no src pad")?.set_offset(ctx.clock.offset.0 as i64);
+    let anchor_src = anchor.static_pad("src").ok_or("anchor has no src pad")?;
+    anchor_src.set_offset(ctx.clock.offset.0 as i64);
+    super::health::attach_probe(&anchor_src, plan, ctx.health.clone());
 
     let id = ctx.next_instance.fetch_add(1, Ordering::SeqCst);
     let mut targets = Vec::new();

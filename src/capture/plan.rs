@@ -13,6 +13,8 @@ use std::path::Path;
 pub struct TrackPlan {
     pub source: String,
     pub kind: SourceKind,
+    /// Audio: the device's input channel (from 1) this microphone is on.
+    pub channel: Option<u32>,
 }
 
 /// One device: a pipeline of its own, so that its failure touches no other device.
@@ -89,6 +91,11 @@ fn plan_camera(cam: &Camera, profile: &HwProfile, templates: &Templates) -> Resu
             vec![
                 ("label", cam.label.clone().unwrap_or_else(|| cam.name.clone())),
                 ("font_size", (cam.height / 24).max(8).to_string()),
+                (
+                    "pattern",
+                    if cam.sim_pattern == Some(crate::config::SimPattern::Black) { "black" } else { "smpte" }
+                        .to_string(),
+                ),
             ],
         ),
         CameraSource::V4l2 => (
@@ -109,7 +116,7 @@ fn plan_camera(cam: &Camera, profile: &HwProfile, templates: &Templates) -> Resu
             n = cam.name,
             out = out_element(&cam.name)
         ),
-        tracks: vec![TrackPlan { source: cam.name.clone(), kind: SourceKind::Video }],
+        tracks: vec![TrackPlan { source: cam.name.clone(), kind: SourceKind::Video, channel: None }],
         sim_audio: None,
     })
 }
@@ -172,6 +179,7 @@ fn plan_audio(
         channels: dev.channels,
         programmes: (1..=dev.channels)
             .map(|ch| match dev.mics.iter().find(|m| m.channel == ch) {
+                Some(mic) if mic.sim_disconnected => Programme::Silence,
                 Some(mic) => schedule.programme(mic, dev.sample_rate),
                 None => Programme::Silence,
             })
@@ -180,7 +188,11 @@ fn plan_audio(
     Ok(DevicePlan {
         name: dev.name.clone(),
         description: desc,
-        tracks: dev.mics.iter().map(|m| TrackPlan { source: m.name.clone(), kind: SourceKind::Audio }).collect(),
+        tracks: dev
+            .mics
+            .iter()
+            .map(|m| TrackPlan { source: m.name.clone(), kind: SourceKind::Audio, channel: Some(m.channel) })
+            .collect(),
         sim_audio,
     })
 }

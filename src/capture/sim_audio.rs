@@ -115,6 +115,16 @@ impl Programme {
     }
 }
 
+/// Faint noise (about -65 dBFS), as a live microphone in a quiet room picks up: a connected
+/// sim microphone is never digitally silent, an unplugged one is.
+fn room_tone(n: u64, channel: usize) -> i16 {
+    let mut x = n.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (channel as u64).wrapping_mul(0xD1B5_4A32_D192_ED03);
+    x ^= x >> 29;
+    x = x.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x ^= x >> 32;
+    (x % 61) as i16 - 30
+}
+
 /// Decodes any audio file GStreamer can read into mono S16 at `rate`.
 pub fn decode_to_pcm(path: &Path, rate: u32) -> Result<Vec<i16>, String> {
     let desc = format!(
@@ -178,8 +188,12 @@ fn feed(appsrc: gst_app::AppSrc, sim: SimAudio, clock: gst::Clock, base: gst::Cl
         let _ = id.wait();
         let mut data = Vec::with_capacity(frames * channels * 2);
         for f in 0..frames as u64 {
-            for p in &sim.programmes {
-                data.extend_from_slice(&p.sample(position + f, sim.rate).to_le_bytes());
+            for (ch, p) in sim.programmes.iter().enumerate() {
+                let mut v = p.sample(position + f, sim.rate);
+                if !matches!(p, Programme::Silence) {
+                    v = v.saturating_add(room_tone(position + f, ch));
+                }
+                data.extend_from_slice(&v.to_le_bytes());
             }
         }
         let mut buffer = gst::Buffer::from_mut_slice(data);

@@ -6,7 +6,7 @@ mod validate;
 
 pub use profile::{
     AudioDevice, AudioEncoder, AudioEncoding, AudioSourceKind, Camera, CameraSource, HwProfile, InputFormat,
-    Microphone, Role, SourceKind, SourceSpec, VideoEncoder, VideoEncoding,
+    Microphone, Role, SimPattern, SourceKind, SourceSpec, VideoEncoder, VideoEncoding,
 };
 pub use validate::{Problem, validate_config, validate_profile};
 

@@ -92,9 +92,19 @@ pub struct Camera {
     pub device: Option<String>,
     #[serde(default)]
     pub input_format: Option<InputFormat>,
+    /// `sim` only: `bars` (default) or `black`, a covered lens (for drills and tests).
+    #[serde(default)]
+    pub sim_pattern: Option<SimPattern>,
     pub width: u32,
     pub height: u32,
     pub fps: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SimPattern {
+    Bars,
+    Black,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -145,6 +155,9 @@ pub struct Microphone {
     /// `sim` only: tone played when there is no speech file.
     #[serde(default)]
     pub sim_tone_hz: Option<u32>,
+    /// `sim` only: behave as an unplugged input (digital silence, not even room noise).
+    #[serde(default)]
+    pub sim_disconnected: bool,
 }
 
 /// Who speaks into a microphone. A fixed list so that captions and the panel can label

@@ -1,5 +1,10 @@
 //! Provisioning a box: the data layout, the device key, the configuration, and the device's
-//! registration (public key and signed device info) in central storage.
+//! registration (public key and signed device info) in central storage; the preflight
+//! `check`.
+
+mod check;
+
+pub use check::preflight;
 
 use crate::base::{Clocks, WallTime};
 use crate::config::{self, Config};
@@ -113,10 +118,14 @@ pub fn provision(req: &ProvisionRequest) -> Result<Provisioned, ProvisionError> 
     let key_path = data_dir.join("device.key");
     if key_path.exists() {
         if !req.force {
-            let key_id = DeviceKey::load(&key_path).map(|k| k.public().key_id()).unwrap_or_else(|_| "(unreadable)".into());
+            let key_id =
+                DeviceKey::load(&key_path).map(|k| k.public().key_id()).unwrap_or_else(|_| "(unreadable)".into());
             return Err(ProvisionError::KeyExists { path: key_path, key_id });
         }
-        let aside = data_dir.join(format!("device.key.replaced-{}", crate::base::RealClocks::new().wall().unix_nanos() / 1_000_000_000));
+        let aside = data_dir.join(format!(
+            "device.key.replaced-{}",
+            crate::base::RealClocks::new().wall().unix_nanos() / 1_000_000_000
+        ));
         std::fs::rename(&key_path, &aside).map_err(io(&key_path))?;
         tracing::warn!(old = %aside.display(), "device key replaced; the old key is kept");
     }
@@ -173,7 +182,8 @@ fn register(config_path: &Path, public: &PublicKey, info: &[u8]) -> Result<Vec<S
     let cfg = config::load(config_path).map_err(|e| UploadError::Request(e.to_string()))?;
     let store = upload::open_store(&cfg)?;
     let id = public.key_id();
-    let objects = [(format!("devices/{id}.pub"), public.to_pem().into_bytes()), (format!("devices/{id}.json"), info.to_vec())];
+    let objects =
+        [(format!("devices/{id}.pub"), public.to_pem().into_bytes()), (format!("devices/{id}.json"), info.to_vec())];
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

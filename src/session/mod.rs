@@ -148,6 +148,8 @@ pub struct SessionStatus {
     pub run_started_media: MediaTime,
     pub media_now: MediaTime,
     pub devices: Vec<DeviceStatus>,
+    /// Signal of every source: audio level, black or frozen picture.
+    pub health: Vec<crate::capture::SourceHealth>,
     pub stats: StatsInner,
 }
 
@@ -406,6 +408,7 @@ impl Recorder {
             run_started_media: a.capture.t0(),
             media_now: a.capture.now(),
             devices: a.capture.devices(),
+            health: a.capture.health(),
             stats: a.stats.snapshot(),
         });
         Status { recording: session.is_some(), session }

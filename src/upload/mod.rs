@@ -160,58 +160,70 @@ impl Storage {
     }
 }
 
-/// One finding of a preflight check.
+/// One line of a preflight check.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Finding {
+    pub item: String,
     /// `ok`, `warn` or `fail`.
     pub level: &'static str,
     pub message: String,
 }
 
 impl Finding {
-    fn new(level: &'static str, message: String) -> Finding {
-        Finding { level, message }
+    pub fn new(item: &str, level: &'static str, message: String) -> Finding {
+        Finding { item: item.to_string(), level, message }
     }
 }
 
-/// Preflight of central storage: reachable with these credentials, and whether the bucket
-/// enforces Object Lock (without it an administrator could delete the record).
+/// Preflight of central storage: reachable and writable with these credentials, and
+/// whether the bucket enforces Object Lock (without it an administrator could delete the
+/// record).
 pub fn check_store(cfg: &LoadedConfig) -> Vec<Finding> {
+    const STORE: &str = "central store";
+    const LOCK: &str = "object lock";
     if !cfg.config.store.enabled {
-        return vec![Finding::new("warn", "central storage is disabled (store.enabled = false)".into())];
+        return vec![Finding::new(STORE, "warn", "disabled (store.enabled = false): nothing leaves this box".into())];
     }
     let (url, s3) = match store_settings(cfg) {
         Ok(s) => s,
-        Err(e) => return vec![Finding::new("fail", e.to_string())],
+        Err(e) => return vec![Finding::new(STORE, "fail", e.to_string())],
     };
     let store = match open_store(cfg) {
         Ok(s) => s,
-        Err(e) => return vec![Finding::new("fail", e.to_string())],
+        Err(e) => return vec![Finding::new(STORE, "fail", e.to_string())],
     };
-    let mut findings = Vec::new();
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(r) => r,
-        Err(e) => return vec![Finding::new("fail", format!("cannot start a runtime: {e}"))],
+        Err(e) => return vec![Finding::new(STORE, "fail", format!("cannot start a runtime: {e}"))],
     };
-    match runtime.block_on(store.inner.list_with_delimiter(Some(&store.root))) {
-        Ok(_) => findings.push(Finding::new("ok", format!("store {} reachable, credentials accepted", store.url))),
-        Err(e) => findings.push(Finding::new("fail", deliver::describe(&store, &e))),
-    }
-    match parse_s3_url(&url) {
+    // A small object under this box's prefix proves reach, credentials and write access.
+    let probe = store.key("preflight/last-check.txt");
+    let body = format!("courtbox check at {}\n", crate::base::RealClocks::new().wall());
+    let written = runtime.block_on(async {
+        use object_store::ObjectStoreExt;
+        store.inner.put(&probe, body.into_bytes().into()).await
+    });
+    let mut findings = vec![match written {
+        Ok(_) => Finding::new(STORE, "ok", format!("{} reachable and writable", store.url)),
+        Err(e) => Finding::new(STORE, "fail", deliver::describe(&store, &e)),
+    }];
+    findings.push(match parse_s3_url(&url) {
         Some((bucket, _)) => match s3admin::object_lock(&s3, &bucket) {
             Ok(lock @ s3admin::ObjectLock::Enabled { mode: Some(_), days: Some(_) }) => {
-                findings.push(Finding::new("ok", format!("bucket {bucket}: {lock}")))
+                Finding::new(LOCK, "ok", format!("bucket {bucket}: {lock}"))
             }
-            Ok(lock) => findings.push(Finding::new("warn", format!("bucket {bucket}: {lock}"))),
-            Err(e) => findings
-                .push(Finding::new("warn", format!("bucket {bucket}: cannot tell whether Object Lock is on: {e}"))),
+            Ok(lock) => Finding::new(LOCK, "warn", format!("bucket {bucket}: {lock}")),
+            Err(e) => {
+                Finding::new(LOCK, "warn", format!("bucket {bucket}: cannot tell whether Object Lock is on: {e}"))
+            }
         },
-        None => findings.push(Finding::new(
+        None => Finding::new(
+            LOCK,
             "warn",
             format!(
                 "{url} is a local folder: no Object Lock; use an S3 bucket with Object Lock for the judicial record"
             ),
-        )),
-    }
+        ),
+    });
     findings
 }

@@ -116,3 +116,54 @@ fn the_systemd_unit_verifies() {
     assert!(out.status.success(), "{text}");
     assert!(!text.contains("courtbox.service:"), "no warning about the unit: {text}");
 }
+
+/// Runs `courtbox check --json`: exit code and item → (level, message).
+fn check(tb: &TestBox) -> (i32, std::collections::BTreeMap<String, (String, String)>) {
+    let out = tb.cli(&["check", "--json"]);
+    let findings: Vec<serde_json::Value> =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    let lines = findings
+        .iter()
+        .map(|f| {
+            let s = |k: &str| f[k].as_str().unwrap().to_string();
+            (s("item"), (s("level"), s("message")))
+        })
+        .collect();
+    (out.status.code().unwrap(), lines)
+}
+
+/// The preflight passes on healthy sources, and fails on exactly the lines that are wrong:
+/// a black camera, an unplugged microphone, a missing model, an unreachable store.
+#[test]
+fn check_passes_healthy_sources_and_names_each_fault() {
+    let tb = TestBox::new("ops_check_healthy", "tests/fixtures/light.toml", 2);
+    let (code, lines) = check(&tb);
+    assert_eq!(code, 0, "{lines:#?}");
+    for source in ["bench", "hall", "judge", "prosecutor", "defence", "witness"] {
+        assert_eq!(lines[&format!("signal {source}")].0, "ok", "{lines:#?}");
+    }
+    for item in ["configuration", "disk", "central store", "speech model"] {
+        assert_eq!(lines[item].0, "ok", "{item}: {lines:#?}");
+    }
+    assert!(lines["disk"].1.contains("hours of recording"), "{lines:#?}");
+
+    let missing = repo().join("target/test-output/no-such-model/ggml-base-q8_0.bin");
+    let tb = TestBox::with_extra(
+        "ops_check_faulty",
+        "tests/fixtures/faulty.toml",
+        2,
+        &format!(
+            "[stt]\nmodel = \"{}\"\n[store]\nurl = \"s3://records/kz\"\nendpoint = \"http://127.0.0.1:9\"\n",
+            missing.display()
+        ),
+    );
+    let (code, lines) = check(&tb);
+    assert_eq!(code, 1, "{lines:#?}");
+    let failed: Vec<&str> = lines.iter().filter(|(_, (l, _))| l == "fail").map(|(k, _)| k.as_str()).collect();
+    assert_eq!(failed, ["central store", "signal bench", "signal witness", "speech model"], "{lines:#?}");
+    assert!(lines["signal bench"].1.contains("black"), "{lines:#?}");
+    assert!(lines["signal witness"].1.contains("no signal"), "{lines:#?}");
+    assert!(lines["speech model"].1.contains("models/fetch base-q8"), "{lines:#?}");
+    assert!(lines["central store"].1.contains("cannot reach"), "{lines:#?}");
+    assert!(!tb.data().join("spool").exists(), "a check records nothing");
+}

@@ -1,0 +1,242 @@
+//! Signal health of every source, measured on the raw data as it is recorded: the audio
+//! level of each microphone, and whether a camera's picture is black or frozen. Cheap: a
+//! camera is sampled at a few hundred pixels a few times a second.
+
+use serde::Serialize;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Below this RMS level a microphone input carries no signal at all (unplugged, muted at
+/// the interface): a live microphone in a quiet room reads well above it.
+pub const SILENT_DBFS: f64 = -75.0;
+/// Mean luma (0-255) below which a picture is black (video black is 16).
+pub const BLACK_LUMA: f64 = 24.0;
+/// A picture unchanged this long is frozen.
+pub const FROZEN_AFTER: Duration = Duration::from_secs(2);
+/// Audio level is measured over windows this long.
+const LEVEL_WINDOW: Duration = Duration::from_millis(500);
+
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct SourceHealth {
+    pub source: String,
+    /// Video frames or audio buffers seen.
+    pub buffers: u64,
+    /// Audio: RMS level of the last window, dBFS (-inf reported as -150).
+    pub level_dbfs: Option<f64>,
+    /// Video: mean luma of the last sampled frame.
+    pub mean_luma: Option<f64>,
+    pub black: bool,
+    pub frozen: bool,
+    pub silent: bool,
+    /// Seconds the current problem (black, frozen, silent) has lasted.
+    pub problem_seconds: Option<u64>,
+}
+
+#[derive(Debug)]
+struct State {
+    health: SourceHealth,
+    problem_since: Option<Instant>,
+    last_signature: Option<u64>,
+    unchanged_since: Option<Instant>,
+    sum_squares: f64,
+    samples: u64,
+    window_start: Option<Instant>,
+}
+
+/// The health of every source of a run, written by pad probes, read by status and check.
+#[derive(Debug, Default)]
+pub struct HealthBoard {
+    sources: Mutex<HashMap<String, State>>,
+}
+
+impl HealthBoard {
+    pub fn snapshot(&self) -> Vec<SourceHealth> {
+        let sources = self.sources.lock().unwrap();
+        let mut out: Vec<SourceHealth> = sources
+            .values()
+            .map(|s| {
+                let mut h = s.health.clone();
+                h.problem_seconds = s.problem_since.map(|t| t.elapsed().as_secs());
+                h
+            })
+            .collect();
+        out.sort_by(|a, b| a.source.cmp(&b.source));
+        out
+    }
+
+    fn with(&self, source: &str, f: impl FnOnce(&mut State)) {
+        let mut sources = self.sources.lock().unwrap();
+        let state = sources.entry(source.to_string()).or_insert_with(|| State {
+            health: SourceHealth {
+                source: source.to_string(),
+                buffers: 0,
+                level_dbfs: None,
+                mean_luma: None,
+                black: false,
+                frozen: false,
+                silent: false,
+                problem_seconds: None,
+            },
+            problem_since: None,
+            last_signature: None,
+            unchanged_since: None,
+            sum_squares: 0.0,
+            samples: 0,
+            window_start: None,
+        });
+        f(state);
+        let bad = state.health.black || state.health.frozen || state.health.silent;
+        match (bad, state.problem_since) {
+            (true, None) => state.problem_since = Some(Instant::now()),
+            (false, Some(_)) => state.problem_since = None,
+            _ => {}
+        }
+    }
+
+    /// A video frame (I420/NV12: the first plane is luma).
+    pub fn video_frame(&self, source: &str, luma: &[u8], width: usize, height: usize, stride: usize) {
+        let Some((mean, signature)) = luma_stats(luma, width, height, stride) else { return };
+        self.with(source, |s| {
+            s.health.buffers += 1;
+            s.health.mean_luma = Some(mean);
+            s.health.black = mean < BLACK_LUMA;
+            let now = Instant::now();
+            if s.last_signature == Some(signature) {
+                let since = *s.unchanged_since.get_or_insert(now);
+                s.health.frozen = now.duration_since(since) >= FROZEN_AFTER;
+            } else {
+                s.unchanged_since = None;
+                s.health.frozen = false;
+            }
+            s.last_signature = Some(signature);
+        });
+    }
+
+    /// Audio samples of one microphone, as floats in [-1, 1].
+    pub fn audio(&self, source: &str, samples: impl Iterator<Item = f64>) {
+        self.with(source, |s| {
+            s.health.buffers += 1;
+            for v in samples {
+                s.sum_squares += v * v;
+                s.samples += 1;
+            }
+            let now = Instant::now();
+            let start = *s.window_start.get_or_insert(now);
+            if now.duration_since(start) >= LEVEL_WINDOW && s.samples > 0 {
+                let level = dbfs(s.sum_squares / s.samples as f64);
+                s.health.level_dbfs = Some(level);
+                s.health.silent = level < SILENT_DBFS;
+                s.sum_squares = 0.0;
+                s.samples = 0;
+                s.window_start = Some(now);
+            }
+        });
+    }
+}
+
+/// Measures what passes `pad` (a device's raw output, after the recording gate).
+pub fn attach_probe(pad: &gst::Pad, plan: &super::DevicePlan, board: std::sync::Arc<HealthBoard>) {
+    use gst::prelude::*;
+    use gst_video::prelude::VideoFrameExt;
+    let video = plan.tracks.iter().find(|t| t.kind == crate::config::SourceKind::Video).map(|t| t.source.clone());
+    // Interleaved channel index (from 0) → microphone.
+    let mics: Vec<(usize, String)> =
+        plan.tracks.iter().filter_map(|t| t.channel.map(|c| (c as usize - 1, t.source.clone()))).collect();
+    let frames = std::sync::atomic::AtomicU64::new(0);
+    pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
+        let Some(gst::PadProbeData::Buffer(buffer)) = &info.data else { return gst::PadProbeReturn::Ok };
+        let Some(caps) = pad.current_caps() else { return gst::PadProbeReturn::Ok };
+        if let Some(source) = &video {
+            // A few samples a second are plenty to see black or frozen pictures.
+            if !frames.fetch_add(1, std::sync::atomic::Ordering::Relaxed).is_multiple_of(8) {
+                return gst::PadProbeReturn::Ok;
+            }
+            if let Ok(vinfo) = gst_video::VideoInfo::from_caps(&caps)
+                && let Ok(frame) = gst_video::VideoFrameRef::from_buffer_ref_readable(buffer, &vinfo)
+                && let Ok(plane) = frame.plane_data(0)
+            {
+                let stride = frame.plane_stride()[0] as usize;
+                board.video_frame(source, plane, vinfo.width() as usize, vinfo.height() as usize, stride);
+            }
+        } else if let Some(s) = caps.structure(0)
+            && let (Ok(format), Ok(channels)) = (s.get::<&str>("format"), s.get::<i32>("channels"))
+            && let Ok(map) = buffer.map_readable()
+        {
+            let channels = channels.max(1) as usize;
+            let (width, decode): (usize, fn(&[u8]) -> f64) = match format {
+                "S16LE" => (2, |b| f64::from(i16::from_le_bytes([b[0], b[1]])) / 32768.0),
+                "S32LE" => (4, |b| f64::from(i32::from_le_bytes([b[0], b[1], b[2], b[3]])) / 2_147_483_648.0),
+                "F32LE" => (4, |b| f64::from(f32::from_le_bytes([b[0], b[1], b[2], b[3]]))),
+                _ => return gst::PadProbeReturn::Ok,
+            };
+            let frame_bytes = width * channels;
+            for (channel, source) in &mics {
+                let samples = map.chunks_exact(frame_bytes).map(|f| decode(&f[channel * width..(channel + 1) * width]));
+                board.audio(source, samples);
+            }
+        }
+        gst::PadProbeReturn::Ok
+    });
+}
+
+/// Mean square → dBFS, floored at -150.
+pub fn dbfs(mean_square: f64) -> f64 {
+    if mean_square <= 0.0 { -150.0 } else { (10.0 * mean_square.log10()).max(-150.0) }
+}
+
+/// Mean luma and a signature of a 16×16 grid of luma samples (same signature = same picture).
+pub fn luma_stats(luma: &[u8], width: usize, height: usize, stride: usize) -> Option<(f64, u64)> {
+    if width == 0 || height == 0 || luma.len() < stride * (height - 1) + width {
+        return None;
+    }
+    let mut sum = 0u64;
+    let mut signature = 0xcbf2_9ce4_8422_2325u64;
+    for gy in 0..16 {
+        for gx in 0..16 {
+            let y = (gy * 2 + 1) * height / 32;
+            let x = (gx * 2 + 1) * width / 32;
+            let v = luma[y * stride + x];
+            sum += u64::from(v);
+            signature = (signature ^ u64::from(v)).wrapping_mul(0x100_0000_01b3);
+        }
+    }
+    Some((sum as f64 / 256.0, signature))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn black_and_frozen_pictures() {
+        let board = HealthBoard::default();
+        let black = vec![16u8; 64 * 48];
+        board.video_frame("cam", &black, 64, 48, 64);
+        let h = &board.snapshot()[0];
+        assert!(h.black && !h.frozen);
+        let mut moving = vec![128u8; 64 * 48];
+        for frame in 0..3u8 {
+            moving[(frame as usize) * 64 * 8 + 8] = frame.wrapping_mul(50);
+            board.video_frame("cam", &moving, 64, 48, 64);
+        }
+        let h = &board.snapshot()[0];
+        assert!(!h.black && !h.frozen && h.problem_seconds.is_none(), "{h:?}");
+        assert_eq!(luma_stats(&[0; 10], 64, 48, 64), None);
+    }
+
+    #[test]
+    fn silent_and_live_microphones() {
+        assert_eq!(dbfs(0.0), -150.0);
+        assert!((dbfs(0.5) - -3.01).abs() < 0.01);
+        let board = HealthBoard::default();
+        board.audio("mic", std::iter::repeat_n(0.0, 100));
+        std::thread::sleep(LEVEL_WINDOW);
+        board.audio("mic", std::iter::repeat_n(0.0, 100));
+        assert!(board.snapshot()[0].silent);
+        std::thread::sleep(LEVEL_WINDOW);
+        board.audio("mic", (0..1000).map(|i| if i % 2 == 0 { 0.01 } else { -0.01 }));
+        let h = &board.snapshot()[0];
+        assert!(!h.silent && (h.level_dbfs.unwrap() - -40.0).abs() < 0.5, "{h:?}");
+    }
+}

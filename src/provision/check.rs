@@ -1,0 +1,208 @@
+//! `courtbox check`, the technician's preflight before a hearing: configuration, real
+//! signal from every source, disk, clock, central store, speech model. One verdict a line.
+
+use crate::capture::{CaptureRun, RunParams, SourceHealth, Templates, plan_devices};
+use crate::config::{LoadedConfig, SourceKind};
+use crate::upload::Finding;
+use std::time::Duration;
+
+/// Runs every check. `signal_for`: how long sources are recorded to judge their signal.
+pub fn preflight(cfg: &LoadedConfig, signal_for: Duration) -> Vec<Finding> {
+    let mut lines = vec![Finding::new(
+        "configuration",
+        "ok",
+        format!(
+            "{} valid: court {}, room {}, profile {} with {} sources",
+            cfg.path.display(),
+            cfg.config.court,
+            cfg.config.room,
+            cfg.profile.name,
+            cfg.profile.sources().len()
+        ),
+    )];
+    lines.extend(signal(cfg, signal_for));
+    lines.push(disk(cfg));
+    lines.push(clock());
+    lines.extend(crate::upload::check_store(cfg));
+    lines.push(model(cfg));
+    lines
+}
+
+fn signal(cfg: &LoadedConfig, window: Duration) -> Vec<Finding> {
+    // A recording session has the devices: judge them from its live health instead.
+    if let Ok(client) = crate::control::Client::from_config(cfg)
+        && let Ok(status) = client.status()
+        && status["recording"] == true
+    {
+        let health: Vec<SourceHealth> = serde_json::from_value(status["session"]["health"].clone()).unwrap_or_default();
+        return judge(cfg, &health, "from the recording session in progress");
+    }
+    match record_briefly(cfg, window) {
+        Ok((health, errors)) => {
+            let mut lines = judge(cfg, &health, &format!("in a {} s test recording", window.as_secs()));
+            for (line, error) in lines.iter_mut().zip(&errors) {
+                if line.level == "fail"
+                    && let Some(e) = error
+                {
+                    line.message.push_str(&format!("; device error: {e}"));
+                }
+            }
+            lines
+        }
+        Err(e) => vec![Finding::new("sources", "fail", format!("cannot start the sources: {e}"))],
+    }
+}
+
+/// Records every device for `window` into a scratch spool (deleted after) and returns the
+/// signal health of each source, and per source the last device error if any.
+fn record_briefly(cfg: &LoadedConfig, window: Duration) -> Result<(Vec<SourceHealth>, Vec<Option<String>>), String> {
+    gst::init().map_err(|e| e.to_string())?;
+    let templates = Templates::new(cfg.pipelines_dir.clone());
+    let plans = plan_devices(&cfg.profile, &templates, &cfg.sim_audio_dir, false).map_err(|e| e.to_string())?;
+    let scratch = cfg.data_dir.join(format!("preflight-{}", std::process::id()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    // Nothing of a test recording is kept: its events and files are dropped.
+    let drain = std::thread::spawn(move || rx.into_iter().for_each(drop));
+    let params = RunParams {
+        session_dir: scratch.clone(),
+        media_offset: crate::base::MediaTime::ZERO,
+        segment: Duration::from_secs(3600),
+        next_seq: Default::default(),
+        start_timeout: Duration::from_millis(cfg.config.recording.start_timeout_ms.into()),
+        sync_interval: Duration::from_secs(1),
+        tap: None,
+        video_paused: None,
+    };
+    let run = CaptureRun::start(plans, params, std::sync::Arc::new(crate::base::RealClocks::new()), tx)
+        .map_err(|e| e.to_string())?;
+    std::thread::sleep(window);
+    let health = run.health();
+    let devices = run.devices();
+    run.stop();
+    let _ = drain.join();
+    let _ = std::fs::remove_dir_all(&scratch);
+    let errors = cfg
+        .profile
+        .sources()
+        .iter()
+        .map(|s| devices.iter().find(|d| d.sources.contains(&s.name)).and_then(|d| d.last_error.clone()))
+        .collect();
+    Ok((health, errors))
+}
+
+/// One line per source of the profile, in its order.
+fn judge(cfg: &LoadedConfig, health: &[SourceHealth], how: &str) -> Vec<Finding> {
+    cfg.profile
+        .sources()
+        .iter()
+        .map(|s| {
+            let item = format!("signal {}", s.name);
+            let Some(h) = health.iter().find(|h| h.source == s.name && h.buffers > 0) else {
+                return Finding::new(&item, "fail", format!("no data {how}: device missing, busy or failing"));
+            };
+            match s.kind {
+                SourceKind::Video if h.black => Finding::new(
+                    &item,
+                    "fail",
+                    format!(
+                        "picture is black (mean luma {:.0}) {how}: lens covered, camera off or wrong input?",
+                        h.mean_luma.unwrap_or(0.0)
+                    ),
+                ),
+                SourceKind::Video if h.frozen => {
+                    Finding::new(&item, "fail", format!("picture is frozen {how}: camera hung or a still image?"))
+                }
+                SourceKind::Video => Finding::new(
+                    &item,
+                    "ok",
+                    format!("moving picture, mean luma {:.0} ({how})", h.mean_luma.unwrap_or(0.0)),
+                ),
+                SourceKind::Audio if h.silent || h.level_dbfs.is_none() => Finding::new(
+                    &item,
+                    "fail",
+                    format!(
+                        "no signal (level {:.0} dBFS) {how}: microphone unplugged, switched off or muted?",
+                        h.level_dbfs.unwrap_or(-150.0)
+                    ),
+                ),
+                SourceKind::Audio => {
+                    Finding::new(&item, "ok", format!("level {:.0} dBFS ({how})", h.level_dbfs.unwrap_or(-150.0)))
+                }
+            }
+        })
+        .collect()
+}
+
+fn disk(cfg: &LoadedConfig) -> Finding {
+    const ITEM: &str = "disk";
+    let (free, _) = match crate::upload::free_space(&cfg.data_dir) {
+        Ok(f) => f,
+        Err(e) => return Finding::new(ITEM, "fail", format!("{}: {e}", cfg.data_dir.display())),
+    };
+    let p = &cfg.profile;
+    let kbps: u64 = p
+        .sources()
+        .iter()
+        .map(|s| u64::from(if s.kind == SourceKind::Video { p.video.bitrate_kbps } else { p.audio.bitrate_kbps }))
+        .sum();
+    let hours = free as f64 * 8.0 / (kbps.max(1) as f64 * 1000.0) / 3600.0;
+    let text = format!(
+        "{:.1} GiB free in {}: about {hours:.0} hours of recording at {kbps} kbit/s",
+        free as f64 / f64::from(1u32 << 30),
+        cfg.data_dir.display()
+    );
+    let d = &cfg.config.disk;
+    if free < d.critical_free_mib << 20 {
+        Finding::new(ITEM, "fail", format!("{text}; below disk.critical_free_mib: cameras would pause"))
+    } else if free < d.warn_free_mib << 20 {
+        Finding::new(ITEM, "warn", format!("{text}; below disk.warn_free_mib"))
+    } else {
+        Finding::new(ITEM, "ok", text)
+    }
+}
+
+/// The kernel's NTP state: synchronised or not, and the estimated error.
+fn clock() -> Finding {
+    const ITEM: &str = "clock";
+    let mut tx: libc::timex = unsafe { std::mem::zeroed() };
+    // SAFETY: modes = 0 only reads the kernel's clock state into `tx`.
+    let state = unsafe { libc::adjtimex(&mut tx) };
+    if state < 0 {
+        return Finding::new(ITEM, "warn", format!("cannot read the clock state: {}", std::io::Error::last_os_error()));
+    }
+    let unsynchronised = state == libc::TIME_ERROR || tx.status & libc::STA_UNSYNC != 0;
+    if unsynchronised {
+        Finding::new(
+            ITEM,
+            "warn",
+            "not synchronised by NTP: wall times in the record may be off (media time is not affected); \
+             check timedatectl and the network"
+                .into(),
+        )
+    } else {
+        Finding::new(ITEM, "ok", format!("synchronised by NTP (estimated error {} ms)", tx.esterror / 1000))
+    }
+}
+
+fn model(cfg: &LoadedConfig) -> Finding {
+    const ITEM: &str = "speech model";
+    if !cfg.config.stt.enabled {
+        return Finding::new(ITEM, "ok", "captions disabled (stt.enabled = false)".into());
+    }
+    let s = crate::stt::SttSettings::from_config(cfg);
+    let Some(sha) = &s.model_sha256 else {
+        return Finding::new(
+            ITEM,
+            "fail",
+            format!(
+                "{} is not a pinned model: set stt.model_sha256 (sha256sum {})",
+                s.model.display(),
+                s.model.display()
+            ),
+        );
+    };
+    match crate::stt::models::check_file(&s.model, sha, &s.model_name) {
+        Ok(()) => Finding::new(ITEM, "ok", format!("{} present, SHA-256 verified", s.model.display())),
+        Err(e) => Finding::new(ITEM, "fail", format!("{e}; recording works, captions would not")),
+    }
+}
