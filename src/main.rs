@@ -64,6 +64,12 @@ enum Command {
         /// New or empty folder to write.
         dir: PathBuf,
     },
+    /// List cameras and audio inputs, and print a hardware profile for them.
+    Devices {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Set up this box: data folder, device key (0600), configuration, and its registration
     /// (public key and signed device info) in central storage.
     Provision {
@@ -285,6 +291,42 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 eprintln!("warning: no playable file for {e}");
             }
             println!("verify with: courtbox verify {} --key {}", dir.display(), cfg.public_key_path().display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Devices { json } => {
+            let inv = courtbox::provision::discover().map_err(anyhow::Error::msg)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&inv)?);
+                return Ok(ExitCode::SUCCESS);
+            }
+            if inv.cameras.is_empty() {
+                println!("CAMERAS: none found (no video capture device is connected)");
+            } else {
+                println!("CAMERAS:");
+            }
+            for c in &inv.cameras {
+                println!("  {}  {}", c.name, c.device.as_deref().unwrap_or("?"));
+                for m in &c.modes {
+                    println!("      {m}");
+                }
+            }
+            if inv.audio_inputs.is_empty() {
+                println!("AUDIO INPUTS: none found");
+            } else {
+                println!("AUDIO INPUTS:");
+            }
+            for a in &inv.audio_inputs {
+                println!(
+                    "  {}  {} device={}  {} channels  {} Hz",
+                    a.name,
+                    a.api,
+                    a.device.as_deref().unwrap_or("default"),
+                    a.channels,
+                    a.sample_rate
+                );
+            }
+            println!("\n# ---- hardware profile for these devices (save as hw-profiles/<room>.toml) ----");
+            print!("{}", courtbox::provision::profile_snippet(&inv));
             Ok(ExitCode::SUCCESS)
         }
         Command::Provision { court, room, hw_profile, store, endpoint, credentials_file, root, force } => {

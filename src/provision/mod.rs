@@ -1,10 +1,12 @@
 //! Provisioning a box: the data layout, the device key, the configuration, and the device's
 //! registration (public key and signed device info) in central storage; the preflight
-//! `check`.
+//! `check`; the inventory of capture devices.
 
 mod check;
+mod devices;
 
 pub use check::preflight;
+pub use devices::{AudioInputInfo, CameraInfo, Inventory, discover, profile_snippet};
 
 use crate::base::{Clocks, WallTime};
 use crate::config::{self, Config};

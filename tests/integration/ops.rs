@@ -167,3 +167,44 @@ fn check_passes_healthy_sources_and_names_each_fault() {
     assert!(lines["central store"].1.contains("cannot reach"), "{lines:#?}");
     assert!(!tb.data().join("spool").exists(), "a check records nothing");
 }
+
+/// `devices` sees a PulseAudio virtual microphone made here (a null sink's monitor) and
+/// prints a profile for it that validates; with no camera it says so plainly.
+#[test]
+fn devices_lists_a_virtual_microphone_and_prints_a_valid_profile() {
+    let dir = output_dir("ops_devices");
+    let runtime = dir.join("xdg");
+    std::fs::create_dir_all(&runtime).unwrap();
+    let env = [("XDG_RUNTIME_DIR", runtime.to_str().unwrap())];
+    let started = std::process::Command::new("pulseaudio")
+        .envs(env)
+        .args(["-D", "-n", "--exit-idle-time=-1", "--load=module-native-protocol-unix"])
+        .arg("--load=module-null-sink sink_name=test_bench_mic sink_properties=device.description=Test-bench-mic")
+        .status()
+        .expect("pulseaudio (scripts/setup --tests installs it)");
+    assert!(started.success());
+    struct Stop<'a>(&'a std::path::Path);
+    impl Drop for Stop<'_> {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("pulseaudio").env("XDG_RUNTIME_DIR", self.0).arg("-k").status();
+        }
+    }
+    let _stop = Stop(&runtime);
+
+    let out = std::process::Command::new(BIN).envs(env).arg("devices").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("device=test_bench_mic.monitor"), "{text}");
+    let has_cameras =
+        std::fs::read_dir("/dev").unwrap().flatten().any(|e| e.file_name().to_string_lossy().starts_with("video"));
+    if !has_cameras {
+        assert!(text.contains("CAMERAS: none found"), "{text}");
+    }
+    let (_, profile) = text.split_once("# ---- hardware profile").unwrap();
+    let path = dir.join("found.toml");
+    std::fs::write(&path, profile.split_once('\n').unwrap().1).unwrap();
+    let p = courtbox::config::load_profile(&path).unwrap_or_else(|e| panic!("{e}\n{profile}"));
+    let pulse = p.audio_devices.iter().find(|d| d.device.as_deref() == Some("test_bench_mic.monitor")).unwrap();
+    assert_eq!(pulse.source, courtbox::config::AudioSourceKind::Pulse);
+    assert_eq!(pulse.mics.len() as u32, pulse.channels);
+}

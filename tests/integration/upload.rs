@@ -297,20 +297,31 @@ fn an_object_with_other_bytes_is_not_overwritten_and_raises_the_alarm() {
     assert!(text.contains("00000002"), "{text}");
 }
 
-/// A size-limited data volume (tmpfs; mounting needs root, as `scripts/setup` does).
+/// A size-limited data volume (tmpfs; mounting needs root, or sudo as `scripts/setup` uses).
 struct SmallVolume(std::path::PathBuf);
+
+/// `mount`/`umount`, through `sudo -n` when not root.
+fn privileged(program: &str) -> std::process::Command {
+    if unsafe { libc::geteuid() } == 0 {
+        std::process::Command::new(program)
+    } else {
+        let mut c = std::process::Command::new("sudo");
+        c.args(["-n", program]);
+        c
+    }
+}
 
 impl SmallVolume {
     fn mount(dir: &std::path::Path, mib: u64) -> SmallVolume {
         std::fs::create_dir_all(dir).unwrap();
-        let out = std::process::Command::new("mount")
+        let out = privileged("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "courtbox-test"])
             .arg(dir)
             .output()
             .unwrap();
         assert!(
             out.status.success(),
-            "this test needs a small volume and mounts a tmpfs, which needs root: {}",
+            "this test needs a small volume and mounts a tmpfs, which needs root or sudo: {}",
             String::from_utf8_lossy(&out.stderr)
         );
         SmallVolume(dir.to_path_buf())
@@ -338,7 +349,7 @@ impl SmallVolume {
 
 impl Drop for SmallVolume {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+        let _ = privileged("umount").arg("-l").arg(&self.0).status();
     }
 }
 
