@@ -208,3 +208,53 @@ fn devices_lists_a_virtual_microphone_and_prints_a_valid_profile() {
     assert_eq!(pulse.source, courtbox::config::AudioSourceKind::Pulse);
     assert_eq!(pulse.mics.len() as u32, pulse.channels);
 }
+
+/// The Debian package builds (cargo-deb, from the release binary this suite uses) and holds
+/// the binary, the unit, the default configuration, the profiles, and a postinst that makes
+/// the service user.
+#[test]
+fn the_debian_package_builds_with_the_expected_files() {
+    let out_dir = output_dir("ops_deb");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let built = std::process::Command::new(cargo)
+        .current_dir(repo())
+        .args(["deb", "--no-build", "--no-strip", "--quiet", "-o"])
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    assert!(
+        built.status.success(),
+        "cargo deb (scripts/setup --tests installs it): {}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let deb = std::fs::read_dir(&out_dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "deb"))
+        .unwrap();
+    let contents = std::process::Command::new("dpkg-deb").arg("--contents").arg(&deb).output().unwrap();
+    let listing = String::from_utf8_lossy(&contents.stdout).to_string();
+    for file in [
+        "./usr/bin/courtbox",
+        "./usr/lib/systemd/system/courtbox.service",
+        "./etc/courtbox/courtbox.toml",
+        "./usr/share/courtbox/hw-profiles/sim.toml",
+        "./usr/share/courtbox/hw-profiles/usb-room.toml",
+        "./usr/share/doc/courtbox/README.md",
+    ] {
+        assert!(listing.lines().any(|l| l.ends_with(file)), "{file} missing from:\n{listing}");
+    }
+    let postinst = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("dpkg-deb --ctrl-tarfile '{}' | tar -xO ./postinst", deb.display()))
+        .output()
+        .unwrap();
+    let postinst = String::from_utf8_lossy(&postinst.stdout).to_string();
+    assert!(postinst.contains("adduser --system") && postinst.contains("audio,video"), "{postinst}");
+    assert!(postinst.contains("deb-systemd-helper enable courtbox.service"), "{postinst}");
+    // The packaged default configuration is valid as shipped (paths as on a box).
+    let cfg: courtbox::config::Config =
+        toml::from_str(&std::fs::read_to_string(repo().join("systemd/courtbox.toml")).unwrap()).unwrap();
+    assert!(courtbox::config::validate_config(&cfg).is_empty());
+}
