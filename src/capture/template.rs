@@ -79,6 +79,7 @@ mod tests {
             ("fps", "15"),
             ("label", "cam"),
             ("font_size", "12"),
+            ("pattern", "smpte"),
             ("device", "/dev/video0"),
             ("device_property", ""),
             ("rate", "48000"),
