@@ -569,6 +569,11 @@ fn print_session_status(status: &serde_json::Value) {
             c["finals"], c["backlog"]
         );
     }
+    for h in s.get("health").and_then(|h| h.as_array()).into_iter().flatten() {
+        if let Some(alarm) = h["alarm"].as_str() {
+            println!("  ALARM {}: {alarm}", h["source"].as_str().unwrap_or("?"));
+        }
+    }
     for d in s.get("devices").and_then(|d| d.as_array()).into_iter().flatten() {
         println!(
             "  device {:<10} {:<10} restarts {}  {}",

@@ -31,12 +31,33 @@ pub struct SourceHealth {
     pub silent: bool,
     /// Seconds the current problem (black, frozen, silent) has lasted.
     pub problem_seconds: Option<u64>,
+    /// When the current problem began (RFC 3339).
+    pub problem_since: Option<String>,
+    /// Set once the problem has lasted past its alarm threshold.
+    pub alarm: Option<String>,
+    /// Video frames missing between timestamps (the source or the system dropped them).
+    pub dropped_frames: u64,
+}
+
+/// How long a problem lasts before it is an alarm: a microphone may rightly be quiet for a
+/// while, a black or frozen picture is wrong almost at once.
+#[derive(Debug, Clone, Copy)]
+pub struct AlarmAfter {
+    pub silent: Duration,
+    pub picture: Duration,
+}
+
+impl Default for AlarmAfter {
+    fn default() -> Self {
+        AlarmAfter { silent: Duration::from_secs(120), picture: Duration::from_secs(10) }
+    }
 }
 
 #[derive(Debug)]
 struct State {
     health: SourceHealth,
     problem_since: Option<Instant>,
+    last_pts: Option<u64>,
     last_signature: Option<u64>,
     unchanged_since: Option<Instant>,
     sum_squares: f64,
@@ -48,9 +69,14 @@ struct State {
 #[derive(Debug, Default)]
 pub struct HealthBoard {
     sources: Mutex<HashMap<String, State>>,
+    alarm_after: AlarmAfter,
 }
 
 impl HealthBoard {
+    pub fn new(alarm_after: AlarmAfter) -> HealthBoard {
+        HealthBoard { sources: Mutex::default(), alarm_after }
+    }
+
     pub fn snapshot(&self) -> Vec<SourceHealth> {
         let sources = self.sources.lock().unwrap();
         let mut out: Vec<SourceHealth> = sources
@@ -77,8 +103,12 @@ impl HealthBoard {
                 frozen: false,
                 silent: false,
                 problem_seconds: None,
+                problem_since: None,
+                alarm: None,
+                dropped_frames: 0,
             },
             problem_since: None,
+            last_pts: None,
             last_signature: None,
             unchanged_since: None,
             sum_squares: 0.0,
@@ -86,12 +116,49 @@ impl HealthBoard {
             window_start: None,
         });
         f(state);
-        let bad = state.health.black || state.health.frozen || state.health.silent;
-        match (bad, state.problem_since) {
-            (true, None) => state.problem_since = Some(Instant::now()),
-            (false, Some(_)) => state.problem_since = None,
+        let h = &mut state.health;
+        let problem = if h.black {
+            Some(("picture is black", self.alarm_after.picture))
+        } else if h.frozen {
+            Some(("picture is frozen", self.alarm_after.picture))
+        } else if h.silent {
+            Some(("no signal from the microphone", self.alarm_after.silent))
+        } else {
+            None
+        };
+        match (problem, state.problem_since) {
+            (Some(_), None) => {
+                state.problem_since = Some(Instant::now());
+                h.problem_since = Some(crate::base::Clocks::wall(&crate::base::RealClocks::new()).to_rfc3339());
+            }
+            (Some((what, after)), Some(since)) if h.alarm.is_none() && since.elapsed() >= after => {
+                let message = format!("{what} since {}", h.problem_since.as_deref().unwrap_or("?"));
+                tracing::warn!(source = %source, "ALARM: {message}");
+                h.alarm = Some(message);
+            }
+            (None, Some(since)) => {
+                if h.alarm.take().is_some() {
+                    tracing::info!(source = %source, after_s = since.elapsed().as_secs(), "signal is back; alarm cleared");
+                }
+                state.problem_since = None;
+                h.problem_since = None;
+            }
             _ => {}
         }
+    }
+
+    /// A video frame's timestamp: a jump of more than one and a half frame durations means
+    /// frames went missing.
+    pub fn video_timestamp(&self, source: &str, pts: u64, frame_ns: u64) {
+        self.with(source, |s| {
+            if let Some(last) = s.last_pts
+                && frame_ns > 0
+                && pts > last + frame_ns * 3 / 2
+            {
+                s.health.dropped_frames += (pts - last + frame_ns / 2) / frame_ns - 1;
+            }
+            s.last_pts = Some(pts);
+        });
     }
 
     /// A video frame (I420/NV12: the first plane is luma).
@@ -148,6 +215,13 @@ pub fn attach_probe(pad: &gst::Pad, plan: &super::DevicePlan, board: std::sync::
         let Some(gst::PadProbeData::Buffer(buffer)) = &info.data else { return gst::PadProbeReturn::Ok };
         let Some(caps) = pad.current_caps() else { return gst::PadProbeReturn::Ok };
         if let Some(source) = &video {
+            if let (Some(pts), Some(fps)) =
+                (buffer.pts(), caps.structure(0).and_then(|s| s.get::<gst::Fraction>("framerate").ok()))
+                && fps.numer() > 0
+            {
+                let frame_ns = 1_000_000_000u64 * fps.denom() as u64 / fps.numer() as u64;
+                board.video_timestamp(source, pts.nseconds(), frame_ns);
+            }
             // A few samples a second are plenty to see black or frozen pictures.
             if !frames.fetch_add(1, std::sync::atomic::Ordering::Relaxed).is_multiple_of(8) {
                 return gst::PadProbeReturn::Ok;
@@ -223,6 +297,24 @@ mod tests {
         let h = &board.snapshot()[0];
         assert!(!h.black && !h.frozen && h.problem_seconds.is_none(), "{h:?}");
         assert_eq!(luma_stats(&[0; 10], 64, 48, 64), None);
+    }
+
+    #[test]
+    fn problems_become_alarms_after_their_threshold_and_clear() {
+        let board = HealthBoard::new(AlarmAfter { silent: Duration::from_millis(300), picture: Duration::ZERO });
+        let black = vec![16u8; 64 * 48];
+        board.video_frame("cam", &black, 64, 48, 64);
+        board.video_frame("cam", &black, 64, 48, 64);
+        let h = &board.snapshot()[0];
+        assert!(h.alarm.as_deref().is_some_and(|a| a.starts_with("picture is black since ")), "{h:?}");
+        board.video_frame("cam", &vec![128u8; 64 * 48], 64, 48, 64);
+        let h = &board.snapshot()[0];
+        assert!(h.alarm.is_none() && h.problem_since.is_none(), "{h:?}");
+        // 30 fps: a 5-frame jump is 4 frames dropped.
+        board.video_timestamp("cam", 0, 33_333_333);
+        board.video_timestamp("cam", 33_333_333, 33_333_333);
+        board.video_timestamp("cam", 200_000_000, 33_333_333);
+        assert_eq!(board.snapshot()[0].dropped_frames, 4);
     }
 
     #[test]

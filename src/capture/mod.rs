@@ -14,7 +14,7 @@ mod supervisor;
 mod template;
 mod track;
 
-pub use health::{BLACK_LUMA, HealthBoard, SILENT_DBFS, SourceHealth};
+pub use health::{AlarmAfter, BLACK_LUMA, HealthBoard, SILENT_DBFS, SourceHealth};
 pub use plan::{DevicePlan, TrackPlan, plan_devices};
 pub use reader::read_file;
 
@@ -207,6 +207,8 @@ pub struct RunParams {
     pub tap: Option<AudioTap>,
     /// Cameras start paused, for this reason (the disk is nearly full).
     pub video_paused: Option<String>,
+    /// When a signal problem becomes an alarm.
+    pub alarm_after: AlarmAfter,
 }
 
 /// A run of capture: every device of the profile, recording until `stop`.
@@ -259,7 +261,7 @@ impl CaptureRun {
             wake: (Mutex::new(()), Condvar::new()),
             next_instance: AtomicU64::new(0),
             tap: params.tap.clone(),
-            health: Arc::new(HealthBoard::default()),
+            health: Arc::new(HealthBoard::new(params.alarm_after)),
         });
         let syncer = Syncer::start(open_files, params.sync_interval);
 

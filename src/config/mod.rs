@@ -58,7 +58,25 @@ pub struct Config {
     #[serde(default)]
     pub disk: DiskConfig,
     #[serde(default)]
+    pub health: HealthConfig,
+    #[serde(default)]
     pub debug: DebugConfig,
+}
+
+/// When a source's signal problem during a session becomes an alarm (status, log).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthConfig {
+    /// A microphone with no signal at all for this long (people may be quiet a while).
+    pub silent_alarm_seconds: u32,
+    /// A black or frozen picture for this long.
+    pub picture_alarm_seconds: u32,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig { silent_alarm_seconds: 120, picture_alarm_seconds: 10 }
+    }
 }
 
 /// Central storage: where every committed object is uploaded (store and forward).

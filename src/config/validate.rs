@@ -63,6 +63,8 @@ pub fn validate_config(config: &Config) -> Vec<Problem> {
         p.add("stt.model_sha256", "must be 64 hexadecimal digits (sha256sum of the model file)");
     }
     validate_store(&mut p, &config.store);
+    p.range("health.silent_alarm_seconds".into(), config.health.silent_alarm_seconds, 1, 3600);
+    p.range("health.picture_alarm_seconds".into(), config.health.picture_alarm_seconds, 1, 3600);
     let disk = &config.disk;
     p.range("disk.check_interval_ms".into(), disk.check_interval_ms, 100, 60_000);
     if disk.critical_free_mib >= disk.warn_free_mib {

@@ -72,6 +72,7 @@ fn record_briefly(cfg: &LoadedConfig, window: Duration) -> Result<(Vec<SourceHea
         sync_interval: Duration::from_secs(1),
         tap: None,
         video_paused: None,
+        alarm_after: Default::default(),
     };
     let run = CaptureRun::start(plans, params, std::sync::Arc::new(crate::base::RealClocks::new()), tx)
         .map_err(|e| e.to_string())?;

@@ -271,6 +271,10 @@ impl Recorder {
             sync_interval: Duration::from_millis(rec.sync_interval_ms.into()),
             tap: self.stt.as_ref().map(|s| s.tap()),
             video_paused: self.video_paused.lock().unwrap().clone(),
+            alarm_after: crate::capture::AlarmAfter {
+                silent: Duration::from_secs(self.cfg.config.health.silent_alarm_seconds.into()),
+                picture: Duration::from_secs(self.cfg.config.health.picture_alarm_seconds.into()),
+            },
         };
         let capture = match CaptureRun::start(plans, params, self.clocks.clone(), tx) {
             Ok(c) => c,

@@ -258,3 +258,35 @@ fn the_debian_package_builds_with_the_expected_files() {
         toml::from_str(&std::fs::read_to_string(repo().join("systemd/courtbox.toml")).unwrap()).unwrap();
     assert!(courtbox::config::validate_config(&cfg).is_empty());
 }
+
+/// During a session, a black camera and an unplugged microphone become alarms (status, CLI,
+/// log) with the time they began; healthy sources raise none.
+#[test]
+fn signal_problems_during_a_session_become_alarms() {
+    let tb = TestBox::with_extra(
+        "ops_health",
+        "tests/fixtures/faulty.toml",
+        2,
+        "[health]\nsilent_alarm_seconds = 2\npicture_alarm_seconds = 2\n",
+    );
+    let daemon = tb.start();
+    tb.start_session();
+    wait_for("both alarms", Duration::from_secs(20), || {
+        let s = tb.status();
+        s["session"]["health"].as_array().unwrap().iter().filter(|h| h["alarm"].is_string()).count() == 2
+    });
+    let status = tb.status();
+    let health = status["session"]["health"].as_array().unwrap();
+    let alarm = |source: &str| health.iter().find(|h| h["source"] == source).unwrap()["alarm"].clone();
+    assert!(alarm("bench").as_str().unwrap().starts_with("picture is black since 20"), "{health:?}");
+    assert!(alarm("witness").as_str().unwrap().starts_with("no signal from the microphone since"), "{health:?}");
+    for ok in ["hall", "judge", "prosecutor", "defence"] {
+        assert!(alarm(ok).is_null(), "{ok}: {health:?}");
+    }
+    let text = tb.cli_ok(&["status"]);
+    assert!(text.contains("ALARM bench: picture is black"), "{text}");
+    tb.stop_session();
+    daemon.terminate();
+    let log = std::fs::read_to_string(tb.root.join("daemon-1.log")).unwrap();
+    assert!(log.contains("ALARM: picture is black") && log.contains("ALARM: no signal"), "the log says it");
+}
