@@ -108,6 +108,14 @@ enum Command {
         #[arg(long, default_value_t = 4)]
         seconds: u64,
     },
+    /// Print the audit chain of user actions (--verify: check it; exit 1 naming each fault).
+    Audit {
+        #[arg(long)]
+        verify: bool,
+        /// The device public key (default: the box's own).
+        #[arg(long)]
+        key: Option<PathBuf>,
+    },
     /// Search, follow or (re)transcribe captions.
     Captions {
         #[command(subcommand)]
@@ -292,6 +300,33 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             }
             println!("verify with: courtbox verify {} --key {}", dir.display(), cfg.public_key_path().display());
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Audit { verify, key } => {
+            let cfg = load(&cli.config)?;
+            let entries = Reader::open(&cfg.ledger_path())?.audit_entries()?;
+            let public = PublicKey::read(key.as_deref().unwrap_or(&cfg.public_key_path()))?;
+            if !verify {
+                for (body, _) in &entries {
+                    match serde_json::from_slice::<courtbox::integrity::AuditBody>(body) {
+                        Ok(b) => println!(
+                            "#{:<5} {}  {:<24} {:<11} {:<45} {} ({})",
+                            b.index, b.wall, b.actor, b.role, b.action, b.outcome, b.status
+                        ),
+                        Err(_) => println!("(undecodable entry) {}", String::from_utf8_lossy(body)),
+                    }
+                }
+            }
+            let faults = courtbox::integrity::verify_audit(&entries, &public);
+            for f in &faults {
+                println!("FAIL {f}");
+            }
+            if faults.is_empty() {
+                println!("audit chain: {} entries, every signature and link checks out", entries.len());
+                Ok(ExitCode::SUCCESS)
+            } else {
+                println!("audit chain NOT VERIFIED: {} fault(s)", faults.len());
+                Ok(ExitCode::from(1))
+            }
         }
         Command::Devices { json } => {
             let inv = courtbox::provision::discover().map_err(anyhow::Error::msg)?;

@@ -94,11 +94,41 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/health", get(|| async { Json(json!({ "ok": true })) }))
         .route("/metrics", get(metrics))
         .merge(authed)
+        .layer(middleware::from_fn_with_state(state.clone(), audit))
         .with_state(state)
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Writes every request that changes something, and every refused one, to the audit chain
+/// before the answer goes out (reads that succeed are not actions).
+async fn audit(State(state): State<ApiState>, request: Request, next: Next) -> Response {
+    let action = format!("{} {}", request.method(), request.uri().path());
+    let mutating = request.method() != axum::http::Method::GET;
+    let response = next.run(request).await;
+    let status = response.status();
+    let refused = status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN;
+    if mutating || refused {
+        let (actor, role) = if status == StatusCode::UNAUTHORIZED {
+            ("anonymous", "none")
+        } else {
+            ("technician (API token)", "technician")
+        };
+        let ledger = state.ledger.clone();
+        let code = status.as_u16();
+        let write = tokio::task::spawn_blocking(move || ledger.call(move |w| w.audit(actor, role, &action, code)));
+        // The ledger answers in milliseconds; if it does not, the answer still goes out and
+        // the entry is written when it can be.
+        match tokio::time::timeout(std::time::Duration::from_secs(2), write).await {
+            Ok(Ok(Ok(_))) => {}
+            Ok(Ok(Err(e))) => tracing::error!(error = %e, "could not write the audit entry"),
+            Ok(Err(e)) => tracing::error!(error = %e, "audit writer failed"),
+            Err(_) => tracing::error!("audit entry not written within 2 s; it is written when the ledger answers"),
+        }
+    }
+    response
 }
 
 async fn require_token(State(state): State<ApiState>, headers: HeaderMap, request: Request, next: Next) -> Response {

@@ -5,10 +5,12 @@
 //! bytes, a newline, and a JSON signature line. Nothing is ever re-serialized before a
 //! signature check, so the format stays checkable by hand (`openssl pkeyutl -verify`).
 
+mod audit;
 mod keys;
 mod record;
 mod verify;
 
+pub use audit::{AuditBody, SignedEntry, next_entry as next_audit_entry, verify_audit};
 pub use keys::{DeviceKey, KeyError, PublicKey};
 pub use record::{
     CONTINUITY_TOLERANCE_NS, CaptionItem, CaptionOrigin, Entry, FORMAT_VERSION, Hearing, ManifestBody, RecordBody,

@@ -2,6 +2,7 @@
 //! connection and the chain heads. Other threads send it closures and wait for the result;
 //! readers open their own read-only connections. `schema.sql` documents every table.
 
+mod audit;
 mod read;
 mod uploads;
 mod writer;
@@ -19,13 +20,14 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use thiserror::Error;
 
-pub const SCHEMA_VERSION: i32 = 3;
+pub const SCHEMA_VERSION: i32 = 4;
 const SCHEMA: &str = include_str!("schema.sql");
 /// `(version, sql)`: the script that upgrades `version - 1` to `version`.
 const MIGRATIONS: &[(i32, &str)] = &[
     (1, include_str!("migrations/001_initial.sql")),
     (2, include_str!("migrations/002_captions.sql")),
     (3, include_str!("migrations/003_alarms.sql")),
+    (4, include_str!("migrations/004_audit.sql")),
 ];
 
 #[derive(Debug, Error)]

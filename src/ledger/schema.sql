@@ -167,3 +167,12 @@ CREATE TABLE manifests (
   body       BLOB NOT NULL,
   PRIMARY KEY (session_id, revision)
 ) STRICT;
+
+-- Every user action on the box and every refused attempt, hash-chained and signed like the
+-- record (see integrity::audit): idx 0, 1, 2, ... without holes; rows are never updated or
+-- deleted. `courtbox audit --verify` checks it.
+CREATE TABLE audit (
+  idx       INTEGER PRIMARY KEY,
+  body      BLOB NOT NULL,          -- canonical JSON exactly as signed
+  signature BLOB NOT NULL           -- Ed25519, 64 bytes
+) STRICT;

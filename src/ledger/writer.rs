@@ -53,7 +53,7 @@ struct Head {
 /// heads. Methods each run one transaction.
 pub struct Writer {
     conn: Connection,
-    key: Arc<DeviceKey>,
+    pub(super) key: Arc<DeviceKey>,
     clocks: Arc<dyn Clocks>,
     heads: HashMap<Uuid, Head>,
 }

@@ -290,3 +290,51 @@ fn signal_problems_during_a_session_become_alarms() {
     let log = std::fs::read_to_string(tb.root.join("daemon-1.log")).unwrap();
     assert!(log.contains("ALARM: picture is black") && log.contains("ALARM: no signal"), "the log says it");
 }
+
+/// Every mutating request and every refused one lands in the signed audit chain; a refused
+/// request changes nothing; `courtbox audit --verify` names an altered entry.
+#[test]
+fn actions_and_refusals_are_audited_and_tampering_is_named() {
+    let tb = TestBox::new("ops_audit", "tests/fixtures/light.toml", 2);
+    let daemon = tb.start();
+    courtbox::base::install_tls_provider();
+    let url = format!("http://127.0.0.1:{}/api/v1/sessions", tb.port);
+    let body = serde_json::json!({ "case": "X-1", "title": "not allowed", "language": "en", "hearing": "open" });
+    let http = reqwest::blocking::Client::new();
+    let anonymous = http.post(&url).json(&body).send().unwrap().status().as_u16();
+    let wrong = http.post(&url).bearer_auth("not-the-token").json(&body).send().unwrap().status().as_u16();
+    assert_eq!((anonymous, wrong), (401, 401));
+    assert!(tb.status()["session"].is_null(), "a refused request started nothing");
+    tb.start_session();
+    tb.cli_ok(&["session", "mark", "audited mark"]);
+    tb.stop_session();
+    daemon.terminate();
+
+    let out = tb.cli_ok(&["audit", "--verify"]);
+    assert!(out.contains("every signature and link checks out"), "{out}");
+    let log = tb.cli_ok(&["audit"]);
+    let lines: Vec<&str> = log.lines().filter(|l| l.starts_with('#')).collect();
+    assert_eq!(lines.len(), 5, "{log}");
+    assert!(
+        lines[0].contains("anonymous")
+            && lines[0].contains("POST /api/v1/sessions")
+            && lines[0].contains("refused (401)")
+    );
+    assert!(lines[1].contains("refused (401)"));
+    assert!(
+        lines[2].contains("technician") && lines[2].contains("POST /api/v1/sessions") && lines[2].contains("ok (201)")
+    );
+    assert!(lines[3].contains("/marks") && lines[4].contains("/stop"), "{log}");
+    let accepted_unauthorised = lines.iter().filter(|l| l.contains("anonymous") && l.contains("ok (")).count();
+    assert_eq!(accepted_unauthorised, 0);
+
+    let conn = rusqlite::Connection::open(tb.data().join("ledger.db")).unwrap();
+    let body: Vec<u8> = conn.query_row("SELECT body FROM audit WHERE idx = 3", [], |r| r.get(0)).unwrap();
+    let altered = String::from_utf8(body).unwrap().replace("marks", "marxs");
+    conn.execute("UPDATE audit SET body = ?1 WHERE idx = 3", [altered.into_bytes()]).unwrap();
+    drop(conn);
+    let out = tb.cli(&["audit", "--verify"]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("audit entry #3: bad signature"), "{text}");
+}
