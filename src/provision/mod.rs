@@ -114,9 +114,6 @@ pub fn provision(req: &ProvisionRequest) -> Result<Provisioned, ProvisionError> 
         return Err(ProvisionError::Invalid(lines.join("\n")));
     }
     let profile = config::load_profile(&req.hw_profile).map_err(|e| ProvisionError::Invalid(e.to_string()))?;
-    if config_path.exists() && !req.force {
-        return Err(ProvisionError::ConfigExists { path: config_path });
-    }
     let key_path = data_dir.join("device.key");
     if key_path.exists() {
         if !req.force {
@@ -130,6 +127,9 @@ pub fn provision(req: &ProvisionRequest) -> Result<Provisioned, ProvisionError> 
         ));
         std::fs::rename(&key_path, &aside).map_err(io(&key_path))?;
         tracing::warn!(old = %aside.display(), "device key replaced; the old key is kept");
+    }
+    if config_path.exists() && !req.force {
+        return Err(ProvisionError::ConfigExists { path: config_path });
     }
 
     std::fs::create_dir_all(&data_dir).map_err(io(&data_dir))?;

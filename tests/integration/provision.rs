@@ -51,7 +51,7 @@ fn provision_makes_a_key_registers_it_and_refuses_to_redo_it() {
     let again = provision(&root, &[]);
     let err = String::from_utf8_lossy(&again.stderr).to_string();
     assert!(!again.status.success());
-    assert!(err.contains("exists") || err.contains("already has a device key"), "{err}");
+    assert!(err.contains("already has a device key") && err.contains(&id), "{err}");
     assert_eq!(std::fs::read(&key).unwrap(), key_bytes, "the key is untouched");
 
     // Bad input is refused before anything is written.
