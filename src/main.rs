@@ -505,7 +505,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
 /// Opens a store URL given on the command line, with S3 settings from the configuration
 /// when it can be read (a box) or from the environment (an auditor's machine).
 fn open_store_url(url: &str, config: &Path) -> Result<courtbox::upload::Store> {
-    use courtbox::upload::{Credentials, S3Settings, Store};
+    use courtbox::upload::{S3Settings, Store};
     if let Some(folder) = url.strip_prefix("file://") {
         // Rooted at `/`, so that the session's parent (where `devices/` is) is reachable.
         let abs = std::fs::canonicalize(folder).with_context(|| format!("{folder}: no such session folder"))?;
@@ -517,12 +517,7 @@ fn open_store_url(url: &str, config: &Path) -> Result<courtbox::upload::Store> {
     }
     let s3 = match config::load(config) {
         Ok(cfg) => courtbox::upload::store_settings(&cfg)?.1,
-        Err(_) => S3Settings {
-            endpoint: std::env::var("AWS_ENDPOINT_URL").ok(),
-            region: std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".into()),
-            path_style: true,
-            credentials: Credentials::from_env(),
-        },
+        Err(_) => S3Settings::from_env(None),
     };
     Ok(Store::open(url, &s3, "")?)
 }

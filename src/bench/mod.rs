@@ -210,7 +210,7 @@ fn upload(
     minutes: u64,
     concurrency: usize,
 ) -> Result<()> {
-    use crate::upload::{Credentials, S3Settings, Store, Uploader, UploaderSettings};
+    use crate::upload::{S3Settings, Store, Uploader, UploaderSettings};
     let profile = crate::config::load_profile(profile)?;
     let sources = profile.sources();
     let kbps = |s: &crate::config::SourceSpec| match s.kind {
@@ -249,12 +249,7 @@ fn upload(
     }
     let backlog = ledger.reader()?.upload_backlog()?;
 
-    let s3 = S3Settings {
-        endpoint,
-        region: std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".into()),
-        path_style: true,
-        credentials: Credentials::from_env(),
-    };
+    let s3 = S3Settings::from_env(endpoint);
     if create_bucket {
         let (bucket, _) = crate::upload::parse_s3_url(url).context("--create-bucket needs an s3:// store")?;
         crate::upload::s3admin::create_locked_bucket(&s3, &bucket, "COMPLIANCE", 1)?;

@@ -17,7 +17,7 @@ pub const FROZEN_AFTER: Duration = Duration::from_secs(2);
 /// Audio level is measured over windows this long.
 const LEVEL_WINDOW: Duration = Duration::from_millis(500);
 
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
 pub struct SourceHealth {
     pub source: String,
     /// Video frames or audio buffers seen.
@@ -53,7 +53,7 @@ impl Default for AlarmAfter {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct State {
     health: SourceHealth,
     problem_since: Option<Instant>,
@@ -94,26 +94,8 @@ impl HealthBoard {
     fn with(&self, source: &str, f: impl FnOnce(&mut State)) {
         let mut sources = self.sources.lock().unwrap();
         let state = sources.entry(source.to_string()).or_insert_with(|| State {
-            health: SourceHealth {
-                source: source.to_string(),
-                buffers: 0,
-                level_dbfs: None,
-                mean_luma: None,
-                black: false,
-                frozen: false,
-                silent: false,
-                problem_seconds: None,
-                problem_since: None,
-                alarm: None,
-                dropped_frames: 0,
-            },
-            problem_since: None,
-            last_pts: None,
-            last_signature: None,
-            unchanged_since: None,
-            sum_squares: 0.0,
-            samples: 0,
-            window_start: None,
+            health: SourceHealth { source: source.to_string(), ..Default::default() },
+            ..Default::default()
         });
         f(state);
         let h = &mut state.health;

@@ -240,6 +240,8 @@ pub struct DebugConfig {
 #[derive(Debug, Clone)]
 pub struct LoadedConfig {
     pub path: PathBuf,
+    /// The folder holding the file: relative paths in it are relative to this.
+    pub base_dir: PathBuf,
     pub config: Config,
     pub profile_path: PathBuf,
     pub profile: HwProfile,
@@ -301,6 +303,7 @@ pub fn load(path: &Path) -> Result<LoadedConfig, ConfigError> {
         pipelines_dir: config.pipelines_dir.as_ref().map(|p| crate::base::resolve(&base, p)),
         stt_model: crate::base::resolve(&base, &config.stt.model),
         path: path.to_path_buf(),
+        base_dir: base,
         profile_path,
         profile,
         config,

@@ -116,13 +116,6 @@ impl Reader {
         Ok(UploadBacklog { objects, bytes, oldest_wall, uploaded_objects, conflicts })
     }
 
-    /// Upload state of every job of a session: (object key, state).
-    pub fn upload_states(&self, session: Uuid) -> Result<Vec<(String, String)>, LedgerError> {
-        let mut stmt =
-            self.conn.prepare("SELECT object_key, state FROM upload_jobs WHERE session_id = ?1 ORDER BY id")?;
-        Ok(stmt.query_map([session.to_string()], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?)
-    }
-
     pub fn open_alarms(&self) -> Result<Vec<Alarm>, LedgerError> {
         let mut stmt = self
             .conn

@@ -6,8 +6,8 @@ use crate::ledger::{Payload, UploadJob};
 use bytes::Bytes;
 use futures::StreamExt;
 use object_store::{ObjectStoreExt, PutMode, PutOptions, WriteMultipart};
-use std::io::Read;
 use std::path::Path;
+use tokio::io::AsyncReadExt;
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Delivered {
@@ -68,14 +68,15 @@ async fn deliver_in_parts(
         Err(object_store::Error::NotFound { .. }) => {}
         Err(e) => return Err(Failure::Retry(describe(store, &e))),
     }
-    let mut file = std::fs::File::open(path).map_err(|e| local_error(path, e))?;
+    // Read asynchronously: a large file must not hold up the uploader's other transfers.
+    let mut file = tokio::fs::File::open(path).await.map_err(|e| local_error(path, e))?;
     let upload = store.inner.put_multipart(key).await.map_err(|e| Failure::Retry(describe(store, &e)))?;
     let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
     let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
     let mut total = 0u64;
     let mut buf = vec![0u8; PART_SIZE];
     loop {
-        let n = match file.read(&mut buf) {
+        let n = match file.read(&mut buf).await {
             Ok(n) => n,
             Err(e) => {
                 let _ = writer.abort().await;
@@ -176,13 +177,12 @@ pub async fn digest_object(
 /// What went wrong, in words a technician can act on. Never includes credentials.
 pub fn describe(store: &Store, e: &object_store::Error) -> String {
     let text = e.to_string();
+    let refused =
+        matches!(e, object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. })
+            || text.contains("InvalidAccessKeyId")
+            || text.contains("SignatureDoesNotMatch");
     match e {
-        object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. } => {
-            format!("{} refused the credentials (check store.credentials_file): {text}", store.url)
-        }
-        _ if text.contains("InvalidAccessKeyId") || text.contains("SignatureDoesNotMatch") => {
-            format!("{} refused the credentials (check store.credentials_file): {text}", store.url)
-        }
+        _ if refused => format!("{} refused the credentials (check store.credentials_file): {text}", store.url),
         _ if text.contains("onnection refused") || text.contains("error sending request") => {
             format!("cannot reach {}: {text}", store.url)
         }

@@ -13,6 +13,8 @@ pub struct StoreFolder {
     /// Rooted at `{prefix}/{court}/{room}`, where `devices/` is.
     room: Store,
     runtime: tokio::runtime::Runtime,
+    /// `devices/{id}.pub`, found once from the first chain record.
+    device_key: std::sync::OnceLock<Option<String>>,
 }
 
 impl StoreFolder {
@@ -22,16 +24,21 @@ impl StoreFolder {
         let mut room = session.clone();
         room.root = object_store::path::Path::from(parent);
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        Ok(StoreFolder { session, room, runtime })
+        Ok(StoreFolder { session, room, runtime, device_key: std::sync::OnceLock::new() })
     }
 
     fn device_key_object(&self) -> std::io::Result<Option<String>> {
+        if let Some(found) = self.device_key.get() {
+            return Ok(found.clone());
+        }
         let Some(first) = self.read(&layout::record_file(0))? else { return Ok(None) };
         let body = first.split(|b| *b == b'\n').next().unwrap_or_default();
         let device = serde_json::from_slice::<serde_json::Value>(body)
             .ok()
             .and_then(|v| v.get("device").and_then(|d| d.as_str()).map(str::to_string));
-        Ok(device.filter(|d| crate::base::is_valid_name(&d.to_ascii_lowercase())).map(|d| format!("devices/{d}.pub")))
+        let found =
+            device.filter(|d| crate::base::is_valid_name(&d.to_ascii_lowercase())).map(|d| format!("devices/{d}.pub"));
+        Ok(self.device_key.get_or_init(|| found).clone())
     }
 
     fn get(&self, store: &Store, relative: &str) -> std::io::Result<Option<Vec<u8>>> {

@@ -17,7 +17,7 @@ pub use retention::{
     DiskLevel, DiskSettings, DiskState, DiskWatch, PauseVideo, choose_evictions, free_space, level_for,
 };
 pub use service::{Uploader, UploaderSettings, UploaderState};
-pub use store::{Credentials, Location, S3Settings, Store, parse_s3_url};
+pub use store::{Credentials, S3Settings, Store, parse_s3_url};
 
 use crate::base::Clocks;
 use crate::config::LoadedConfig;
@@ -41,15 +41,13 @@ pub enum UploadError {
 /// The store settings of a configuration: the URL and how to reach it.
 pub fn store_settings(cfg: &LoadedConfig) -> Result<(String, S3Settings), UploadError> {
     let store = &cfg.config.store;
-    let base = cfg.path.parent().map(|p| if p.as_os_str().is_empty() { PathBuf::from(".") } else { p.to_path_buf() });
-    let base = base.unwrap_or_else(|| PathBuf::from("."));
     let url = match &store.url {
         Some(u) if u.starts_with("s3://") => u.clone(),
-        Some(dir) => crate::base::resolve(&base, std::path::Path::new(dir)).display().to_string(),
+        Some(dir) => crate::base::resolve(&cfg.base_dir, std::path::Path::new(dir)).display().to_string(),
         None => cfg.data_dir.join("central").display().to_string(),
     };
     let credentials = match &store.credentials_file {
-        Some(f) => Some(Credentials::read(&crate::base::resolve(&base, f))?),
+        Some(f) => Some(Credentials::read(&crate::base::resolve(&cfg.base_dir, f))?),
         None => Credentials::from_env(),
     };
     Ok((

@@ -118,8 +118,20 @@ impl DiskWatch {
             .name("disk-watch".into())
             .spawn(move || {
                 finish_interrupted_evictions(&ledger, &settings.data_dir);
+                let mut reader = None;
                 loop {
-                    if let Err(e) = tick(&settings, &ledger, clocks.as_ref(), &s, &pause_video) {
+                    // One connection for the life of the thread (reopened after an error).
+                    if reader.is_none() {
+                        reader = Reader::open(ledger.path())
+                            .map_err(|e| tracing::error!(error = %e, "disk check cannot read the ledger"))
+                            .ok();
+                    }
+                    let result = match &reader {
+                        Some(r) => tick(&settings, &ledger, r, clocks.as_ref(), &s, &pause_video),
+                        None => Ok(()),
+                    };
+                    if let Err(e) = result {
+                        reader = None;
                         tracing::error!(error = %e, "disk check failed");
                     }
                     let guard = st.0.lock().unwrap();
@@ -163,13 +175,14 @@ fn finish_interrupted_evictions(ledger: &Ledger, data_dir: &Path) {
 fn tick(
     settings: &DiskSettings,
     ledger: &Ledger,
+    reader: &Reader,
     clocks: &dyn Clocks,
     state: &Mutex<DiskState>,
     pause_video: &PauseVideo,
 ) -> Result<(), LedgerError> {
     let dir = &settings.data_dir;
     let (mut free, total) = free_space(dir).map_err(|e| LedgerError::Invalid(format!("{}: {e}", dir.display())))?;
-    let candidates = Reader::open(ledger.path())?.evictable_segments(10_000)?;
+    let candidates = reader.evictable_segments(10_000)?;
     // Under pressure, make room up to a little above the warning mark.
     let want_free = settings.warn_free + (settings.warn_free - settings.critical_free) / 2;
     let chosen = choose_evictions(&candidates, clocks.wall(), settings.keep_uploaded, free, want_free);

@@ -117,6 +117,15 @@ async fn run(ctx: Ctx, mut stop: watch::Receiver<bool>) {
     // Set after a store failure: nothing is sent before it, then one probe at a time.
     let mut resume_at: Option<Instant> = None;
     let mut local_waits: HashMap<i64, (Instant, Backoff)> = HashMap::new();
+    // One read-only connection for the life of the uploader, lent to the blocking pool for
+    // each look at the queue.
+    let mut reader = match crate::ledger::Reader::open(ctx.ledger.path()) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the upload queue; nothing will be uploaded");
+            return;
+        }
+    };
     tracing::info!(store = %ctx.store.url, "uploader started");
     loop {
         if *stop.borrow() {
@@ -130,11 +139,27 @@ async fn run(ctx: Ctx, mut stop: watch::Receiver<bool>) {
             let mut skip = busy.clone();
             skip.extend(local_waits.iter().filter(|(_, (at, _))| *at > now).map(|(id, _)| *id));
             let want = capacity - tasks.len();
-            let path = ctx.ledger.path().to_path_buf();
-            let jobs = tokio::task::spawn_blocking(move || {
-                crate::ledger::Reader::open(&path).and_then(|r| r.pending_uploads(want, &skip))
+            let lent = reader.take().expect("the reader is back after each look");
+            let looked = tokio::task::spawn_blocking(move || {
+                let jobs = lent.pending_uploads(want, &skip);
+                (lent, jobs)
             })
             .await;
+            let jobs = match looked {
+                Ok((lent, jobs)) => {
+                    reader = Some(lent);
+                    Ok(jobs)
+                }
+                Err(e) => {
+                    // Only a panic gets here; open a fresh connection for the next look.
+                    reader = crate::ledger::Reader::open(ctx.ledger.path()).ok();
+                    Err(e)
+                }
+            };
+            if reader.is_none() {
+                tracing::error!("cannot reopen the upload queue; the uploader stops");
+                return;
+            }
             match jobs {
                 Ok(Ok(jobs)) => {
                     queue_empty = jobs.is_empty() && tasks.is_empty();

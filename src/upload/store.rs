@@ -19,6 +19,19 @@ pub struct S3Settings {
     pub credentials: Option<Credentials>,
 }
 
+impl S3Settings {
+    /// Settings from the standard AWS environment (an auditor's or a benchmark's machine):
+    /// `AWS_ENDPOINT_URL` unless `endpoint` is given, `AWS_REGION`, and the credentials.
+    pub fn from_env(endpoint: Option<String>) -> S3Settings {
+        S3Settings {
+            endpoint: endpoint.or_else(|| std::env::var("AWS_ENDPOINT_URL").ok()),
+            region: std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".into()),
+            path_style: true,
+            credentials: Credentials::from_env(),
+        }
+    }
+}
+
 /// Never printed: `Debug` shows only the key id.
 #[derive(Clone)]
 pub struct Credentials {
@@ -79,13 +92,6 @@ pub struct Store {
     pub root: ObjectPath,
     /// For people: `s3://bucket/prefix/court/room` or a folder path.
     pub url: String,
-    pub location: Location,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Location {
-    Folder(PathBuf),
-    S3 { bucket: String },
 }
 
 /// Splits `s3://bucket/some/prefix` into the bucket and the prefix.
@@ -128,12 +134,7 @@ impl Store {
             let inner =
                 builder.build().map_err(|e| UploadError::Open { url: url.to_string(), message: e.to_string() })?;
             let root = join(&prefix, root);
-            Ok(Store {
-                inner: Arc::new(inner),
-                url: format!("s3://{bucket}/{root}"),
-                root: ObjectPath::from(root),
-                location: Location::S3 { bucket },
-            })
+            Ok(Store { inner: Arc::new(inner), url: format!("s3://{bucket}/{root}"), root: ObjectPath::from(root) })
         } else {
             let dir = PathBuf::from(url.strip_prefix("file://").unwrap_or(url));
             std::fs::create_dir_all(&dir)
@@ -144,7 +145,6 @@ impl Store {
                 inner: Arc::new(inner),
                 url: dir.join(root).display().to_string(),
                 root: ObjectPath::from(root),
-                location: Location::Folder(dir),
             })
         }
     }
@@ -152,16 +152,6 @@ impl Store {
     /// The full key of an object named relative to the root.
     pub fn key(&self, relative: &str) -> ObjectPath {
         ObjectPath::from(join(self.root.as_ref(), relative))
-    }
-
-    /// The same store with another root (a session folder below this one).
-    pub fn below(&self, relative: &str) -> Store {
-        let root = join(self.root.as_ref(), relative);
-        let url = match &self.location {
-            Location::S3 { bucket } => format!("s3://{bucket}/{root}"),
-            Location::Folder(dir) => dir.join(&root).display().to_string(),
-        };
-        Store { inner: self.inner.clone(), root: ObjectPath::from(root), url, location: self.location.clone() }
     }
 }
 
