@@ -1,6 +1,7 @@
 //! courtbox: the daemon and tools of a courtroom recording box. See DESIGN.md for the
 //! architecture; each module's `mod.rs` describes what it owns.
 
+pub mod auth;
 pub mod base;
 pub mod bench;
 pub mod capture;

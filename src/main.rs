@@ -46,6 +46,11 @@ enum Command {
     },
     /// List the sessions in this box's ledger.
     Sessions,
+    /// Manage the secretaries (PIN) and technicians (token) who may use the panel and the API.
+    People {
+        #[command(subcommand)]
+        command: PeopleCommand,
+    },
     /// Verify a session: an exported folder, or its copy in central storage
     /// (s3://bucket/prefix/court/room/SESSION or file:///folder/court/room/SESSION).
     Verify {
@@ -192,6 +197,32 @@ enum SessionCommand {
     Stop,
     /// Add a timestamped note to the record.
     Mark { text: String },
+    /// Pause the hearing: every device finalizes its segment and nothing is recorded until `resume`.
+    Recess,
+    /// Resume the hearing after a recess.
+    Resume,
+    /// Blank the broadcast for privacy (`on`) or let it show the hearing again (`off`); the record is never muted.
+    PrivacyMute {
+        #[arg(value_parser = ["on", "off"])]
+        state: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum PeopleCommand {
+    /// List who may act on the box (names and roles; never secrets).
+    List,
+    /// Add a secretary, or give one a new PIN (asked on the terminal, or read from standard input).
+    Secretary {
+        name: String,
+        /// Read the PIN from standard input instead of asking.
+        #[arg(long)]
+        pin_stdin: bool,
+    },
+    /// Add a technician, or renew their token; the token is printed once and only its hash is kept.
+    Technician { name: String },
+    /// Remove a person: their PIN or token stops working at once.
+    Remove { name: String },
 }
 
 fn parse_hearing(s: &str) -> Result<Hearing, String> {
@@ -240,6 +271,54 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 SessionCommand::Mark { text } => {
                     let m = client.mark(&text)?;
                     println!("mark recorded at {} (record #{})", m.media, m.index);
+                }
+                SessionCommand::Recess => {
+                    let m = client.recess()?;
+                    println!(
+                        "recess from {} (record #{}); nothing is recorded until `session resume`",
+                        m.media, m.index
+                    );
+                }
+                SessionCommand::Resume => {
+                    let info = client.resume()?;
+                    println!("recording again from {} (run {})", info.started_media, info.run);
+                }
+                SessionCommand::PrivacyMute { state } => {
+                    let m = client.privacy_mute(state == "on")?;
+                    println!(
+                        "privacy mute {state} at {} (record #{}); the record itself is never muted",
+                        m.media, m.index
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::People { command } => {
+            let client = Client::from_config(&load(&cli.config)?)?;
+            match command {
+                PeopleCommand::List => {
+                    for p in client.people()?.as_array().into_iter().flatten() {
+                        println!(
+                            "{:<11} {:<32} since {}",
+                            p["role"].as_str().unwrap_or(""),
+                            p["name"].as_str().unwrap_or(""),
+                            p["created"].as_str().unwrap_or("")
+                        );
+                    }
+                }
+                PeopleCommand::Secretary { name, pin_stdin } => {
+                    let pin = read_pin(pin_stdin)?;
+                    client.put_person(&name, "secretary", Some(&pin))?;
+                    println!("secretary {name:?} can sign in on the panel with that PIN");
+                }
+                PeopleCommand::Technician { name } => {
+                    let answer = client.put_person(&name, "technician", None)?;
+                    println!("technician {name:?}; token (shown once, only its hash is kept):");
+                    println!("{}", answer["token"].as_str().unwrap_or(""));
+                }
+                PeopleCommand::Remove { name } => {
+                    client.remove_person(&name)?;
+                    println!("removed {name:?}");
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -615,6 +694,33 @@ fn print_session_status(status: &serde_json::Value) {
     }
 }
 
+/// A PIN from standard input (one line), or asked twice on the terminal without echo.
+fn read_pin(from_stdin: bool) -> Result<String> {
+    use std::io::BufRead;
+    if from_stdin {
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line)?;
+        return Ok(line.trim().to_string());
+    }
+    let ask = |prompt: &str| -> Result<String> {
+        eprint!("{prompt}");
+        let echo_off = std::process::Command::new("stty").arg("-echo").stdin(std::process::Stdio::inherit()).status();
+        let mut line = String::new();
+        let read = std::io::stdin().lock().read_line(&mut line);
+        if echo_off.is_ok() {
+            let _ = std::process::Command::new("stty").arg("echo").stdin(std::process::Stdio::inherit()).status();
+        }
+        eprintln!();
+        read?;
+        Ok(line.trim().to_string())
+    };
+    let pin = ask("PIN (4 to 12 digits): ")?;
+    if ask("the same PIN again: ")? != pin {
+        anyhow::bail!("the two PINs differ; nothing changed");
+    }
+    Ok(pin)
+}
+
 fn run_daemon(cfg: LoadedConfig) -> Result<()> {
     gst::init().context("initializing GStreamer")?;
     let cfg = Arc::new(cfg);
@@ -629,8 +735,6 @@ fn run_daemon(cfg: LoadedConfig) -> Result<()> {
     if !cfg.public_key_path().exists() {
         std::fs::write(cfg.public_key_path(), public.to_pem()).context("writing the public key")?;
     }
-    let token = control::ensure_token(&cfg.token_path())
-        .with_context(|| format!("API token {}", cfg.token_path().display()))?;
     let ledger = Arc::new(Ledger::open(&cfg.ledger_path(), Arc::new(key), clocks.clone())?);
     let stt = cfg.config.stt.enabled.then(|| {
         let mics = cfg.profile.audio_devices.iter().map(|d| d.mics.len()).sum();
@@ -653,20 +757,19 @@ fn run_daemon(cfg: LoadedConfig) -> Result<()> {
     );
 
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    let state = ApiState::new(recorder.clone(), ledger.clone(), stt.clone(), &token, cfg.config.debug.fault_injection)
-        .with_storage(storage.clone());
+    let auth =
+        Arc::new(courtbox::auth::Auth::new(ledger.clone(), courtbox::auth::AuthSettings::from_config(&cfg.config.api)));
+    let state =
+        ApiState::new(cfg.clone(), recorder.clone(), ledger.clone(), stt.clone(), auth).with_storage(storage.clone());
     let served = runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind(&cfg.config.api.listen)
-            .await
-            .with_context(|| format!("cannot listen on {} (api.listen); is another courtbox running?", cfg.config.api.listen))?;
-        tracing::info!(addr = %cfg.config.api.listen, key_id = %public.key_id(), data = %cfg.data_dir.display(), "courtbox ready");
-        courtbox::sysd::ready(&format!("ready; API on {}", cfg.config.api.listen));
+        tracing::info!(key_id = %public.key_id(), data = %cfg.data_dir.display(), socket = %cfg.socket_path().display(), "courtbox starting");
         courtbox::sysd::start_watchdog(
             recorder.clone(),
             ledger.clone(),
             std::time::Duration::from_nanos(cfg.segment_nanos()),
         );
-        axum::serve(listener, control::router(state)).with_graceful_shutdown(shutdown_signal()).await.context("control API")
+        let ready = format!("ready; API and panel on {}", cfg.config.api.listen);
+        control::serve(&cfg, state, shutdown_signal(), move || courtbox::sysd::ready(&ready)).await
     });
     // Whatever ended the server, finalize the open segments before exiting.
     recorder.shutdown();

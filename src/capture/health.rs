@@ -70,11 +70,21 @@ struct State {
 pub struct HealthBoard {
     sources: Mutex<HashMap<String, State>>,
     alarm_after: AlarmAfter,
+    /// The latest JPEG thumbnail of every camera.
+    thumbnails: Mutex<HashMap<String, std::sync::Arc<Vec<u8>>>>,
 }
 
 impl HealthBoard {
     pub fn new(alarm_after: AlarmAfter) -> HealthBoard {
-        HealthBoard { sources: Mutex::default(), alarm_after }
+        HealthBoard { sources: Mutex::default(), alarm_after, thumbnails: Mutex::default() }
+    }
+
+    pub fn thumbnail(&self, source: &str) -> Option<std::sync::Arc<Vec<u8>>> {
+        self.thumbnails.lock().unwrap().get(source).cloned()
+    }
+
+    fn set_thumbnail(&self, source: &str, jpeg: Vec<u8>) {
+        self.thumbnails.lock().unwrap().insert(source.to_string(), std::sync::Arc::new(jpeg));
     }
 
     pub fn snapshot(&self) -> Vec<SourceHealth> {
@@ -204,8 +214,10 @@ pub fn attach_probe(pad: &gst::Pad, plan: &super::DevicePlan, board: std::sync::
                 let frame_ns = 1_000_000_000u64 * fps.denom() as u64 / fps.numer() as u64;
                 board.video_timestamp(source, pts.nseconds(), frame_ns);
             }
-            // A few samples a second are plenty to see black or frozen pictures.
-            if !frames.fetch_add(1, std::sync::atomic::Ordering::Relaxed).is_multiple_of(8) {
+            // A few samples a second are plenty to see black or frozen pictures; a
+            // thumbnail every 64 frames (about 2 s) is plenty for the panel.
+            let n = frames.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if !n.is_multiple_of(8) {
                 return gst::PadProbeReturn::Ok;
             }
             if let Ok(vinfo) = gst_video::VideoInfo::from_caps(&caps)
@@ -214,6 +226,21 @@ pub fn attach_probe(pad: &gst::Pad, plan: &super::DevicePlan, board: std::sync::
             {
                 let stride = frame.plane_stride()[0] as usize;
                 board.video_frame(source, plane, vinfo.width() as usize, vinfo.height() as usize, stride);
+                if n.is_multiple_of(64)
+                    && vinfo.format() == gst_video::VideoFormat::I420
+                    && let (Ok(u), Ok(v)) = (frame.plane_data(1), frame.plane_data(2))
+                {
+                    let strides = frame.plane_stride();
+                    let i420 = super::thumbnail::I420 {
+                        width: vinfo.width() as usize,
+                        height: vinfo.height() as usize,
+                        planes: [plane, u, v],
+                        strides: [strides[0] as usize, strides[1] as usize, strides[2] as usize],
+                    };
+                    if let Some(jpeg) = super::thumbnail::encode(&i420) {
+                        board.set_thumbnail(source, jpeg);
+                    }
+                }
             }
         } else if let Some(s) = caps.structure(0)
             && let (Ok(format), Ok(channels)) = (s.get::<&str>("format"), s.get::<i32>("channels"))

@@ -12,6 +12,7 @@ mod sim_audio;
 mod splitter;
 mod supervisor;
 mod template;
+mod thumbnail;
 mod track;
 
 pub use health::{AlarmAfter, BLACK_LUMA, HealthBoard, SILENT_DBFS, SourceHealth};
@@ -330,6 +331,11 @@ impl CaptureRun {
     /// Signal health of every source that has delivered data.
     pub fn health(&self) -> Vec<SourceHealth> {
         self.ctx.health.snapshot()
+    }
+
+    /// The latest JPEG thumbnail of a camera.
+    pub fn thumbnail(&self, source: &str) -> Option<std::sync::Arc<Vec<u8>>> {
+        self.ctx.health.thumbnail(source)
     }
 
     pub fn devices(&self) -> Vec<DeviceStatus> {

@@ -203,15 +203,40 @@ impl Default for RecordingConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ApiConfig {
-    /// Address of the local control API. Loopback by default.
+    /// Address of the control API and front panel. Loopback by default: the panel's
+    /// touchscreen is on the box; expose it further only with TLS.
     pub listen: String,
-    /// File holding the API token (created 0600 on first run); relative to `data_dir`.
-    pub token_file: PathBuf,
+    /// Unix socket for `courtbox` commands run on the box (root or the service user act as
+    /// technician, known by the kernel's peer credentials); relative to `data_dir`.
+    pub socket: PathBuf,
+    /// PEM certificate chain and private key: when both are set the API speaks only HTTPS.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// A panel session ends after this long without an action (status updates do not count).
+    pub session_idle_minutes: u32,
+    /// ... and this long after sign-in in any case.
+    pub session_max_hours: u32,
+    /// Consecutive wrong PINs or tokens that lock an account ...
+    pub lockout_failures: u32,
+    /// ... for this long.
+    pub lockout_minutes: u32,
+    /// Sign-in attempts one client may make per minute.
+    pub sign_in_per_minute: u32,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        ApiConfig { listen: "127.0.0.1:8089".into(), token_file: "api.token".into() }
+        ApiConfig {
+            listen: "127.0.0.1:8089".into(),
+            socket: "control.sock".into(),
+            tls_cert: None,
+            tls_key: None,
+            session_idle_minutes: 30,
+            session_max_hours: 12,
+            lockout_failures: 5,
+            lockout_minutes: 5,
+            sign_in_per_minute: 20,
+        }
     }
 }
 
@@ -262,8 +287,17 @@ impl LoadedConfig {
     pub fn public_key_path(&self) -> PathBuf {
         self.data_dir.join("device.pub")
     }
-    pub fn token_path(&self) -> PathBuf {
-        crate::base::resolve(&self.data_dir, &self.config.api.token_file)
+    pub fn socket_path(&self) -> PathBuf {
+        crate::base::resolve(&self.data_dir, &self.config.api.socket)
+    }
+
+    /// The certificate and key of the API, when TLS is configured (relative to the config).
+    pub fn tls_paths(&self) -> Option<(PathBuf, PathBuf)> {
+        let api = &self.config.api;
+        Some((
+            crate::base::resolve(&self.base_dir, api.tls_cert.as_ref()?),
+            crate::base::resolve(&self.base_dir, api.tls_key.as_ref()?),
+        ))
     }
     pub fn segment_nanos(&self) -> u64 {
         u64::from(self.config.recording.segment_seconds) * 1_000_000_000

@@ -76,6 +76,15 @@ pub fn validate_config(config: &Config) -> Vec<Problem> {
     if config.api.listen.parse::<std::net::SocketAddr>().is_err() {
         p.add("api.listen", format!("{:?} is not an address like 127.0.0.1:8089", config.api.listen));
     }
+    let api = &config.api;
+    if api.tls_cert.is_some() != api.tls_key.is_some() {
+        p.add("api.tls_cert", "tls_cert and tls_key go together: set both for HTTPS, or neither");
+    }
+    p.range("api.session_idle_minutes".into(), api.session_idle_minutes, 1, 24 * 60);
+    p.range("api.session_max_hours".into(), api.session_max_hours, 1, 72);
+    p.range("api.lockout_failures".into(), api.lockout_failures, 1, 100);
+    p.range("api.lockout_minutes".into(), api.lockout_minutes, 1, 24 * 60);
+    p.range("api.sign_in_per_minute".into(), api.sign_in_per_minute, 1, 1000);
     p.0
 }
 

@@ -1,44 +1,46 @@
+//! The control API's state, errors, routes and the recording handlers. Who may call what
+//! is in `access`; the panel's own routes in `panel`; the record's in `records`.
+
+use super::{access, panel, records};
+use crate::auth::{Auth, Principal};
+use crate::config::LoadedConfig;
 use crate::ledger::Ledger;
 use crate::session::{Recorder, SessionError, StartRequest};
 use crate::stt::Stt;
 use crate::upload::Storage;
-use axum::extract::{Path, Query, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::middleware::{self, Next};
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::middleware;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::routing::{get, post, put};
+use axum::{Extension, Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 use std::sync::Arc;
 
 #[derive(Clone)]
 pub struct ApiState {
-    recorder: Arc<Recorder>,
-    ledger: Arc<Ledger>,
-    stt: Option<Arc<Stt>>,
-    storage: Option<Arc<Storage>>,
-    token_sha256: [u8; 32],
-    fault_injection: bool,
+    pub(super) cfg: Arc<LoadedConfig>,
+    pub(super) recorder: Arc<Recorder>,
+    pub(super) ledger: Arc<Ledger>,
+    pub(super) stt: Option<Arc<Stt>>,
+    pub(super) storage: Option<Arc<Storage>>,
+    pub(super) auth: Arc<Auth>,
+    /// Cookies are marked `Secure` when the API speaks HTTPS.
+    pub(super) tls: bool,
 }
 
 impl ApiState {
     pub fn new(
+        cfg: Arc<LoadedConfig>,
         recorder: Arc<Recorder>,
         ledger: Arc<Ledger>,
         stt: Option<Arc<Stt>>,
-        token: &str,
-        fault_injection: bool,
+        auth: Arc<Auth>,
     ) -> ApiState {
-        ApiState {
-            recorder,
-            ledger,
-            stt,
-            storage: None,
-            token_sha256: crate::integrity::sha256(token.as_bytes()),
-            fault_injection,
-        }
+        let tls = cfg.tls_paths().is_some();
+        ApiState { cfg, recorder, ledger, stt, storage: None, auth, tls }
     }
 
     /// Adds central storage and disk state to `/status`.
@@ -48,7 +50,14 @@ impl ApiState {
     }
 }
 
-pub struct ApiError(StatusCode, String);
+/// An answer other than success: its status and a message a person can act on.
+pub struct ApiError(pub StatusCode, pub String);
+
+impl ApiError {
+    pub fn internal(e: impl std::fmt::Display) -> ApiError {
+        ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("internal error: {e}"))
+    }
+}
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -59,8 +68,14 @@ impl IntoResponse for ApiError {
 impl From<SessionError> for ApiError {
     fn from(e: SessionError) -> ApiError {
         let status = match &e {
-            SessionError::AlreadyRecording(_) | SessionError::NotRecording => StatusCode::CONFLICT,
+            SessionError::AlreadyRecording(_)
+            | SessionError::NotRecording
+            | SessionError::InRecess
+            | SessionError::NotInRecess => StatusCode::CONFLICT,
             SessionError::Invalid(_) => StatusCode::BAD_REQUEST,
+            SessionError::Ledger(crate::ledger::LedgerError::Invalid(m)) if m.contains("no session") => {
+                StatusCode::NOT_FOUND
+            }
             SessionError::Ledger(_) | SessionError::Capture(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError(status, e.to_string())
@@ -68,85 +83,88 @@ impl From<SessionError> for ApiError {
 }
 
 /// Runs recorder work (GStreamer, SQLite) off the async runtime.
-async fn blocking<T: Send + 'static>(
+pub(super) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, SessionError> + Send + 'static,
 ) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("internal error: {e}")))?
-        .map_err(ApiError::from)
+    tokio::task::spawn_blocking(f).await.map_err(ApiError::internal)?.map_err(ApiError::from)
+}
+
+/// Rejections of the extractors (malformed JSON, wrong content type, bad path or query)
+/// as the API's own `{"error": ...}` answers.
+pub(super) async fn json_rejections(request: axum::extract::Request, next: middleware::Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json = response.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| {
+        v.starts_with("application/json")
+            || v.starts_with("text/event-stream")
+            || v.starts_with("image/")
+            || v.starts_with("application/zip")
+    });
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 16 * 1024).await.unwrap_or_default();
+    let mut message = String::from_utf8_lossy(&text).trim().to_string();
+    if message.is_empty() {
+        message = status.canonical_reason().unwrap_or("error").to_string();
+    }
+    let mut out = ApiError(parts.status, message).into_response();
+    for (k, v) in parts.headers.iter().filter(|(k, _)| *k == header::ALLOW || *k == header::RETRY_AFTER) {
+        out.headers_mut().insert(k.clone(), v.clone());
+    }
+    *out.extensions_mut() = parts.extensions;
+    out
 }
 
 pub fn router(state: ApiState) -> Router {
-    let authed = Router::new()
-        .route("/api/v1/status", get(status))
-        .route("/api/v1/sessions", post(start))
-        .route("/api/v1/sessions/current/stop", post(stop))
-        .route("/api/v1/sessions/current/marks", post(mark))
+    let technician = Router::new()
+        .route("/api/v1/config", get(records::get_config).put(records::put_config))
+        .route("/api/v1/people", get(access::people))
+        .route("/api/v1/people/{name}", put(access::put_person).delete(access::remove_person))
+        .route("/api/v1/audit", get(records::audit_log))
         .route("/api/v1/debug/fail-device", post(fail_device))
         .route("/api/v1/debug/stall-ledger", post(stall_ledger))
+        .route_layer(middleware::from_fn(access::technicians_only));
+    let signed_in = Router::new()
+        .route("/api/v1/auth/me", get(access::me))
+        .route("/api/v1/auth/sign-out", post(access::sign_out))
+        .route("/api/v1/status", get(status))
+        .route("/api/v1/status/ws", get(panel::status_ws))
+        .route("/api/v1/thumbnails/{source}", get(panel::thumbnail))
+        .route("/api/v1/sessions", post(start).get(records::sessions))
+        .route("/api/v1/sessions/current/stop", post(stop))
+        .route("/api/v1/sessions/current/marks", post(mark))
+        .route("/api/v1/sessions/current/recess", post(recess))
+        .route("/api/v1/sessions/current/resume", post(resume))
+        .route("/api/v1/sessions/current/privacy-mute", put(privacy_mute))
+        .route("/api/v1/sessions/{id}", get(records::session))
+        .route("/api/v1/sessions/{id}/export", get(records::export_zip))
+        .route("/api/v1/sessions/{id}/transcribe", post(transcribe))
         .route("/api/v1/captions/live", get(captions_live))
         .route("/api/v1/captions/search", get(captions_search))
-        .route("/api/v1/sessions/{id}/transcribe", post(transcribe))
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
-    // Health and metrics reveal nothing secret and are read by machines: no token.
+        .merge(technician)
+        .route_layer(middleware::from_fn_with_state(state.clone(), access::authenticate));
+    // The panel's files, health, metrics and the API document reveal nothing secret.
     Router::new()
+        .route("/", get(panel::page))
+        .route("/panel.js", get(panel::script))
+        .route("/panel.css", get(panel::style))
+        .route("/api/v1/openapi.json", get(super::openapi::document))
         .route("/api/v1/health", get(|| async { Json(json!({ "ok": true })) }))
+        .route("/api/v1/auth/people", get(access::secretary_names))
+        .route("/api/v1/auth/sign-in", post(access::sign_in))
         .route("/metrics", get(metrics))
-        .merge(authed)
-        .layer(middleware::from_fn_with_state(state.clone(), audit))
+        .merge(signed_in)
+        .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint (see /api/v1/openapi.json)".into()) })
+        .layer(middleware::from_fn(json_rejections))
+        .layer(middleware::from_fn_with_state(state.clone(), access::audit))
+        .layer(axum::extract::DefaultBodyLimit::max(1024 * 1024))
         .with_state(state)
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// Writes every request that changes something, and every refused one, to the audit chain
-/// before the answer goes out (reads that succeed are not actions).
-async fn audit(State(state): State<ApiState>, request: Request, next: Next) -> Response {
-    let action = format!("{} {}", request.method(), request.uri().path());
-    let mutating = request.method() != axum::http::Method::GET;
-    let response = next.run(request).await;
-    let status = response.status();
-    let refused = status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN;
-    if mutating || refused {
-        let (actor, role) = if status == StatusCode::UNAUTHORIZED {
-            ("anonymous", "none")
-        } else {
-            ("technician (API token)", "technician")
-        };
-        let ledger = state.ledger.clone();
-        let code = status.as_u16();
-        let write = tokio::task::spawn_blocking(move || ledger.call(move |w| w.audit(actor, role, &action, code)));
-        // The ledger answers in milliseconds; if it does not, the answer still goes out and
-        // the entry is written when it can be.
-        match tokio::time::timeout(std::time::Duration::from_secs(2), write).await {
-            Ok(Ok(Ok(_))) => {}
-            Ok(Ok(Err(e))) => tracing::error!(error = %e, "could not write the audit entry"),
-            Ok(Err(e)) => tracing::error!(error = %e, "audit writer failed"),
-            Err(_) => tracing::error!("audit entry not written within 2 s; it is written when the ledger answers"),
-        }
-    }
-    response
-}
-
-async fn require_token(State(state): State<ApiState>, headers: HeaderMap, request: Request, next: Next) -> Response {
-    let presented = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(|t| crate::integrity::sha256(t.trim().as_bytes()));
-    match presented {
-        Some(h) if constant_time_eq(&h, &state.token_sha256) => next.run(request).await,
-        Some(_) => ApiError(StatusCode::UNAUTHORIZED, "wrong API token".into()).into_response(),
-        None => {
-            ApiError(StatusCode::UNAUTHORIZED, "missing API token (Authorization: Bearer ...)".into()).into_response()
-        }
-    }
-}
-
-async fn status(State(s): State<ApiState>) -> Result<Response, ApiError> {
+/// Status of the box as one JSON document (also what the panel's WebSocket sends).
+pub(super) async fn status_json(s: &ApiState) -> Result<serde_json::Value, ApiError> {
     let r = s.recorder.clone();
     let status = blocking(move || Ok(r.status())).await?;
     let captions = match &s.stt {
@@ -155,14 +173,20 @@ async fn status(State(s): State<ApiState>) -> Result<Response, ApiError> {
     };
     let mut body = serde_json::to_value(status).unwrap_or_default();
     body["captions"] = captions;
+    body["sources"] = serde_json::to_value(s.cfg.profile.sources()).unwrap_or_default();
+    body["court"] = json!({ "court": s.cfg.config.court, "room": s.cfg.config.room });
     if let Some(storage) = s.storage.clone() {
         let st = tokio::task::spawn_blocking(move || storage.status())
             .await
-            .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("internal error: {e}")))?
-            .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+            .map_err(ApiError::internal)?
+            .map_err(ApiError::internal)?;
         body["storage"] = serde_json::to_value(st).unwrap_or_default();
     }
-    Ok(Json(body).into_response())
+    Ok(body)
+}
+
+async fn status(State(s): State<ApiState>) -> Result<Response, ApiError> {
+    Ok(Json(status_json(&s).await?).into_response())
 }
 
 async fn metrics(State(s): State<ApiState>) -> Result<Response, ApiError> {
@@ -178,8 +202,8 @@ async fn metrics(State(s): State<ApiState>) -> Result<Response, ApiError> {
         })
     })
     .await
-    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("internal error: {e}")))?
-    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    .map_err(ApiError::internal)?
+    .map_err(ApiError::internal)?;
     let body = super::metrics::encode(&snapshot);
     Ok(([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body).into_response())
 }
@@ -196,6 +220,7 @@ async fn captions_live(State(s): State<ApiState>) -> Result<Response, ApiError> 
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct SearchQuery {
     q: String,
     #[serde(default = "default_limit")]
@@ -243,9 +268,38 @@ struct MarkRequest {
     text: String,
 }
 
-async fn mark(State(s): State<ApiState>, Json(req): Json<MarkRequest>) -> Result<Response, ApiError> {
+async fn mark(
+    State(s): State<ApiState>,
+    Extension(who): Extension<Principal>,
+    Json(req): Json<MarkRequest>,
+) -> Result<Response, ApiError> {
     let r = s.recorder.clone();
-    Ok((StatusCode::CREATED, Json(blocking(move || r.mark(&req.text)).await?)).into_response())
+    Ok((StatusCode::CREATED, Json(blocking(move || r.mark(&req.text, &who.describe())).await?)).into_response())
+}
+
+async fn recess(State(s): State<ApiState>, Extension(who): Extension<Principal>) -> Result<Response, ApiError> {
+    let r = s.recorder.clone();
+    Ok(Json(blocking(move || r.recess(&who.describe())).await?).into_response())
+}
+
+async fn resume(State(s): State<ApiState>, Extension(who): Extension<Principal>) -> Result<Response, ApiError> {
+    let r = s.recorder.clone();
+    Ok(Json(blocking(move || r.resume(&who.describe())).await?).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PrivacyMute {
+    muted: bool,
+}
+
+async fn privacy_mute(
+    State(s): State<ApiState>,
+    Extension(who): Extension<Principal>,
+    Json(req): Json<PrivacyMute>,
+) -> Result<Response, ApiError> {
+    let r = s.recorder.clone();
+    Ok(Json(blocking(move || r.set_privacy_mute(req.muted, &who.describe())).await?).into_response())
 }
 
 #[derive(Deserialize)]
@@ -255,7 +309,7 @@ struct FailDevice {
 }
 
 fn require_fault_injection(s: &ApiState) -> Result<(), ApiError> {
-    if s.fault_injection {
+    if s.cfg.config.debug.fault_injection {
         Ok(())
     } else {
         Err(ApiError(StatusCode::NOT_FOUND, "fault injection is disabled (debug.fault_injection = false)".into()))

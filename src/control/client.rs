@@ -6,10 +6,8 @@ use thiserror::Error;
 
 #[derive(Debug, Error)]
 pub enum ClientError {
-    #[error("cannot read the API token {path}: {source} (run as the courtbox user or root)")]
-    Token { path: String, source: std::io::Error },
     #[error(
-        "the courtbox daemon is not answering at {addr}: is it running? (`courtbox run`, or `systemctl status courtbox`)"
+        "the courtbox daemon is not answering on {addr}: is it running? (`courtbox run`, or `systemctl status courtbox`); commands must run as root or the courtbox user"
     )]
     NotRunning { addr: String },
     #[error("{0}")]
@@ -18,35 +16,35 @@ pub enum ClientError {
     Http(String),
 }
 
-/// The CLI's client of the local control API.
+/// The CLI's client of the control API, over the daemon's Unix socket: the kernel tells the
+/// daemon who runs the command, so no secret is kept for it.
 pub struct Client {
     base: String,
-    token: String,
+    socket: std::path::PathBuf,
     http: reqwest::blocking::Client,
 }
 
 impl Client {
     pub fn from_config(cfg: &LoadedConfig) -> Result<Client, ClientError> {
-        let path = cfg.token_path();
-        let token = super::read_token(&path)
-            .map_err(|source| ClientError::Token { path: path.display().to_string(), source })?;
+        let socket = cfg.socket_path();
         crate::base::install_tls_provider();
         let http = reqwest::blocking::Client::builder()
+            .unix_socket(socket.clone())
             // Stopping a session waits for every device to finalize its segment.
             .timeout(Duration::from_secs(60))
             .build()
             .map_err(|e| ClientError::Http(e.to_string()))?;
-        Ok(Client { base: format!("http://{}", cfg.config.api.listen), token, http })
+        Ok(Client { base: "http://courtbox".into(), socket, http })
+    }
+
+    fn not_running(&self) -> ClientError {
+        ClientError::NotRunning { addr: self.socket.display().to_string() }
     }
 
     fn send<T: DeserializeOwned>(&self, req: reqwest::blocking::RequestBuilder) -> Result<T, ClientError> {
-        let resp = req.bearer_auth(&self.token).send().map_err(|e| {
-            if e.is_connect() {
-                ClientError::NotRunning { addr: self.base.clone() }
-            } else {
-                ClientError::Http(e.to_string())
-            }
-        })?;
+        let resp = req
+            .send()
+            .map_err(|e| if e.is_connect() { self.not_running() } else { ClientError::Http(e.to_string()) })?;
         let status = resp.status();
         let body = resp.text().map_err(|e| ClientError::Http(e.to_string()))?;
         if !status.is_success() {
@@ -65,6 +63,37 @@ impl Client {
     pub fn stop(&self) -> Result<StopInfo, ClientError> {
         self.send(self.http.post(format!("{}/api/v1/sessions/current/stop", self.base)))
     }
+    pub fn recess(&self) -> Result<MarkInfo, ClientError> {
+        self.send(self.http.post(format!("{}/api/v1/sessions/current/recess", self.base)))
+    }
+    pub fn resume(&self) -> Result<SessionInfo, ClientError> {
+        self.send(self.http.post(format!("{}/api/v1/sessions/current/resume", self.base)))
+    }
+    pub fn privacy_mute(&self, muted: bool) -> Result<MarkInfo, ClientError> {
+        self.send(
+            self.http
+                .put(format!("{}/api/v1/sessions/current/privacy-mute", self.base))
+                .json(&serde_json::json!({ "muted": muted })),
+        )
+    }
+    /// Adds a person or renews their secret: a secretary with `pin`, a technician without
+    /// (the answer carries the new token).
+    pub fn put_person(&self, name: &str, role: &str, pin: Option<&str>) -> Result<serde_json::Value, ClientError> {
+        let mut body = serde_json::json!({ "role": role });
+        if let Some(pin) = pin {
+            body["pin"] = pin.into();
+        }
+        let url = format!("{}/api/v1/people/{}", self.base, url_escape(name));
+        self.send(self.http.put(url).json(&body))
+    }
+    pub fn remove_person(&self, name: &str) -> Result<serde_json::Value, ClientError> {
+        let url = format!("{}/api/v1/people/{}", self.base, url_escape(name));
+        self.send(self.http.delete(url))
+    }
+    pub fn people(&self) -> Result<serde_json::Value, ClientError> {
+        self.send(self.http.get(format!("{}/api/v1/people", self.base)))
+    }
+
     pub fn mark(&self, text: &str) -> Result<MarkInfo, ClientError> {
         self.send(
             self.http
@@ -84,15 +113,14 @@ impl Client {
     /// until the daemon closes it.
     pub fn follow_captions(&self, mut on_caption: impl FnMut(&str, serde_json::Value)) -> Result<(), ClientError> {
         use std::io::BufRead;
-        let http = reqwest::blocking::Client::builder().build().map_err(|e| ClientError::Http(e.to_string()))?;
-        let resp =
-            http.get(format!("{}/api/v1/captions/live", self.base)).bearer_auth(&self.token).send().map_err(|e| {
-                if e.is_connect() {
-                    ClientError::NotRunning { addr: self.base.clone() }
-                } else {
-                    ClientError::Http(e.to_string())
-                }
-            })?;
+        let http = reqwest::blocking::Client::builder()
+            .unix_socket(self.socket.clone())
+            .build()
+            .map_err(|e| ClientError::Http(e.to_string()))?;
+        let resp = http
+            .get(format!("{}/api/v1/captions/live", self.base))
+            .send()
+            .map_err(|e| if e.is_connect() { self.not_running() } else { ClientError::Http(e.to_string()) })?;
         if !resp.status().is_success() {
             return Err(ClientError::Refused(format!("HTTP {}", resp.status().as_u16())));
         }
@@ -109,4 +137,15 @@ impl Client {
         }
         Ok(())
     }
+}
+
+/// A path segment with everything but unreserved characters percent-encoded.
+fn url_escape(segment: &str) -> String {
+    segment
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }

@@ -1,11 +1,16 @@
-//! The control surface: a local HTTP API (axum) that the CLI and, later, the front panel
-//! talk to. Every request but `/health` carries the API token as a bearer token.
+//! The control surface: an HTTP + WebSocket API (axum) for the front panel, technicians'
+//! tools and the `courtbox` commands, described by an OpenAPI document. Who may call what is
+//! decided in `access` (see `auth`); every change and every refusal is audited.
 
+mod access;
 mod api;
 mod client;
 pub mod metrics;
-mod token;
+mod openapi;
+mod panel;
+mod records;
+mod serve;
 
 pub use api::{ApiState, router};
 pub use client::{Client, ClientError};
-pub use token::{ensure_token, read_token};
+pub use serve::serve;

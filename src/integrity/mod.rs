@@ -13,8 +13,8 @@ mod verify;
 pub use audit::{AuditBody, SignedEntry, next_entry as next_audit_entry, verify_audit};
 pub use keys::{DeviceKey, KeyError, PublicKey};
 pub use record::{
-    CONTINUITY_TOLERANCE_NS, CaptionItem, CaptionOrigin, Entry, FORMAT_VERSION, Hearing, ManifestBody, RecordBody,
-    RunCause, SignedDoc, SignedDocError, ZERO_HASH, sha256, sha256_hex,
+    CONTINUITY_TOLERANCE_NS, CaptionItem, CaptionOrigin, Entry, FORMAT_VERSION, Hearing, ManifestBody, RECESS_REASON,
+    RecordBody, RunCause, SignedDoc, SignedDocError, ZERO_HASH, sha256, sha256_hex,
 };
 pub use verify::{Fault, FaultKind, LocalFolder, Report, SessionFolder, digest_reader, verify, verify_folder};
 

@@ -43,6 +43,9 @@ impl Hearing {
     }
 }
 
+/// The reason of the gap records that cover a recess.
+pub const RECESS_REASON: &str = "recess: the hearing was paused and nothing was recorded until it resumed";
+
 /// Why a run of capture began.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -55,6 +58,8 @@ pub enum RunCause {
     ResumeAfterPowerLoss,
     /// The daemon was stopped cleanly (service stop) while recording.
     ResumeAfterShutdown,
+    /// The hearing resumed after a recess, during which nothing was recorded.
+    ResumeAfterRecess,
 }
 
 impl RunCause {
@@ -64,6 +69,7 @@ impl RunCause {
             RunCause::ResumeAfterCrash => "recording interrupted: the daemon crashed or was killed; resumed on restart",
             RunCause::ResumeAfterPowerLoss => "recording interrupted: power loss or reboot; resumed on restart",
             RunCause::ResumeAfterShutdown => "recording interrupted: the service was stopped; resumed on restart",
+            RunCause::ResumeAfterRecess => RECESS_REASON,
         }
     }
 }
@@ -149,6 +155,25 @@ pub enum Entry {
     Mark {
         media: MediaTime,
         text: String,
+        /// Who set the mark (absent in records written before marks named their author).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<String>,
+    },
+    /// The hearing was paused: every device finalized its segment and capture stopped.
+    Recess {
+        media: MediaTime,
+        by: String,
+    },
+    /// The hearing resumed; a `run_start` with cause `resume_after_recess` follows.
+    RecessEnd {
+        media: MediaTime,
+        by: String,
+    },
+    /// The broadcast's privacy mute was switched on or off (the record is never muted).
+    PrivacyMute {
+        media: MediaTime,
+        muted: bool,
+        by: String,
     },
     /// A batch of final captions of one microphone. A later transcription names the
     /// `captions_behind` record it resolves (`backlog_of`), even when it found no speech.
@@ -186,6 +211,9 @@ impl Entry {
             Entry::Segment { .. } => "segment",
             Entry::Gap { .. } => "gap",
             Entry::Mark { .. } => "mark",
+            Entry::Recess { .. } => "recess",
+            Entry::RecessEnd { .. } => "recess_end",
+            Entry::PrivacyMute { .. } => "privacy_mute",
             Entry::Captions { .. } => "captions",
             Entry::CaptionsBehind { .. } => "captions_behind",
             Entry::ClockJump { .. } => "clock_jump",
@@ -321,7 +349,7 @@ mod tests {
 
     #[test]
     fn record_encoding_is_stable() {
-        let b = body(Entry::Mark { media: MediaTime(5), text: "Witness sworn in".into() });
+        let b = body(Entry::Mark { media: MediaTime(5), text: "Witness sworn in".into(), by: None });
         let json = String::from_utf8(serde_json::to_vec(&b).unwrap()).unwrap();
         assert_eq!(
             json,
@@ -336,7 +364,7 @@ mod tests {
         ) {
             let dir = tempfile::tempdir().unwrap();
             let key = DeviceKey::create(&dir.path().join("k")).unwrap();
-            let b = body(Entry::Mark { media: MediaTime(media), text });
+            let b = body(Entry::Mark { media: MediaTime(media), text, by: None });
             let doc = SignedDoc::sign(&b, &key);
             let parsed = SignedDoc::parse(&doc.to_bytes()).unwrap();
             prop_assert_eq!(&parsed, &doc);

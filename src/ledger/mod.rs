@@ -3,10 +3,12 @@
 //! readers open their own read-only connections. `schema.sql` documents every table.
 
 mod audit;
+mod credentials;
 mod read;
 mod uploads;
 mod writer;
 
+pub use credentials::CredentialRow;
 pub use read::{CaptionRow, Reader, RecordRow, RunRow, SegmentRow, SessionRow};
 pub use uploads::{Alarm, Evictable, Payload, UploadBacklog, UploadJob};
 pub use writer::{Committed, NewSession, SegmentCommit, Writer};
@@ -20,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use thiserror::Error;
 
-pub const SCHEMA_VERSION: i32 = 4;
+pub const SCHEMA_VERSION: i32 = 5;
 const SCHEMA: &str = include_str!("schema.sql");
 /// `(version, sql)`: the script that upgrades `version - 1` to `version`.
 const MIGRATIONS: &[(i32, &str)] = &[
@@ -28,6 +30,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (2, include_str!("migrations/002_captions.sql")),
     (3, include_str!("migrations/003_alarms.sql")),
     (4, include_str!("migrations/004_audit.sql")),
+    (5, include_str!("migrations/005_credentials.sql")),
 ];
 
 #[derive(Debug, Error)]
@@ -195,7 +198,12 @@ mod tests {
             .map(|sql| {
                 let sql = sql.unwrap();
                 let code: Vec<&str> = sql.lines().map(|l| l.split("--").next().unwrap_or("")).collect();
-                code.join(" ").split_whitespace().collect::<Vec<_>>().join(" ")
+                // A table renamed by a migration is stored as `CREATE TABLE "name"`.
+                code.join(" ")
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" ")
+                    .replace("CREATE TABLE \"runs\"", "CREATE TABLE runs")
             })
             .collect()
     }
@@ -249,7 +257,7 @@ mod tests {
         assert_eq!(first.index, 0);
         // Only one session can record at a time.
         assert!(ledger.call(|w| w.create_session(new_session())).is_err());
-        ledger.call(move |w| w.append(id, Entry::Mark { media: MediaTime(5), text: "m".into() })).unwrap();
+        ledger.call(move |w| w.append(id, Entry::Mark { media: MediaTime(5), text: "m".into(), by: None })).unwrap();
         let gap =
             Entry::Gap { source: "cam".into(), media_start: MediaTime(1), media_end: MediaTime(2), reason: "r".into() };
         ledger.call(move |w| w.stop_session(id, Some(1), MediaTime(9), vec![gap])).unwrap();
@@ -263,7 +271,7 @@ mod tests {
         assert_eq!(count(&ledger), 4);
         // ...and the chain head was re-read, not left pointing at the rolled-back record.
         let (other, _) = ledger.call(|w| w.create_session(new_session())).unwrap();
-        ledger.call(move |w| w.append(other, Entry::Mark { media: MediaTime(1), text: "x".into() })).unwrap();
+        ledger.call(move |w| w.append(other, Entry::Mark { media: MediaTime(1), text: "x".into(), by: None })).unwrap();
 
         let rows = ledger.reader().unwrap().records(id).unwrap();
         let mut prev = ZERO_HASH.to_string();

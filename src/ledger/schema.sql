@@ -52,7 +52,7 @@ CREATE TABLE runs (
   started_wall    TEXT NOT NULL,
   media_offset_ns INTEGER NOT NULL,   -- media time at this run's pipeline running time 0
   ended_wall      TEXT,               -- NULL while running, and forever after a crash
-  end_reason      TEXT CHECK (end_reason IN ('stopped', 'shutdown')),
+  end_reason      TEXT CHECK (end_reason IN ('stopped', 'shutdown', 'recess')),
   PRIMARY KEY (session_id, run)
 ) STRICT;
 
@@ -175,4 +175,15 @@ CREATE TABLE audit (
   idx       INTEGER PRIMARY KEY,
   body      BLOB NOT NULL,          -- canonical JSON exactly as signed
   signature BLOB NOT NULL           -- Ed25519, 64 bytes
+) STRICT;
+
+-- Who may act on the box: secretaries sign in with a PIN, technicians present a token. Only
+-- the Argon2id hash (PHC string, salted) of a PIN or token is kept; the token itself is shown
+-- once when it is made. Removing a person deletes the row (the audit chain keeps their acts).
+CREATE TABLE credentials (
+  id           TEXT PRIMARY KEY,     -- short random id; a technician token names it
+  role         TEXT NOT NULL CHECK (role IN ('secretary', 'technician')),
+  name         TEXT NOT NULL UNIQUE, -- as shown on the panel and in the audit chain
+  secret_hash  TEXT NOT NULL,        -- $argon2id$v=19$m=...,t=...,p=...$salt$hash
+  created_wall TEXT NOT NULL
 ) STRICT;

@@ -306,12 +306,23 @@ impl Writer {
     }
 
     pub fn end_run(&mut self, session: Uuid, run: u32, reason: &str) -> Result<(), LedgerError> {
-        self.transact(|tx, _, wall| {
+        self.end_run_stating(session, run, reason, None).map(|_| ())
+    }
+
+    /// Ends a run and appends the record that says why, in one transaction (a recess).
+    pub fn end_run_stating(
+        &mut self,
+        session: Uuid,
+        run: u32,
+        reason: &str,
+        entry: Option<Entry>,
+    ) -> Result<Option<Committed>, LedgerError> {
+        self.transact(|tx, chain, wall| {
             tx.execute(
                 "UPDATE runs SET ended_wall = ?3, end_reason = ?4 WHERE session_id = ?1 AND run = ?2",
                 params![session.to_string(), run, wall.to_rfc3339(), reason],
             )?;
-            Ok(())
+            entry.map(|e| chain.append(tx, session, e)).transpose()
         })
     }
 

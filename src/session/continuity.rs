@@ -42,6 +42,10 @@ impl Continuity {
                     c.run_started(*media, sources, why);
                 }
                 Entry::Segment { source, media_end, .. } => c.cover(source, *media_end),
+                Entry::Recess { .. } => {
+                    let names: Vec<String> = c.sources.keys().cloned().collect();
+                    c.interrupted(&names, crate::integrity::RECESS_REASON);
+                }
                 Entry::Gap { source, media_end, .. } if source == "*" => {
                     let names: Vec<String> = c.sources.keys().cloned().collect();
                     for s in names {

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use thiserror::Error;
 use uuid::Uuid;
 
@@ -31,6 +31,10 @@ pub enum SessionError {
     AlreadyRecording(Uuid),
     #[error("no session is recording")]
     NotRecording,
+    #[error("the hearing is already in recess")]
+    InRecess,
+    #[error("the hearing is not in recess")]
+    NotInRecess,
     #[error("{0}")]
     Invalid(String),
     #[error(transparent)]
@@ -139,6 +143,12 @@ impl Stats {
 #[derive(Debug, Clone, Serialize)]
 pub struct SessionStatus {
     pub id: Uuid,
+    /// `recording`, or `recess` (the hearing is paused and nothing is recorded).
+    pub state: &'static str,
+    /// Media time at which the recess began.
+    pub recess_since: Option<MediaTime>,
+    /// The broadcast is muted for privacy (the record never is).
+    pub privacy_muted: bool,
     pub case: String,
     pub title: String,
     pub language: String,
@@ -162,9 +172,40 @@ pub struct Status {
 struct Active {
     session: crate::ledger::SessionRow,
     run: u32,
-    capture: CaptureRun,
-    committer: Committer,
     stats: Arc<Stats>,
+    privacy_muted: bool,
+    phase: Phase,
+}
+
+enum Phase {
+    Recording {
+        capture: CaptureRun,
+        committer: Committer,
+    },
+    /// Capture stopped for a recess at `since`; `continuity` carries the accounting of every
+    /// source to the next run (or to the stop).
+    Recess {
+        continuity: Continuity,
+        since: MediaTime,
+        at: Instant,
+    },
+}
+
+impl Active {
+    /// Media time now, whether recording or in recess.
+    fn now(&self) -> MediaTime {
+        match &self.phase {
+            Phase::Recording { capture, .. } => capture.now(),
+            Phase::Recess { since, at, .. } => MediaTime(since.0 + at.elapsed().as_nanos() as u64),
+        }
+    }
+
+    fn capture(&self) -> Option<&CaptureRun> {
+        match &self.phase {
+            Phase::Recording { capture, .. } => Some(capture),
+            Phase::Recess { .. } => None,
+        }
+    }
 }
 
 pub struct Recorder {
@@ -219,17 +260,32 @@ impl Recorder {
         );
         let records = recovery::decode_records(&reader, session.id)?;
         let offset = recovery::resume_offset(&session, &records, self.clocks.wall());
-        let next_seq = reader.last_seq(session.id)?.into_iter().map(|(k, v)| (k, v + 1)).collect();
         let continuity = Continuity::replay(&records);
+        let privacy_muted = records
+            .iter()
+            .rev()
+            .find_map(|r| match r.entry {
+                Entry::PrivacyMute { muted, .. } => Some(muted),
+                _ => None,
+            })
+            .unwrap_or(false);
         let mut active = self.active.lock().unwrap();
-        *active = Some(self.start_run(
-            session.clone(),
-            interrupted.last_run + 1,
-            interrupted.cause,
-            offset,
-            next_seq,
-            continuity,
-        )?);
+        if interrupted.in_recess {
+            tracing::info!(session = %session.id, "the session is in recess; it records again when resumed");
+            *active = Some(Active {
+                session: session.clone(),
+                run: interrupted.last_run,
+                stats: Arc::default(),
+                privacy_muted,
+                phase: Phase::Recess { continuity, since: offset, at: Instant::now() },
+            });
+            return Ok(Some(session.id));
+        }
+        let next_seq = reader.last_seq(session.id)?.into_iter().map(|(k, v)| (k, v + 1)).collect();
+        let mut resumed =
+            self.start_run(session.clone(), interrupted.last_run + 1, interrupted.cause, offset, next_seq, continuity)?;
+        resumed.privacy_muted = privacy_muted;
+        *active = Some(resumed);
         Ok(Some(session.id))
     }
 
@@ -298,7 +354,7 @@ impl Recorder {
                     .collect(),
             });
         }
-        Ok(Active { session, run, capture, committer, stats })
+        Ok(Active { session, run, stats, privacy_muted: false, phase: Phase::Recording { capture, committer } })
     }
 
     pub fn start(&self, req: &StartRequest) -> Result<SessionInfo, SessionError> {
@@ -325,7 +381,8 @@ impl Recorder {
         match self.start_run(session, 1, RunCause::SessionStart, MediaTime::ZERO, HashMap::new(), Continuity::default())
         {
             Ok(a) => {
-                let info = SessionInfo { session: id, run: 1, started_media: a.capture.t0() };
+                let started_media = a.capture().map(|c| c.t0()).unwrap_or_default();
+                let info = SessionInfo { session: id, run: 1, started_media };
                 *active = Some(a);
                 Ok(info)
             }
@@ -337,13 +394,91 @@ impl Recorder {
         }
     }
 
-    pub fn mark(&self, text: &str) -> Result<MarkInfo, SessionError> {
+    /// A note on the record at this moment, by `by` (also during a recess).
+    pub fn mark(&self, text: &str, by: &str) -> Result<MarkInfo, SessionError> {
         let text = check_text("mark text", text, 2000)?;
         let active = self.active.lock().unwrap();
         let a = active.as_ref().ok_or(SessionError::NotRecording)?;
-        let media = a.capture.now();
+        let media = a.now();
         let id = a.session.id;
-        let c = self.ledger.call(move |w| w.append(id, Entry::Mark { media, text }))?;
+        let by = Some(by.to_string());
+        let c = self.ledger.call(move |w| w.append(id, Entry::Mark { media, text, by }))?;
+        Ok(MarkInfo { session: id, index: c.index, media })
+    }
+
+    /// Pauses the hearing: every device finalizes its segment and capture stops until
+    /// `resume`; the chain states the recess and who called it.
+    pub fn recess(&self, by: &str) -> Result<MarkInfo, SessionError> {
+        let mut guard = self.active.lock().unwrap();
+        let a = guard.as_mut().ok_or(SessionError::NotRecording)?;
+        if matches!(a.phase, Phase::Recess { .. }) {
+            return Err(SessionError::InRecess);
+        }
+        let Phase::Recording { capture, committer } = std::mem::replace(
+            &mut a.phase,
+            Phase::Recess { continuity: Continuity::default(), since: MediaTime::ZERO, at: Instant::now() },
+        ) else {
+            unreachable!("checked above")
+        };
+        let (since, mut continuity) = self.end_capture(capture, committer, CAPTIONS_AT_STOP);
+        let sources: Vec<String> = self.cfg.profile.sources().into_iter().map(|s| s.name).collect();
+        continuity.interrupted(&sources, crate::integrity::RECESS_REASON);
+        a.phase = Phase::Recess { continuity, since, at: Instant::now() };
+        let (id, run, by) = (a.session.id, a.run, by.to_string());
+        let c = self.ledger.call(move |w| {
+            w.end_run_stating(id, run, recovery::RECESS_END_REASON, Some(Entry::Recess { media: since, by }))
+        })?;
+        tracing::info!(session = %id, "recess: recording paused");
+        Ok(MarkInfo { session: id, index: c.map_or(0, |c| c.index), media: since })
+    }
+
+    /// Ends a recess: the chain states it, then a new run records every source again.
+    pub fn resume(&self, by: &str) -> Result<SessionInfo, SessionError> {
+        let mut guard = self.active.lock().unwrap();
+        let a = guard.take().ok_or(SessionError::NotRecording)?;
+        let Phase::Recess { continuity, .. } = a.phase else {
+            *guard = Some(a);
+            return Err(SessionError::NotInRecess);
+        };
+        let id = a.session.id;
+        let records = recovery::decode_records(&self.ledger.reader()?, id)?;
+        let offset = recovery::resume_offset(&a.session, &records, self.clocks.wall());
+        let by = by.to_string();
+        let next_seq = self.ledger.reader()?.last_seq(id)?.into_iter().map(|(k, v)| (k, v + 1)).collect();
+        let put_back = |continuity| Active {
+            session: a.session.clone(),
+            run: a.run,
+            stats: a.stats.clone(),
+            privacy_muted: a.privacy_muted,
+            phase: Phase::Recess { continuity, since: offset, at: Instant::now() },
+        };
+        if let Err(e) = self.ledger.call(move |w| w.append(id, Entry::RecessEnd { media: offset, by })) {
+            *guard = Some(put_back(continuity));
+            return Err(e.into());
+        }
+        let mut resumed = self.start_run(
+            a.session.clone(),
+            a.run + 1,
+            RunCause::ResumeAfterRecess,
+            offset,
+            next_seq,
+            continuity.clone(),
+        )?;
+        resumed.privacy_muted = a.privacy_muted;
+        let info = SessionInfo { session: id, run: resumed.run, started_media: offset };
+        *guard = Some(resumed);
+        tracing::info!(session = %id, "recess over: recording");
+        Ok(info)
+    }
+
+    /// Switches the broadcast's privacy mute; the record states it, and is never muted.
+    pub fn set_privacy_mute(&self, muted: bool, by: &str) -> Result<MarkInfo, SessionError> {
+        let mut guard = self.active.lock().unwrap();
+        let a = guard.as_mut().ok_or(SessionError::NotRecording)?;
+        let media = a.now();
+        let (id, by) = (a.session.id, by.to_string());
+        let c = self.ledger.call(move |w| w.append(id, Entry::PrivacyMute { media, muted, by }))?;
+        a.privacy_muted = muted;
         Ok(MarkInfo { session: id, index: c.index, media })
     }
 
@@ -353,14 +488,21 @@ impl Recorder {
         let mut guard = self.active.lock().unwrap();
         let a = guard.take().ok_or(SessionError::NotRecording)?;
         let id = a.session.id;
-        let run = a.run;
-        let (stop_media, mut continuity) = self.end_capture(a, CAPTIONS_AT_STOP);
+        let now = a.now();
+        let (run, stop_media, mut continuity) = match a.phase {
+            Phase::Recording { capture, committer } => {
+                let (stop, continuity) = self.end_capture(capture, committer, CAPTIONS_AT_STOP);
+                (Some(a.run), stop, continuity)
+            }
+            // The run already ended with the recess.
+            Phase::Recess { continuity, .. } => (None, now, continuity),
+        };
         let tails: Vec<Entry> = continuity
             .finish(stop_media)
             .into_iter()
             .map(|g| Entry::Gap { source: g.source, media_start: g.start, media_end: g.end, reason: g.reason })
             .collect();
-        self.ledger.call(move |w| w.stop_session(id, Some(run), stop_media, tails))?;
+        self.ledger.call(move |w| w.stop_session(id, run, stop_media, tails))?;
         let reader = self.ledger.reader()?;
         let records = reader.records(id)?;
         tracing::info!(session = %id, records = records.len(), "session stopped and sealed");
@@ -375,10 +517,15 @@ impl Recorder {
 
     /// Stops capture of the active run; every segment is committed and the captions of
     /// what was said are committed too (within `captions_within`) when this returns.
-    fn end_capture(&self, a: Active, captions_within: Duration) -> (MediaTime, Continuity) {
-        let t0 = a.capture.t0();
-        let stop_media = a.capture.stop();
-        let continuity = a.committer.finish();
+    fn end_capture(
+        &self,
+        capture: CaptureRun,
+        committer: Committer,
+        captions_within: Duration,
+    ) -> (MediaTime, Continuity) {
+        let t0 = capture.t0();
+        let stop_media = capture.stop();
+        let continuity = committer.finish();
         if let Some(stt) = &self.stt {
             stt.finish_run(t0, stop_media, captions_within);
         }
@@ -391,7 +538,11 @@ impl Recorder {
         if let Some(a) = self.active.lock().unwrap().take() {
             let id = a.session.id;
             let run = a.run;
-            self.end_capture(a, CAPTIONS_AT_SHUTDOWN);
+            let Phase::Recording { capture, committer } = a.phase else {
+                tracing::info!(session = %id, "daemon stopping during a recess; the session stays in recess");
+                return;
+            };
+            self.end_capture(capture, committer, CAPTIONS_AT_SHUTDOWN);
             if let Err(e) = self.ledger.call(move |w| w.end_run(id, run, "shutdown")) {
                 tracing::error!(error = %e, "could not record the shutdown");
             }
@@ -403,16 +554,22 @@ impl Recorder {
         let active = self.active.lock().unwrap();
         let session = active.as_ref().map(|a| SessionStatus {
             id: a.session.id,
+            state: if a.capture().is_some() { "recording" } else { "recess" },
+            recess_since: match &a.phase {
+                Phase::Recess { since, .. } => Some(*since),
+                Phase::Recording { .. } => None,
+            },
+            privacy_muted: a.privacy_muted,
             case: a.session.case_number.clone(),
             title: a.session.title.clone(),
             language: a.session.language.clone(),
             hearing: a.session.hearing.clone(),
             started_wall: a.session.started_wall.clone(),
             run: a.run,
-            run_started_media: a.capture.t0(),
-            media_now: a.capture.now(),
-            devices: a.capture.devices(),
-            health: a.capture.health(),
+            run_started_media: a.capture().map(|c| c.t0()).unwrap_or_default(),
+            media_now: a.now(),
+            devices: a.capture().map(|c| c.devices()).unwrap_or_default(),
+            health: a.capture().map(|c| c.health()).unwrap_or_default(),
             stats: a.stats.snapshot(),
         });
         Status { recording: session.is_some(), session }
@@ -423,15 +580,20 @@ impl Recorder {
     /// too, until lifted.
     pub fn set_video_paused(&self, reason: Option<String>) {
         *self.video_paused.lock().unwrap() = reason.clone();
-        if let Some(a) = self.active.lock().unwrap().as_ref() {
-            a.capture.set_video_paused(reason);
+        if let Some(capture) = self.active.lock().unwrap().as_ref().and_then(|a| a.capture()) {
+            capture.set_video_paused(reason);
         }
+    }
+
+    /// The latest thumbnail of a camera of the recording session.
+    pub fn thumbnail(&self, source: &str) -> Option<Arc<Vec<u8>>> {
+        self.active.lock().unwrap().as_ref()?.capture()?.thumbnail(source)
     }
 
     pub fn inject_failure(&self, device: &str) -> Result<(), SessionError> {
         let active = self.active.lock().unwrap();
         let a = active.as_ref().ok_or(SessionError::NotRecording)?;
-        if a.capture.inject_failure(device) {
+        if a.capture().is_some_and(|c| c.inject_failure(device)) {
             Ok(())
         } else {
             Err(SessionError::Invalid(format!("no running device named {device:?}")))

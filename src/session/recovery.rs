@@ -14,7 +14,12 @@ pub struct Interrupted {
     pub session: SessionRow,
     pub cause: RunCause,
     pub last_run: u32,
+    /// The session was in recess: nothing to resume until someone resumes the hearing.
+    pub in_recess: bool,
 }
+
+/// `runs.end_reason` of a run ended by a recess.
+pub const RECESS_END_REASON: &str = "recess";
 
 pub fn find_interrupted(reader: &Reader) -> Result<Option<Interrupted>, LedgerError> {
     let Some(session) = reader.recording_session()? else { return Ok(None) };
@@ -25,7 +30,8 @@ pub fn find_interrupted(reader: &Reader) -> Result<Option<Interrupted>, LedgerEr
         Some(r) if r.boot_id != crate::base::boot_id() => RunCause::ResumeAfterPowerLoss,
         _ => RunCause::ResumeAfterCrash,
     };
-    Ok(Some(Interrupted { last_run: last.map_or(0, |r| r.run), session, cause }))
+    let in_recess = last.is_some_and(|r| r.end_reason.as_deref() == Some(RECESS_END_REASON));
+    Ok(Some(Interrupted { last_run: last.map_or(0, |r| r.run), session, cause, in_recess }))
 }
 
 pub fn decode_records(reader: &Reader, session: uuid::Uuid) -> Result<Vec<RecordBody>, LedgerError> {
@@ -126,7 +132,12 @@ pub fn resume_offset(session: &SessionRow, records: &[RecordBody], now: WallTime
         .iter()
         .map(|r| match &r.entry {
             Entry::Segment { media_end, .. } | Entry::Gap { media_end, .. } => *media_end,
-            Entry::RunStart { media, .. } | Entry::Mark { media, .. } | Entry::ClockJump { media, .. } => *media,
+            Entry::RunStart { media, .. }
+            | Entry::Mark { media, .. }
+            | Entry::ClockJump { media, .. }
+            | Entry::Recess { media, .. }
+            | Entry::RecessEnd { media, .. }
+            | Entry::PrivacyMute { media, .. } => *media,
             _ => MediaTime::ZERO,
         })
         .max()

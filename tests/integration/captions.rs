@@ -72,16 +72,12 @@ fn streaming_captions_of_a_session_match_offline_and_verify() {
     // The API searches committed captions (finals are committed in batches within 10 s)
     // while the session records.
     let search = || -> serde_json::Value {
-        {
-            courtbox::base::install_tls_provider();
-            reqwest::blocking::Client::new()
-        }
-        .get(format!("http://127.0.0.1:{}/api/v1/captions/search?q=fellow%20americans", tb.port))
-        .bearer_auth(std::fs::read_to_string(tb.data().join("api.token")).unwrap().trim())
-        .send()
-        .unwrap()
-        .json()
-        .unwrap()
+        tb.local_client()
+            .get("http://courtbox/api/v1/captions/search?q=fellow%20americans")
+            .send()
+            .unwrap()
+            .json()
+            .unwrap()
     };
     wait_for("the caption to be searchable", Duration::from_secs(20), || !search().as_array().unwrap().is_empty());
     let hits = search();

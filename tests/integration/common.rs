@@ -85,6 +85,14 @@ impl TestBox {
         let stt = if extra.contains("[stt]") { "" } else { "[stt]\nenabled = false\n" };
         // A shared test machine may be short of disk: cameras must not pause in other tests.
         let disk = if extra.contains("[disk]") { "" } else { "[disk]\nwarn_free_mib = 64\ncritical_free_mib = 16\n" };
+        // Keys of an `[api]` table in `extra` join the one written here.
+        let (api_extra, extra) = match extra.split_once("[api]\n") {
+            Some((before, after)) => {
+                let end = after.find("\n[").map_or(after.len(), |i| i + 1);
+                (after[..end].to_string(), format!("{before}{}", &after[end..]))
+            }
+            None => (String::new(), extra.to_string()),
+        };
         let root = output_dir(name);
         let port = free_port();
         let config = root.join("courtbox.toml");
@@ -92,7 +100,7 @@ impl TestBox {
             &config,
             format!(
                 "court = \"test-court\"\nroom = \"room-1\"\ndata_dir = \"data\"\nhw_profile = \"{}\"\n\
-                 [recording]\nsegment_seconds = {segment_seconds}\n[api]\nlisten = \"127.0.0.1:{port}\"\n\
+                 [recording]\nsegment_seconds = {segment_seconds}\n[api]\nlisten = \"127.0.0.1:{port}\"\n{api_extra}\
                  [sim]\naudio_dir = \"{}\"\n{stt}{disk}{extra}\n",
                 repo().join(profile).display(),
                 repo().join(audio).display()
@@ -142,10 +150,11 @@ impl TestBox {
             .spawn()
             .unwrap();
         let mut daemon = Daemon { child: Some(child) };
-        let url = format!("http://127.0.0.1:{}/api/v1/health", self.port);
+        // The control socket answers whether the network side speaks HTTP or HTTPS.
+        let local = self.local_client();
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if reqwest::blocking::get(&url).map(|r| r.status().is_success()).unwrap_or(false) {
+            if local.get("http://courtbox/api/v1/health").send().map(|r| r.status().is_success()).unwrap_or(false) {
                 return daemon;
             }
             if let Some(status) = daemon.child.as_mut().unwrap().try_wait().unwrap() {
@@ -194,15 +203,16 @@ impl TestBox {
         reader.records(session).unwrap().iter().map(|r| serde_json::from_slice(&r.body).unwrap()).collect()
     }
 
-    pub fn post(&self, path: &str, body: serde_json::Value) -> (u16, String) {
+    /// An HTTP client of the daemon's control socket (this process runs as the same user,
+    /// so the daemon treats it as a technician on the box).
+    pub fn local_client(&self) -> reqwest::blocking::Client {
         courtbox::base::install_tls_provider();
-        let token = std::fs::read_to_string(self.data().join("api.token")).unwrap();
-        let resp = reqwest::blocking::Client::new()
-            .post(format!("http://127.0.0.1:{}{path}", self.port))
-            .bearer_auth(token.trim())
-            .json(&body)
-            .send()
-            .unwrap();
+        reqwest::blocking::Client::builder().unix_socket(self.data().join("control.sock")).build().unwrap()
+    }
+
+    /// A POST over the control socket.
+    pub fn post(&self, path: &str, body: serde_json::Value) -> (u16, String) {
+        let resp = self.local_client().post(format!("http://courtbox{path}")).json(&body).send().unwrap();
         (resp.status().as_u16(), resp.text().unwrap())
     }
 }

@@ -91,3 +91,42 @@ fn kill_9_during_a_session_loses_at_most_a_segment_and_says_so() {
     let (code, text) = verify(&export, Some(&tb.public_key()));
     assert_eq!(code, 0, "{text}");
 }
+
+/// A daemon killed during a recess comes back in recess (nothing recorded, no crash gap
+/// invented); resuming records again, and the chain verifies with the recess stated.
+#[test]
+fn kill_9_during_a_recess_comes_back_in_recess() {
+    let tb = TestBox::new("crash_recess", "tests/fixtures/light.toml", 2);
+    let daemon = tb.start();
+    let session = tb.start_session();
+    std::thread::sleep(Duration::from_secs(3));
+    tb.cli_ok(&["session", "recess"]);
+    daemon.kill9();
+    let daemon = tb.start();
+    let status = tb.status();
+    assert_eq!(status["session"]["id"].as_str(), Some(session.to_string().as_str()));
+    assert_eq!(status["session"]["state"].as_str(), Some("recess"), "{status}");
+    assert!(status["session"]["devices"].as_array().unwrap().is_empty(), "nothing records during a recess");
+    std::thread::sleep(Duration::from_secs(2));
+    tb.cli_ok(&["session", "resume"]);
+    std::thread::sleep(Duration::from_secs(3));
+    tb.stop_session();
+    drop(daemon);
+
+    let records = tb.records(session);
+    let runs: Vec<RunCause> = records
+        .iter()
+        .filter_map(|r| if let Entry::RunStart { cause, .. } = r.entry { Some(cause) } else { None })
+        .collect();
+    assert_eq!(runs, [RunCause::SessionStart, RunCause::ResumeAfterRecess], "no crash run during the recess");
+    let gaps: Vec<&str> = records
+        .iter()
+        .filter_map(|r| if let Entry::Gap { reason, .. } = &r.entry { Some(reason.as_str()) } else { None })
+        .collect();
+    assert_eq!(gaps.len(), 6, "one recess gap per source: {gaps:?}");
+    assert!(gaps.iter().all(|g| *g == courtbox::integrity::RECESS_REASON), "{gaps:?}");
+    let dir = tb.root.join("export");
+    tb.export(session, &dir);
+    let (code, report) = verify(&dir, Some(&tb.public_key()));
+    assert_eq!(code, 0, "{report}");
+}

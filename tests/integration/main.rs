@@ -1,12 +1,14 @@
 //! Integration tests: the real `courtbox` binary recording real GStreamer pipelines.
 //! Run one at a time (`--test-threads=1`, see scripts/test): each records live video.
 
+mod access;
 mod captions;
 mod common;
 mod config;
 mod crash;
 mod failure;
 mod ops;
+mod panel;
 mod provision;
 mod recording;
 mod s3;

@@ -1,0 +1,319 @@
+//! Who is asking: the request's principal from the control socket's peer credentials, a
+//! technician token, or a panel cookie (with its CSRF token on every change); the role
+//! checks; and the audit entry of every change and every refusal.
+
+use super::api::{ApiError, ApiState};
+use crate::auth::{AuthError, Principal, Role, Via};
+use axum::Json;
+use axum::extract::connect_info::ConnectInfo;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::json;
+use std::net::SocketAddr;
+
+pub const SESSION_COOKIE: &str = "courtbox_session";
+pub const CSRF_HEADER: &str = "x-csrf-token";
+
+/// The Unix user on the other end of the control socket, as the kernel reports it.
+#[derive(Debug, Clone, Copy)]
+pub struct LocalPeer {
+    pub uid: Option<u32>,
+}
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, tokio::net::UnixListener>> for LocalPeer {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, tokio::net::UnixListener>) -> Self {
+        LocalPeer { uid: stream.io().peer_cred().ok().map(|c| c.uid()) }
+    }
+}
+
+/// Who a refused or accepted request is written down as, when there is no principal.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub who: String,
+    pub role: String,
+}
+
+fn user_name(uid: u32) -> String {
+    std::fs::read_to_string("/etc/passwd")
+        .ok()
+        .and_then(|p| {
+            p.lines().find_map(|l| {
+                let mut f = l.split(':');
+                let name = f.next()?;
+                (f.nth(1)? == uid.to_string()).then(|| name.to_string())
+            })
+        })
+        .unwrap_or_else(|| format!("uid {uid}"))
+}
+
+fn refused(status: StatusCode, message: impl Into<String>, claimed: Claimed) -> Response {
+    let mut response = ApiError(status, message.into()).into_response();
+    response.extensions_mut().insert(claimed);
+    response
+}
+
+fn anonymous() -> Claimed {
+    Claimed { who: "anonymous".into(), role: "none".into() }
+}
+
+pub fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|c| c.trim().strip_prefix(name)?.strip_prefix('='))
+}
+
+/// Establishes the principal of every request behind it, or refuses with 401/403/429.
+pub async fn authenticate(State(s): State<ApiState>, mut request: Request, next: Next) -> Response {
+    let changes = request.method() != Method::GET && request.method() != Method::HEAD;
+    let principal = if let Some(ConnectInfo(peer)) = request.extensions().get::<ConnectInfo<LocalPeer>>().copied() {
+        // The socket file is 0600; root and the service's own user are the box's technicians.
+        match peer.uid {
+            Some(uid) if uid == 0 || uid == unsafe { libc::geteuid() } => {
+                Principal { name: user_name(uid), role: Role::Technician, via: Via::LocalSocket { uid } }
+            }
+            uid => {
+                let who = uid.map_or("unknown local user".into(), |u| format!("{} (local)", user_name(u)));
+                return refused(
+                    StatusCode::FORBIDDEN,
+                    "only root or the courtbox service user may use the control socket",
+                    Claimed { who, role: "none".into() },
+                );
+            }
+        }
+    } else if let Some(token) = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    {
+        let token = token.trim().to_string();
+        let client = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+        let auth = s.auth.clone();
+        match tokio::task::spawn_blocking(move || auth.technician(&token, client)).await {
+            Ok(Ok(p)) => p,
+            Ok(Err(e)) => {
+                let status =
+                    if e.retry_after().is_some() { StatusCode::TOO_MANY_REQUESTS } else { StatusCode::UNAUTHORIZED };
+                return refused(status, e.to_string(), Claimed { who: "token holder".into(), role: "none".into() });
+            }
+            Err(e) => return ApiError::internal(e).into_response(),
+        }
+    } else if let Some(id) = cookie_value(request.headers(), SESSION_COOKIE).map(str::to_string) {
+        let Some(session) = s.auth.panel_session(&id, changes) else {
+            return refused(
+                StatusCode::UNAUTHORIZED,
+                "signed out (the panel session ended); sign in again",
+                anonymous(),
+            );
+        };
+        let claimed = Claimed { who: session.principal.describe(), role: session.principal.role.as_str().into() };
+        if changes {
+            let presented = request.headers().get(CSRF_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("");
+            if !crate::base::constant_time_eq(presented.as_bytes(), session.csrf.as_bytes()) {
+                return refused(StatusCode::FORBIDDEN, "missing or wrong CSRF token; reload the panel", claimed);
+            }
+        }
+        session.principal
+    } else {
+        return refused(
+            StatusCode::UNAUTHORIZED,
+            "sign in first (panel PIN, or Authorization: Bearer <technician token>)",
+            anonymous(),
+        );
+    };
+    request.extensions_mut().insert(principal.clone());
+    let mut response = next.run(request).await;
+    response.extensions_mut().insert(principal);
+    response
+}
+
+/// Lets only technicians through (configuration, people, diagnostics).
+pub async fn technicians_only(request: Request, next: Next) -> Response {
+    match request.extensions().get::<Principal>() {
+        Some(p) if p.role == Role::Technician => next.run(request).await,
+        Some(p) => {
+            let claimed = Claimed { who: p.describe(), role: p.role.as_str().into() };
+            refused(StatusCode::FORBIDDEN, format!("{} may not do this: technicians only", p.role.as_str()), claimed)
+        }
+        None => refused(StatusCode::UNAUTHORIZED, "sign in first", anonymous()),
+    }
+}
+
+/// Writes every request that changes something, and every refused one, to the audit chain
+/// before the answer goes out (reads that succeed are not actions).
+pub async fn audit(State(state): State<ApiState>, request: Request, next: Next) -> Response {
+    let action = format!("{} {}", request.method(), request.uri().path());
+    let mutating = request.method() != Method::GET && request.method() != Method::HEAD;
+    let response = next.run(request).await;
+    let status = response.status();
+    let refused = matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN | StatusCode::TOO_MANY_REQUESTS);
+    if mutating || refused {
+        let (actor, role) = match (response.extensions().get::<Claimed>(), response.extensions().get::<Principal>()) {
+            (Some(c), _) => (c.who.clone(), c.role.clone()),
+            (None, Some(p)) => (p.describe(), p.role.as_str().to_string()),
+            (None, None) => ("anonymous".to_string(), "none".to_string()),
+        };
+        let ledger = state.ledger.clone();
+        let code = status.as_u16();
+        let write = tokio::task::spawn_blocking(move || ledger.call(move |w| w.audit(&actor, &role, &action, code)));
+        // The ledger answers in milliseconds; if it does not, the answer still goes out and
+        // the entry is written when it can be.
+        match tokio::time::timeout(std::time::Duration::from_secs(2), write).await {
+            Ok(Ok(Ok(_))) => {}
+            Ok(Ok(Err(e))) => tracing::error!(error = %e, "could not write the audit entry"),
+            Ok(Err(e)) => tracing::error!(error = %e, "audit writer failed"),
+            Err(_) => tracing::error!("audit entry not written within 2 s; it is written when the ledger answers"),
+        }
+    }
+    response
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignIn {
+    name: String,
+    pin: String,
+}
+
+fn auth_error(e: AuthError) -> ApiError {
+    let status = match &e {
+        AuthError::Invalid(_) => StatusCode::BAD_REQUEST,
+        AuthError::Ledger(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        e if e.retry_after().is_some() => StatusCode::TOO_MANY_REQUESTS,
+        _ => StatusCode::UNAUTHORIZED,
+    };
+    ApiError(status, e.to_string())
+}
+
+/// `POST /api/v1/auth/sign-in`: a secretary's name and PIN → a panel session cookie.
+pub async fn sign_in(State(s): State<ApiState>, request: Request) -> Response {
+    let client = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+    let body = match axum::body::to_bytes(request.into_body(), 64 * 1024).await {
+        Ok(b) => b,
+        Err(e) => return ApiError(StatusCode::BAD_REQUEST, format!("unreadable body: {e}")).into_response(),
+    };
+    let req: SignIn = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return ApiError(StatusCode::BAD_REQUEST, format!("expected {{\"name\", \"pin\"}}: {e}")).into_response();
+        }
+    };
+    let claimed = Claimed {
+        who: format!("{} (panel sign-in)", req.name.chars().take(64).collect::<String>()),
+        role: "secretary".into(),
+    };
+    let auth = s.auth.clone();
+    let outcome = tokio::task::spawn_blocking(move || auth.sign_in(&req.name, &req.pin, client)).await;
+    let mut response = match outcome {
+        Ok(Ok((principal, id, csrf))) => {
+            let max_age = s.auth.session_idle().as_secs();
+            let secure = if s.tls { "; Secure" } else { "" };
+            let cookie = format!("{SESSION_COOKIE}={id}; HttpOnly; SameSite=Strict; Path=/; Max-Age={max_age}{secure}");
+            let mut r = Json(json!({ "name": principal.name, "role": principal.role, "csrf": csrf })).into_response();
+            r.headers_mut().insert(header::SET_COOKIE, HeaderValue::from_str(&cookie).expect("ASCII cookie"));
+            r.extensions_mut().insert(principal);
+            return r;
+        }
+        Ok(Err(e)) => {
+            let retry = e.retry_after();
+            let mut r = auth_error(e).into_response();
+            if let Some(d) = retry {
+                r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(d.as_secs().max(1)));
+            }
+            r
+        }
+        Err(e) => ApiError::internal(e).into_response(),
+    };
+    response.extensions_mut().insert(claimed);
+    response
+}
+
+/// `GET /api/v1/auth/me`: who is signed in, and the CSRF token the panel must send.
+pub async fn me(
+    State(s): State<ApiState>,
+    headers: HeaderMap,
+    axum::Extension(p): axum::Extension<Principal>,
+) -> Response {
+    let csrf = cookie_value(&headers, SESSION_COOKIE).and_then(|id| s.auth.panel_session(id, false)).map(|x| x.csrf);
+    Json(json!({ "name": p.name, "role": p.role, "via": p.via, "csrf": csrf })).into_response()
+}
+
+pub async fn sign_out(State(s): State<ApiState>, headers: HeaderMap) -> Response {
+    if let Some(id) = cookie_value(&headers, SESSION_COOKIE) {
+        s.auth.sign_out(id);
+    }
+    let mut r = Json(json!({ "signed_out": true })).into_response();
+    r.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_static("courtbox_session=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0"),
+    );
+    r
+}
+
+/// `GET /api/v1/auth/people`: the names the panel's sign-in screen offers.
+pub async fn secretary_names(State(s): State<ApiState>) -> Result<Response, ApiError> {
+    let auth = s.auth.clone();
+    let names = tokio::task::spawn_blocking(move || auth.secretary_names())
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(auth_error)?;
+    Ok(Json(names).into_response())
+}
+
+pub async fn people(State(s): State<ApiState>) -> Result<Response, ApiError> {
+    let auth = s.auth.clone();
+    let people =
+        tokio::task::spawn_blocking(move || auth.people()).await.map_err(ApiError::internal)?.map_err(auth_error)?;
+    Ok(Json(people).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PutPerson {
+    role: Role,
+    /// Secretaries: the PIN (4-12 digits). Technicians get a new token in the answer.
+    pin: Option<String>,
+}
+
+/// `PUT /api/v1/people/{name}`: adds a person or renews their PIN or token.
+pub async fn put_person(
+    State(s): State<ApiState>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+    Json(req): Json<PutPerson>,
+) -> Result<Response, ApiError> {
+    let auth = s.auth.clone();
+    let answer = tokio::task::spawn_blocking(move || match (req.role, req.pin) {
+        (Role::Secretary, Some(pin)) => auth.set_secretary(&name, &pin).map(|_| json!({ "name": name, "role": "secretary" })),
+        (Role::Secretary, None) => Err(AuthError::Invalid("a secretary needs a PIN (\"pin\": \"4 to 12 digits\")".into())),
+        (Role::Technician, Some(_)) => Err(AuthError::Invalid("technicians get a token, not a PIN; leave \"pin\" out".into())),
+        (Role::Technician, None) => auth
+            .issue_token(&name)
+            .map(|token| json!({ "name": name, "role": "technician", "token": token, "note": "shown once; only its hash is kept" })),
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(auth_error)?;
+    Ok((StatusCode::CREATED, Json(answer)).into_response())
+}
+
+pub async fn remove_person(
+    State(s): State<ApiState>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+) -> Result<Response, ApiError> {
+    let auth = s.auth.clone();
+    let who = name.clone();
+    let existed = tokio::task::spawn_blocking(move || auth.remove(&who))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(auth_error)?;
+    if !existed {
+        return Err(ApiError(StatusCode::NOT_FOUND, format!("nobody named {name:?}")));
+    }
+    Ok(Json(json!({ "removed": name })).into_response())
+}

@@ -1,0 +1,95 @@
+//! The front panel: a page embedded in the binary (no CDN, works offline), its live status
+//! over a WebSocket, and camera thumbnails.
+
+use super::access::{SESSION_COOKIE, cookie_value};
+use super::api::{ApiError, ApiState, status_json};
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use std::time::Duration;
+
+const PAGE: &str = include_str!("panel/index.html");
+const SCRIPT: &str = include_str!("panel/panel.js");
+const STYLE: &str = include_str!("panel/panel.css");
+
+/// The page may load only itself: no inline script, no other origin.
+const CSP: &str = "default-src 'self'; img-src 'self' blob:; connect-src 'self'; style-src 'self'; script-src 'self'; frame-ancestors 'none'";
+
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CONTENT_SECURITY_POLICY, CSP),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+pub async fn page() -> Response {
+    asset("text/html; charset=utf-8", PAGE)
+}
+
+pub async fn script() -> Response {
+    asset("text/javascript; charset=utf-8", SCRIPT)
+}
+
+pub async fn style() -> Response {
+    asset("text/css; charset=utf-8", STYLE)
+}
+
+/// How often the panel's WebSocket gets the status.
+const STATUS_EVERY: Duration = Duration::from_millis(1000);
+
+/// `GET /api/v1/status/ws`: the status document once a second until the client goes away
+/// or its panel session ends.
+pub async fn status_ws(State(s): State<ApiState>, headers: HeaderMap, ws: WebSocketUpgrade) -> Response {
+    let cookie = cookie_value(&headers, SESSION_COOKIE).map(str::to_string);
+    ws.on_upgrade(move |socket| push_status(s, cookie, socket))
+}
+
+async fn push_status(s: ApiState, cookie: Option<String>, mut socket: WebSocket) {
+    let mut tick = tokio::time::interval(STATUS_EVERY);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            incoming = socket.recv() => match incoming {
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                Some(Ok(_)) => continue,
+            },
+        }
+        if let Some(id) = &cookie
+            && s.auth.panel_session(id, false).is_none()
+        {
+            let _ = socket.send(Message::Text(r#"{"signed_out":true}"#.into())).await;
+            let _ = socket.send(Message::Close(None)).await;
+            return;
+        }
+        let text = match status_json(&s).await {
+            Ok(v) => v.to_string(),
+            Err(ApiError(_, e)) => serde_json::json!({ "error": e }).to_string(),
+        };
+        if socket.send(Message::Text(text.into())).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// `GET /api/v1/thumbnails/{source}`: the latest JPEG of a camera while a session records.
+pub async fn thumbnail(State(s): State<ApiState>, Path(source): Path<String>) -> Result<Response, ApiError> {
+    let recorder = s.recorder.clone();
+    let name = source.clone();
+    let jpeg = tokio::task::spawn_blocking(move || recorder.thumbnail(&name)).await.map_err(ApiError::internal)?;
+    match jpeg {
+        Some(j) => {
+            Ok(([(header::CONTENT_TYPE, "image/jpeg"), (header::CACHE_CONTROL, "no-store")], j.to_vec())
+                .into_response())
+        }
+        None => {
+            Err(ApiError(StatusCode::NOT_FOUND, format!("no picture from {source:?} (not a camera, or not recording)")))
+        }
+    }
+}

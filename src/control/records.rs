@@ -1,0 +1,181 @@
+//! The record as the API shows it: sessions and their events, an export as a zip, the
+//! audit chain, and the box's configuration (technicians only).
+
+use super::api::{ApiError, ApiState, blocking};
+use crate::integrity::{Entry, RecordBody};
+use crate::session::SessionError;
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde_json::json;
+use std::io::Write;
+
+#[derive(Serialize)]
+struct SessionSummary {
+    id: uuid::Uuid,
+    case: String,
+    title: String,
+    language: String,
+    hearing: String,
+    state: String,
+    started: String,
+    stopped: Option<String>,
+}
+
+fn summary(s: crate::ledger::SessionRow) -> SessionSummary {
+    SessionSummary {
+        id: s.id,
+        case: s.case_number,
+        title: s.title,
+        language: s.language,
+        hearing: s.hearing,
+        state: s.state,
+        started: s.started_wall,
+        stopped: s.stopped_wall,
+    }
+}
+
+/// `GET /api/v1/sessions`: every session, newest first.
+pub async fn sessions(State(s): State<ApiState>) -> Result<Response, ApiError> {
+    let ledger = s.ledger.clone();
+    let mut all = blocking(move || Ok(ledger.reader()?.sessions()?)).await?;
+    all.sort_by(|a, b| b.started_wall.cmp(&a.started_wall));
+    Ok(Json(all.into_iter().map(summary).collect::<Vec<_>>()).into_response())
+}
+
+/// `GET /api/v1/sessions/{id}`: a session and its events (everything but segments and
+/// captions, which are counted).
+pub async fn session(State(s): State<ApiState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let ledger = s.ledger.clone();
+    let (row, bodies) = blocking(move || {
+        let reader = ledger.reader()?;
+        let row = reader.find_session(&id)?;
+        let bodies = reader
+            .records(row.id)?
+            .into_iter()
+            .map(|r| serde_json::from_slice::<RecordBody>(&r.body))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| SessionError::Invalid(format!("a record does not decode: {e}")))?;
+        Ok((row, bodies))
+    })
+    .await?;
+    let segments = bodies.iter().filter(|b| matches!(b.entry, Entry::Segment { .. })).count();
+    let captions: usize =
+        bodies.iter().map(|b| if let Entry::Captions { items, .. } = &b.entry { items.len() } else { 0 }).sum();
+    let events: Vec<serde_json::Value> = bodies
+        .iter()
+        .filter(|b| !matches!(b.entry, Entry::Segment { .. } | Entry::Captions { .. } | Entry::SessionStart { .. }))
+        .map(|b| json!({ "index": b.index, "wall": b.wall, "entry": b.entry }))
+        .collect();
+    Ok(Json(json!({ "session": summary(row), "records": bodies.len(), "segments": segments, "captions": captions, "events": events }))
+        .into_response())
+}
+
+/// `GET /api/v1/sessions/{id}/export`: the session as `courtbox export` writes it, zipped
+/// (stored, not compressed: the media is compressed already).
+pub async fn export_zip(State(s): State<ApiState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let (ledger, data_dir, key_path) = (s.ledger.clone(), s.cfg.data_dir.clone(), s.cfg.public_key_path());
+    let (name, file) = tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
+        let reader = ledger.reader().map_err(ApiError::internal)?;
+        let row = reader.find_session(&id).map_err(|e| ApiError(StatusCode::NOT_FOUND, e.to_string()))?;
+        let public =
+            crate::integrity::PublicKey::from_pem(&std::fs::read_to_string(&key_path).map_err(ApiError::internal)?)
+                .map_err(ApiError::internal)?;
+        let work = data_dir.join("exports").join(format!("tmp-{}", uuid::Uuid::new_v4()));
+        let folder = work.join("session");
+        let made = crate::export::export_session(&reader, &data_dir, &public, &row.id.to_string(), &folder)
+            .map_err(|e| ApiError(StatusCode::CONFLICT, e.to_string()))
+            .and_then(|_| zip_folder(&folder, &work.join("export.zip")).map_err(ApiError::internal));
+        let opened = made.and_then(|zip| std::fs::File::open(zip).map_err(ApiError::internal));
+        // The open file lives on after its folder is gone: nothing is left behind.
+        let _ = std::fs::remove_dir_all(&work);
+        let case: String = row.case_number.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
+        Ok((format!("courtbox-{case}-{}.zip", &row.id.to_string()[..8]), opened?))
+    })
+    .await
+    .map_err(ApiError::internal)??;
+    let stream = tokio_util::io::ReaderStream::new(tokio::fs::File::from_std(file));
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/zip".to_string()),
+            (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{name}\"")),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+fn zip_folder(folder: &std::path::Path, out: &std::path::Path) -> std::io::Result<std::path::PathBuf> {
+    let mut zip = zip::ZipWriter::new(std::fs::File::create(out)?);
+    let options =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored).large_file(true);
+    let mut stack = vec![folder.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let mut entries: Vec<_> = std::fs::read_dir(&dir)?.collect::<Result<_, _>>()?;
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let path = e.path();
+            let name = path.strip_prefix(folder).expect("inside").to_string_lossy().to_string();
+            if e.file_type()?.is_dir() {
+                stack.push(path);
+            } else {
+                zip.start_file(name, options).map_err(std::io::Error::other)?;
+                std::io::copy(&mut std::fs::File::open(&path)?, &mut zip)?;
+            }
+        }
+    }
+    zip.finish().map_err(std::io::Error::other)?.flush()?;
+    Ok(out.to_path_buf())
+}
+
+/// `GET /api/v1/audit`: the audit chain, newest last, with the verdict of its check.
+pub async fn audit_log(State(s): State<ApiState>) -> Result<Response, ApiError> {
+    let (ledger, key_path) = (s.ledger.clone(), s.cfg.public_key_path());
+    let (entries, faults) = tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
+        let entries = ledger.reader().map_err(ApiError::internal)?.audit_entries().map_err(ApiError::internal)?;
+        let public =
+            crate::integrity::PublicKey::from_pem(&std::fs::read_to_string(&key_path).map_err(ApiError::internal)?)
+                .map_err(ApiError::internal)?;
+        let faults = crate::integrity::verify_audit(&entries, &public);
+        let bodies: Vec<serde_json::Value> =
+            entries.iter().filter_map(|(body, _)| serde_json::from_slice(body).ok()).collect();
+        Ok((bodies, faults))
+    })
+    .await
+    .map_err(ApiError::internal)??;
+    Ok(Json(json!({ "entries": entries, "faults": faults })).into_response())
+}
+
+/// `GET /api/v1/config`: the configuration file as written.
+pub async fn get_config(State(s): State<ApiState>) -> Result<Response, ApiError> {
+    let text = tokio::fs::read_to_string(&s.cfg.path).await.map_err(ApiError::internal)?;
+    Ok(([(header::CONTENT_TYPE, "application/toml; charset=utf-8")], text).into_response())
+}
+
+/// `PUT /api/v1/config`: a new configuration file, checked exactly as at start-up and
+/// written atomically; it applies at the next restart of the service.
+pub async fn put_config(State(s): State<ApiState>, body: String) -> Result<Response, ApiError> {
+    let path = s.cfg.path.clone();
+    let outcome = tokio::task::spawn_blocking(move || -> Result<(), ApiError> {
+        let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+        let candidate = dir.join(format!(".courtbox-candidate-{}.toml", uuid::Uuid::new_v4()));
+        std::fs::write(&candidate, &body).map_err(ApiError::internal)?;
+        let checked = crate::config::load(&candidate);
+        if let Err(e) = checked {
+            let _ = std::fs::remove_file(&candidate);
+            let message = e.to_string().replace(&candidate.display().to_string(), "the new configuration");
+            return Err(ApiError(StatusCode::UNPROCESSABLE_ENTITY, message));
+        }
+        std::fs::File::open(&candidate).and_then(|f| f.sync_all()).map_err(ApiError::internal)?;
+        std::fs::rename(&candidate, &path).map_err(ApiError::internal)?;
+        crate::base::sync_dir(dir).map_err(ApiError::internal)?;
+        Ok(())
+    })
+    .await
+    .map_err(ApiError::internal)?;
+    outcome?;
+    Ok(Json(json!({ "saved": true, "applies": "at the next restart of the service" })).into_response())
+}

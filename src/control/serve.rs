@@ -1,0 +1,82 @@
+//! Where the API listens: TCP (HTTPS when `[api]` names a certificate) for the panel and
+//! technicians' tools, and a Unix socket for commands on the box.
+
+use super::access::LocalPeer;
+use super::api::{ApiState, router};
+use crate::config::LoadedConfig;
+use anyhow::Context;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+
+/// Serves until `shutdown` completes, then lets requests in flight finish.
+/// Binds the TCP port first (a second daemon fails there, before touching the socket of the
+/// first), then the socket; `ready` is called once both listen.
+pub async fn serve(
+    cfg: &LoadedConfig,
+    state: ApiState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    ready: impl FnOnce(),
+) -> anyhow::Result<()> {
+    let app = router(state);
+    let addr: SocketAddr = cfg.config.api.listen.parse().context("api.listen")?;
+    let tcp = std::net::TcpListener::bind(addr)
+        .with_context(|| format!("cannot listen on {addr} (api.listen); is another courtbox running?"))?;
+    tcp.set_nonblocking(true)?;
+    let socket_path = cfg.socket_path();
+    if socket_path.exists() {
+        // Left by a daemon that died; a running one holds api.listen too, which fails below.
+        std::fs::remove_file(&socket_path)
+            .with_context(|| format!("removing the stale socket {}", socket_path.display()))?;
+    }
+    let unix = tokio::net::UnixListener::bind(&socket_path)
+        .with_context(|| format!("cannot listen on the control socket {}", socket_path.display()))?;
+    std::fs::set_permissions(&socket_path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("restricting {}", socket_path.display()))?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let local = axum::serve(unix, app.clone().into_make_service_with_connect_info::<LocalPeer>())
+        .with_graceful_shutdown(stopped(stop_rx.clone()));
+    let network = async {
+        match cfg.tls_paths() {
+            Some((cert, key)) => {
+                crate::base::install_tls_provider();
+                let tls =
+                    axum_server::tls_rustls::RustlsConfig::from_pem_file(&cert, &key).await.with_context(|| {
+                        format!("TLS certificate {} or key {} ([api] tls_cert, tls_key)", cert.display(), key.display())
+                    })?;
+                let handle = axum_server::Handle::new();
+                let h = handle.clone();
+                let rx = stop_rx.clone();
+                tokio::spawn(async move {
+                    stopped(rx).await;
+                    h.graceful_shutdown(Some(std::time::Duration::from_secs(5)));
+                });
+                tracing::info!(%addr, "control API and panel on https://{addr}/");
+                axum_server::from_tcp_rustls(tcp, tls)
+                    .handle(handle)
+                    .serve(app.into_make_service_with_connect_info::<SocketAddr>())
+                    .await
+                    .context("control API (HTTPS)")
+            }
+            None => {
+                let listener = tokio::net::TcpListener::from_std(tcp)?;
+                tracing::info!(%addr, "control API and panel on http://{addr}/");
+                axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+                    .with_graceful_shutdown(stopped(stop_rx.clone()))
+                    .await
+                    .context("control API")
+            }
+        }
+    };
+    ready();
+    let (a, b) = tokio::join!(network, async { local.await.context("control socket") });
+    let _ = std::fs::remove_file(&socket_path);
+    a.and(b)
+}

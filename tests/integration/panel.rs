@@ -1,0 +1,169 @@
+//! The front panel in a real browser (Debian's Chromium, headless, driven by playwright-core
+//! from tests/panel/drive.mjs), and the API fuzzed by schemathesis from its OpenAPI document.
+//! Screenshots of the main states land in target/test-output/panel_browser/screenshots.
+
+use crate::access::add_people;
+use crate::common::*;
+use courtbox::integrity::Entry;
+use serde_json::Value;
+use std::process::Command;
+
+fn add_secretary(tb: &TestBox, name: &str, pin: &str) {
+    use std::io::Write;
+    let mut c = tb.command();
+    c.args(["people", "secretary", name, "--pin-stdin"]).stdin(std::process::Stdio::piped());
+    let mut child = c.stdout(std::process::Stdio::null()).spawn().unwrap();
+    child.stdin.take().unwrap().write_all(format!("{pin}\n").as_bytes()).unwrap();
+    assert!(child.wait().unwrap().success());
+}
+
+#[test]
+fn a_secretary_records_a_hearing_on_the_touchscreen() {
+    let tb = TestBox::with_extra("panel_browser", "hw-profiles/sim.toml", 4, "[api]\nlockout_failures = 3\n");
+    let daemon = tb.start();
+    add_people(&tb);
+    add_secretary(&tb, "Dana", "97531");
+    let shots = tb.root.join("screenshots");
+    let out = Command::new("node")
+        .arg(repo().join("tests/panel/drive.mjs"))
+        .arg(format!("http://127.0.0.1:{}/", tb.port))
+        .arg(&shots)
+        .output()
+        .expect("node (scripts/setup --tests installs it with playwright-core and chromium)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let found: Value = serde_json::from_str(stdout.lines().last().unwrap_or("")).unwrap_or_else(|_| {
+        panic!("drive.mjs printed no findings:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr))
+    });
+    assert!(found.get("error").is_none(), "{}", found["error"]);
+    println!("{}", serde_json::to_string_pretty(&found).unwrap());
+
+    // Wrong PIN refused, lock-out shown and kept even for the right PIN.
+    assert!(found["wrong_pin_message"].as_str().unwrap().contains("Tries left before lock-out: 2"), "{found}");
+    assert!(found["locked_message"].as_str().unwrap().starts_with("Too many wrong PINs. Locked"), "{found}");
+    assert_eq!(found["console_hidden_while_locked"], true);
+    assert_eq!(found["signed_in_as"], "Aigerim");
+    assert_eq!(
+        (found["kk_state"].as_str(), found["ru_state"].as_str()),
+        (Some("ЖАЗБА ТОҚТАТЫЛДЫ"), Some("ЗАПИСЬ ОСТАНОВЛЕНА"))
+    );
+    assert_eq!(found["kk_start"], "Жазуды бастау");
+
+    // Recording in red with a running timer, moving levels with role labels, thumbnails.
+    assert_eq!(found["recording_text"], "● RECORDING");
+    assert_eq!(found["start_form_hidden_while_recording"], true);
+    assert_eq!(found["banner_colour"], "rgb(198, 40, 40)");
+    let timer: Vec<&str> = found["timer"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
+    assert!(timer[0] < timer[1] && timer[1] >= "00:00:02", "timer runs: {timer:?}");
+    let levels = found["levels"].as_array().unwrap();
+    let labels: Vec<&str> = levels[0].as_array().unwrap().iter().map(|l| l[0].as_str().unwrap()).collect();
+    assert_eq!(labels, ["Judge", "Prosecutor", "Defence", "Witness"]);
+    let speaking = |i: usize| levels[i].as_array().unwrap().iter().filter(|l| l[1].as_f64().unwrap() > -60.0).count();
+    assert!(speaking(0) >= 1 && speaking(1) >= 1, "microphones show sound: {levels:?}");
+    assert_ne!(levels[0], levels[1], "levels move");
+    let thumbs = found["thumbnails"].as_array().unwrap();
+    assert_eq!(thumbs.len(), 2);
+    assert!(thumbs.iter().all(|t| t[0] == 192 && t[1] == 108), "{thumbs:?}");
+    assert_eq!(found["muted_badge"], "BROADCAST MUTED");
+    assert!(found["confirm_text"].as_str().unwrap().starts_with("Stop recording this hearing?"));
+    assert_eq!(found["still_recording_after_cancel"], true, "cancel keeps recording");
+    assert_eq!(found["stopped_text"], "STOPPED");
+    for n in [
+        "01-sign-in",
+        "02-locked-out",
+        "03-stopped",
+        "04-kazakh",
+        "05-recording",
+        "06-privacy-muted",
+        "07-confirm-stop",
+        "08-stopped-and-sealed",
+    ] {
+        let png = std::fs::read(shots.join(format!("{n}.png"))).unwrap();
+        assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000, "{n}.png");
+    }
+
+    // All of it is in the session chain, by Aigerim, and in the audit chain.
+    let sessions = tb.cli_ok(&["sessions"]);
+    let id: uuid::Uuid = sessions.lines().nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap();
+    let records = tb.records(id);
+    let kinds: Vec<&str> = records
+        .iter()
+        .filter(|r| match &r.entry {
+            Entry::Mark { by, text, .. } => text == "Witness sworn in" && by.as_deref() == Some("Aigerim (panel)"),
+            Entry::PrivacyMute { by, .. } => by == "Aigerim (panel)",
+            Entry::SessionStart { case, .. } => case == "2-345/2026",
+            Entry::SessionStop { .. } => true,
+            _ => false,
+        })
+        .map(|r| r.entry.kind())
+        .collect();
+    assert_eq!(kinds, ["session_start", "mark", "privacy_mute", "privacy_mute", "session_stop"]);
+    let audit = tb.cli_ok(&["audit"]);
+    let mine = |action: &str| {
+        audit.lines().filter(|l| l.contains("Aigerim (panel)") && l.contains(action) && l.contains("ok (")).count()
+    };
+    assert_eq!(
+        (mine("POST /api/v1/sessions "), mine("/marks"), mine("/privacy-mute"), mine("/stop")),
+        (1, 1, 2, 1),
+        "{audit}"
+    );
+    let dana_refused = audit.lines().filter(|l| l.contains("Dana (panel sign-in)") && l.contains("refused (")).count();
+    assert_eq!(dana_refused, 4, "3 wrong PINs and the right one while locked: {audit}");
+    assert!(tb.cli_ok(&["audit", "--verify"]).contains("every signature and link checks out"));
+    drop(daemon);
+}
+
+/// schemathesis generates requests from the OpenAPI document (a bounded number per
+/// operation) while a session records: no answer is a 5xx, the daemon stays up, and the
+/// recording has no gap. Operations that end or pause the recording on purpose (stop,
+/// recess), fault injection, and those that would change who may sign in or the
+/// configuration are left out.
+#[test]
+fn fuzzing_the_api_finds_no_server_error_and_leaves_the_recording_alone() {
+    let schemathesis = repo().join("var/tools/schemathesis/bin/schemathesis");
+    assert!(schemathesis.exists(), "run scripts/setup --tests (installs schemathesis 4.32.5)");
+    let tb = TestBox::new("panel_fuzz", "tests/fixtures/light.toml", 2);
+    let daemon = tb.start();
+    let token = add_people(&tb);
+    let session = tb.start_session();
+    let base = format!("http://127.0.0.1:{}", tb.port);
+    let report = tb.root.join("schemathesis");
+    let out = Command::new(&schemathesis)
+        .current_dir(&tb.root)
+        .args(["run", &format!("{base}/api/v1/openapi.json"), "--url", &base])
+        .args(["--checks", "not_a_server_error", "--max-examples", "25", "--seed", "1", "--workers", "1"])
+        .args(["--header", &format!("Authorization: Bearer {token}")])
+        .args(["--exclude-path-regex", "/current/(stop|recess)|/debug/|/people/|/config|/status/ws|/captions/live"])
+        .args(["--request-timeout", "20", "--report", "junit", "--report-dir"])
+        .arg(&report)
+        .env("SCHEMATHESIS_HOOKS", "")
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    std::fs::write(tb.root.join("schemathesis.log"), &text).unwrap();
+    assert!(out.status.success(), "schemathesis found failures:\n{text}");
+    // "863 generated, 863 passed": every generated request was answered without a 5xx.
+    let counts = text.lines().find(|l| l.contains(" generated, ")).unwrap_or_else(|| panic!("no summary:\n{text}"));
+    println!("schemathesis: {}", counts.trim());
+    let numbers: Vec<u64> = counts.split(|c: char| !c.is_ascii_digit()).filter_map(|n| n.parse().ok()).collect();
+    assert!(numbers.len() == 2 && numbers[0] == numbers[1] && numbers[0] >= 200, "{counts}");
+
+    let status = tb.status();
+    assert_eq!(
+        status["session"]["id"].as_str(),
+        Some(session.to_string().as_str()),
+        "still recording the same session"
+    );
+    assert_eq!(status["session"]["state"].as_str(), Some("recording"));
+    tb.stop_session();
+    let records = tb.records(session);
+    assert!(!records.iter().any(|r| matches!(r.entry, Entry::Gap { .. })), "no gap in the recording");
+    let (code, report) = verify_session(&tb, session);
+    assert_eq!(code, 0, "{report}");
+    drop(daemon);
+}
+
+fn verify_session(tb: &TestBox, session: uuid::Uuid) -> (i32, String) {
+    let dir = tb.root.join("export");
+    tb.export(session, &dir);
+    verify(&dir, Some(&tb.public_key()))
+}
