@@ -207,7 +207,9 @@ impl TestBox {
     /// so the daemon treats it as a technician on the box).
     pub fn local_client(&self) -> reqwest::blocking::Client {
         courtbox::base::install_tls_provider();
-        reqwest::blocking::Client::builder().unix_socket(self.data().join("control.sock")).build().unwrap()
+        // From the configuration as it is now: a test may point the box at another data dir.
+        let socket = courtbox::config::load(&self.config).map(|c| c.socket_path()).unwrap_or_else(|e| panic!("{e}"));
+        reqwest::blocking::Client::builder().unix_socket(socket).build().unwrap()
     }
 
     /// A POST over the control socket.
