@@ -456,14 +456,23 @@ impl Recorder {
             *guard = Some(put_back(continuity));
             return Err(e.into());
         }
-        let mut resumed = self.start_run(
+        // A resume that failed to start capture may have left its run row: count past it.
+        let run = self.ledger.reader()?.runs(id)?.last().map_or(a.run, |r| r.run) + 1;
+        let mut resumed = match self.start_run(
             a.session.clone(),
-            a.run + 1,
+            run,
             RunCause::ResumeAfterRecess,
             offset,
             next_seq,
             continuity.clone(),
-        )?;
+        ) {
+            Ok(r) => r,
+            Err(e) => {
+                // Still in recess: the session can be resumed again or stopped.
+                *guard = Some(put_back(continuity));
+                return Err(e);
+            }
+        };
         resumed.privacy_muted = a.privacy_muted;
         let info = SessionInfo { session: id, run: resumed.run, started_media: offset };
         *guard = Some(resumed);

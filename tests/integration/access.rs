@@ -11,14 +11,19 @@ use std::time::Duration;
 
 pub const PIN: &str = "4821";
 
+/// Adds a secretary with a PIN through the CLI (the PIN on standard input).
+pub fn add_secretary(tb: &TestBox, name: &str, pin: &str) {
+    use std::io::Write;
+    let mut c = tb.command();
+    c.args(["people", "secretary", name, "--pin-stdin"]).stdin(std::process::Stdio::piped());
+    let mut child = c.stdout(std::process::Stdio::null()).spawn().unwrap();
+    child.stdin.take().unwrap().write_all(format!("{pin}\n").as_bytes()).unwrap();
+    assert!(child.wait().unwrap().success());
+}
+
 /// Adds secretary "Aigerim" (PIN 4821) and technician "ops"; returns the technician token.
 pub fn add_people(tb: &TestBox) -> String {
-    let mut c = tb.command();
-    c.args(["people", "secretary", "Aigerim", "--pin-stdin"]).stdin(std::process::Stdio::piped());
-    let mut child = c.stdout(std::process::Stdio::piped()).spawn().unwrap();
-    use std::io::Write;
-    child.stdin.take().unwrap().write_all(format!("{PIN}\n").as_bytes()).unwrap();
-    assert!(child.wait().unwrap().success());
+    add_secretary(tb, "Aigerim", PIN);
     let out = tb.cli_ok(&["people", "technician", "ops"]);
     let token = out.lines().last().unwrap().trim().to_string();
     assert!(token.starts_with("cbt_"), "{out}");
@@ -282,12 +287,7 @@ fn wrong_pins_lock_the_account_and_sessions_end() {
     assert_eq!(sign_in(&http, &base, "Nobody", "1234").err().unwrap().0, 401, "unknown names answer like wrong PINs");
 
     // A second secretary is not affected; signing out ends the cookie's session.
-    let mut c = tb.command();
-    c.args(["people", "secretary", "Dana", "--pin-stdin"]).stdin(std::process::Stdio::piped());
-    let mut child = c.spawn().unwrap();
-    use std::io::Write;
-    child.stdin.take().unwrap().write_all(b"97531\n").unwrap();
-    assert!(child.wait().unwrap().success());
+    add_secretary(&tb, "Dana", "97531");
     let dana = sign_in(&http, &base, "Dana", "97531").unwrap();
     assert_eq!(dana.with(http.get(format!("{base}/api/v1/status")), false).send().unwrap().status(), 200);
     assert_eq!(dana.with(http.post(format!("{base}/api/v1/auth/sign-out")), true).send().unwrap().status(), 200);

@@ -2,20 +2,11 @@
 //! from tests/panel/drive.mjs), and the API fuzzed by schemathesis from its OpenAPI document.
 //! Screenshots of the main states land in target/test-output/panel_browser/screenshots.
 
-use crate::access::add_people;
+use crate::access::{add_people, add_secretary};
 use crate::common::*;
 use courtbox::integrity::Entry;
 use serde_json::Value;
 use std::process::Command;
-
-fn add_secretary(tb: &TestBox, name: &str, pin: &str) {
-    use std::io::Write;
-    let mut c = tb.command();
-    c.args(["people", "secretary", name, "--pin-stdin"]).stdin(std::process::Stdio::piped());
-    let mut child = c.stdout(std::process::Stdio::null()).spawn().unwrap();
-    child.stdin.take().unwrap().write_all(format!("{pin}\n").as_bytes()).unwrap();
-    assert!(child.wait().unwrap().success());
-}
 
 #[test]
 fn a_secretary_records_a_hearing_on_the_touchscreen() {
