@@ -70,8 +70,8 @@ struct State {
 pub struct HealthBoard {
     sources: Mutex<HashMap<String, State>>,
     alarm_after: AlarmAfter,
-    /// The latest JPEG thumbnail of every camera.
-    thumbnails: Mutex<HashMap<String, std::sync::Arc<Vec<u8>>>>,
+    /// The latest scaled-down frame of every camera.
+    thumbnails: Mutex<HashMap<String, std::sync::Arc<super::thumbnail::Small>>>,
 }
 
 impl HealthBoard {
@@ -79,12 +79,14 @@ impl HealthBoard {
         HealthBoard { sources: Mutex::default(), alarm_after, thumbnails: Mutex::default() }
     }
 
-    pub fn thumbnail(&self, source: &str) -> Option<std::sync::Arc<Vec<u8>>> {
-        self.thumbnails.lock().unwrap().get(source).cloned()
+    /// The latest thumbnail of a camera as a JPEG, encoded now (by the caller's thread).
+    pub fn thumbnail(&self, source: &str) -> Option<Vec<u8>> {
+        let small = self.thumbnails.lock().unwrap().get(source).cloned()?;
+        super::thumbnail::encode(&small)
     }
 
-    fn set_thumbnail(&self, source: &str, jpeg: Vec<u8>) {
-        self.thumbnails.lock().unwrap().insert(source.to_string(), std::sync::Arc::new(jpeg));
+    fn set_thumbnail(&self, source: &str, small: super::thumbnail::Small) {
+        self.thumbnails.lock().unwrap().insert(source.to_string(), std::sync::Arc::new(small));
     }
 
     pub fn snapshot(&self) -> Vec<SourceHealth> {
@@ -237,8 +239,8 @@ pub fn attach_probe(pad: &gst::Pad, plan: &super::DevicePlan, board: std::sync::
                         planes: [plane, u, v],
                         strides: [strides[0] as usize, strides[1] as usize, strides[2] as usize],
                     };
-                    if let Some(jpeg) = super::thumbnail::encode(&i420) {
-                        board.set_thumbnail(source, jpeg);
+                    if let Some(small) = super::thumbnail::downscale(&i420) {
+                        board.set_thumbnail(source, small);
                     }
                 }
             }

@@ -333,8 +333,8 @@ impl CaptureRun {
         self.ctx.health.snapshot()
     }
 
-    /// The latest JPEG thumbnail of a camera.
-    pub fn thumbnail(&self, source: &str) -> Option<std::sync::Arc<Vec<u8>>> {
+    /// The latest thumbnail of a camera, encoded as a JPEG by the calling thread.
+    pub fn thumbnail(&self, source: &str) -> Option<Vec<u8>> {
         self.ctx.health.thumbnail(source)
     }
 

@@ -1,5 +1,6 @@
-//! Small JPEG pictures of what a camera records, for the front panel: made from a frame the
-//! health probe already holds, every couple of seconds, at a few hundred microseconds each.
+//! Small JPEG pictures of what a camera records, for the front panel. The health probe keeps
+//! a scaled-down copy of a frame every couple of seconds (a 62 KB copy on the streaming
+//! thread); the JPEG is encoded only when someone asks, off the recording path.
 
 /// Width of a thumbnail; the height follows the picture's aspect ratio.
 pub const WIDTH: usize = 192;
@@ -12,8 +13,16 @@ pub struct I420<'a> {
     pub strides: [usize; 3],
 }
 
-/// Nearest-neighbour scaled to `WIDTH`, encoded as a JPEG (quality 70).
-pub fn encode(frame: &I420) -> Option<Vec<u8>> {
+/// A scaled-down frame, as interleaved Y, Cb, Cr bytes.
+#[derive(Debug)]
+pub struct Small {
+    width: usize,
+    height: usize,
+    ycbcr: Vec<u8>,
+}
+
+/// Nearest-neighbour scaled to `WIDTH` (height by the aspect ratio, even).
+pub fn downscale(frame: &I420) -> Option<Small> {
     if frame.width < 2 || frame.height < 2 {
         return None;
     }
@@ -30,8 +39,15 @@ pub fn encode(frame: &I420) -> Option<Vec<u8>> {
             ycbcr.extend_from_slice(&[y, u, v]);
         }
     }
+    Some(Small { width: w, height: h, ycbcr })
+}
+
+/// JPEG, quality 70.
+pub fn encode(small: &Small) -> Option<Vec<u8>> {
     let mut out = Vec::new();
-    jpeg_encoder::Encoder::new(&mut out, 70).encode(&ycbcr, w as u16, h as u16, jpeg_encoder::ColorType::Ycbcr).ok()?;
+    jpeg_encoder::Encoder::new(&mut out, 70)
+        .encode(&small.ycbcr, small.width as u16, small.height as u16, jpeg_encoder::ColorType::Ycbcr)
+        .ok()?;
     Some(out)
 }
 
@@ -44,8 +60,9 @@ mod tests {
         let (width, height) = (640, 360);
         let y = vec![200u8; width * height];
         let uv = vec![128u8; width * height / 4];
-        let jpeg =
-            encode(&I420 { width, height, planes: [&y, &uv, &uv], strides: [width, width / 2, width / 2] }).unwrap();
+        let small =
+            downscale(&I420 { width, height, planes: [&y, &uv, &uv], strides: [width, width / 2, width / 2] }).unwrap();
+        let jpeg = encode(&small).unwrap();
         assert_eq!(&jpeg[..2], &[0xff, 0xd8], "JPEG start of image");
         // SOF0 marker: height and width of the thumbnail.
         let sof = jpeg.windows(2).position(|w| w == [0xff, 0xc0]).unwrap();
@@ -54,7 +71,7 @@ mod tests {
         assert_eq!((w, h), (192, 108));
         assert!(jpeg.len() < 8000, "{}", jpeg.len());
         assert!(
-            encode(&I420 { width, height, planes: [&y[..10], &uv, &uv], strides: [width, width / 2, width / 2] })
+            downscale(&I420 { width, height, planes: [&y[..10], &uv, &uv], strides: [width, width / 2, width / 2] })
                 .is_none()
         );
     }

@@ -2,7 +2,7 @@
 //! technician token, or a panel cookie (with its CSRF token on every change); the role
 //! checks; and the audit entry of every change and every refusal.
 
-use super::api::{ApiError, ApiState};
+use super::api::{ApiError, ApiState, blocking};
 use crate::auth::{AuthError, Principal, Role, Via};
 use axum::Json;
 use axum::extract::connect_info::ConnectInfo;
@@ -68,9 +68,14 @@ pub fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .find_map(|c| c.trim().strip_prefix(name)?.strip_prefix('='))
 }
 
+/// Reads are not actions: they are neither audited when they succeed nor need a CSRF token.
+fn changes_something(method: &Method) -> bool {
+    method != Method::GET && method != Method::HEAD
+}
+
 /// Establishes the principal of every request behind it, or refuses with 401/403/429.
 pub async fn authenticate(State(s): State<ApiState>, mut request: Request, next: Next) -> Response {
-    let changes = request.method() != Method::GET && request.method() != Method::HEAD;
+    let changes = changes_something(request.method());
     let principal = if let Some(ConnectInfo(peer)) = request.extensions().get::<ConnectInfo<LocalPeer>>().copied() {
         // The socket file is 0600; root and the service's own user are the box's technicians.
         match peer.uid {
@@ -149,7 +154,7 @@ pub async fn technicians_only(request: Request, next: Next) -> Response {
 /// before the answer goes out (reads that succeed are not actions).
 pub async fn audit(State(state): State<ApiState>, request: Request, next: Next) -> Response {
     let action = format!("{} {}", request.method(), request.uri().path());
-    let mutating = request.method() != Method::GET && request.method() != Method::HEAD;
+    let mutating = changes_something(request.method());
     let response = next.run(request).await;
     let status = response.status();
     let refused = matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN | StatusCode::TOO_MANY_REQUESTS);
@@ -181,14 +186,16 @@ pub struct SignIn {
     pin: String,
 }
 
-fn auth_error(e: AuthError) -> ApiError {
-    let status = match &e {
-        AuthError::Invalid(_) => StatusCode::BAD_REQUEST,
-        AuthError::Ledger(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        e if e.retry_after().is_some() => StatusCode::TOO_MANY_REQUESTS,
-        _ => StatusCode::UNAUTHORIZED,
-    };
-    ApiError(status, e.to_string())
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> ApiError {
+        let status = match &e {
+            AuthError::Invalid(_) => StatusCode::BAD_REQUEST,
+            AuthError::Ledger(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            e if e.retry_after().is_some() => StatusCode::TOO_MANY_REQUESTS,
+            _ => StatusCode::UNAUTHORIZED,
+        };
+        ApiError(status, e.to_string())
+    }
 }
 
 /// `POST /api/v1/auth/sign-in`: a secretary's name and PIN → a panel session cookie.
@@ -222,7 +229,7 @@ pub async fn sign_in(State(s): State<ApiState>, request: Request) -> Response {
         }
         Ok(Err(e)) => {
             let retry = e.retry_after();
-            let mut r = auth_error(e).into_response();
+            let mut r = ApiError::from(e).into_response();
             if let Some(d) = retry {
                 r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(d.as_secs().max(1)));
             }
@@ -259,17 +266,13 @@ pub async fn sign_out(State(s): State<ApiState>, headers: HeaderMap) -> Response
 /// `GET /api/v1/auth/people`: the names the panel's sign-in screen offers.
 pub async fn secretary_names(State(s): State<ApiState>) -> Result<Response, ApiError> {
     let auth = s.auth.clone();
-    let names = tokio::task::spawn_blocking(move || auth.secretary_names())
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(auth_error)?;
+    let names = blocking(move || auth.secretary_names()).await?;
     Ok(Json(names).into_response())
 }
 
 pub async fn people(State(s): State<ApiState>) -> Result<Response, ApiError> {
     let auth = s.auth.clone();
-    let people =
-        tokio::task::spawn_blocking(move || auth.people()).await.map_err(ApiError::internal)?.map_err(auth_error)?;
+    let people = blocking(move || auth.people()).await?;
     Ok(Json(people).into_response())
 }
 
@@ -288,7 +291,7 @@ pub async fn put_person(
     Json(req): Json<PutPerson>,
 ) -> Result<Response, ApiError> {
     let auth = s.auth.clone();
-    let answer = tokio::task::spawn_blocking(move || match (req.role, req.pin) {
+    let answer = blocking(move || match (req.role, req.pin) {
         (Role::Secretary, Some(pin)) => auth.set_secretary(&name, &pin).map(|_| json!({ "name": name, "role": "secretary" })),
         (Role::Secretary, None) => Err(AuthError::Invalid("a secretary needs a PIN (\"pin\": \"4 to 12 digits\")".into())),
         (Role::Technician, Some(_)) => Err(AuthError::Invalid("technicians get a token, not a PIN; leave \"pin\" out".into())),
@@ -296,9 +299,7 @@ pub async fn put_person(
             .issue_token(&name)
             .map(|token| json!({ "name": name, "role": "technician", "token": token, "note": "shown once; only its hash is kept" })),
     })
-    .await
-    .map_err(ApiError::internal)?
-    .map_err(auth_error)?;
+    .await?;
     Ok((StatusCode::CREATED, Json(answer)).into_response())
 }
 
@@ -308,10 +309,7 @@ pub async fn remove_person(
 ) -> Result<Response, ApiError> {
     let auth = s.auth.clone();
     let who = name.clone();
-    let existed = tokio::task::spawn_blocking(move || auth.remove(&who))
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(auth_error)?;
+    let existed = blocking(move || auth.remove(&who)).await?;
     if !existed {
         return Err(ApiError(StatusCode::NOT_FOUND, format!("nobody named {name:?}")));
     }

@@ -82,10 +82,19 @@ impl From<SessionError> for ApiError {
     }
 }
 
-/// Runs recorder work (GStreamer, SQLite) off the async runtime.
-pub(super) async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, SessionError> + Send + 'static,
-) -> Result<T, ApiError> {
+impl From<crate::ledger::LedgerError> for ApiError {
+    fn from(e: crate::ledger::LedgerError) -> ApiError {
+        SessionError::from(e).into()
+    }
+}
+
+/// Runs blocking work (GStreamer, SQLite, Argon2) off the async runtime.
+pub(super) async fn blocking<T, E>(f: impl FnOnce() -> Result<T, E> + Send + 'static) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    E: Send + 'static,
+    ApiError: From<E>,
+{
     tokio::task::spawn_blocking(f).await.map_err(ApiError::internal)?.map_err(ApiError::from)
 }
 
@@ -94,12 +103,11 @@ pub(super) async fn blocking<T: Send + 'static>(
 pub(super) async fn json_rejections(request: axum::extract::Request, next: middleware::Next) -> Response {
     let response = next.run(request).await;
     let status = response.status();
-    let is_json = response.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| {
-        v.starts_with("application/json")
-            || v.starts_with("text/event-stream")
-            || v.starts_with("image/")
-            || v.starts_with("application/zip")
-    });
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
     if !(status.is_client_error() || status.is_server_error()) || is_json {
         return response;
     }
@@ -166,7 +174,7 @@ pub fn router(state: ApiState) -> Router {
 /// Status of the box as one JSON document (also what the panel's WebSocket sends).
 pub(super) async fn status_json(s: &ApiState) -> Result<serde_json::Value, ApiError> {
     let r = s.recorder.clone();
-    let status = blocking(move || Ok(r.status())).await?;
+    let status = blocking(move || Ok::<_, SessionError>(r.status())).await?;
     let captions = match &s.stt {
         Some(stt) => serde_json::to_value(stt.status()).unwrap_or_default(),
         None => json!({ "state": "disabled", "reason": "stt.enabled = false in the configuration" }),
@@ -233,7 +241,7 @@ fn default_limit() -> usize {
 
 async fn captions_search(State(s): State<ApiState>, Query(q): Query<SearchQuery>) -> Result<Response, ApiError> {
     let ledger = s.ledger.clone();
-    let hits = blocking(move || Ok(ledger.reader()?.search_captions(&q.q, q.limit.min(500))?)).await?;
+    let hits = blocking(move || ledger.reader()?.search_captions(&q.q, q.limit.min(500))).await?;
     Ok(Json(hits).into_response())
 }
 

@@ -83,12 +83,17 @@ impl Client {
         if let Some(pin) = pin {
             body["pin"] = pin.into();
         }
-        let url = format!("{}/api/v1/people/{}", self.base, url_escape(name));
-        self.send(self.http.put(url).json(&body))
+        self.send(self.http.put(self.person_url(name)?).json(&body))
     }
     pub fn remove_person(&self, name: &str) -> Result<serde_json::Value, ClientError> {
-        let url = format!("{}/api/v1/people/{}", self.base, url_escape(name));
-        self.send(self.http.delete(url))
+        self.send(self.http.delete(self.person_url(name)?))
+    }
+    /// `/api/v1/people/{name}` with the name percent-encoded as one path segment.
+    fn person_url(&self, name: &str) -> Result<reqwest::Url, ClientError> {
+        let mut url = reqwest::Url::parse(&format!("{}/api/v1/people", self.base))
+            .map_err(|e| ClientError::Http(e.to_string()))?;
+        url.path_segments_mut().map_err(|_| ClientError::Http("not a base URL".into()))?.push(name);
+        Ok(url)
     }
     pub fn people(&self) -> Result<serde_json::Value, ClientError> {
         self.send(self.http.get(format!("{}/api/v1/people", self.base)))
@@ -137,15 +142,4 @@ impl Client {
         }
         Ok(())
     }
-}
-
-/// A path segment with everything but unreserved characters percent-encoded.
-fn url_escape(segment: &str) -> String {
-    segment
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }

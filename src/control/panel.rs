@@ -84,10 +84,7 @@ pub async fn thumbnail(State(s): State<ApiState>, Path(source): Path<String>) ->
     let name = source.clone();
     let jpeg = tokio::task::spawn_blocking(move || recorder.thumbnail(&name)).await.map_err(ApiError::internal)?;
     match jpeg {
-        Some(j) => {
-            Ok(([(header::CONTENT_TYPE, "image/jpeg"), (header::CACHE_CONTROL, "no-store")], j.to_vec())
-                .into_response())
-        }
+        Some(j) => Ok(([(header::CONTENT_TYPE, "image/jpeg"), (header::CACHE_CONTROL, "no-store")], j).into_response()),
         None => {
             Err(ApiError(StatusCode::NOT_FOUND, format!("no picture from {source:?} (not a camera, or not recording)")))
         }

@@ -2,8 +2,7 @@
 //! audit chain, and the box's configuration (technicians only).
 
 use super::api::{ApiError, ApiState, blocking};
-use crate::integrity::{Entry, RecordBody};
-use crate::session::SessionError;
+use crate::integrity::Entry;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -41,7 +40,7 @@ fn summary(s: crate::ledger::SessionRow) -> SessionSummary {
 /// `GET /api/v1/sessions`: every session, newest first.
 pub async fn sessions(State(s): State<ApiState>) -> Result<Response, ApiError> {
     let ledger = s.ledger.clone();
-    let mut all = blocking(move || Ok(ledger.reader()?.sessions()?)).await?;
+    let mut all = blocking(move || ledger.reader()?.sessions()).await?;
     all.sort_by(|a, b| b.started_wall.cmp(&a.started_wall));
     Ok(Json(all.into_iter().map(summary).collect::<Vec<_>>()).into_response())
 }
@@ -53,13 +52,8 @@ pub async fn session(State(s): State<ApiState>, Path(id): Path<String>) -> Resul
     let (row, bodies) = blocking(move || {
         let reader = ledger.reader()?;
         let row = reader.find_session(&id)?;
-        let bodies = reader
-            .records(row.id)?
-            .into_iter()
-            .map(|r| serde_json::from_slice::<RecordBody>(&r.body))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| SessionError::Invalid(format!("a record does not decode: {e}")))?;
-        Ok((row, bodies))
+        let bodies = crate::session::decode_records(&reader, row.id)?;
+        Ok::<_, crate::ledger::LedgerError>((row, bodies))
     })
     .await?;
     let segments = bodies.iter().filter(|b| matches!(b.entry, Entry::Segment { .. })).count();
@@ -81,9 +75,7 @@ pub async fn export_zip(State(s): State<ApiState>, Path(id): Path<String>) -> Re
     let (name, file) = tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
         let reader = ledger.reader().map_err(ApiError::internal)?;
         let row = reader.find_session(&id).map_err(|e| ApiError(StatusCode::NOT_FOUND, e.to_string()))?;
-        let public =
-            crate::integrity::PublicKey::from_pem(&std::fs::read_to_string(&key_path).map_err(ApiError::internal)?)
-                .map_err(ApiError::internal)?;
+        let public = crate::integrity::PublicKey::read(&key_path).map_err(ApiError::internal)?;
         let work = data_dir.join("exports").join(format!("tmp-{}", uuid::Uuid::new_v4()));
         let folder = work.join("session");
         let made = crate::export::export_session(&reader, &data_dir, &public, &row.id.to_string(), &folder)
@@ -136,9 +128,7 @@ pub async fn audit_log(State(s): State<ApiState>) -> Result<Response, ApiError> 
     let (ledger, key_path) = (s.ledger.clone(), s.cfg.public_key_path());
     let (entries, faults) = tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
         let entries = ledger.reader().map_err(ApiError::internal)?.audit_entries().map_err(ApiError::internal)?;
-        let public =
-            crate::integrity::PublicKey::from_pem(&std::fs::read_to_string(&key_path).map_err(ApiError::internal)?)
-                .map_err(ApiError::internal)?;
+        let public = crate::integrity::PublicKey::read(&key_path).map_err(ApiError::internal)?;
         let faults = crate::integrity::verify_audit(&entries, &public);
         let bodies: Vec<serde_json::Value> =
             entries.iter().filter_map(|(body, _)| serde_json::from_slice(body).ok()).collect();

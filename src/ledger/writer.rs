@@ -306,7 +306,7 @@ impl Writer {
     }
 
     pub fn end_run(&mut self, session: Uuid, run: u32, reason: &str) -> Result<(), LedgerError> {
-        self.end_run_stating(session, run, reason, None).map(|_| ())
+        self.transact(|tx, _, wall| end_run_row(tx, session, run, reason, wall))
     }
 
     /// Ends a run and appends the record that says why, in one transaction (a recess).
@@ -315,14 +315,11 @@ impl Writer {
         session: Uuid,
         run: u32,
         reason: &str,
-        entry: Option<Entry>,
-    ) -> Result<Option<Committed>, LedgerError> {
+        entry: Entry,
+    ) -> Result<Committed, LedgerError> {
         self.transact(|tx, chain, wall| {
-            tx.execute(
-                "UPDATE runs SET ended_wall = ?3, end_reason = ?4 WHERE session_id = ?1 AND run = ?2",
-                params![session.to_string(), run, wall.to_rfc3339(), reason],
-            )?;
-            entry.map(|e| chain.append(tx, session, e)).transpose()
+            end_run_row(tx, session, run, reason, wall)?;
+            chain.append(tx, session, entry)
         })
     }
 
@@ -444,4 +441,12 @@ fn seal(
     let object = format!("{session}/{}", layout::manifest_file(revision));
     insert_upload_job(tx, Some(session), &object, "manifest", None, Some(&bytes), wall)?;
     Ok(bytes)
+}
+
+fn end_run_row(tx: &Transaction, session: Uuid, run: u32, reason: &str, wall: WallTime) -> Result<(), LedgerError> {
+    tx.execute(
+        "UPDATE runs SET ended_wall = ?3, end_reason = ?4 WHERE session_id = ?1 AND run = ?2",
+        params![session.to_string(), run, wall.to_rfc3339(), reason],
+    )?;
+    Ok(())
 }

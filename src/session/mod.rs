@@ -8,7 +8,7 @@ mod continuity;
 mod recovery;
 
 pub use continuity::{Continuity, GapSpec};
-pub use recovery::resume_offset;
+pub use recovery::{decode_records, resume_offset};
 
 use crate::base::{Clocks, MediaTime};
 use crate::capture::{CaptureError, CaptureRun, DeviceStatus, RunParams, Templates, plan_devices};
@@ -410,74 +410,58 @@ impl Recorder {
     /// `resume`; the chain states the recess and who called it.
     pub fn recess(&self, by: &str) -> Result<MarkInfo, SessionError> {
         let mut guard = self.active.lock().unwrap();
-        let a = guard.as_mut().ok_or(SessionError::NotRecording)?;
-        if matches!(a.phase, Phase::Recess { .. }) {
+        let a = guard.take().ok_or(SessionError::NotRecording)?;
+        let Phase::Recording { capture, committer } = a.phase else {
+            *guard = Some(a);
             return Err(SessionError::InRecess);
-        }
-        let Phase::Recording { capture, committer } = std::mem::replace(
-            &mut a.phase,
-            Phase::Recess { continuity: Continuity::default(), since: MediaTime::ZERO, at: Instant::now() },
-        ) else {
-            unreachable!("checked above")
         };
         let (since, mut continuity) = self.end_capture(capture, committer, CAPTIONS_AT_STOP);
         let sources: Vec<String> = self.cfg.profile.sources().into_iter().map(|s| s.name).collect();
         continuity.interrupted(&sources, crate::integrity::RECESS_REASON);
-        a.phase = Phase::Recess { continuity, since, at: Instant::now() };
         let (id, run, by) = (a.session.id, a.run, by.to_string());
+        *guard = Some(Active { phase: Phase::Recess { continuity, since, at: Instant::now() }, ..a });
         let c = self.ledger.call(move |w| {
-            w.end_run_stating(id, run, recovery::RECESS_END_REASON, Some(Entry::Recess { media: since, by }))
+            w.end_run_stating(id, run, recovery::RECESS_END_REASON, Entry::Recess { media: since, by })
         })?;
         tracing::info!(session = %id, "recess: recording paused");
-        Ok(MarkInfo { session: id, index: c.map_or(0, |c| c.index), media: since })
+        Ok(MarkInfo { session: id, index: c.index, media: since })
     }
 
     /// Ends a recess: the chain states it, then a new run records every source again.
     pub fn resume(&self, by: &str) -> Result<SessionInfo, SessionError> {
         let mut guard = self.active.lock().unwrap();
-        let a = guard.take().ok_or(SessionError::NotRecording)?;
-        let Phase::Recess { continuity, .. } = a.phase else {
-            *guard = Some(a);
+        let a = guard.as_ref().ok_or(SessionError::NotRecording)?;
+        if !matches!(a.phase, Phase::Recess { .. }) {
             return Err(SessionError::NotInRecess);
-        };
-        let id = a.session.id;
-        let records = recovery::decode_records(&self.ledger.reader()?, id)?;
-        let offset = recovery::resume_offset(&a.session, &records, self.clocks.wall());
-        let by = by.to_string();
-        let next_seq = self.ledger.reader()?.last_seq(id)?.into_iter().map(|(k, v)| (k, v + 1)).collect();
-        let put_back = |continuity| Active {
-            session: a.session.clone(),
-            run: a.run,
-            stats: a.stats.clone(),
-            privacy_muted: a.privacy_muted,
-            phase: Phase::Recess { continuity, since: offset, at: Instant::now() },
-        };
-        if let Err(e) = self.ledger.call(move |w| w.append(id, Entry::RecessEnd { media: offset, by })) {
-            *guard = Some(put_back(continuity));
-            return Err(e.into());
         }
+        // Everything that can fail before capture starts leaves the session in recess.
+        let id = a.session.id;
+        let reader = self.ledger.reader()?;
+        let records = recovery::decode_records(&reader, id)?;
+        let offset = recovery::resume_offset(&a.session, &records, self.clocks.wall());
+        let next_seq = reader.last_seq(id)?.into_iter().map(|(k, v)| (k, v + 1)).collect();
         // A resume that failed to start capture may have left its run row: count past it.
-        let run = self.ledger.reader()?.runs(id)?.last().map_or(a.run, |r| r.run) + 1;
-        let mut resumed = match self.start_run(
-            a.session.clone(),
-            run,
-            RunCause::ResumeAfterRecess,
-            offset,
-            next_seq,
-            continuity.clone(),
-        ) {
-            Ok(r) => r,
+        let run = reader.runs(id)?.last().map_or(a.run, |r| r.run) + 1;
+        let by = by.to_string();
+        self.ledger.call(move |w| w.append(id, Entry::RecessEnd { media: offset, by }))?;
+
+        let a = guard.take().expect("checked above");
+        let Phase::Recess { continuity, .. } = a.phase else { unreachable!("checked above") };
+        match self.start_run(a.session.clone(), run, RunCause::ResumeAfterRecess, offset, next_seq, continuity.clone())
+        {
+            Ok(mut resumed) => {
+                resumed.privacy_muted = a.privacy_muted;
+                let info = SessionInfo { session: id, run: resumed.run, started_media: offset };
+                *guard = Some(resumed);
+                tracing::info!(session = %id, "recess over: recording");
+                Ok(info)
+            }
             Err(e) => {
                 // Still in recess: the session can be resumed again or stopped.
-                *guard = Some(put_back(continuity));
-                return Err(e);
+                *guard = Some(Active { phase: Phase::Recess { continuity, since: offset, at: Instant::now() }, ..a });
+                Err(e)
             }
-        };
-        resumed.privacy_muted = a.privacy_muted;
-        let info = SessionInfo { session: id, run: resumed.run, started_media: offset };
-        *guard = Some(resumed);
-        tracing::info!(session = %id, "recess over: recording");
-        Ok(info)
+        }
     }
 
     /// Switches the broadcast's privacy mute; the record states it, and is never muted.
@@ -595,7 +579,7 @@ impl Recorder {
     }
 
     /// The latest thumbnail of a camera of the recording session.
-    pub fn thumbnail(&self, source: &str) -> Option<Arc<Vec<u8>>> {
+    pub fn thumbnail(&self, source: &str) -> Option<Vec<u8>> {
         self.active.lock().unwrap().as_ref()?.capture()?.thumbnail(source)
     }
 
