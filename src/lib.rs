@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod base;
 pub mod bench;
+pub mod broadcast;
 pub mod capture;
 pub mod config;
 pub mod control;

@@ -206,6 +206,16 @@ enum SessionCommand {
         #[arg(value_parser = ["on", "off"])]
         state: String,
     },
+    /// Declare the hearing open or closed to the public; closing it ends any broadcast at once.
+    Hearing {
+        #[arg(value_parser = parse_hearing)]
+        hearing: Hearing,
+    },
+    /// Start or stop the delayed live broadcast (open hearings only; see [broadcast] in the config).
+    Broadcast {
+        #[arg(value_parser = ["start", "stop"])]
+        action: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -289,6 +299,20 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                         "privacy mute {state} at {} (record #{}); the record itself is never muted",
                         m.media, m.index
                     );
+                }
+                SessionCommand::Hearing { hearing } => {
+                    let m = client.hearing(hearing)?;
+                    println!("the hearing is {} from {} (record #{})", hearing.as_str(), m.media, m.index);
+                }
+                SessionCommand::Broadcast { action } => {
+                    let m = client.broadcast(&action)?;
+                    match action.as_str() {
+                        "start" => println!(
+                            "broadcast started at {} (record #{}); it goes out after the configured delay",
+                            m.media, m.index
+                        ),
+                        _ => println!("broadcast stopped at {} (record #{})", m.media, m.index),
+                    }
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -603,8 +627,37 @@ fn open_store_url(url: &str, config: &Path) -> Result<courtbox::upload::Store> {
 
 fn print_status(status: &serde_json::Value) {
     print_session_status(status);
+    print_broadcast_status(&status["broadcast"]);
     if let Some(st) = status.get("storage") {
         print_storage_status(st);
+    }
+}
+
+fn print_broadcast_status(b: &serde_json::Value) {
+    if b["configured"] != true {
+        return;
+    }
+    if b["live"] != true {
+        println!("BROADCAST off");
+        return;
+    }
+    println!(
+        "BROADCAST on, {} s behind{}, camera {}",
+        b["delay_seconds"],
+        if b["muted"] == true { ", PRIVACY MUTED (slate)" } else { "" },
+        b["camera"].as_str().unwrap_or("-")
+    );
+    for o in b["outputs"].as_array().into_iter().flatten() {
+        println!(
+            "  {:<12} {:<5} {:<10} since {}  {} attempt(s), {:.1} MiB sent{}",
+            o["name"].as_str().unwrap_or("?"),
+            o["kind"].as_str().unwrap_or("?"),
+            o["state"].as_str().unwrap_or("?"),
+            o["since"].as_str().unwrap_or("?"),
+            o["attempts"],
+            o["sent_bytes"].as_u64().unwrap_or(0) as f64 / (1 << 20) as f64,
+            o["last_error"].as_str().map(|e| format!("; last error: {e}")).unwrap_or_default()
+        );
     }
 }
 

@@ -31,8 +31,7 @@ impl Default for RealClocks {
 
 impl Clocks for RealClocks {
     fn wall(&self) -> WallTime {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-        WallTime::from_unix_nanos(now.as_nanos() as i128)
+        WallTime::now()
     }
     fn monotonic(&self) -> Duration {
         self.origin.elapsed()

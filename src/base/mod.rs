@@ -32,6 +32,18 @@ pub fn resolve(base: &Path, path: &Path) -> PathBuf {
 
 /// Makes ring the TLS crypto provider of every HTTP client (reqwest is built without a
 /// bundled one, to keep aws-lc's C build out). Idempotent; call before building a client.
+/// Reads a file that holds a secret, refusing one that others on the box could read. The
+/// message never quotes the file.
+pub fn read_secret_file(path: &Path) -> Result<String, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(format!("mode is {mode:o}; it holds a secret, so it must be 600 (chmod 600 {})", path.display()));
+    }
+    std::fs::read_to_string(path).map_err(|e| e.to_string())
+}
+
 pub fn install_tls_provider() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {

@@ -43,6 +43,12 @@ impl fmt::Display for MediaTime {
 pub struct WallTime(OffsetDateTime);
 
 impl WallTime {
+    /// The system's wall clock now.
+    pub fn now() -> Self {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        WallTime::from_unix_nanos(now.as_nanos() as i128)
+    }
+
     pub fn from_unix_nanos(nanos: i128) -> Self {
         let t = OffsetDateTime::from_unix_timestamp_nanos(nanos).unwrap_or(OffsetDateTime::UNIX_EPOCH);
         // Truncate to milliseconds so a value survives a round trip through its text form.

@@ -16,6 +16,7 @@ mod thumbnail;
 mod track;
 
 pub use health::{AlarmAfter, BLACK_LUMA, HealthBoard, SILENT_DBFS, SourceHealth};
+pub use pipeline::{describe_error, first_error};
 pub use plan::{DevicePlan, TrackPlan, plan_devices};
 pub use reader::read_file;
 
@@ -30,6 +31,21 @@ pub struct AudioChunk {
 /// Receives every chunk of microphone audio. Called on GStreamer streaming threads: it must
 /// return at once (capture never waits).
 pub type AudioTap = Arc<dyn Fn(AudioChunk) + Send + Sync>;
+
+/// One encoded buffer of a source, exactly as it goes into the recording, for the
+/// broadcast. `buffer` shares its memory with the recorded one (no copy).
+#[derive(Debug, Clone)]
+pub struct EncodedBuffer {
+    pub source: Arc<str>,
+    /// Media time of the buffer's presentation timestamp.
+    pub media: MediaTime,
+    pub buffer: gst::Buffer,
+    pub caps: gst::Caps,
+}
+
+/// Receives every encoded buffer of every source. Called on GStreamer streaming threads:
+/// it must return at once (capture never waits).
+pub type EncodedTap = Arc<dyn Fn(EncodedBuffer) + Send + Sync>;
 pub use sim_audio::decode_to_pcm;
 pub use template::Templates;
 
@@ -176,6 +192,7 @@ pub struct RunContext {
     wake: (Mutex<()>, Condvar),
     next_instance: AtomicU64,
     tap: Option<AudioTap>,
+    encoded_tap: Option<EncodedTap>,
     health: Arc<HealthBoard>,
 }
 
@@ -206,6 +223,8 @@ pub struct RunParams {
     pub sync_interval: Duration,
     /// Where microphone audio goes for speech to text (the plans must have taps).
     pub tap: Option<AudioTap>,
+    /// Where every encoded buffer goes for the broadcast.
+    pub encoded_tap: Option<EncodedTap>,
     /// Cameras start paused, for this reason (the disk is nearly full).
     pub video_paused: Option<String>,
     /// When a signal problem becomes an alarm.
@@ -262,6 +281,7 @@ impl CaptureRun {
             wake: (Mutex::new(()), Condvar::new()),
             next_instance: AtomicU64::new(0),
             tap: params.tap.clone(),
+            encoded_tap: params.encoded_tap.clone(),
             health: Arc::new(HealthBoard::new(params.alarm_after)),
         });
         let syncer = Syncer::start(open_files, params.sync_interval);

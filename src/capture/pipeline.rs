@@ -73,6 +73,10 @@ pub fn build(plan: &DevicePlan, ctx: &RunContext, device: &Arc<DeviceShared>) ->
         if let (Some(tap), Some(appsink)) = (ctx.tap.clone(), pipeline.by_name(&stt_element(&t.source))) {
             connect_tap(appsink, t.source.clone(), tap)?;
         }
+        if let Some(tap) = ctx.encoded_tap.clone() {
+            let pad = out.static_pad("src").ok_or_else(|| format!("{} has no src pad", out.name()))?;
+            connect_encoded_tap(&pad, t.source.as_str().into(), tap);
+        }
         targets.push(SplitTarget {
             instance: id,
             splitmux,
@@ -105,6 +109,26 @@ fn connect_tap(appsink: gst::Element, source: String, tap: super::AudioTap) -> R
             .build(),
     );
     Ok(())
+}
+
+/// Hands each encoded buffer of a track to the tap, stamped with its media time. The
+/// buffer is shared, not copied, and the recording path never waits on the tap.
+fn connect_encoded_tap(pad: &gst::Pad, source: Arc<str>, tap: super::EncodedTap) {
+    pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
+        let Some(gst::PadProbeData::Buffer(buffer)) = &info.data else { return gst::PadProbeReturn::Ok };
+        let media = buffer.pts().and_then(|pts| {
+            pad.sticky_event::<gst::event::Segment>(0)?.segment().downcast_ref::<gst::ClockTime>()?.to_running_time(pts)
+        });
+        if let (Some(media), Some(caps)) = (media, pad.current_caps()) {
+            tap(super::EncodedBuffer {
+                source: source.clone(),
+                media: crate::base::MediaTime(media.nseconds()),
+                buffer: buffer.clone(),
+                caps,
+            });
+        }
+        gst::PadProbeReturn::Ok
+    });
 }
 
 pub fn play(

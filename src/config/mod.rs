@@ -8,9 +8,9 @@ pub use profile::{
     AudioDevice, AudioEncoder, AudioEncoding, AudioSourceKind, Camera, CameraSource, HwProfile, InputFormat,
     Microphone, Role, SimPattern, SourceKind, SourceSpec, VideoEncoder, VideoEncoding,
 };
-pub use validate::{Problem, validate_config, validate_profile};
+pub use validate::{Problem, validate_config, validate_config_with_profile, validate_profile};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 
@@ -60,7 +60,83 @@ pub struct Config {
     #[serde(default)]
     pub health: HealthConfig,
     #[serde(default)]
+    pub broadcast: BroadcastConfig,
+    #[serde(default)]
     pub debug: DebugConfig,
+}
+
+/// The delayed live broadcast of open hearings (nothing goes out unless a secretary or
+/// technician starts it, and never for a closed hearing).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BroadcastConfig {
+    /// How far behind real time the broadcast runs.
+    pub delay_seconds: u32,
+    /// A privacy mute pressed at T blanks the broadcast from T - rewind (at most the delay),
+    /// so that what was said just before the button was pressed never goes out.
+    pub rewind_seconds: u32,
+    /// `auto` (the camera showing the role of whoever speaks) or a camera's name.
+    pub camera: String,
+    /// With `auto`, a camera stays on air at least this long before the next cut.
+    pub hold_seconds: u32,
+    /// The program picture: every camera is scaled to this.
+    pub width: u32,
+    pub height: u32,
+    pub fps: u32,
+    pub video_kbps: u32,
+    pub audio_kbps: u32,
+    /// First delay after an output failed; it doubles up to `retry_max_ms`.
+    pub retry_initial_ms: u32,
+    pub retry_max_ms: u32,
+    #[serde(rename = "output")]
+    pub outputs: Vec<BroadcastOutput>,
+}
+
+impl Default for BroadcastConfig {
+    fn default() -> Self {
+        BroadcastConfig {
+            delay_seconds: 30,
+            rewind_seconds: 10,
+            camera: "auto".into(),
+            hold_seconds: 4,
+            width: 1280,
+            height: 720,
+            fps: 25,
+            video_kbps: 2500,
+            audio_kbps: 128,
+            retry_initial_ms: 1000,
+            retry_max_ms: 30_000,
+            outputs: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputKind {
+    /// RTMP push (`rtmp://host/app`); the stream key comes from `key_file`.
+    Rtmp,
+    /// SRT caller (`srt://host:port`); `key_file` holds the passphrase, if any.
+    Srt,
+    /// HLS written to a local folder (`dir`), for a web server on the box.
+    Hls,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BroadcastOutput {
+    pub name: String,
+    pub kind: OutputKind,
+    /// rtmp and srt: the server, without any secret in it.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// A file (mode 0600, relative to this file) holding the stream key (rtmp) or the
+    /// passphrase (srt). Read when a broadcast starts; never logged.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// hls: the folder for the playlist and segments (relative to this file).
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
 }
 
 /// When a source's signal problem during a session becomes an alarm (status, log).
@@ -331,6 +407,10 @@ pub fn load(path: &Path) -> Result<LoadedConfig, ConfigError> {
     let base = if base.as_os_str().is_empty() { PathBuf::from(".") } else { base };
     let profile_path = crate::base::resolve(&base, &config.hw_profile);
     let profile = load_profile(&profile_path)?;
+    let problems = validate_config_with_profile(&config, &profile);
+    if !problems.is_empty() {
+        return Err(ConfigError::Invalid { path: path.to_path_buf(), problems });
+    }
     Ok(LoadedConfig {
         data_dir: crate::base::resolve(&base, &config.data_dir),
         sim_audio_dir: crate::base::resolve(&base, &config.sim.audio_dir),

@@ -95,6 +95,10 @@ pub struct Camera {
     /// `sim` only: `bars` (default) or `black`, a covered lens (for drills and tests).
     #[serde(default)]
     pub sim_pattern: Option<SimPattern>,
+    /// Who this camera shows: the broadcast's automatic switching cuts to it when a
+    /// microphone of one of these roles speaks.
+    #[serde(default)]
+    pub roles: Vec<Role>,
     pub width: u32,
     pub height: u32,
     pub fps: u32,

@@ -1,4 +1,4 @@
-use super::{AudioSourceKind, CameraSource, Config, HwProfile, StoreConfig};
+use super::{AudioSourceKind, BroadcastConfig, CameraSource, Config, HwProfile, OutputKind, StoreConfig};
 use crate::base::is_valid_name;
 use std::collections::HashSet;
 use std::fmt;
@@ -85,6 +85,81 @@ pub fn validate_config(config: &Config) -> Vec<Problem> {
     p.range("api.lockout_failures".into(), api.lockout_failures, 1, 100);
     p.range("api.lockout_minutes".into(), api.lockout_minutes, 1, 24 * 60);
     p.range("api.sign_in_per_minute".into(), api.sign_in_per_minute, 1, 1000);
+    validate_broadcast(&mut p, &config.broadcast);
+    p.0
+}
+
+fn validate_broadcast(p: &mut Problems, b: &BroadcastConfig) {
+    p.range("broadcast.delay_seconds".into(), b.delay_seconds, 0, 600);
+    if b.rewind_seconds > b.delay_seconds {
+        p.add(
+            "broadcast.rewind_seconds",
+            format!(
+                "must be at most broadcast.delay_seconds ({} > {}): a mute cannot reach back into what is already out",
+                b.rewind_seconds, b.delay_seconds
+            ),
+        );
+    }
+    if b.camera != "auto" {
+        p.name("broadcast.camera".into(), &b.camera);
+    }
+    p.range("broadcast.hold_seconds".into(), b.hold_seconds, 1, 600);
+    p.range("broadcast.width".into(), b.width, 160, 1920);
+    p.range("broadcast.height".into(), b.height, 120, 1080);
+    if !b.width.is_multiple_of(2) || !b.height.is_multiple_of(2) {
+        p.add("broadcast.width", "width and height must be even for H.264 (4:2:0)");
+    }
+    p.range("broadcast.fps".into(), b.fps, 1, 60);
+    p.range("broadcast.video_kbps".into(), b.video_kbps, 100, 20_000);
+    p.range("broadcast.audio_kbps".into(), b.audio_kbps, 32, 320);
+    p.range("broadcast.retry_initial_ms".into(), b.retry_initial_ms, 100, 60_000);
+    p.range("broadcast.retry_max_ms".into(), b.retry_max_ms, b.retry_initial_ms.max(100), 3_600_000);
+    let mut names = HashSet::new();
+    for (i, o) in b.outputs.iter().enumerate() {
+        let k = |field: &str| format!("broadcast.output[{i}].{field}");
+        p.name(k("name"), &o.name);
+        if !names.insert(o.name.as_str()) {
+            p.add(k("name"), format!("duplicate output name {:?}", o.name));
+        }
+        let scheme = match o.kind {
+            OutputKind::Rtmp => Some(["rtmp://", "rtmps://"].as_slice()),
+            OutputKind::Srt => Some(["srt://"].as_slice()),
+            OutputKind::Hls => None,
+        };
+        match (scheme, &o.url) {
+            (Some(_), None) => p.add(k("url"), "missing: the server to send to"),
+            (Some(schemes), Some(url)) => {
+                if !schemes.iter().any(|s| url.starts_with(s)) || url.contains(['"', ' ', '!', '\\']) {
+                    p.add(k("url"), format!("{url:?} is not a {} address", schemes.join(" or ")));
+                } else if o.kind == OutputKind::Srt && url.contains("passphrase") {
+                    p.add(k("url"), "holds a passphrase: put it in key_file (mode 600) instead");
+                }
+            }
+            (None, Some(_)) => p.add(k("url"), "an hls output writes to dir, not to a url"),
+            (None, None) => {}
+        }
+        match (o.kind, &o.dir) {
+            (OutputKind::Hls, None) => p.add(k("dir"), "missing: the folder for the playlist and segments"),
+            (OutputKind::Hls, Some(_)) => {}
+            (_, Some(_)) => p.add(k("dir"), "only an hls output has a dir"),
+            (_, None) => {}
+        }
+        if o.kind == OutputKind::Hls && o.key_file.is_some() {
+            p.add(k("key_file"), "a local hls output has no key");
+        }
+    }
+}
+
+/// Checks what the configuration says about the profile's sources.
+pub fn validate_config_with_profile(config: &Config, profile: &HwProfile) -> Vec<Problem> {
+    let mut p = Problems(Vec::new());
+    let b = &config.broadcast;
+    if b.camera != "auto" && !profile.cameras.iter().any(|c| c.name == b.camera) {
+        p.add("broadcast.camera", format!("{:?} is not a camera of the profile {:?}", b.camera, profile.name));
+    }
+    if !b.outputs.is_empty() && profile.cameras.is_empty() {
+        p.add("broadcast.output", format!("the profile {:?} has no camera to broadcast", profile.name));
+    }
     p.0
 }
 
@@ -158,6 +233,11 @@ pub fn validate_profile(profile: &HwProfile) -> Vec<Problem> {
             p.add(k("width"), "width and height must be even for H.264 (4:2:0)");
         }
         p.range(k("fps"), cam.fps, 1, 60);
+        for role in &cam.roles {
+            if let Some(other) = profile.cameras[..i].iter().find(|c| c.roles.contains(role)) {
+                p.add(k("roles"), format!("{role} is already shown by camera {:?}", other.name));
+            }
+        }
         match cam.source {
             CameraSource::Sim => {
                 if cam.device.is_some() {

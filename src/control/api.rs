@@ -71,7 +71,10 @@ impl From<SessionError> for ApiError {
             SessionError::AlreadyRecording(_)
             | SessionError::NotRecording
             | SessionError::InRecess
-            | SessionError::NotInRecess => StatusCode::CONFLICT,
+            | SessionError::NotInRecess
+            | SessionError::Conflict(_)
+            | SessionError::BroadcastRefused(_) => StatusCode::CONFLICT,
+            SessionError::BroadcastFailed(_) => StatusCode::SERVICE_UNAVAILABLE,
             SessionError::Invalid(_) => StatusCode::BAD_REQUEST,
             SessionError::Ledger(crate::ledger::LedgerError::Invalid(m)) if m.contains("no session") => {
                 StatusCode::NOT_FOUND
@@ -146,6 +149,9 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/sessions/current/recess", post(recess))
         .route("/api/v1/sessions/current/resume", post(resume))
         .route("/api/v1/sessions/current/privacy-mute", put(privacy_mute))
+        .route("/api/v1/sessions/current/hearing", put(hearing))
+        .route("/api/v1/sessions/current/broadcast/start", post(broadcast_start))
+        .route("/api/v1/sessions/current/broadcast/stop", post(broadcast_stop))
         .route("/api/v1/sessions/{id}", get(records::session))
         .route("/api/v1/sessions/{id}/export", get(records::export_zip))
         .route("/api/v1/sessions/{id}/transcribe", post(transcribe))
@@ -308,6 +314,35 @@ async fn privacy_mute(
 ) -> Result<Response, ApiError> {
     let r = s.recorder.clone();
     Ok(Json(blocking(move || r.set_privacy_mute(req.muted, &who.describe())).await?).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HearingAccess {
+    hearing: crate::integrity::Hearing,
+}
+
+/// Declares the hearing open or closed to the public; closing it ends any broadcast at once.
+async fn hearing(
+    State(s): State<ApiState>,
+    Extension(who): Extension<Principal>,
+    Json(req): Json<HearingAccess>,
+) -> Result<Response, ApiError> {
+    let r = s.recorder.clone();
+    Ok(Json(blocking(move || r.set_hearing(req.hearing, &who.describe())).await?).into_response())
+}
+
+async fn broadcast_start(
+    State(s): State<ApiState>,
+    Extension(who): Extension<Principal>,
+) -> Result<Response, ApiError> {
+    let r = s.recorder.clone();
+    Ok((StatusCode::CREATED, Json(blocking(move || r.start_broadcast(&who.describe())).await?)).into_response())
+}
+
+async fn broadcast_stop(State(s): State<ApiState>, Extension(who): Extension<Principal>) -> Result<Response, ApiError> {
+    let r = s.recorder.clone();
+    Ok(Json(blocking(move || r.stop_broadcast(&who.describe())).await?).into_response())
 }
 
 #[derive(Deserialize)]

@@ -76,6 +76,17 @@ impl Client {
                 .json(&serde_json::json!({ "muted": muted })),
         )
     }
+    pub fn hearing(&self, hearing: crate::integrity::Hearing) -> Result<MarkInfo, ClientError> {
+        self.send(
+            self.http
+                .put(format!("{}/api/v1/sessions/current/hearing", self.base))
+                .json(&serde_json::json!({ "hearing": hearing })),
+        )
+    }
+    /// `action`: start or stop.
+    pub fn broadcast(&self, action: &str) -> Result<MarkInfo, ClientError> {
+        self.send(self.http.post(format!("{}/api/v1/sessions/current/broadcast/{action}", self.base)))
+    }
     /// Adds a person or renews their secret: a secretary with `pin`, a technician without
     /// (the answer carries the new token).
     pub fn put_person(&self, name: &str, role: &str, pin: Option<&str>) -> Result<serde_json::Value, ClientError> {

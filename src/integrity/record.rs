@@ -174,6 +174,37 @@ pub enum Entry {
         media: MediaTime,
         muted: bool,
         by: String,
+        /// A mute blanks the broadcast from here (`media` minus the configured rewind), so
+        /// that what was said just before the button was pressed never goes out. Absent in
+        /// records written before the broadcast existed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        blanked_from: Option<MediaTime>,
+    },
+    /// The hearing was declared open or closed to the public; closing it ends any broadcast.
+    HearingAccess {
+        media: MediaTime,
+        hearing: Hearing,
+        by: String,
+    },
+    /// The live broadcast started: what is published, and how far behind real time.
+    BroadcastStart {
+        media: MediaTime,
+        by: String,
+        outputs: Vec<String>,
+        delay_ms: u64,
+        rewind_ms: u64,
+    },
+    /// The live broadcast ended, and why (stopped, hearing closed, session stopped).
+    BroadcastStop {
+        media: MediaTime,
+        by: String,
+        reason: String,
+    },
+    /// Someone asked for a broadcast that policy does not allow.
+    BroadcastRefused {
+        media: MediaTime,
+        by: String,
+        reason: String,
     },
     /// A batch of final captions of one microphone. A later transcription names the
     /// `captions_behind` record it resolves (`backlog_of`), even when it found no speech.
@@ -214,6 +245,10 @@ impl Entry {
             Entry::Recess { .. } => "recess",
             Entry::RecessEnd { .. } => "recess_end",
             Entry::PrivacyMute { .. } => "privacy_mute",
+            Entry::HearingAccess { .. } => "hearing_access",
+            Entry::BroadcastStart { .. } => "broadcast_start",
+            Entry::BroadcastStop { .. } => "broadcast_stop",
+            Entry::BroadcastRefused { .. } => "broadcast_refused",
             Entry::Captions { .. } => "captions",
             Entry::CaptionsBehind { .. } => "captions_behind",
             Entry::ClockJump { .. } => "clock_jump",

@@ -71,6 +71,7 @@ fn record_briefly(cfg: &LoadedConfig, window: Duration) -> Result<(Vec<SourceHea
         start_timeout: Duration::from_millis(cfg.config.recording.start_timeout_ms.into()),
         sync_interval: Duration::from_secs(1),
         tap: None,
+        encoded_tap: None,
         video_paused: None,
         alarm_after: Default::default(),
     };

@@ -5,12 +5,14 @@
 mod clockwatch;
 mod commit;
 mod continuity;
+mod onair;
 mod recovery;
 
 pub use continuity::{Continuity, GapSpec};
 pub use recovery::{decode_records, resume_offset};
 
 use crate::base::{Clocks, MediaTime};
+use crate::broadcast::{BlankReason, BroadcastStatus, Broadcaster};
 use crate::capture::{CaptureError, CaptureRun, DeviceStatus, RunParams, Templates, plan_devices};
 use crate::config::LoadedConfig;
 use crate::integrity::{Entry, Hearing, RunCause};
@@ -35,6 +37,15 @@ pub enum SessionError {
     InRecess,
     #[error("the hearing is not in recess")]
     NotInRecess,
+    /// The request contradicts the current state (e.g. opening an open hearing).
+    #[error("{0}")]
+    Conflict(String),
+    /// Policy or configuration does not allow a broadcast; the chain states the refusal.
+    #[error("broadcast refused: {0}")]
+    BroadcastRefused(String),
+    /// The broadcast could not start for a technical reason; the chain states it.
+    #[error("the broadcast could not start: {0}")]
+    BroadcastFailed(String),
     #[error("{0}")]
     Invalid(String),
     #[error(transparent)]
@@ -167,6 +178,7 @@ pub struct SessionStatus {
 pub struct Status {
     pub recording: bool,
     pub session: Option<SessionStatus>,
+    pub broadcast: BroadcastStatus,
 }
 
 struct Active {
@@ -174,6 +186,8 @@ struct Active {
     run: u32,
     stats: Arc<Stats>,
     privacy_muted: bool,
+    /// Open or closed to the public now (it may change during the session).
+    hearing: Hearing,
     phase: Phase,
 }
 
@@ -214,6 +228,7 @@ pub struct Recorder {
     clocks: Arc<dyn Clocks>,
     templates: Templates,
     stt: Option<Arc<Stt>>,
+    broadcaster: Arc<Broadcaster>,
     active: Mutex<Option<Active>>,
     /// Why cameras must not record now (disk nearly full), applied to every run.
     video_paused: Mutex<Option<String>>,
@@ -233,7 +248,17 @@ impl Recorder {
         stt: Option<Arc<Stt>>,
     ) -> Recorder {
         let templates = Templates::new(cfg.pipelines_dir.clone());
-        Recorder { cfg, ledger, clocks, templates, stt, active: Mutex::new(None), video_paused: Mutex::new(None) }
+        let broadcaster = Arc::new(Broadcaster::new(&cfg));
+        Recorder {
+            cfg,
+            ledger,
+            clocks,
+            templates,
+            stt,
+            broadcaster,
+            active: Mutex::new(None),
+            video_paused: Mutex::new(None),
+        }
     }
 
     fn plan(&self) -> Result<Vec<crate::capture::DevicePlan>, SessionError> {
@@ -269,6 +294,8 @@ impl Recorder {
                 _ => None,
             })
             .unwrap_or(false);
+        let hearing = onair::hearing_after(&session, &records);
+        self.end_interrupted_broadcast(session.id, &records, offset)?;
         let mut active = self.active.lock().unwrap();
         if interrupted.in_recess {
             tracing::info!(session = %session.id, "the session is in recess; it records again when resumed");
@@ -277,6 +304,7 @@ impl Recorder {
                 run: interrupted.last_run,
                 stats: Arc::default(),
                 privacy_muted,
+                hearing,
                 phase: Phase::Recess { continuity, since: offset, at: Instant::now() },
             });
             return Ok(Some(session.id));
@@ -285,6 +313,7 @@ impl Recorder {
         let mut resumed =
             self.start_run(session.clone(), interrupted.last_run + 1, interrupted.cause, offset, next_seq, continuity)?;
         resumed.privacy_muted = privacy_muted;
+        resumed.hearing = hearing;
         *active = Some(resumed);
         Ok(Some(session.id))
     }
@@ -326,6 +355,7 @@ impl Recorder {
             start_timeout: Duration::from_millis(rec.start_timeout_ms.into()),
             sync_interval: Duration::from_millis(rec.sync_interval_ms.into()),
             tap: self.stt.as_ref().map(|s| s.tap()),
+            encoded_tap: self.broadcaster.configured().then(|| self.broadcaster.tap()),
             video_paused: self.video_paused.lock().unwrap().clone(),
             alarm_after: crate::capture::AlarmAfter {
                 silent: Duration::from_secs(self.cfg.config.health.silent_alarm_seconds.into()),
@@ -354,7 +384,15 @@ impl Recorder {
                     .collect(),
             });
         }
-        Ok(Active { session, run, stats, privacy_muted: false, phase: Phase::Recording { capture, committer } })
+        let hearing = onair::parse_hearing(&session.hearing);
+        Ok(Active {
+            session,
+            run,
+            stats,
+            privacy_muted: false,
+            hearing,
+            phase: Phase::Recording { capture, committer },
+        })
     }
 
     pub fn start(&self, req: &StartRequest) -> Result<SessionInfo, SessionError> {
@@ -415,6 +453,8 @@ impl Recorder {
             *guard = Some(a);
             return Err(SessionError::InRecess);
         };
+        // The broadcast shows the slate from here: no picture would come, nor should it.
+        self.broadcaster.blank(BlankReason::Recess, capture.now());
         let (since, mut continuity) = self.end_capture(capture, committer, CAPTIONS_AT_STOP);
         let sources: Vec<String> = self.cfg.profile.sources().into_iter().map(|s| s.name).collect();
         continuity.interrupted(&sources, crate::integrity::RECESS_REASON);
@@ -451,6 +491,8 @@ impl Recorder {
         {
             Ok(mut resumed) => {
                 resumed.privacy_muted = a.privacy_muted;
+                resumed.hearing = a.hearing;
+                self.broadcaster.unblank(BlankReason::Recess, offset);
                 let info = SessionInfo { session: id, run: resumed.run, started_media: offset };
                 *guard = Some(resumed);
                 tracing::info!(session = %id, "recess over: recording");
@@ -465,13 +507,25 @@ impl Recorder {
     }
 
     /// Switches the broadcast's privacy mute; the record states it, and is never muted.
+    ///
+    /// A mute blanks the broadcast from `media − rewind` before anything is written, so
+    /// that it takes effect as fast as possible; an unmute shows the broadcast again only
+    /// once the chain states it.
     pub fn set_privacy_mute(&self, muted: bool, by: &str) -> Result<MarkInfo, SessionError> {
         let mut guard = self.active.lock().unwrap();
         let a = guard.as_mut().ok_or(SessionError::NotRecording)?;
         let media = a.now();
+        let blanked_from =
+            muted.then(|| MediaTime(media.0.saturating_sub(self.broadcaster.rewind().as_nanos() as u64)));
+        if let Some(from) = blanked_from {
+            self.broadcaster.blank(BlankReason::PrivacyMute, from);
+        }
         let (id, by) = (a.session.id, by.to_string());
-        let c = self.ledger.call(move |w| w.append(id, Entry::PrivacyMute { media, muted, by }))?;
+        let c = self.ledger.call(move |w| w.append(id, Entry::PrivacyMute { media, muted, by, blanked_from }))?;
         a.privacy_muted = muted;
+        if !muted {
+            self.broadcaster.unblank(BlankReason::PrivacyMute, media);
+        }
         Ok(MarkInfo { session: id, index: c.index, media })
     }
 
@@ -482,6 +536,7 @@ impl Recorder {
         let a = guard.take().ok_or(SessionError::NotRecording)?;
         let id = a.session.id;
         let now = a.now();
+        self.end_broadcast(id, now, "the session was stopped");
         let (run, stop_media, mut continuity) = match a.phase {
             Phase::Recording { capture, committer } => {
                 let (stop, continuity) = self.end_capture(capture, committer, CAPTIONS_AT_STOP);
@@ -531,6 +586,7 @@ impl Recorder {
         if let Some(a) = self.active.lock().unwrap().take() {
             let id = a.session.id;
             let run = a.run;
+            self.end_broadcast(id, a.now(), "the daemon is stopping");
             let Phase::Recording { capture, committer } = a.phase else {
                 tracing::info!(session = %id, "daemon stopping during a recess; the session stays in recess");
                 return;
@@ -556,7 +612,7 @@ impl Recorder {
             case: a.session.case_number.clone(),
             title: a.session.title.clone(),
             language: a.session.language.clone(),
-            hearing: a.session.hearing.clone(),
+            hearing: a.hearing.as_str().to_string(),
             started_wall: a.session.started_wall.clone(),
             run: a.run,
             run_started_media: a.capture().map(|c| c.t0()).unwrap_or_default(),
@@ -565,7 +621,7 @@ impl Recorder {
             health: a.capture().map(|c| c.health()).unwrap_or_default(),
             stats: a.stats.snapshot(),
         });
-        Status { recording: session.is_some(), session }
+        Status { recording: session.is_some(), session, broadcast: self.broadcaster.status() }
     }
 
     /// Pauses the cameras for `reason` (they finalize their segments; the interval becomes

@@ -137,7 +137,11 @@ pub fn resume_offset(session: &SessionRow, records: &[RecordBody], now: WallTime
             | Entry::ClockJump { media, .. }
             | Entry::Recess { media, .. }
             | Entry::RecessEnd { media, .. }
-            | Entry::PrivacyMute { media, .. } => *media,
+            | Entry::PrivacyMute { media, .. }
+            | Entry::HearingAccess { media, .. }
+            | Entry::BroadcastStart { media, .. }
+            | Entry::BroadcastStop { media, .. }
+            | Entry::BroadcastRefused { media, .. } => *media,
             _ => MediaTime::ZERO,
         })
         .max()

@@ -55,17 +55,8 @@ struct CredentialsFile {
 impl Credentials {
     /// Reads a credentials file, refusing one that others on the box could read.
     pub fn read(path: &Path) -> Result<Credentials, UploadError> {
-        use std::os::unix::fs::PermissionsExt;
         let bad = |message: String| UploadError::Credentials { path: path.to_path_buf(), message };
-        let meta = std::fs::metadata(path).map_err(|e| bad(e.to_string()))?;
-        let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
-            return Err(bad(format!(
-                "mode is {mode:o}; it holds a secret, so it must be 600 (chmod 600 {})",
-                path.display()
-            )));
-        }
-        let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+        let text = crate::base::read_secret_file(path).map_err(bad)?;
         // The parser's message could quote a line of the file: say only where it failed.
         let file: CredentialsFile = toml::from_str(&text).map_err(|e| {
             bad(format!(

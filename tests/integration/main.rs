@@ -2,6 +2,7 @@
 //! Run one at a time (`--test-threads=1`, see scripts/test): each records live video.
 
 mod access;
+mod broadcast;
 mod captions;
 mod common;
 mod config;

@@ -1,0 +1,514 @@
+//! Broadcast: the optional delayed live programme of an open hearing. Policy (who may
+//! start it, closed hearings, what the chain says) is the session's; this module makes the
+//! programme and keeps it out of harm's way:
+//!
+//! ```text
+//! capture tap ──(bounded, never waits)──▶ delay queue ──(at media + delay)──▶ programme
+//!   (encoded buffers of every source)                       decode, camera on air or slate,
+//!                                                           mix or silence, H.264 + AAC
+//!                                                                 │
+//!                                        ┌────────────────────────┼──────────────────┐
+//!                                      RTMP push               SRT caller        local HLS
+//! ```
+//!
+//! Everything is decided in media time: a privacy mute pressed at T blanks what was
+//! recorded from T − rewind, which the delayed programme has not shown yet.
+
+mod blanking;
+mod director;
+mod output;
+mod program;
+
+pub use blanking::BlankReason;
+pub use output::{OutputState, OutputStatus};
+pub use program::rms_dbfs;
+
+use crate::base::{Backoff, MediaTime};
+use crate::capture::{EncodedBuffer, EncodedTap};
+use crate::config::{BroadcastConfig, LoadedConfig, OutputKind};
+use blanking::Blanking;
+use director::Director;
+use output::{Output, OutputTarget};
+use program::{Program, ProgramSpec};
+use serde::Serialize;
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum BroadcastError {
+    #[error("no broadcast output is configured: add a [[broadcast.output]] to {0}")]
+    NotConfigured(PathBuf),
+    #[error("the broadcast is already running")]
+    AlreadyRunning,
+    #[error("broadcast output {output}: key file {path}: {message}")]
+    Secret { output: String, path: PathBuf, message: String },
+    #[error("the broadcast programme could not start: {0}")]
+    Pipeline(String),
+}
+
+/// Encoded buffers waiting for the delay queue; a full intake drops (capture never waits).
+const INTAKE: usize = 4096;
+/// Buffers go into the programme this long before they are due, for the decoders.
+const LEAD: Duration = Duration::from_millis(300);
+/// Blanked stretches that ended this long before what is being shown are forgotten.
+const FORGET_AFTER: Duration = Duration::from_secs(10);
+
+/// Maps media time to the clock: what was recorded at `zero` (live at clock time
+/// `zero_clock`, when the broadcast started) is shown `delay` later.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Timeline {
+    zero: MediaTime,
+    zero_clock: u64,
+    delay: u64,
+}
+
+impl Timeline {
+    /// Clock time at which media time `m` is shown; none for what came before the start.
+    fn shown_at(&self, m: MediaTime) -> Option<u64> {
+        m.0.checked_sub(self.zero.0).map(|d| self.zero_clock + self.delay + d)
+    }
+    /// Media time shown at clock time `c`; none while the delay has not yet passed.
+    fn shown(&self, c: u64) -> Option<MediaTime> {
+        c.checked_sub(self.zero_clock + self.delay).map(|d| MediaTime(self.zero.0 + d))
+    }
+}
+
+/// What the programme's threads share with the session's calls.
+pub(crate) struct Shared {
+    timeline: Timeline,
+    /// Base time of the programme pipeline (its running time 0 on the clock).
+    base: Arc<AtomicU64>,
+    blanking: Mutex<Blanking>,
+    director: Mutex<Director>,
+}
+
+impl Shared {
+    /// Media time the programme shows at its running time `r`.
+    fn media_at(&self, r: u64) -> Option<MediaTime> {
+        self.timeline.shown(r + self.base.load(Ordering::SeqCst))
+    }
+
+    /// The camera shown at running time `r`, or none for the slate (blanked, or nothing
+    /// recorded yet to show).
+    fn on_air(&self, r: u64) -> Option<usize> {
+        let m = self.media_at(r)?;
+        if self.blanking.lock().unwrap().contains(m) {
+            return None;
+        }
+        Some(self.director.lock().unwrap().camera_at(m))
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BroadcastStatus {
+    /// False when the box has no broadcast output configured.
+    pub configured: bool,
+    pub live: bool,
+    /// Media time at which the current broadcast started.
+    pub since_media: Option<MediaTime>,
+    pub delay_seconds: u32,
+    pub rewind_seconds: u32,
+    /// The privacy mute blanks the broadcast (never the record).
+    pub muted: bool,
+    /// The camera the programme shows (after the latest decision).
+    pub camera: Option<String>,
+    pub outputs: Vec<OutputStatus>,
+    /// The programme's last failure, if it had to be rebuilt.
+    pub last_error: Option<String>,
+}
+
+struct Running {
+    shared: Arc<Shared>,
+    outputs: Vec<Arc<Output>>,
+    stop: Arc<AtomicBool>,
+    releaser: JoinHandle<()>,
+    last_error: Arc<Mutex<Option<String>>>,
+}
+
+pub struct Broadcaster {
+    cfg: BroadcastConfig,
+    config_path: PathBuf,
+    base_dir: PathBuf,
+    cameras: Vec<String>,
+    mics: Vec<String>,
+    /// Camera index of each microphone's role.
+    mic_camera: Vec<Option<usize>>,
+    intake: Arc<Mutex<Option<SyncSender<EncodedBuffer>>>>,
+    running: Mutex<Option<Running>>,
+}
+
+impl Broadcaster {
+    pub fn new(cfg: &LoadedConfig) -> Broadcaster {
+        let profile = &cfg.profile;
+        let cameras: Vec<String> = profile.cameras.iter().map(|c| c.name.clone()).collect();
+        let mics = profile.audio_devices.iter().flat_map(|d| &d.mics);
+        let mic_camera = mics.clone().map(|m| profile.cameras.iter().position(|c| c.roles.contains(&m.role))).collect();
+        Broadcaster {
+            cfg: cfg.config.broadcast.clone(),
+            config_path: cfg.path.clone(),
+            base_dir: cfg.base_dir.clone(),
+            mics: mics.map(|m| m.name.clone()).collect(),
+            cameras,
+            mic_camera,
+            intake: Arc::default(),
+            running: Mutex::new(None),
+        }
+    }
+
+    pub fn configured(&self) -> bool {
+        !self.cfg.outputs.is_empty()
+    }
+
+    pub fn delay(&self) -> Duration {
+        Duration::from_secs(self.cfg.delay_seconds.into())
+    }
+
+    pub fn rewind(&self) -> Duration {
+        Duration::from_secs(self.cfg.rewind_seconds.into())
+    }
+
+    /// The outputs as the chain names them: `name (kind url)`, never a secret.
+    pub fn describe_outputs(&self) -> Vec<String> {
+        let kind = |k: OutputKind| match k {
+            OutputKind::Rtmp => "rtmp",
+            OutputKind::Srt => "srt",
+            OutputKind::Hls => "hls",
+        };
+        self.cfg
+            .outputs
+            .iter()
+            .map(|o| match (&o.url, &o.dir) {
+                (Some(url), _) => format!("{} ({} {url})", o.name, kind(o.kind)),
+                (None, Some(dir)) => format!("{} ({} {})", o.name, kind(o.kind), dir.display()),
+                (None, None) => format!("{} ({})", o.name, kind(o.kind)),
+            })
+            .collect()
+    }
+
+    /// For capture: every encoded buffer, taken only while a broadcast runs.
+    pub fn tap(&self) -> EncodedTap {
+        let intake = self.intake.clone();
+        Arc::new(move |buffer| {
+            if let Some(tx) = intake.lock().unwrap().as_ref()
+                && let Err(TrySendError::Full(_)) = tx.try_send(buffer)
+            {
+                tracing::debug!("broadcast intake full; a buffer is not broadcast");
+            }
+        })
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.running.lock().unwrap().is_some()
+    }
+
+    fn targets(&self) -> Result<Vec<OutputTarget>, BroadcastError> {
+        self.cfg
+            .outputs
+            .iter()
+            .map(|o| {
+                let secret =
+                    match &o.key_file {
+                        Some(p) => {
+                            let path = crate::base::resolve(&self.base_dir, p);
+                            let text = crate::base::read_secret_file(&path).map_err(|message| {
+                                BroadcastError::Secret { output: o.name.clone(), path: path.clone(), message }
+                            })?;
+                            Some(text.trim().to_string())
+                        }
+                        None => None,
+                    };
+                Ok(OutputTarget {
+                    name: o.name.clone(),
+                    kind: o.kind,
+                    url: o.url.clone(),
+                    secret,
+                    dir: o.dir.as_ref().map(|d| crate::base::resolve(&self.base_dir, d)),
+                })
+            })
+            .collect()
+    }
+
+    /// Starts the programme: what is recorded from `now` on goes out `delay` later; until
+    /// then, and while blanked, the slate. `blanked`: muted or in recess from the start.
+    pub fn start(&self, now: MediaTime, blanked: &[BlankReason]) -> Result<(), BroadcastError> {
+        let mut running = self.running.lock().unwrap();
+        if running.is_some() {
+            return Err(BroadcastError::AlreadyRunning);
+        }
+        if !self.configured() {
+            return Err(BroadcastError::NotConfigured(self.config_path.clone()));
+        }
+        let targets = self.targets()?;
+        let fixed = self.cameras.iter().position(|c| *c == self.cfg.camera);
+        let mut blanking = Blanking::default();
+        for reason in blanked {
+            blanking.begin(*reason, now);
+        }
+        use gst::prelude::*;
+        let clock = gst::SystemClock::obtain();
+        let shared = Arc::new(Shared {
+            timeline: Timeline {
+                zero: now,
+                zero_clock: clock.time().nseconds(),
+                delay: self.delay().as_nanos() as u64,
+            },
+            base: Arc::default(),
+            blanking: Mutex::new(blanking),
+            director: Mutex::new(Director::new(
+                fixed.unwrap_or(0),
+                fixed.is_some(),
+                Duration::from_secs(self.cfg.hold_seconds.into()),
+                self.mic_camera.clone(),
+            )),
+        });
+        let spec = ProgramSpec {
+            width: self.cfg.width,
+            height: self.cfg.height,
+            fps: self.cfg.fps,
+            video_kbps: self.cfg.video_kbps,
+            audio_kbps: self.cfg.audio_kbps,
+            cameras: self.cameras.clone(),
+            mics: self.mics.clone(),
+        };
+        let backoff = Backoff::new(
+            Duration::from_millis(self.cfg.retry_initial_ms.into()),
+            Duration::from_millis(self.cfg.retry_max_ms.into()),
+        )
+        .with_jitter();
+        let outputs: Vec<Arc<Output>> = targets.into_iter().map(|t| Output::start(t, backoff.clone())).collect();
+        let program = match start_program(&spec, &shared, &outputs) {
+            Ok(p) => p,
+            Err(e) => {
+                outputs.iter().for_each(|o| o.stop());
+                return Err(BroadcastError::Pipeline(e));
+            }
+        };
+        let (tx, rx) = std::sync::mpsc::sync_channel(INTAKE);
+        *self.intake.lock().unwrap() = Some(tx);
+        let stop = Arc::new(AtomicBool::new(false));
+        let last_error = Arc::new(Mutex::new(None));
+        let releaser = {
+            let release = Release {
+                rx,
+                program,
+                spec,
+                shared: shared.clone(),
+                outputs: outputs.clone(),
+                clock,
+                stop: stop.clone(),
+                last_error: last_error.clone(),
+                failed: None,
+                backoff: Backoff::new(Duration::from_millis(500), Duration::from_secs(30)),
+                built: std::time::Instant::now(),
+            };
+            std::thread::Builder::new()
+                .name("broadcast-delay".into())
+                .spawn(move || release.run())
+                .expect("spawn broadcast thread")
+        };
+        tracing::info!(delay_s = self.cfg.delay_seconds, outputs = outputs.len(), "broadcast started");
+        *running = Some(Running { shared, outputs, stop, releaser, last_error });
+        Ok(())
+    }
+
+    /// Ends the broadcast at once: connections are closed, what is still in the delay is
+    /// never sent. False if none was running.
+    pub fn stop(&self) -> bool {
+        let Some(r) = self.running.lock().unwrap().take() else { return false };
+        self.intake.lock().unwrap().take();
+        // Outputs first: the cut must reach the servers before anything else is torn down.
+        r.outputs.iter().for_each(|o| o.stop());
+        r.stop.store(true, Ordering::SeqCst);
+        let _ = r.releaser.join();
+        tracing::info!("broadcast stopped");
+        true
+    }
+
+    /// Blanks the broadcast from `from` (a privacy mute reaching back, or a recess).
+    pub fn blank(&self, reason: BlankReason, from: MediaTime) {
+        if let Some(r) = self.running.lock().unwrap().as_ref() {
+            r.shared.blanking.lock().unwrap().begin(reason, from);
+        }
+    }
+
+    pub fn unblank(&self, reason: BlankReason, at: MediaTime) {
+        if let Some(r) = self.running.lock().unwrap().as_ref() {
+            r.shared.blanking.lock().unwrap().end(reason, at);
+        }
+    }
+
+    pub fn status(&self) -> BroadcastStatus {
+        let running = self.running.lock().unwrap();
+        let r = running.as_ref();
+        BroadcastStatus {
+            configured: self.configured(),
+            live: r.is_some(),
+            since_media: r.map(|r| r.shared.timeline.zero),
+            delay_seconds: self.cfg.delay_seconds,
+            rewind_seconds: self.cfg.rewind_seconds,
+            muted: r.is_some_and(|r| r.shared.blanking.lock().unwrap().is_muted()),
+            camera: r.and_then(|r| self.cameras.get(r.shared.director.lock().unwrap().latest()).cloned()),
+            outputs: r.map(|r| r.outputs.iter().map(|o| o.status()).collect()).unwrap_or_default(),
+            last_error: r.and_then(|r| r.last_error.lock().unwrap().clone()),
+        }
+    }
+}
+
+/// Builds the programme pipeline, connects its encoders to the outputs and plays it.
+fn start_program(spec: &ProgramSpec, shared: &Arc<Shared>, outputs: &[Arc<Output>]) -> Result<Program, String> {
+    use gst::prelude::*;
+    let program = Program::build(spec, shared)?;
+    program.pipeline.use_clock(Some(&gst::SystemClock::obtain()));
+    let to_outputs = |push: fn(&Output, &gst::Sample)| {
+        let outputs = outputs.to_vec();
+        gst_app::AppSinkCallbacks::builder()
+            .new_sample(move |sink| {
+                let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                outputs.iter().for_each(|o| push(o, &sample));
+                Ok(gst::FlowSuccess::Ok)
+            })
+            .build()
+    };
+    program.video_out.set_callbacks(to_outputs(Output::push_video));
+    program.audio_out.set_callbacks(to_outputs(Output::push_audio));
+    // The pipeline picks its own base time as it starts playing (its sinks complete the
+    // change only once frames come, and frames come only once the base is known).
+    if let Err(e) = program.pipeline.set_state(gst::State::Playing) {
+        let detail = crate::capture::first_error(&program.pipeline).unwrap_or_else(|| e.to_string());
+        let _ = program.pipeline.set_state(gst::State::Null);
+        return Err(detail);
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let base = loop {
+        match program.pipeline.base_time().map(|b| b.nseconds()) {
+            Some(b) if b > 0 => break b,
+            _ if std::time::Instant::now() > deadline => {
+                let _ = program.pipeline.set_state(gst::State::Null);
+                return Err("the programme did not start playing".into());
+            }
+            _ => std::thread::sleep(Duration::from_millis(5)),
+        }
+    };
+    shared.base.store(base, Ordering::SeqCst);
+    Ok(program)
+}
+
+/// The delay: holds every tapped buffer until its time to be shown comes, then feeds it to
+/// the programme. Rebuilds the programme if it fails.
+struct Release {
+    rx: Receiver<EncodedBuffer>,
+    program: Program,
+    spec: ProgramSpec,
+    shared: Arc<Shared>,
+    outputs: Vec<Arc<Output>>,
+    clock: gst::Clock,
+    stop: Arc<AtomicBool>,
+    last_error: Arc<Mutex<Option<String>>>,
+    /// The programme failed and could not be rebuilt yet.
+    failed: Option<String>,
+    /// Between rebuilds of a programme that keeps failing.
+    backoff: Backoff,
+    built: std::time::Instant,
+}
+
+impl Release {
+    fn run(mut self) {
+        use gst::prelude::*;
+        let mut queue: VecDeque<EncodedBuffer> = VecDeque::new();
+        while !self.stop.load(Ordering::SeqCst) {
+            let clock_now = self.clock.time().nseconds();
+            if let Some(shown) = self.shared.timeline.shown(clock_now.saturating_sub(FORGET_AFTER.as_nanos() as u64)) {
+                self.shared.blanking.lock().unwrap().forget_before(shown);
+            }
+            let now = clock_now + LEAD.as_nanos() as u64;
+            let mut wait = Duration::from_millis(100);
+            let base = self.shared.base.load(Ordering::SeqCst);
+            let running = clock_now.saturating_sub(base);
+            self.program.emit_frames(&self.shared, running);
+            wait = wait.min(Duration::from_nanos(self.program.next_frame_at().saturating_sub(running)));
+            while let Some(front) = queue.front() {
+                match self.shared.timeline.shown_at(front.media) {
+                    Some(due) if due > now => {
+                        wait = wait.min(Duration::from_nanos(due - now));
+                        break;
+                    }
+                    Some(due) => {
+                        let b = queue.pop_front().expect("front exists");
+                        if let Some(running) = due.checked_sub(base) {
+                            self.program.push(&b.source, &b.buffer, &b.caps, running);
+                        }
+                    }
+                    // Recorded before the broadcast started: never shown.
+                    None => {
+                        queue.pop_front();
+                    }
+                }
+            }
+            match self.rx.recv_timeout(wait) {
+                Ok(b) => queue.push_back(b),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    if queue.is_empty() {
+                        std::thread::sleep(wait);
+                    }
+                }
+            }
+            while let Ok(b) = self.rx.try_recv() {
+                queue.push_back(b);
+            }
+            let error = self.failed.take().or_else(|| {
+                let message = self.program.pipeline.bus()?.pop_filtered(&[gst::MessageType::Error])?;
+                match message.view() {
+                    gst::MessageView::Error(e) => Some(crate::capture::describe_error(e)),
+                    _ => None,
+                }
+            });
+            if let Some(error) = error {
+                self.rebuild(error);
+            }
+        }
+        let _ = self.program.pipeline.set_state(gst::State::Null);
+    }
+
+    fn rebuild(&mut self, error: String) {
+        use gst::prelude::*;
+        let _ = self.program.pipeline.set_state(gst::State::Null);
+        if self.built.elapsed() >= Duration::from_secs(30) {
+            self.backoff.reset();
+        }
+        let pause = self.backoff.next_delay();
+        tracing::warn!(%error, retry_in = ?pause, "broadcast programme failed; rebuilding it");
+        *self.last_error.lock().unwrap() = Some(error);
+        std::thread::sleep(pause);
+        self.built = std::time::Instant::now();
+        match start_program(&self.spec, &self.shared, &self.outputs) {
+            Ok(p) => self.program = p,
+            Err(e) => {
+                tracing::error!(error = %e, "broadcast programme could not be rebuilt; trying again");
+                *self.last_error.lock().unwrap() = Some(e.clone());
+                self.failed = Some(e);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_timeline_shows_what_was_recorded_a_delay_later() {
+        let t = Timeline { zero: MediaTime(100_000), zero_clock: 5_000_000, delay: 30_000 };
+        assert_eq!(t.shown_at(MediaTime(100_000)), Some(5_030_000));
+        assert_eq!(t.shown_at(MediaTime(100_500)), Some(5_030_500));
+        assert_eq!(t.shown_at(MediaTime(99_999)), None, "recorded before the start");
+        assert_eq!(t.shown(5_030_500), Some(MediaTime(100_500)));
+        assert_eq!(t.shown(5_029_999), None, "the delay has not passed yet");
+    }
+}
