@@ -190,7 +190,7 @@ enum SessionCommand {
         #[arg(long, default_value = "auto")]
         language: String,
         /// open or closed.
-        #[arg(long, value_parser = parse_hearing, default_value = "open")]
+        #[arg(long, value_parser = clap::value_parser!(Hearing), default_value = "open")]
         hearing: Hearing,
     },
     /// Stop the recording hearing and seal its chain.
@@ -208,7 +208,7 @@ enum SessionCommand {
     },
     /// Declare the hearing open or closed to the public; closing it ends any broadcast at once.
     Hearing {
-        #[arg(value_parser = parse_hearing)]
+        #[arg(value_parser = clap::value_parser!(Hearing))]
         hearing: Hearing,
     },
     /// Start or stop the delayed live broadcast (open hearings only; see [broadcast] in the config).
@@ -233,14 +233,6 @@ enum PeopleCommand {
     Technician { name: String },
     /// Remove a person: their PIN or token stops working at once.
     Remove { name: String },
-}
-
-fn parse_hearing(s: &str) -> Result<Hearing, String> {
-    match s {
-        "open" => Ok(Hearing::Open),
-        "closed" => Ok(Hearing::Closed),
-        _ => Err(format!("{s:?} is not open or closed")),
-    }
 }
 
 fn main() -> ExitCode {

@@ -21,7 +21,6 @@ mod program;
 
 pub use blanking::BlankReason;
 pub use output::{OutputState, OutputStatus};
-pub use program::rms_dbfs;
 
 use crate::base::{Backoff, MediaTime};
 use crate::capture::{EncodedBuffer, EncodedTap};
@@ -83,7 +82,7 @@ impl Timeline {
 pub(crate) struct Shared {
     timeline: Timeline,
     /// Base time of the programme pipeline (its running time 0 on the clock).
-    base: Arc<AtomicU64>,
+    base: AtomicU64,
     blanking: Mutex<Blanking>,
     director: Mutex<Director>,
 }
@@ -258,7 +257,7 @@ impl Broadcaster {
                 zero_clock: clock.time().nseconds(),
                 delay: self.delay().as_nanos() as u64,
             },
-            base: Arc::default(),
+            base: AtomicU64::new(0),
             blanking: Mutex::new(blanking),
             director: Mutex::new(Director::new(
                 fixed.unwrap_or(0),

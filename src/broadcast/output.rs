@@ -69,17 +69,7 @@ impl Feed {
     fn push(&self, appsrc: &gst_app::AppSrc, sample: &gst::Sample) {
         let (Some(buffer), Some(caps), Some(offset)) = (sample.buffer(), sample.caps(), self.offset) else { return };
         let Some(running) = programme_time(sample).and_then(|p| u64::try_from(p as i64 + offset).ok()) else { return };
-        let caps = caps.to_owned();
-        if appsrc.caps().as_ref() != Some(&caps) {
-            appsrc.set_caps(Some(&caps));
-        }
-        let mut buffer = buffer.copy();
-        {
-            let b = buffer.make_mut();
-            b.set_pts(gst::ClockTime::from_nseconds(running));
-            b.set_dts(gst::ClockTime::from_nseconds(running));
-        }
-        let _ = appsrc.push_buffer(buffer);
+        super::program::push_at(appsrc, &buffer.to_owned(), &caps.to_owned(), running);
     }
 }
 

@@ -26,17 +26,12 @@ pub struct ProgramSpec {
 const SLATE_TEXT: &str = "Трансляция уақытша тоқтатылды\nТрансляция приостановлена\nBroadcast paused";
 const SAMPLE_RATE: u64 = 48_000;
 
-struct Input {
-    appsrc: gst_app::AppSrc,
-    caps: Option<gst::Caps>,
-}
-
 /// Decoded frames of one camera waiting for their time on air.
 type Frames = Arc<Mutex<VecDeque<gst::Buffer>>>;
 
 pub struct Program {
     pub pipeline: gst::Pipeline,
-    inputs: HashMap<String, Input>,
+    inputs: HashMap<String, gst_app::AppSrc>,
     cameras: Vec<Frames>,
     slate: gst::Buffer,
     picture: gst_app::AppSrc,
@@ -183,7 +178,7 @@ impl Program {
         for name in spec.cameras.iter().chain(&spec.mics) {
             let element = if spec.cameras.contains(name) { camera_input(name) } else { mic_input(name) };
             let appsrc = by_name(&element)?.downcast::<gst_app::AppSrc>().map_err(|_| "input is not an appsrc")?;
-            inputs.insert(name.clone(), Input { appsrc, caps: None });
+            inputs.insert(name.clone(), appsrc);
         }
         let picture =
             by_name("picture")?.downcast::<gst_app::AppSrc>().map_err(|_| "the picture input is not an appsrc")?;
@@ -228,21 +223,27 @@ impl Program {
     }
 
     /// Feeds one delayed buffer of `source`, to be shown at `running` time.
-    pub fn push(&mut self, source: &str, buffer: &gst::Buffer, caps: &gst::Caps, running: u64) {
-        let Some(input) = self.inputs.get_mut(source) else { return };
-        if input.caps.as_ref() != Some(caps) {
-            input.appsrc.set_caps(Some(caps));
-            input.caps = Some(caps.clone());
+    pub fn push(&self, source: &str, buffer: &gst::Buffer, caps: &gst::Caps, running: u64) {
+        if let Some(appsrc) = self.inputs.get(source) {
+            push_at(appsrc, buffer, caps, running);
         }
-        let mut buffer = buffer.copy();
-        {
-            let b = buffer.make_mut();
-            b.set_pts(gst::ClockTime::from_nseconds(running));
-            b.set_dts(gst::ClockTime::from_nseconds(running));
-        }
-        // Never blocks: a programme that cannot keep up drops its oldest input.
-        let _ = input.appsrc.push_buffer(buffer);
     }
+}
+
+/// Pushes a (shallow) copy of `buffer` stamped at `running`, setting the appsrc's caps when
+/// they change. Never blocks: an appsrc queue that is full keeps growing or drops by its
+/// own settings, never the caller.
+pub(super) fn push_at(appsrc: &gst_app::AppSrc, buffer: &gst::Buffer, caps: &gst::Caps, running: u64) {
+    if appsrc.caps().as_ref() != Some(caps) {
+        appsrc.set_caps(Some(caps));
+    }
+    let mut buffer = buffer.copy();
+    {
+        let b = buffer.make_mut();
+        b.set_pts(gst::ClockTime::from_nseconds(running));
+        b.set_dts(gst::ClockTime::from_nseconds(running));
+    }
+    let _ = appsrc.push_buffer(buffer);
 }
 
 /// The newest frame of a camera shown at or before `t` (none if it is stale), dropping

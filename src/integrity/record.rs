@@ -34,6 +34,17 @@ pub enum Hearing {
     Closed,
 }
 
+impl std::str::FromStr for Hearing {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Hearing, String> {
+        match s {
+            "open" => Ok(Hearing::Open),
+            "closed" => Ok(Hearing::Closed),
+            _ => Err(format!("{s:?} is not open or closed")),
+        }
+    }
+}
+
 impl Hearing {
     pub fn as_str(self) -> &'static str {
         match self {

@@ -9,8 +9,10 @@ use crate::integrity::{Entry, Hearing, RecordBody};
 use crate::ledger::SessionRow;
 use uuid::Uuid;
 
+/// The hearing as the sessions table stores it; anything unreadable counts as closed, so
+/// that a doubt never puts a hearing on air.
 pub(super) fn parse_hearing(text: &str) -> Hearing {
-    if text == Hearing::Open.as_str() { Hearing::Open } else { Hearing::Closed }
+    text.parse().unwrap_or(Hearing::Closed)
 }
 
 /// Open or closed after the records so far: the last change, or what the session began as.

@@ -1,7 +1,7 @@
 //! The live broadcast against real servers on loopback: nginx with the RTMP module (HLS
 //! output, `on_publish` key check) and `srt-live-transmit` as an SRT listener.
 
-use crate::common::{TestBox, gaps, output_dir, wait_for};
+use crate::common::{TestBox, free_port, gaps, output_dir, wait_for};
 use courtbox::integrity::Entry;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -18,10 +18,6 @@ struct Servers {
     srt_port: u16,
     nginx: Option<Child>,
     srt: Child,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 impl Servers {

@@ -22,7 +22,7 @@ pub fn output_dir(name: &str) -> PathBuf {
     d
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
