@@ -808,13 +808,16 @@ fn run_daemon(cfg: LoadedConfig) -> Result<()> {
         ApiState::new(cfg.clone(), recorder.clone(), ledger.clone(), stt.clone(), auth).with_storage(storage.clone());
     let served = runtime.block_on(async {
         tracing::info!(key_id = %public.key_id(), data = %cfg.data_dir.display(), socket = %cfg.socket_path().display(), "courtbox starting");
-        courtbox::sysd::start_watchdog(
-            recorder.clone(),
-            ledger.clone(),
-            std::time::Duration::from_nanos(cfg.segment_nanos()),
-        );
         let ready = format!("ready; API and panel on {}", cfg.config.api.listen);
-        control::serve(&cfg, state, shutdown_signal(), move || courtbox::sysd::ready(&ready)).await
+        let (watched, watched_ledger) = (recorder.clone(), ledger.clone());
+        let segment = std::time::Duration::from_nanos(cfg.segment_nanos());
+        // READY before the first watchdog ping: systemd (and an operator reading the
+        // journal) should see the daemon ready before it is reported alive.
+        control::serve(&cfg, state, shutdown_signal(), move || {
+            courtbox::sysd::ready(&ready);
+            courtbox::sysd::start_watchdog(watched, watched_ledger, segment);
+        })
+        .await
     });
     // Whatever ended the server, finalize the open segments before exiting.
     recorder.shutdown();
