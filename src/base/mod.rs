@@ -30,8 +30,6 @@ pub fn resolve(base: &Path, path: &Path) -> PathBuf {
     if path.is_absolute() { path.to_path_buf() } else { base.join(path) }
 }
 
-/// Makes ring the TLS crypto provider of every HTTP client (reqwest is built without a
-/// bundled one, to keep aws-lc's C build out). Idempotent; call before building a client.
 /// Reads a file that holds a secret, refusing one that others on the box could read. The
 /// message never quotes the file.
 pub fn read_secret_file(path: &Path) -> Result<String, String> {
@@ -44,6 +42,8 @@ pub fn read_secret_file(path: &Path) -> Result<String, String> {
     std::fs::read_to_string(path).map_err(|e| e.to_string())
 }
 
+/// Makes ring the TLS crypto provider of every HTTP client (reqwest is built without a
+/// bundled one, to keep aws-lc's C build out). Idempotent; call before building a client.
 pub fn install_tls_provider() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
@@ -78,5 +78,20 @@ mod tests {
         assert!(!is_valid_name("cam 1"));
         assert!(!is_valid_name("cam\"1"));
         assert!(!is_valid_name(&"a".repeat(33)));
+    }
+
+    #[test]
+    fn a_secret_others_could_read_is_refused_with_the_fix() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("stream.key");
+        std::fs::write(&key, "k3y").unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let refused = read_secret_file(&key).unwrap_err();
+        assert!(refused.contains("mode is 644") && refused.contains("chmod 600"), "{refused}");
+        assert!(!refused.contains("k3y"), "the message never quotes the secret");
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(read_secret_file(&key).unwrap(), "k3y");
+        assert!(read_secret_file(&dir.path().join("missing.key")).is_err());
     }
 }

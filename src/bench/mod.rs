@@ -1,6 +1,8 @@
 //! `courtbox bench`: performance figures printed as numbers, never asserted in tests
 //! (timings flake on a shared machine; the closing notes report them).
 
+mod broadcast;
+
 use crate::base::{Clocks, MediaTime, RealClocks, WallTime};
 use crate::integrity::{DeviceKey, Hearing};
 use crate::ledger::{Ledger, NewSession, SegmentCommit};
@@ -69,6 +71,10 @@ pub enum BenchCommand {
         #[arg(long)]
         captions: bool,
     },
+    /// Live broadcast of a profile: latency a viewer sees over the configured delay (RTMP,
+    /// HLS, SRT) and the CPU the broadcast adds. Needs an RTMP server with HLS; see
+    /// scripts/bench-broadcast, which starts nginx-rtmp and runs this.
+    Broadcast(broadcast::Options),
     /// Draining an upload backlog: minutes of a profile's recording, sent to a store.
     Upload {
         /// A folder or s3://bucket/prefix. For S3, credentials come from AWS_ACCESS_KEY_ID
@@ -99,6 +105,7 @@ pub fn run(what: BenchCommand, _config: &Path) -> Result<()> {
         BenchCommand::Stt { file, reference, model, language, mics, passes, threads, verbose } => {
             stt(&file, &reference, &model, &language, mics, passes, threads, verbose)
         }
+        BenchCommand::Broadcast(options) => broadcast::run(&options),
         BenchCommand::Upload { store, endpoint, create_bucket, profile, minutes, concurrency } => {
             upload(&store, endpoint, create_bucket, &profile, minutes, concurrency)
         }
@@ -336,12 +343,7 @@ fn record(profile: &Path, sim_audio: &Path, seconds: u64, captions: bool) -> Res
         Arc::new(Stt::start(SttSettings::from_config(&cfg), ledger.clone(), cfg.data_dir.clone(), clocks.clone(), mics))
     });
     let recorder = Recorder::new(cfg.clone(), ledger.clone(), clocks, stt.clone());
-    recorder.start(&StartRequest {
-        case: "bench".into(),
-        title: "bench".into(),
-        language: "en".into(),
-        hearing: Hearing::Open,
-    })?;
+    start_bench_hearing(&recorder)?;
     std::thread::sleep(Duration::from_secs(5));
     let (cpu0, wall0) = (cpu_time(), Instant::now());
     std::thread::sleep(Duration::from_secs(seconds));
@@ -367,6 +369,14 @@ fn record(profile: &Path, sim_audio: &Path, seconds: u64, captions: bool) -> Res
         println!("  {} segments committed, {} bytes, {} gaps", s.stats.segments, s.stats.bytes, stop.gaps);
     }
     std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
+
+/// Starts recording the bench's open hearing.
+fn start_bench_hearing(recorder: &Recorder) -> Result<()> {
+    let hearing =
+        StartRequest { case: "bench".into(), title: "bench".into(), language: "en".into(), hearing: Hearing::Open };
+    recorder.start(&hearing)?;
     Ok(())
 }
 

@@ -364,20 +364,26 @@ fn start_program(spec: &ProgramSpec, shared: &Arc<Shared>, outputs: &[Arc<Output
     use gst::prelude::*;
     let program = Program::build(spec, shared)?;
     program.pipeline.use_clock(Some(&gst::SystemClock::obtain()));
-    let to_outputs = |push: fn(&Output, &gst::Sample)| {
-        let outputs = outputs.to_vec();
+    let to_outputs = |push: fn(&Output, &gst::Sample, u64)| {
+        let (outputs, shared) = (outputs.to_vec(), shared.clone());
         gst_app::AppSinkCallbacks::builder()
             .new_sample(move |sink| {
                 let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
-                outputs.iter().for_each(|o| push(o, &sample));
+                // Before the base is known (the mixer's first silence) nothing is placed.
+                let base = shared.base.load(Ordering::SeqCst);
+                if let Some(running) = running_time(&sample).filter(|_| base > 0) {
+                    outputs.iter().for_each(|o| push(o, &sample, base + running));
+                }
                 Ok(gst::FlowSuccess::Ok)
             })
             .build()
     };
     program.video_out.set_callbacks(to_outputs(Output::push_video));
     program.audio_out.set_callbacks(to_outputs(Output::push_audio));
-    // The pipeline picks its own base time as it starts playing (its sinks complete the
-    // change only once frames come, and frames come only once the base is known).
+    shared.base.store(0, Ordering::SeqCst);
+    // No sink waits for a preroll (they are all async=false: a sink blocked in preroll
+    // until the cameras' first delayed frames would hold back the slate and the sound),
+    // so the pipeline plays, and picks its base time, at once.
     if let Err(e) = program.pipeline.set_state(gst::State::Playing) {
         let detail = crate::capture::first_error(&program.pipeline).unwrap_or_else(|| e.to_string());
         let _ = program.pipeline.set_state(gst::State::Null);
@@ -394,8 +400,21 @@ fn start_program(spec: &ProgramSpec, shared: &Arc<Shared>, outputs: &[Arc<Output
             _ => std::thread::sleep(Duration::from_millis(5)),
         }
     };
+    // With no sink prerolling, nothing completes an asynchronous state change, which is
+    // when a pipeline asks its elements for their latency: ask now, so that the sound mixer
+    // knows it is live and mixes on time instead of waiting for every microphone.
+    if let Err(e) = program.pipeline.recalculate_latency() {
+        tracing::warn!(error = %e, "the programme's latency is unknown");
+    }
     shared.base.store(base, Ordering::SeqCst);
     Ok(program)
+}
+
+/// Running time of a programme packet (x264enc shifts timestamps by 1000 h in its segment).
+fn running_time(sample: &gst::Sample) -> Option<u64> {
+    let pts = sample.buffer()?.pts()?;
+    let segment = sample.segment()?.downcast_ref::<gst::ClockTime>()?;
+    Some(segment.to_running_time(pts)?.nseconds())
 }
 
 /// The delay: holds every tapped buffer until its time to be shown comes, then feeds it to

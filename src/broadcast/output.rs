@@ -46,30 +46,21 @@ pub struct OutputStatus {
     pub sent_bytes: u64,
 }
 
-/// The appsrcs of a connected output, and whether it has started on a keyframe yet.
+/// The appsrcs of a connected output, and where its stream starts.
 struct Feed {
     video: gst_app::AppSrc,
     audio: gst_app::AppSrc,
-    /// Set at the first keyframe: programme time plus this is the output's running time.
-    offset: Option<i64>,
-    pipeline: gst::Pipeline,
+    /// The clock time of the keyframe this connection started on: every packet is stamped
+    /// relative to it, so each connection's stream starts at zero.
+    start: Option<u64>,
 }
 
 impl Feed {
-    /// Places the stream on the output pipeline's running time from its first keyframe on,
-    /// once the (live) pipeline has its base time.
-    fn start(&mut self, pts: u64) -> bool {
-        let Some(base) = self.pipeline.base_time() else { return false };
-        let Some(clock) = self.pipeline.clock() else { return false };
-        let running = clock.time().saturating_sub(base).nseconds();
-        self.offset = Some(running as i64 - pts as i64);
-        true
-    }
-
-    fn push(&self, appsrc: &gst_app::AppSrc, sample: &gst::Sample) {
-        let (Some(buffer), Some(caps), Some(offset)) = (sample.buffer(), sample.caps(), self.offset) else { return };
-        let Some(running) = programme_time(sample).and_then(|p| u64::try_from(p as i64 + offset).ok()) else { return };
-        super::program::push_at(appsrc, &buffer.to_owned(), &caps.to_owned(), running);
+    fn push(&self, appsrc: &gst_app::AppSrc, sample: &gst::Sample, at: u64) {
+        let (Some(buffer), Some(caps), Some(start)) = (sample.buffer(), sample.caps(), self.start) else { return };
+        // Audio from before the first keyframe has nothing to go with: dropped.
+        let Some(at) = at.checked_sub(start) else { return };
+        super::program::push_at(appsrc, &buffer.to_owned(), &caps.to_owned(), at);
     }
 }
 
@@ -77,7 +68,8 @@ pub struct Output {
     target: OutputTarget,
     status: Mutex<OutputStatus>,
     feed: Mutex<Option<Feed>>,
-    sent: AtomicU64,
+    /// Bytes that reached the sink (for HLS: the muxer's input), over every connection.
+    sent: Arc<AtomicU64>,
     stopping: AtomicBool,
     wake: (Mutex<()>, Condvar),
     thread: Mutex<Option<JoinHandle<()>>>,
@@ -103,7 +95,7 @@ impl Output {
             }),
             target,
             feed: Mutex::new(None),
-            sent: AtomicU64::new(0),
+            sent: Arc::new(AtomicU64::new(0)),
             stopping: AtomicBool::new(false),
             wake: (Mutex::new(()), Condvar::new()),
             thread: Mutex::new(None),
@@ -144,33 +136,26 @@ impl Output {
         }
     }
 
-    /// A programme video packet (H.264 byte-stream access unit). Never blocks.
-    pub fn push_video(&self, sample: &gst::Sample) {
+    /// A programme video packet (H.264 byte-stream access unit) shown at clock time `at`
+    /// (which, unlike the programme's running time, goes on across programme rebuilds).
+    /// Never blocks.
+    pub fn push_video(&self, sample: &gst::Sample, at: u64) {
         let mut guard = self.feed.lock().unwrap();
         let Some(feed) = guard.as_mut() else { return };
-        let Some(buffer) = sample.buffer() else { return };
-        if feed.offset.is_none() {
+        if feed.start.is_none() {
             // A viewer's decoder needs a keyframe (with its parameter sets) first.
-            let Some(pts) = programme_time(sample).filter(|_| !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT))
-            else {
-                return;
-            };
-            if !feed.start(pts) {
-                return;
-            }
+            let keyframe = sample.buffer().is_some_and(|b| !b.flags().contains(gst::BufferFlags::DELTA_UNIT));
+            feed.start = keyframe.then_some(at);
         }
-        self.sent.fetch_add(buffer.size() as u64, Ordering::Relaxed);
-        feed.push(&feed.video, sample);
+        feed.push(&feed.video, sample, at);
     }
 
     /// A programme audio packet (AAC). Dropped until the video has started.
-    pub fn push_audio(&self, sample: &gst::Sample) {
-        let mut guard = self.feed.lock().unwrap();
-        let Some(feed) = guard.as_mut().filter(|f| f.offset.is_some()) else { return };
-        if let Some(b) = sample.buffer() {
-            self.sent.fetch_add(b.size() as u64, Ordering::Relaxed);
+    pub fn push_audio(&self, sample: &gst::Sample, at: u64) {
+        let guard = self.feed.lock().unwrap();
+        if let Some(feed) = guard.as_ref() {
+            feed.push(&feed.audio, sample, at);
         }
-        feed.push(&feed.audio, sample);
     }
 
     fn sleep_unless_stopping(&self, d: Duration) {
@@ -250,10 +235,11 @@ impl Output {
                 .ok_or_else(|| format!("output has no appsrc {n}"))
         };
         let (video, audio) = (appsrc("video")?, appsrc("audio")?);
+        self.count_sent_bytes(pipeline)?;
         if let Err(e) = pipeline.set_state(gst::State::Playing) {
             return Err(crate::capture::first_error(pipeline).unwrap_or_else(|| e.to_string()));
         }
-        *self.feed.lock().unwrap() = Some(Feed { video, audio, offset: None, pipeline: pipeline.clone() });
+        *self.feed.lock().unwrap() = Some(Feed { video, audio, start: None });
         let bus = pipeline.bus().ok_or("output pipeline has no bus")?;
         let began = Instant::now();
         let sent_before = self.sent.load(Ordering::Relaxed);
@@ -278,6 +264,26 @@ impl Output {
         }
     }
 
+    /// Counts the bytes that reach the sink, that is what the muxer actually put out: an
+    /// output is live only once something leaves it, not when packets are queued for it.
+    fn count_sent_bytes(&self, pipeline: &gst::Pipeline) -> Result<(), String> {
+        let sink = pipeline.by_name("sink").ok_or("output has no sink")?;
+        for pad in sink.sink_pads() {
+            let sent = self.sent.clone();
+            // mpegtsmux with an alignment sends lists of packets.
+            pad.add_probe(gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST, move |_, info| {
+                let bytes = match &info.data {
+                    Some(gst::PadProbeData::Buffer(b)) => b.size(),
+                    Some(gst::PadProbeData::BufferList(l)) => l.calculate_size(),
+                    _ => 0,
+                };
+                sent.fetch_add(bytes as u64, Ordering::Relaxed);
+                gst::PadProbeReturn::Ok
+            });
+        }
+        Ok(())
+    }
+
     /// Errors from GStreamer may quote the location, which holds the stream key.
     fn redact(&self, text: String) -> String {
         match &self.target.secret {
@@ -287,17 +293,13 @@ impl Output {
     }
 }
 
-/// Running time of a programme packet (x264enc shifts timestamps by 1000 h in its segment).
-fn programme_time(sample: &gst::Sample) -> Option<u64> {
-    let pts = sample.buffer()?.pts()?;
-    let segment = sample.segment()?.downcast_ref::<gst::ClockTime>()?;
-    Some(segment.to_running_time(pts)?.nseconds())
-}
-
 fn describe(kind: OutputKind) -> String {
-    // Live: nothing waits for a preroll that only data can bring. The programme is already
-    // paced by the clock, so the sinks send at once.
-    let appsrc = "format=time is-live=true do-timestamp=false max-bytes=8000000 block=false";
+    // Not live: the programme is already paced by the clock, so the muxers need no clock
+    // of their own. They put out whatever both streams have, the sinks send it at once,
+    // and a connection that starts late cannot misplace its stream in time.
+    // A server that accepts but stalls: the oldest packets go once 8 MB wait (the picture
+    // recovers at the next keyframe) rather than memory and delay growing without end.
+    let appsrc = "format=time is-live=false do-timestamp=false max-bytes=8000000 block=false leaky-type=downstream";
     let (mux, sink, audio_pad) = match kind {
         OutputKind::Rtmp => ("flvmux name=mux streamable=true ! rtmp2sink name=sink sync=false", "mux.", "mux."),
         OutputKind::Srt => {

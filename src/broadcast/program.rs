@@ -61,13 +61,17 @@ fn describe(spec: &ProgramSpec) -> String {
     let scaled = format!("video/x-raw,format=I420,width={w},height={h},pixel-aspect-ratio=1/1");
     let audio = format!("audio/x-raw,format=F32LE,layout=interleaved,rate={SAMPLE_RATE},channels=2");
     let queue = "queue max-size-buffers=0 max-size-bytes=0 max-size-time=2000000000";
+    // The mixer counts every pad (no ignore-inactive-pads): in GStreamer 1.22 a mixer whose
+    // pads are all still inactive at its first timeout (the silence not started yet, the
+    // microphones not due before the delay has passed) ends its stream, and the broadcast
+    // would go out without sound. Being live, it fills a pad that is late at each timeout.
     let mut d = format!(
         "appsrc name=picture format=time is-live=true do-timestamp=false caps={raw} ! queue \
          ! x264enc speed-preset=ultrafast tune=zerolatency bitrate={vk} key-int-max={gop} \
          ! video/x-h264,profile=constrained-baseline ! h264parse config-interval=-1 \
-         ! video/x-h264,stream-format=byte-stream,alignment=au ! appsink name=video_out sync=false \
-         audiomixer name=amix ignore-inactive-pads=true latency=100000000 ! {audio} ! identity name=blank_audio silent=true \
-         ! audioconvert ! avenc_aac bitrate={ab} ! aacparse ! appsink name=audio_out sync=false \
+         ! video/x-h264,stream-format=byte-stream,alignment=au ! appsink name=video_out sync=false async=false \
+         audiomixer name=amix latency=100000000 ! {audio} ! identity name=blank_audio silent=true \
+         ! audioconvert ! avenc_aac bitrate={ab} ! aacparse ! appsink name=audio_out sync=false async=false \
          audiotestsrc is-live=true wave=silence ! {audio} ! queue ! amix. ",
         vk = spec.video_kbps,
         gop = 2 * fps,
@@ -78,7 +82,7 @@ fn describe(spec: &ProgramSpec) -> String {
         d.push_str(&format!(
             "appsrc name={src} {appsrc} caps=video/x-h264,stream-format=byte-stream,alignment=au ! h264parse \
              ! avdec_h264 max-threads=2 ! videoconvert ! videoscale add-borders=true ! {scaled} \
-             ! appsink name=frames_{i} sync=false ",
+             ! appsink name=frames_{i} sync=false async=false ",
             src = camera_input(cam),
         ));
     }

@@ -55,6 +55,10 @@ fn a_secretary_records_a_hearing_on_the_touchscreen() {
     assert_eq!(thumbs.len(), 2);
     assert!(thumbs.iter().all(|t| t[0] == 192 && t[1] == 108), "{thumbs:?}");
     assert_eq!(found["muted_badge"], "BROADCAST MUTED");
+    assert_eq!(found["broadcast_button_hidden"], true, "no broadcast output on this box");
+    assert_eq!(found["close_hearing_text"], "Close hearing (no broadcast)");
+    assert!(found["hearing_line"].as_str().unwrap().ends_with("(closed hearing)"), "{found}");
+    assert_eq!(found["open_hearing_text"], "Open hearing to the public");
     assert!(found["confirm_text"].as_str().unwrap().starts_with("Stop recording this hearing?"));
     assert_eq!(found["still_recording_after_cancel"], true, "cancel keeps recording");
     assert_eq!(found["stopped_text"], "STOPPED");
@@ -80,21 +84,21 @@ fn a_secretary_records_a_hearing_on_the_touchscreen() {
         .iter()
         .filter(|r| match &r.entry {
             Entry::Mark { by, text, .. } => text == "Witness sworn in" && by.as_deref() == Some("Aigerim (panel)"),
-            Entry::PrivacyMute { by, .. } => by == "Aigerim (panel)",
+            Entry::PrivacyMute { by, .. } | Entry::HearingAccess { by, .. } => by == "Aigerim (panel)",
             Entry::SessionStart { case, .. } => case == "2-345/2026",
             Entry::SessionStop { .. } => true,
             _ => false,
         })
         .map(|r| r.entry.kind())
         .collect();
-    assert_eq!(kinds, ["session_start", "mark", "privacy_mute", "privacy_mute", "session_stop"]);
+    assert_eq!(kinds, ["session_start", "mark", "privacy_mute", "privacy_mute", "hearing_access", "session_stop"]);
     let audit = tb.cli_ok(&["audit"]);
     let mine = |action: &str| {
         audit.lines().filter(|l| l.contains("Aigerim (panel)") && l.contains(action) && l.contains("ok (")).count()
     };
     assert_eq!(
-        (mine("POST /api/v1/sessions "), mine("/marks"), mine("/privacy-mute"), mine("/stop")),
-        (1, 1, 2, 1),
+        (mine("POST /api/v1/sessions "), mine("/marks"), mine("/privacy-mute"), mine("/hearing"), mine("/stop")),
+        (1, 1, 2, 1, 1),
         "{audit}"
     );
     let dana_refused = audit.lines().filter(|l| l.contains("Dana (panel sign-in)") && l.contains("refused (")).count();

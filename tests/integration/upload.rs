@@ -7,7 +7,7 @@ use crate::s3::{self, SeaweedFs};
 use courtbox::upload::{Store, digest_object};
 use object_store::{ObjectStoreExt, PutMode, PutOptions};
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 fn session_url(session: Uuid) -> String {
@@ -192,13 +192,20 @@ fn kill_9_during_uploads_leaves_every_object_once() {
     weed.resume();
     let mut kills = 0;
     let mut progress = Vec::new();
-    for i in 0..6u64 {
+    let done_now = || jobs(&tb).values().filter(|(s, _)| s == "done").count();
+    for _ in 0..6 {
+        // Kill once about another eighth of the backlog is acknowledged: mid-drain, at a
+        // different point each time, however fast this machine drains it (a fixed delay
+        // once found it either not started or already finished).
+        let target = (progress.last().copied().unwrap_or(0) + total.div_ceil(8)).min(total);
         let daemon = tb.start();
-        // Kill at varied points of the drain (the first objects go within milliseconds).
-        std::thread::sleep(Duration::from_millis(120 + 90 * i));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while done_now() < target && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(2));
+        }
         daemon.kill9();
         kills += 1;
-        let done = jobs(&tb).values().filter(|(s, _)| s == "done").count();
+        let done = done_now();
         progress.push(done);
         if done == total {
             break;

@@ -91,6 +91,15 @@ try {
   await page.click("#mute");
   await page.waitForSelector("#muted-badge[hidden]", { state: "attached", timeout: 5000 });
 
+  // The hearing is closed to the public from the panel (this box has no broadcast output,
+  // so no broadcast button is offered).
+  found.broadcast_button_hidden = await page.$eval("#broadcast", (b) => b.hidden);
+  found.close_hearing_text = await text("#hearing-toggle");
+  await page.click("#hearing-toggle");
+  await page.waitForFunction(() => /closed hearing/.test(document.querySelector("#hearing-line").textContent));
+  found.hearing_line = await text("#hearing-line");
+  found.open_hearing_text = await text("#hearing-toggle");
+
   // Stop asks first; cancelling keeps recording.
   await page.click("#stop");
   await page.waitForSelector("#confirm-stop[open]");

@@ -8,6 +8,8 @@ const TEXT = {
     broadcast_muted: "BROADCAST MUTED", case: "Case number", title: "Title", language: "Language",
     hearing: "Hearing", open: "Open", closed: "Closed (never broadcast)", auto: "Detect", start: "Start recording",
     mark: "Add mark", recess: "Recess", resume: "Resume hearing", mute: "Mute broadcast", unmute: "Unmute broadcast",
+    broadcast_start: "Start broadcast", broadcast_stop: "Stop broadcast", on_air: "ON AIR (delayed)",
+    close_hearing: "Close hearing (no broadcast)", open_hearing: "Open hearing to the public",
     stop: "Stop", confirm_stop: "Stop recording this hearing? The record will be sealed.", yes_stop: "Yes, stop",
     cancel: "Cancel", cameras: "Cameras", microphones: "Microphones", captions: "Live captions",
     wrong_pin: "Wrong PIN.", tries_left: "Tries left before lock-out:", locked: "Too many wrong PINs. Locked; try again in",
@@ -26,6 +28,8 @@ const TEXT = {
     broadcast_muted: "ТРАНСЛЯЦИЯ ЗАГЛУШЕНА", case: "Номер дела", title: "Наименование", language: "Язык",
     hearing: "Заседание", open: "Открытое", closed: "Закрытое (без трансляции)", auto: "Определить", start: "Начать запись",
     mark: "Добавить отметку", recess: "Перерыв", resume: "Продолжить заседание", mute: "Заглушить трансляцию", unmute: "Включить трансляцию",
+    broadcast_start: "Начать трансляцию", broadcast_stop: "Остановить трансляцию", on_air: "В ЭФИРЕ (с задержкой)",
+    close_hearing: "Закрыть заседание (без трансляции)", open_hearing: "Открыть заседание для публики",
     stop: "Стоп", confirm_stop: "Остановить запись заседания? Запись будет опечатана.", yes_stop: "Да, остановить",
     cancel: "Отмена", cameras: "Камеры", microphones: "Микрофоны", captions: "Субтитры",
     wrong_pin: "Неверный PIN-код.", tries_left: "Осталось попыток до блокировки:", locked: "Слишком много неверных PIN-кодов. Вход заблокирован; повторите через",
@@ -44,6 +48,8 @@ const TEXT = {
     broadcast_muted: "ТРАНСЛЯЦИЯ ӨШІРІЛДІ", case: "Іс нөмірі", title: "Атауы", language: "Тіл",
     hearing: "Отырыс", open: "Ашық", closed: "Жабық (трансляциясыз)", auto: "Анықтау", start: "Жазуды бастау",
     mark: "Белгі қосу", recess: "Үзіліс", resume: "Отырысты жалғастыру", mute: "Трансляцияны өшіру", unmute: "Трансляцияны қосу",
+    broadcast_start: "Трансляцияны бастау", broadcast_stop: "Трансляцияны тоқтату", on_air: "ЭФИРДЕ (кідіріспен)",
+    close_hearing: "Отырысты жабу (трансляциясыз)", open_hearing: "Отырысты жұртшылыққа ашу",
     stop: "Тоқтату", confirm_stop: "Отырыс жазбасын тоқтату керек пе? Жазба мөрленеді.", yes_stop: "Иә, тоқтату",
     cancel: "Болдырмау", cameras: "Камералар", microphones: "Микрофондар", captions: "Субтитрлер",
     wrong_pin: "PIN-код қате.", tries_left: "Бұғатталғанға дейін қалған әрекет:", locked: "Қате PIN-код тым көп. Кіру бұғатталды; қайталаңыз",
@@ -205,9 +211,25 @@ function render(s) {
   mute.classList.toggle("on", !!(session && session.privacy_muted));
   mute.textContent = session && session.privacy_muted ? t("unmute") : t("mute");
   mute.dataset.muted = session && session.privacy_muted ? "true" : "false";
+  renderBroadcast(s, session);
   renderMeters(session);
   renderThumbFrames(session);
   renderAlarms(s);
+}
+
+// A closed hearing offers no broadcast at all; the box refuses one anyway.
+function renderBroadcast(s, session) {
+  const b = s.broadcast || {};
+  const onAir = !!(session && b.live);
+  const closed = !!(session && session.hearing === "closed");
+  $("on-air").hidden = !onAir;
+  const button = $("broadcast");
+  button.hidden = !(session && b.configured && (onAir || !closed));
+  button.textContent = onAir ? t("broadcast_stop") : t("broadcast_start");
+  button.dataset.live = onAir ? "true" : "false";
+  const hearing = $("hearing-toggle");
+  hearing.textContent = closed ? t("open_hearing") : t("close_hearing");
+  hearing.dataset.hearing = closed ? "closed" : "open";
 }
 
 function renderMeters(session) {
@@ -338,6 +360,10 @@ function wire() {
   $("resume").onclick = () => act("POST", "/api/v1/sessions/current/resume");
   $("mute").onclick = () => act("PUT", "/api/v1/sessions/current/privacy-mute",
     { muted: !(status && status.session && status.session.privacy_muted) });
+  $("broadcast").onclick = () => act("POST",
+    `/api/v1/sessions/current/broadcast/${$("broadcast").dataset.live === "true" ? "stop" : "start"}`);
+  $("hearing-toggle").onclick = () => act("PUT", "/api/v1/sessions/current/hearing",
+    { hearing: $("hearing-toggle").dataset.hearing === "closed" ? "open" : "closed" });
   $("stop").onclick = () => $("confirm-stop").showModal();
   $("confirm-stop-no").onclick = () => $("confirm-stop").close();
   $("confirm-stop-yes").onclick = async () => {
