@@ -9,12 +9,9 @@
 //! and every HLS fragment as soon as the server's playlist lists it (what a player could
 //! fetch at the earliest; players buffer more on top).
 
-use super::{cpu_time, scratch};
-use crate::base::RealClocks;
+use super::{cores_over, flagged_stretches, scratch};
 use crate::broadcast::OutputState;
 use crate::config::BroadcastConfig;
-use crate::integrity::DeviceKey;
-use crate::ledger::Ledger;
 use crate::session::Recorder;
 use anyhow::{Context, Result, bail};
 use gst::prelude::*;
@@ -79,22 +76,16 @@ pub fn run(o: &Options) -> Result<()> {
     let key_file = dir.join("stream.key");
     std::fs::write(&key_file, STREAM_KEY)?;
     std::fs::set_permissions(&key_file, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
-    let config = dir.join("courtbox.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "court = \"bench\"\nroom = \"bench\"\ndata_dir = \"data\"\nhw_profile = \"{}\"\n[sim]\naudio_dir = \"{}\"\n\
-             [broadcast]\ndelay_seconds = {}\nrewind_seconds = 0\n\
-             [[broadcast.output]]\nname = \"rtmp\"\nkind = \"rtmp\"\nurl = \"{}\"\nkey_file = \"{}\"\n\
-             [[broadcast.output]]\nname = \"srt\"\nkind = \"srt\"\nurl = \"srt://127.0.0.1:{}\"\n",
-            std::fs::canonicalize(&o.profile).with_context(|| o.profile.display().to_string())?.display(),
-            std::fs::canonicalize(&o.sim_audio).unwrap_or(o.sim_audio.clone()).display(),
-            o.delay_seconds,
-            o.rtmp,
-            key_file.display(),
-            o.srt_port,
-        ),
-    )?;
+    let outputs = format!(
+        "[broadcast]\ndelay_seconds = {}\nrewind_seconds = 0\n\
+         [[broadcast.output]]\nname = \"rtmp\"\nkind = \"rtmp\"\nurl = \"{}\"\nkey_file = \"{}\"\n\
+         [[broadcast.output]]\nname = \"srt\"\nkind = \"srt\"\nurl = \"srt://127.0.0.1:{}\"\n",
+        o.delay_seconds,
+        o.rtmp,
+        key_file.display(),
+        o.srt_port,
+    );
+    let super::BenchBox { cfg, clocks, ledger } = super::bench_box(&dir, &o.profile, &o.sim_audio, &outputs)?;
     let _relay = Relay(
         Command::new("srt-live-transmit")
             .arg("-q")
@@ -106,10 +97,6 @@ pub fn run(o: &Options) -> Result<()> {
             .context("srt-live-transmit (srt-tools, installed by scripts/setup --tests)")?,
     );
 
-    let cfg = Arc::new(crate::config::load(&config)?);
-    let clocks = Arc::new(RealClocks::new());
-    let key = Arc::new(DeviceKey::create(&cfg.key_path())?);
-    let ledger = Arc::new(Ledger::open(&cfg.ledger_path(), key, clocks.clone())?);
     let recorder = Recorder::new(cfg.clone(), ledger.clone(), clocks, None);
     super::start_bench_hearing(&recorder)?;
     let result = measure(o, &recorder, &cfg.config.broadcast);
@@ -125,7 +112,7 @@ fn measure(o: &Options, recorder: &Recorder, settings: &BroadcastConfig) -> Resu
     let delay = Duration::from_secs(u64::from(o.delay_seconds));
     let window = Duration::from_secs(o.cpu_seconds);
     std::thread::sleep(Duration::from_secs(5));
-    let recording = cores_over(window);
+    let (recording, _) = cores_over(window);
 
     recorder.start_broadcast("bench")?;
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -137,7 +124,7 @@ fn measure(o: &Options, recorder: &Recorder, settings: &BroadcastConfig) -> Resu
     }
     // Until the delay has passed the programme shows the slate and decodes nothing.
     std::thread::sleep(delay + Duration::from_secs(3));
-    let broadcasting = cores_over(window);
+    let (broadcasting, _) = cores_over(window);
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     println!(
         "broadcast of {} at {}x{}@{} ({} kbit/s video), delay {} s, to RTMP and SRT:",
@@ -204,7 +191,7 @@ fn measure(o: &Options, recorder: &Recorder, settings: &BroadcastConfig) -> Resu
         (v.stop)();
         let since = presses[0].0;
         let blanks: Vec<(Instant, Instant)> =
-            slate_runs(&frames).into_iter().filter(|(from, _)| *from > since).collect();
+            flagged_stretches(&frames).into_iter().filter(|(from, _)| *from > since).collect();
         if blanks.len() != presses.len() {
             println!(
                 "    {:44} saw {} slate stretches for {} mutes: not measured",
@@ -231,32 +218,7 @@ fn measure(o: &Options, recorder: &Recorder, settings: &BroadcastConfig) -> Resu
     Ok(())
 }
 
-/// CPU used by this process over `window`, in cores.
-fn cores_over(window: Duration) -> f64 {
-    let (cpu0, wall0) = (cpu_time(), Instant::now());
-    std::thread::sleep(window);
-    (cpu_time() - cpu0).as_secs_f64() / wall0.elapsed().as_secs_f64()
-}
-
-/// Stretches of slate (first slate frame's arrival, first picture's arrival after it);
-/// one still running at the end is left out.
-fn slate_runs(frames: &[(Instant, bool)]) -> Vec<(Instant, Instant)> {
-    let mut out = Vec::new();
-    let mut from = None;
-    for (at, slate) in frames {
-        match (slate, from) {
-            (true, None) => from = Some(*at),
-            (false, Some(f)) => {
-                out.push((f, *at));
-                from = None;
-            }
-            _ => {}
-        }
-    }
-    out
-}
-
-/// Mean luma of a GRAY8 frame, from an appsink.
+/// Whether a decoded GRAY8 frame is the slate: its mean luma is below the cameras'.
 fn is_slate(sample: &gst::Sample) -> bool {
     let Some(map) = sample.buffer().and_then(|b| b.map_readable().ok()) else { return false };
     let sum: u64 = map.iter().map(|&b| u64::from(b)).sum();
@@ -265,11 +227,7 @@ fn is_slate(sample: &gst::Sample) -> bool {
 
 /// A viewer of a live stream: a pipeline ending in an appsink named `frames`.
 fn live_viewer(name: &'static str, description: &str) -> Result<Viewer> {
-    let pipeline = gst::parse::launch(description)?.downcast::<gst::Pipeline>().map_err(|_| anyhow::anyhow!(name))?;
-    let sink = pipeline
-        .by_name("frames")
-        .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
-        .context("the viewer has no appsink")?;
+    let (pipeline, sink) = frames_pipeline(description).with_context(|| format!("the {name} viewer"))?;
     let frames: Frames = Arc::default();
     let seen = frames.clone();
     sink.set_callbacks(
@@ -325,14 +283,11 @@ fn hls_viewer(playlist: PathBuf) -> Viewer {
 
 /// Whether each frame of a transport-stream fragment is the slate.
 fn decode_fragment(path: &Path) -> Result<Vec<bool>> {
-    let pipeline = gst::parse::launch(&format!(
+    let (pipeline, sink) = frames_pipeline(&format!(
         "filesrc location=\"{}\" ! tsdemux ! h264parse ! avdec_h264 ! videoconvert ! video/x-raw,format=GRAY8 \
          ! appsink name=frames sync=false",
         path.display()
-    ))?
-    .downcast::<gst::Pipeline>()
-    .map_err(|_| anyhow::anyhow!("not a pipeline"))?;
-    let sink = pipeline.by_name("frames").and_then(|e| e.downcast::<gst_app::AppSink>().ok()).context("appsink")?;
+    ))?;
     pipeline.set_state(gst::State::Playing)?;
     let mut out = Vec::new();
     while let Some(sample) = sink.try_pull_sample(gst::ClockTime::from_seconds(5)) {
@@ -340,4 +295,16 @@ fn decode_fragment(path: &Path) -> Result<Vec<bool>> {
     }
     pipeline.set_state(gst::State::Null)?;
     Ok(out)
+}
+
+/// Parses a decoding pipeline whose frames end in an appsink named `frames`.
+fn frames_pipeline(description: &str) -> Result<(gst::Pipeline, gst_app::AppSink)> {
+    let pipeline = gst::parse::launch(description)?
+        .downcast::<gst::Pipeline>()
+        .map_err(|_| anyhow::anyhow!("not a pipeline: {description}"))?;
+    let sink = pipeline
+        .by_name("frames")
+        .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
+        .context("the pipeline has no appsink named frames")?;
+    Ok((pipeline, sink))
 }

@@ -324,20 +324,9 @@ fn cpu_time() -> Duration {
 fn record(profile: &Path, sim_audio: &Path, seconds: u64, captions: bool) -> Result<()> {
     gst::init()?;
     let dir = scratch(None)?;
-    let config = dir.join("courtbox.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "court = \"bench\"\nroom = \"bench\"\ndata_dir = \"data\"\nhw_profile = \"{}\"\n[sim]\naudio_dir = \"{}\"\n[stt]\nmodel = \"{}\"\n",
-            std::fs::canonicalize(profile).with_context(|| profile.display().to_string())?.display(),
-            std::fs::canonicalize(sim_audio).unwrap_or(sim_audio.to_path_buf()).display(),
-            std::fs::canonicalize("models/ggml-base-q8_0.bin").unwrap_or_default().display()
-        ),
-    )?;
-    let cfg = Arc::new(crate::config::load(&config)?);
-    let clocks: Arc<dyn Clocks> = Arc::new(RealClocks::new());
-    let key = Arc::new(DeviceKey::create(&cfg.key_path())?);
-    let ledger = Arc::new(Ledger::open(&cfg.ledger_path(), key, clocks.clone())?);
+    let model = std::fs::canonicalize("models/ggml-base-q8_0.bin").unwrap_or_default();
+    let BenchBox { cfg, clocks, ledger } =
+        bench_box(&dir, profile, sim_audio, &format!("[stt]\nmodel = \"{}\"\n", model.display()))?;
     let stt = captions.then(|| {
         let mics = cfg.profile.audio_devices.iter().map(|d| d.mics.len()).sum();
         Arc::new(Stt::start(SttSettings::from_config(&cfg), ledger.clone(), cfg.data_dir.clone(), clocks.clone(), mics))
@@ -345,9 +334,7 @@ fn record(profile: &Path, sim_audio: &Path, seconds: u64, captions: bool) -> Res
     let recorder = Recorder::new(cfg.clone(), ledger.clone(), clocks, stt.clone());
     start_bench_hearing(&recorder)?;
     std::thread::sleep(Duration::from_secs(5));
-    let (cpu0, wall0) = (cpu_time(), Instant::now());
-    std::thread::sleep(Duration::from_secs(seconds));
-    let (cpu, wall) = (cpu_time() - cpu0, wall0.elapsed());
+    let (used, wall) = cores_over(Duration::from_secs(seconds));
     let status = recorder.status();
     let stop = recorder.stop()?;
     if let Some(stt) = &stt {
@@ -357,7 +344,6 @@ fn record(profile: &Path, sim_audio: &Path, seconds: u64, captions: bool) -> Res
     }
     ledger.close();
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    let used = cpu.as_secs_f64() / wall.as_secs_f64();
     println!(
         "recording profile {} ({} sources) for {:.1} s:",
         cfg.profile.name,
@@ -370,6 +356,58 @@ fn record(profile: &Path, sim_audio: &Path, seconds: u64, captions: bool) -> Res
     }
     std::fs::remove_dir_all(&dir)?;
     Ok(())
+}
+
+/// CPU used by this process over `window` (in cores), and the time it really took.
+fn cores_over(window: Duration) -> (f64, Duration) {
+    let (cpu0, wall0) = (cpu_time(), Instant::now());
+    std::thread::sleep(window);
+    let wall = wall0.elapsed();
+    ((cpu_time() - cpu0).as_secs_f64() / wall.as_secs_f64(), wall)
+}
+
+struct BenchBox {
+    cfg: Arc<crate::config::LoadedConfig>,
+    clocks: Arc<dyn Clocks>,
+    ledger: Arc<Ledger>,
+}
+
+/// A scratch box in `dir` recording `profile` with the synthetic speech of `sim_audio`:
+/// its configuration (with `extra` appended) written and loaded, its ledger opened.
+fn bench_box(dir: &Path, profile: &Path, sim_audio: &Path, extra: &str) -> Result<BenchBox> {
+    let config = dir.join("courtbox.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "court = \"bench\"\nroom = \"bench\"\ndata_dir = \"data\"\nhw_profile = \"{}\"\n[sim]\naudio_dir = \"{}\"\n{extra}",
+            std::fs::canonicalize(profile).with_context(|| profile.display().to_string())?.display(),
+            std::fs::canonicalize(sim_audio).unwrap_or(sim_audio.to_path_buf()).display(),
+        ),
+    )?;
+    let cfg = Arc::new(crate::config::load(&config)?);
+    let clocks: Arc<dyn Clocks> = Arc::new(RealClocks::new());
+    let key = Arc::new(DeviceKey::create(&cfg.key_path())?);
+    let ledger = Arc::new(Ledger::open(&cfg.ledger_path(), key, clocks.clone())?);
+    Ok(BenchBox { cfg, clocks, ledger })
+}
+
+/// Stretches where a flag holds in a sequence of (time, flag), e.g. slate frames: (first
+/// flagged item's time, first unflagged time after it). One still open at the end is left
+/// out. The broadcast benchmark and its test read mutes off a decoded stream with it.
+pub fn flagged_stretches<T: Copy>(items: &[(T, bool)]) -> Vec<(T, T)> {
+    let mut out = Vec::new();
+    let mut from = None;
+    for &(at, flagged) in items {
+        match (flagged, from) {
+            (true, None) => from = Some(at),
+            (false, Some(f)) => {
+                out.push((f, at));
+                from = None;
+            }
+            _ => {}
+        }
+    }
+    out
 }
 
 /// Starts recording the bench's open hearing.
@@ -566,4 +604,16 @@ fn stt(
     ledger.close();
     std::fs::remove_dir_all(&dir)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::flagged_stretches;
+
+    #[test]
+    fn stretches_of_flagged_items_end_at_the_next_unflagged_one() {
+        let items = [(0, false), (1, true), (2, true), (3, false), (4, true), (5, false), (6, true)];
+        assert_eq!(flagged_stretches(&items), vec![(1, 3), (4, 5)], "the one still open at the end is left out");
+        assert_eq!(flagged_stretches::<u8>(&[]), vec![]);
+    }
 }

@@ -370,8 +370,10 @@ fn start_program(spec: &ProgramSpec, shared: &Arc<Shared>, outputs: &[Arc<Output
             .new_sample(move |sink| {
                 let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
                 // Before the base is known (the mixer's first silence) nothing is placed.
+                // The segment matters: x264enc shifts its timestamps by 1000 h in it.
                 let base = shared.base.load(Ordering::SeqCst);
-                if let Some(running) = running_time(&sample).filter(|_| base > 0) {
+                let running = sample.segment().and_then(|s| crate::capture::running_time(s, sample.buffer()?.pts()));
+                if let Some(running) = running.filter(|_| base > 0) {
                     outputs.iter().for_each(|o| push(o, &sample, base + running));
                 }
                 Ok(gst::FlowSuccess::Ok)
@@ -408,13 +410,6 @@ fn start_program(spec: &ProgramSpec, shared: &Arc<Shared>, outputs: &[Arc<Output
     }
     shared.base.store(base, Ordering::SeqCst);
     Ok(program)
-}
-
-/// Running time of a programme packet (x264enc shifts timestamps by 1000 h in its segment).
-fn running_time(sample: &gst::Sample) -> Option<u64> {
-    let pts = sample.buffer()?.pts()?;
-    let segment = sample.segment()?.downcast_ref::<gst::ClockTime>()?;
-    Some(segment.to_running_time(pts)?.nseconds())
 }
 
 /// The delay: holds every tapped buffer until its time to be shown comes, then feeds it to

@@ -60,7 +60,7 @@ impl Feed {
         let (Some(buffer), Some(caps), Some(start)) = (sample.buffer(), sample.caps(), self.start) else { return };
         // Audio from before the first keyframe has nothing to go with: dropped.
         let Some(at) = at.checked_sub(start) else { return };
-        super::program::push_at(appsrc, &buffer.to_owned(), &caps.to_owned(), at);
+        super::program::push_at(appsrc, buffer, caps, at);
     }
 }
 

@@ -237,9 +237,9 @@ impl Program {
 /// Pushes a (shallow) copy of `buffer` stamped at `running`, setting the appsrc's caps when
 /// they change. Never blocks: an appsrc queue that is full keeps growing or drops by its
 /// own settings, never the caller.
-pub(super) fn push_at(appsrc: &gst_app::AppSrc, buffer: &gst::Buffer, caps: &gst::Caps, running: u64) {
-    if appsrc.caps().as_ref() != Some(caps) {
-        appsrc.set_caps(Some(caps));
+pub(super) fn push_at(appsrc: &gst_app::AppSrc, buffer: &gst::BufferRef, caps: &gst::CapsRef, running: u64) {
+    if appsrc.caps().as_deref() != Some(caps) {
+        appsrc.set_caps(Some(&caps.to_owned()));
     }
     let mut buffer = buffer.copy();
     {

@@ -16,7 +16,7 @@ mod thumbnail;
 mod track;
 
 pub use health::{AlarmAfter, BLACK_LUMA, HealthBoard, SILENT_DBFS, SourceHealth};
-pub use pipeline::{describe_error, first_error};
+pub use pipeline::{describe_error, first_error, running_time};
 pub use plan::{DevicePlan, TrackPlan, plan_devices};
 pub use reader::read_file;
 

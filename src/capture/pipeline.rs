@@ -163,6 +163,12 @@ pub fn teardown(instance: Instance, ctx: &RunContext, device: &DeviceShared) {
     let _ = instance.pipeline.set_state(gst::State::Null);
 }
 
+/// Running time, in ns, of a timestamp in a (time) segment.
+pub fn running_time(segment: &gst::Segment, pts: Option<gst::ClockTime>) -> Option<u64> {
+    let seg = segment.downcast_ref::<gst::ClockTime>()?;
+    seg.to_running_time(pts?).map(|t| t.nseconds())
+}
+
 /// The first error message waiting on the bus, with the element that raised it.
 pub fn first_error(pipeline: &gst::Pipeline) -> Option<String> {
     let bus = pipeline.bus()?;

@@ -2,7 +2,7 @@
 //! the hand-over of closed fragments to the sealer. A track outlives pipeline restarts, so
 //! segment numbers keep counting.
 
-use super::{CaptureEvent, ClosedFragment};
+use super::{CaptureEvent, ClosedFragment, running_time};
 use crate::base::{Clocks, MediaTime, WallTime};
 use crate::config::SourceKind;
 use crate::integrity::layout;
@@ -33,11 +33,6 @@ pub struct Track {
     state: Mutex<TrackState>,
     events: Sender<CaptureEvent>,
     clocks: Arc<dyn Clocks>,
-}
-
-fn running_time(segment: &gst::Segment, pts: Option<gst::ClockTime>) -> Option<u64> {
-    let seg = segment.downcast_ref::<gst::ClockTime>()?;
-    seg.to_running_time(pts?).map(|t| t.nseconds())
 }
 
 impl Track {

@@ -2,6 +2,7 @@
 //! output, `on_publish` key check) and `srt-live-transmit` as an SRT listener.
 
 use crate::common::{TestBox, free_port, gaps, output_dir, wait_for};
+use courtbox::bench::flagged_stretches;
 use courtbox::integrity::Entry;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -171,24 +172,6 @@ fn streams(file: &Path) -> (Vec<String>, f64) {
     (codecs, duration)
 }
 
-/// Stretches of dark frames: (first dark frame, first frame after it that is not dark); a
-/// stretch still dark at the end of the stream (the slate once the hearing closed) is left out.
-fn runs(frames: &[(f64, bool)]) -> Vec<(f64, f64)> {
-    let mut out = Vec::new();
-    let mut from = None;
-    for (t, dark) in frames {
-        match (dark, from) {
-            (true, None) => from = Some(*t),
-            (false, Some(f)) => {
-                out.push((f, *t));
-                from = None;
-            }
-            _ => {}
-        }
-    }
-    out
-}
-
 /// Waits `d`, noting every camera the box reports on air meanwhile.
 fn note_cameras(tb: &TestBox, d: Duration, seen: &mut BTreeSet<String>) {
     let until = Instant::now() + d;
@@ -293,7 +276,9 @@ fn an_open_hearing_goes_out_delayed_blanked_by_a_mute_and_cut_by_closing() {
     let at = |m: f64| m - start_media + first_picture;
     let pictures: Vec<(f64, bool)> =
         luma.iter().map(|(t, v)| (t - t0, dark(*v))).filter(|(t, _)| *t > first_picture).collect();
-    let dark_runs = runs(&pictures);
+    // A stretch still dark at the end of the stream (the slate once the hearing closed) is
+    // left out.
+    let dark_runs = flagged_stretches(&pictures);
     assert_eq!(dark_runs.len(), 1, "one blank stretch between the first picture and the close: {dark_runs:?}");
     let (blank_from, blank_to) = dark_runs[0];
     let expected_from = at(muted - REWIND_S);
@@ -339,6 +324,17 @@ fn an_open_hearing_goes_out_delayed_blanked_by_a_mute_and_cut_by_closing() {
     let back = Instant::now();
     wait_for("the RTMP output back", Duration::from_secs(30), || servers.publishes() == 3);
     println!("broadcast resumed {:.1} s after the server came back", back.elapsed().as_secs_f64());
+
+    // A stream key that others on the box could read is refused, with the fix, never
+    // quoted, stated in the chain, and nothing is published.
+    tb.cli_ok(&["session", "broadcast", "stop"]);
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let refused = tb.cli(&["session", "broadcast", "start"]);
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && message.contains("rtmp") && message.contains("chmod 600"), "{message}");
+    assert!(!message.contains(KEY), "the refusal quotes the key: {message}");
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(servers.publishes(), 3);
     tb.stop_session();
 
     // The chain states every step; the record itself has no gap.
@@ -368,7 +364,8 @@ fn an_open_hearing_goes_out_delayed_blanked_by_a_mute_and_cut_by_closing() {
             "broadcast_refused",
             "hearing_access",
             "broadcast_start",
-            "broadcast_stop"
+            "broadcast_stop",
+            "broadcast_refused"
         ]
     );
     assert!(records.iter().any(|r| matches!(&r.entry, Entry::PrivacyMute { blanked_from: Some(_), muted: true, .. })));
