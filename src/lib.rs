@@ -1,4 +1,4 @@
-//! courtbox: the daemon and tools of a courtroom recording box. See DESIGN.md for the
+//! courtbox: the daemon and tools of a courtroom recording box. See docs/DESIGN.md for the
 //! architecture; each module's `mod.rs` describes what it owns.
 
 pub mod auth;

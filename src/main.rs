@@ -106,6 +106,11 @@ enum Command {
         /// Only read and validate the configuration and hardware profile.
         #[arg(long)]
         config_only: bool,
+        /// Only check that every GStreamer element courtbox uses is installed (no
+        /// configuration needed; `scripts/setup` runs this). Names each missing element and
+        /// the Debian package that provides it.
+        #[arg(long, conflicts_with = "config_only")]
+        elements: bool,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -262,6 +267,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 SessionCommand::Start { case, title, language, hearing } => {
                     let info = client.start(&StartRequest { case, title, language, hearing })?;
                     println!("recording session {} (media time from {})", info.session, info.started_media);
+                    warn_not_recording(&info.not_recording);
                 }
                 SessionCommand::Stop => {
                     let s = client.stop()?;
@@ -284,6 +290,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 SessionCommand::Resume => {
                     let info = client.resume()?;
                     println!("recording again from {} (run {})", info.started_media, info.run);
+                    warn_not_recording(&info.not_recording);
                 }
                 SessionCommand::PrivacyMute { state } => {
                     let m = client.privacy_mute(state == "on")?;
@@ -493,7 +500,11 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 }
             }
         }
-        Command::Check { config_only, json, seconds } => {
+        Command::Check { elements: true, json, .. } => {
+            let findings = courtbox::provision::gstreamer_elements(None);
+            Ok(print_findings(&findings, json, "GStreamer element(s) missing")?)
+        }
+        Command::Check { config_only, json, seconds, elements: false } => {
             let cfg = load(&cli.config)?;
             if config_only {
                 println!(
@@ -508,20 +519,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 return Ok(ExitCode::SUCCESS);
             }
             let findings = courtbox::provision::preflight(&cfg, std::time::Duration::from_secs(seconds));
-            let failed = findings.iter().filter(|f| f.level == "fail").count();
-            if json {
-                println!("{}", serde_json::to_string_pretty(&findings)?);
-            } else {
-                for f in &findings {
-                    println!("{:<4}  {:<20} {}", f.level.to_uppercase(), f.item, f.message);
-                }
-                if failed == 0 {
-                    println!("READY: every check passed");
-                } else {
-                    println!("NOT READY: {failed} check(s) failed");
-                }
-            }
-            Ok(if failed > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
+            Ok(print_findings(&findings, json, "check(s) failed")?)
         }
         Command::Captions { command } => {
             let cfg = load(&cli.config)?;
@@ -729,14 +727,39 @@ fn print_session_status(status: &serde_json::Value) {
         }
     }
     for d in s.get("devices").and_then(|d| d.as_array()).into_iter().flatten() {
-        println!(
-            "  device {:<10} {:<10} restarts {}  {}",
-            d["name"].as_str().unwrap_or(""),
-            d["state"].as_str().unwrap_or(""),
-            d["restarts"],
-            d["last_error"].as_str().unwrap_or("")
-        );
+        let name = d["name"].as_str().unwrap_or("");
+        let error = d["last_error"].as_str().unwrap_or("");
+        match d["state"].as_str().unwrap_or("") {
+            // Not a restart loop: a fault that only an install or a configuration change cures.
+            "cannot_start" => println!("  device {name:<10} cannot start: {error}"),
+            state => println!("  device {name:<10} {state:<10} restarts {}  {error}", d["restarts"]),
+        }
     }
+}
+
+/// Says, on standard error, which devices record nothing and why (the others record).
+fn warn_not_recording(devices: &[courtbox::session::NotRecording]) {
+    for d in devices {
+        eprintln!("WARNING: device {} cannot start, {} not recorded: {}", d.device, d.sources.join(", "), d.reason);
+    }
+}
+
+/// One verdict a line (or JSON), then READY or NOT READY; exit 1 if anything failed.
+fn print_findings(findings: &[courtbox::upload::Finding], json: bool, failed_what: &str) -> Result<ExitCode> {
+    let failed = findings.iter().filter(|f| f.level == "fail").count();
+    if json {
+        println!("{}", serde_json::to_string_pretty(findings)?);
+    } else {
+        for f in findings {
+            println!("{:<4}  {:<20} {}", f.level.to_uppercase(), f.item, f.message);
+        }
+        if failed == 0 {
+            println!("READY: every check passed");
+        } else {
+            println!("NOT READY: {failed} {failed_what}");
+        }
+    }
+    Ok(if failed > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 
 /// A PIN from standard input (one line), or asked twice on the terminal without echo.

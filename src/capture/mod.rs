@@ -4,6 +4,7 @@
 //! session as a [`CaptureEvent::Fragment`]. Capture never waits for anyone: events go out on
 //! an unbounded channel.
 
+pub mod elements;
 mod health;
 mod pipeline;
 mod plan;
@@ -103,7 +104,18 @@ pub enum CaptureEvent {
         sources: Vec<String>,
         at: MediaTime,
         error: String,
+        /// Whether the device had recorded in this run before it failed.
+        had_run: bool,
     },
+    /// A device whose pipeline cannot be built (an element is not installed, the template
+    /// does not parse): it records nothing in this run and is not retried.
+    DeviceCannotStart {
+        device: String,
+        sources: Vec<String>,
+        at: MediaTime,
+        reason: String,
+    },
+    /// A device recording again after `attempt - 1` failed attempts.
     DeviceRestarted {
         device: String,
         at: MediaTime,
@@ -147,6 +159,9 @@ pub enum DeviceState {
     Starting,
     Running,
     Restarting,
+    /// A configuration or installation fault (see `DeviceCannotStart`): never retried.
+    #[serde(rename = "cannot_start")]
+    CannotStart,
     Paused,
     Stopped,
 }
@@ -156,6 +171,7 @@ pub struct DeviceStatus {
     pub name: String,
     pub sources: Vec<String>,
     pub state: DeviceState,
+    /// Times the device came back after failing while recording.
     pub restarts: u32,
     pub last_error: Option<String>,
 }

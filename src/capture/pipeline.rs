@@ -17,11 +17,33 @@ pub struct Instance {
     feeder: Option<SimFeeder>,
 }
 
-pub fn build(plan: &DevicePlan, ctx: &RunContext, device: &Arc<DeviceShared>) -> Result<Instance, String> {
+/// Why a device's pipeline could not be built.
+#[derive(Debug)]
+pub enum BuildError {
+    /// The description does not parse: the template or the installation is wrong, and no
+    /// restart will change that.
+    Unparsable(String),
+    /// Anything else (an element refused its settings, a track is missing).
+    Failed(String),
+}
+
+impl From<String> for BuildError {
+    fn from(e: String) -> BuildError {
+        BuildError::Failed(e)
+    }
+}
+
+impl From<&str> for BuildError {
+    fn from(e: &str) -> BuildError {
+        BuildError::Failed(e.to_string())
+    }
+}
+
+pub fn build(plan: &DevicePlan, ctx: &RunContext, device: &Arc<DeviceShared>) -> Result<Instance, BuildError> {
     let pipeline = gst::parse::launch(&plan.description)
-        .map_err(|e| format!("pipeline description does not parse: {e}"))?
+        .map_err(|e| BuildError::Unparsable(format!("the pipeline description does not parse: {e}")))?
         .downcast::<gst::Pipeline>()
-        .map_err(|_| "pipeline description is a single element".to_string())?;
+        .map_err(|_| BuildError::Unparsable("the pipeline description is a single element".into()))?;
     // One clock and one base time for every pipeline of the run: running times of all
     // sources are directly comparable.
     pipeline.use_clock(Some(&ctx.clock.clock));

@@ -1,7 +1,11 @@
 //! One thread per device: runs its pipeline, and when the pipeline fails, reports it and
-//! restarts it with exponential backoff. Other devices never notice.
+//! restarts it with exponential backoff. Other devices never notice. A device whose pipeline
+//! cannot be built at all (an element not installed, a description that does not parse) is
+//! a configuration or installation fault that no restart cures: it is reported once, as
+//! `cannot start`, and not retried.
 
-use super::pipeline::{self, describe_error};
+use super::elements;
+use super::pipeline::{self, BuildError, describe_error};
 use super::plan::DevicePlan;
 use super::{CaptureEvent, DeviceShared, DeviceState, RunContext};
 use crate::base::Backoff;
@@ -16,32 +20,48 @@ enum Outcome {
 }
 
 pub fn run_device(plan: DevicePlan, ctx: Arc<RunContext>, device: Arc<DeviceShared>) {
+    let missing = elements::missing_in(&plan.description);
+    if !missing.is_empty() {
+        return cannot_start(&plan, &ctx, &device, elements::describe_missing(&missing));
+    }
     // Restart delays: 1 s, 2 s, 4 s ... up to 30 s; back to 1 s after a minute of health.
     let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
-    let mut attempt = 0u32;
+    // Failed attempts since the device last recorded (or since the run began).
+    let mut failures = 0u32;
+    // Whether the pipeline ever ran in this run: only then is coming back a restart.
+    let mut has_run = false;
+    let mut restarts = 0u32;
     while !ctx.stopping() {
         if device.pause_reason().is_some() {
             device.update(|s| s.state = DeviceState::Paused);
             ctx.sleep_unless_stopping(Duration::from_millis(200));
             continue;
         }
-        attempt += 1;
         let started = Instant::now();
-        let outcome = match pipeline::build(&plan, &ctx, &device).and_then(|i| pipeline::play(i, &plan, &ctx, &device))
-        {
+        let instance = match pipeline::build(&plan, &ctx, &device) {
+            Ok(instance) => pipeline::play(instance, &plan, &ctx, &device),
+            Err(BuildError::Unparsable(e)) => return cannot_start(&plan, &ctx, &device, e),
+            Err(BuildError::Failed(e)) => Err(e),
+        };
+        let outcome = match instance {
             Ok(instance) => {
-                device.update(|s| {
-                    s.state = DeviceState::Running;
-                    s.restarts = attempt - 1;
-                });
-                if attempt > 1 {
-                    tracing::info!(device = %plan.name, attempt, "device restarted");
+                if failures > 0 {
+                    if has_run {
+                        restarts += 1;
+                    }
+                    tracing::info!(device = %plan.name, attempt = failures + 1, "device recording again");
                     let _ = ctx.events.send(CaptureEvent::DeviceRestarted {
                         device: plan.name.clone(),
                         at: ctx.clock.now(),
-                        attempt,
+                        attempt: failures + 1,
                     });
                 }
+                has_run = true;
+                failures = 0;
+                device.update(|s| {
+                    s.state = DeviceState::Running;
+                    s.restarts = restarts;
+                });
                 let outcome = watch(&instance.pipeline, &ctx, &device);
                 pipeline::teardown(instance, &ctx, &device);
                 outcome
@@ -59,8 +79,6 @@ pub fn run_device(plan: DevicePlan, ctx: Arc<RunContext>, device: Arc<DeviceShar
                     at,
                     reason,
                 });
-                // Coming back is a restart like any other (and says so in the log).
-                attempt = 0;
             }
             Outcome::Failed(error) => {
                 let at = ctx.clock.now();
@@ -70,7 +88,9 @@ pub fn run_device(plan: DevicePlan, ctx: Arc<RunContext>, device: Arc<DeviceShar
                     sources: plan.tracks.iter().map(|t| t.source.clone()).collect(),
                     at,
                     error: error.clone(),
+                    had_run: has_run,
                 });
+                failures += 1;
                 if started.elapsed() > Backoff::HEALTHY_AFTER {
                     backoff.reset();
                 }
@@ -83,6 +103,21 @@ pub fn run_device(plan: DevicePlan, ctx: Arc<RunContext>, device: Arc<DeviceShar
         }
     }
     device.update(|s| s.state = DeviceState::Stopped);
+}
+
+/// The device cannot be started by any restart: say so once and record nothing from it.
+fn cannot_start(plan: &DevicePlan, ctx: &RunContext, device: &DeviceShared, reason: String) {
+    tracing::error!(device = %plan.name, %reason, "device cannot start; the others record");
+    device.update(|s| {
+        s.state = DeviceState::CannotStart;
+        s.last_error = Some(reason.clone());
+    });
+    let _ = ctx.events.send(CaptureEvent::DeviceCannotStart {
+        device: plan.name.clone(),
+        sources: plan.tracks.iter().map(|t| t.source.clone()).collect(),
+        at: ctx.clock.now(),
+        reason,
+    });
 }
 
 /// How long a stopping pipeline may take to drain its last segment.

@@ -197,7 +197,7 @@ impl Default for StoreConfig {
     }
 }
 
-/// Local disk policy for the spool (see DESIGN.md, back-pressure).
+/// Local disk policy for the spool (see docs/DESIGN.md, "Back-pressure: who yields").
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DiskConfig {

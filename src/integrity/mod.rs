@@ -16,7 +16,10 @@ pub use record::{
     CONTINUITY_TOLERANCE_NS, CaptionItem, CaptionOrigin, Entry, FORMAT_VERSION, Hearing, ManifestBody, RECESS_REASON,
     RecordBody, RunCause, SignedDoc, SignedDocError, ZERO_HASH, sha256, sha256_hex,
 };
-pub use verify::{Fault, FaultKind, LocalFolder, Report, SessionFolder, digest_reader, verify, verify_folder};
+pub use verify::{
+    Fault, FaultKind, LocalFolder, Report, SessionFolder, SourceCoverage, completeness_line, coverage, digest_reader,
+    verify, verify_folder,
+};
 
 /// File layout of a session folder, shared by the spool, exports and central storage.
 pub mod layout {

@@ -78,6 +78,80 @@ pub struct Report {
     pub closed: bool,
     pub faults: Vec<Fault>,
     pub notes: Vec<String>,
+    /// What each source recorded: completeness, which is not integrity.
+    pub coverage: Vec<SourceCoverage>,
+}
+
+/// How much of the session one source recorded, from its verified records.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SourceCoverage {
+    pub source: String,
+    /// Seconds of media in its segments.
+    pub recorded_s: f64,
+    /// Seconds from the session's first run to its stop (or the last record).
+    pub session_s: f64,
+    /// The reason of its longest gap, if it has any.
+    pub longest_gap: Option<String>,
+}
+
+/// Per source named by a run, the seconds its segments hold and why it has gaps.
+pub fn coverage(records: &[&RecordBody]) -> Vec<SourceCoverage> {
+    let mut recorded: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut longest: BTreeMap<&str, (u64, &str)> = BTreeMap::new();
+    let (mut start, mut end): (Option<MediaTime>, MediaTime) = (None, MediaTime::ZERO);
+    for r in records {
+        match &r.entry {
+            Entry::RunStart { media, sources, .. } => {
+                start = Some(start.map_or(*media, |s| s.min(*media)));
+                for s in sources {
+                    recorded.entry(s).or_default();
+                }
+            }
+            Entry::Segment { source, media_start, media_end, .. } => {
+                *recorded.entry(source).or_default() += media_end.0.saturating_sub(media_start.0);
+                end = end.max(*media_end);
+            }
+            Entry::Gap { source, media_start, media_end, reason } if source != "*" => {
+                let len = media_end.0.saturating_sub(media_start.0);
+                let l = longest.entry(source).or_insert((0, reason));
+                if len >= l.0 {
+                    *l = (len, reason);
+                }
+                end = end.max(*media_end);
+            }
+            Entry::SessionStop { media } => end = end.max(*media),
+            _ => {}
+        }
+    }
+    let session_s = end.0.saturating_sub(start.unwrap_or(end).0) as f64 / 1e9;
+    recorded
+        .into_iter()
+        .map(|(source, ns)| SourceCoverage {
+            source: source.to_string(),
+            recorded_s: ns as f64 / 1e9,
+            session_s,
+            longest_gap: longest.get(source).map(|(_, r)| r.to_string()),
+        })
+        .collect()
+}
+
+/// One line that keeps completeness apart from integrity: `COMPLETE: 6 of 6 sources
+/// recorded …`, or `INCOMPLETE: hall recorded nothing (why)`.
+pub fn completeness_line(coverage: &[SourceCoverage]) -> String {
+    let silent: Vec<&SourceCoverage> = coverage.iter().filter(|c| c.recorded_s < 0.5).collect();
+    if coverage.is_empty() {
+        return "INCOMPLETE: no source recorded anything".into();
+    }
+    if !silent.is_empty() {
+        let names = silent.iter().map(|c| c.source.as_str()).collect::<Vec<_>>().join(", ");
+        let why = silent.iter().find_map(|c| c.longest_gap.as_deref()).unwrap_or("no gap record says why");
+        return format!("INCOMPLETE: {names} recorded nothing ({why})");
+    }
+    let lo = coverage.iter().map(|c| c.recorded_s).fold(f64::INFINITY, f64::min);
+    let hi = coverage.iter().map(|c| c.recorded_s).fold(0.0, f64::max);
+    let session = coverage[0].session_s;
+    let each = if hi - lo < 0.5 { format!("{hi:.0} s") } else { format!("{lo:.0}–{hi:.0} s") };
+    format!("COMPLETE: {n} of {n} sources recorded {each} of the session's {session:.0} s", n = coverage.len())
 }
 
 impl Report {
@@ -123,11 +197,17 @@ impl fmt::Display for Report {
         for (kind, n) in shown.iter().filter(|(_, n)| **n > 10) {
             writeln!(f, "FAIL [{}] ... and {} more of this kind", kind.label(), n - 10)?;
         }
-        if self.ok() {
-            writeln!(f, "VERIFIED: every signature, chain link, media byte and gap checks out")
-        } else {
-            writeln!(f, "NOT VERIFIED: {} fault(s)", self.faults.len())
+        for c in &self.coverage {
+            let gap = c.longest_gap.as_deref().map(|g| format!("; longest gap: {g}")).unwrap_or_default();
+            writeln!(f, "source:   {:<12} {:.1} s recorded of {:.1} s{gap}", c.source, c.recorded_s, c.session_s)?;
         }
+        if self.ok() {
+            writeln!(f, "VERIFIED: every signature, chain link, media byte and gap checks out")?;
+        } else {
+            writeln!(f, "NOT VERIFIED: {} fault(s)", self.faults.len())?;
+        }
+        // VERIFIED says the record is intact, not that every source is in it: say both.
+        writeln!(f, "{}", completeness_line(&self.coverage))
     }
 }
 
@@ -350,6 +430,7 @@ pub fn verify(folder: &dyn SessionFolder, trusted: Option<&PublicKey>) -> Report
         report.fault(FaultKind::Structure, "record #0 is not a session start".into());
     }
     check_media(folder, &files, &valid, &mut report);
+    report.coverage = coverage(&valid);
     check_manifest(folder, &files, &key, session, &hashes, &valid, &mut report);
     check_captions_file(folder, &valid, &mut report);
     if trusted.is_none() {
@@ -786,5 +867,59 @@ mod tests {
         let body = br#"{"entry":{"kind":"segment","file":"bench/000003.mkv","extra":true}}"#;
         assert_eq!(describe_unverified(body).unwrap(), "segment bench/000003.mkv");
         assert_eq!(describe_unverified(b"not json"), None);
+    }
+
+    fn body(entry: Entry) -> RecordBody {
+        RecordBody {
+            v: super::super::FORMAT_VERSION,
+            session: Uuid::nil(),
+            index: 0,
+            prev: ZERO_HASH.into(),
+            device: String::new(),
+            wall: crate::base::WallTime::from_unix_nanos(0),
+            entry,
+        }
+    }
+
+    fn segment(source: &str, from_s: u64, to_s: u64) -> Entry {
+        Entry::Segment {
+            source: source.into(),
+            seq: 0,
+            file: format!("{source}/000000.mkv"),
+            media_start: MediaTime::from_millis(from_s * 1000),
+            media_end: MediaTime::from_millis(to_s * 1000),
+            wall_start: crate::base::WallTime::from_unix_nanos(0),
+            bytes: 1,
+            sha256: String::new(),
+            recovered: false,
+        }
+    }
+
+    #[test]
+    fn a_source_that_recorded_nothing_makes_the_session_incomplete() {
+        let run = Entry::RunStart {
+            run: 1,
+            cause: super::super::RunCause::SessionStart,
+            media: MediaTime::ZERO,
+            boot_id: String::new(),
+            sources: vec!["judge".into(), "hall".into()],
+        };
+        let gap = Entry::Gap {
+            source: "hall".into(),
+            media_start: MediaTime::ZERO,
+            media_end: MediaTime::from_millis(60_000),
+            reason: "device hall cannot start: no element textoverlay (install gstreamer1.0-x)".into(),
+        };
+        let stop = Entry::SessionStop { media: MediaTime::from_millis(60_000) };
+        let records = [body(run.clone()), body(segment("judge", 0, 60)), body(gap), body(stop.clone())];
+        let c = coverage(&records.iter().collect::<Vec<_>>());
+        assert_eq!(c.len(), 2);
+        assert_eq!(
+            completeness_line(&c),
+            "INCOMPLETE: hall recorded nothing (device hall cannot start: no element textoverlay (install gstreamer1.0-x))"
+        );
+        let records = [body(run), body(segment("judge", 0, 60)), body(segment("hall", 0, 60)), body(stop)];
+        let c = coverage(&records.iter().collect::<Vec<_>>());
+        assert_eq!(completeness_line(&c), "COMPLETE: 2 of 2 sources recorded 60 s of the session's 60 s");
     }
 }

@@ -6,7 +6,7 @@
 --
 -- Durability: WAL mode, synchronous=FULL. One writer thread owns the only read-write
 -- connection. A segment becomes part of the record when the transaction inserting its
--- `records` row and its `upload_jobs` row commits (the commit point, see DESIGN.md).
+-- `records` row and its `upload_jobs` row commits (see docs/DESIGN.md, "The commit point").
 --
 -- Invariants:
 --   * records of a session form a chain: idx = 0, 1, 2, ... without holes, each body naming

@@ -1,6 +1,7 @@
 //! `courtbox check`, the technician's preflight before a hearing: configuration, real
 //! signal from every source, disk, clock, central store, speech model. One verdict a line.
 
+use crate::capture::elements::{self, Need};
 use crate::capture::{CaptureRun, RunParams, SourceHealth, Templates, plan_devices};
 use crate::config::{LoadedConfig, SourceKind};
 use crate::upload::Finding;
@@ -20,11 +21,75 @@ pub fn preflight(cfg: &LoadedConfig, signal_for: Duration) -> Vec<Finding> {
             cfg.profile.sources().len()
         ),
     )];
+    lines.extend(gstreamer_elements(Some(cfg)));
     lines.extend(signal(cfg, signal_for));
     lines.push(disk(cfg));
     lines.push(clock());
     lines.extend(crate::upload::check_store(cfg));
     lines.push(model(cfg));
+    lines
+}
+
+/// Every GStreamer element courtbox uses, present or not; each missing one names the
+/// Debian package that provides it. With a configuration, a missing element fails only if
+/// this box needs it (its devices, the recording core, a configured broadcast) and warns
+/// otherwise; without one (`check --elements`, as `scripts/setup` runs it) any missing
+/// element fails.
+pub fn gstreamer_elements(cfg: Option<&LoadedConfig>) -> Vec<Finding> {
+    const ITEM: &str = "gstreamer elements";
+    if let Err(e) = gst::init() {
+        return vec![Finding::new(ITEM, "fail", format!("GStreamer does not initialise: {e}"))];
+    }
+    // Elements this box's own device pipelines name (also those of overriding templates).
+    let mut planned: Vec<String> = Vec::new();
+    if let Some(cfg) = cfg {
+        let templates = Templates::new(cfg.pipelines_dir.clone());
+        match plan_devices(&cfg.profile, &templates, &cfg.sim_audio_dir, cfg.config.stt.enabled) {
+            Ok(plans) => {
+                planned = plans.iter().flat_map(|p| elements::factories_in(&p.description)).collect();
+                planned.sort_unstable();
+                planned.dedup();
+            }
+            Err(e) => return vec![Finding::new(ITEM, "fail", format!("the device pipelines cannot be made: {e}"))],
+        }
+    }
+    let broadcast = cfg.is_some_and(|c| !c.config.broadcast.outputs.is_empty());
+    let needed = |name: &str, need: Need| {
+        cfg.is_none()
+            || need == Need::Recording
+            || (need == Need::Broadcast && broadcast)
+            || planned.iter().any(|p| p == name)
+    };
+    let mut lines = Vec::new();
+    for (element, missing) in elements::missing_of_all() {
+        let level = if needed(element.name, element.need) { "fail" } else { "warn" };
+        let used = match element.need {
+            Need::Recording => "recording",
+            Need::Sim => "the sim profile",
+            Need::Devices => "real cameras and microphones",
+            Need::Broadcast => "the live broadcast",
+            Need::Bench => "courtbox bench and the tests",
+        };
+        lines.push(Finding::new(element.name, level, format!("{missing}; needed by {used}")));
+    }
+    // A template the technician supplied may name an element courtbox does not know.
+    let unknown: Vec<_> = planned
+        .iter()
+        .filter(|p| elements::package_of(p).is_none())
+        .filter(|p| gst::ElementFactory::find(p).is_none())
+        .map(|p| elements::Missing { element: p.clone(), package: None })
+        .collect();
+    for missing in unknown {
+        lines.push(Finding::new(&missing.element, "fail", format!("{missing}; named by a pipeline template")));
+    }
+    if lines.is_empty() {
+        let version = gst::version_string();
+        lines.push(Finding::new(
+            ITEM,
+            "ok",
+            format!("all {} elements courtbox uses are installed ({version})", elements::ELEMENTS.len()),
+        ));
+    }
     lines
 }
 

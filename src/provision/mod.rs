@@ -5,7 +5,7 @@
 mod check;
 mod devices;
 
-pub use check::preflight;
+pub use check::{gstreamer_elements, preflight};
 pub use devices::{AudioInputInfo, CameraInfo, Inventory, discover, profile_snippet};
 
 use crate::base::{Clocks, WallTime};

@@ -46,6 +46,11 @@ impl Committer {
 
 fn run(ctx: CommitContext, mut continuity: Continuity, events: Receiver<CaptureEvent>) -> Continuity {
     let mut clock = ClockWatch::default();
+    let mut devices = DeviceTroubles::default();
+    // A device may report before capture says recording began (one that cannot start does
+    // so at once): its event waits until the run's sources are known.
+    let mut early = Vec::new();
+    let mut started = false;
     for event in events {
         if let Some(delta_ms) = clock.observe(ctx.clocks.monotonic(), ctx.clocks.wall()) {
             let media = event_media(&event);
@@ -66,24 +71,61 @@ fn run(ctx: CommitContext, mut continuity: Continuity, events: Receiver<CaptureE
                         sources,
                     },
                 );
+                started = true;
+                for event in early.drain(..) {
+                    devices.handle(&ctx, &mut continuity, event);
+                }
             }
             CaptureEvent::Fragment(f) => commit_fragment(&ctx, &mut continuity, f),
-            CaptureEvent::DeviceFailed { device, sources, at, error } => {
-                let why = format!("device {device} failed at {at}: {error}; it was restarted automatically");
-                ctx.stats.note_error(&why);
-                continuity.interrupted(&sources, &why);
+            event if !started => early.push(event),
+            event => devices.handle(&ctx, &mut continuity, event),
+        }
+    }
+    continuity
+}
+
+/// Why each troubled device's sources stopped, as status and the next gap record tell it.
+/// A failure says "restarted automatically" only once the device records again.
+#[derive(Default)]
+struct DeviceTroubles {
+    /// Per device: its sources and what happened, until it records again.
+    failed: std::collections::HashMap<String, (Vec<String>, String)>,
+}
+
+impl DeviceTroubles {
+    fn handle(&mut self, ctx: &CommitContext, continuity: &mut Continuity, event: CaptureEvent) {
+        match event {
+            CaptureEvent::DeviceFailed { device, sources, at, error, had_run } => {
+                let what = if had_run {
+                    format!("device {device} failed at {at}: {error}")
+                } else {
+                    format!("device {device} could not start at {at}: {error}")
+                };
+                ctx.stats.note_error(&format!("{what}; retrying"));
+                continuity.device_stopped(&sources, &what);
+                self.failed.insert(device, (sources, what));
             }
             CaptureEvent::DeviceRestarted { device, at, attempt } => {
                 tracing::info!(%device, %at, attempt, "device recording again");
+                if let Some((sources, what)) = self.failed.remove(&device) {
+                    let again = format!("{what}; restarted automatically, recording again from {at}");
+                    ctx.stats.note_error(&again);
+                    continuity.device_stopped(&sources, &again);
+                }
+            }
+            CaptureEvent::DeviceCannotStart { device, sources, reason, .. } => {
+                let what = format!("device {device} cannot start: {reason}");
+                ctx.stats.note_error(&format!("{what}; its sources are not recorded"));
+                continuity.device_stopped(&sources, &what);
             }
             CaptureEvent::DevicePaused { device, sources, at, reason } => {
                 let why = format!("device {device} paused at {at}: {reason}");
                 ctx.stats.note_error(&why);
                 continuity.interrupted(&sources, &why);
             }
+            CaptureEvent::Started { .. } | CaptureEvent::Fragment(_) => {}
         }
     }
-    continuity
 }
 
 /// The media time an event happened at (where a clock jump noticed with it is placed).
@@ -92,6 +134,7 @@ fn event_media(event: &CaptureEvent) -> MediaTime {
         CaptureEvent::Started { t0, .. } => *t0,
         CaptureEvent::Fragment(f) => f.media_end,
         CaptureEvent::DeviceFailed { at, .. }
+        | CaptureEvent::DeviceCannotStart { at, .. }
         | CaptureEvent::DeviceRestarted { at, .. }
         | CaptureEvent::DevicePaused { at, .. } => *at,
     }

@@ -23,6 +23,22 @@ struct SourceState {
     covered_to: MediaTime,
     /// Why the next hole, if any, happened.
     reason: Option<String>,
+    /// Whether a segment of this source is in the session.
+    recorded: bool,
+    /// The reason is a device's trouble: its gap also says when the source was last seen.
+    say_last_seen: bool,
+}
+
+impl SourceState {
+    /// The stated reason for the hole now found, used once.
+    fn take_reason(&mut self) -> Option<String> {
+        let reason = self.reason.take()?;
+        Some(match std::mem::take(&mut self.say_last_seen) {
+            false => reason,
+            true if self.recorded => format!("{reason}; last recorded at {}", self.covered_to),
+            true => format!("{reason}; never started in this session"),
+        })
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -41,7 +57,10 @@ impl Continuity {
                     let why = (*cause != RunCause::SessionStart).then(|| cause.describe());
                     c.run_started(*media, sources, why);
                 }
-                Entry::Segment { source, media_end, .. } => c.cover(source, *media_end),
+                Entry::Segment { source, media_end, .. } => {
+                    c.cover(source, *media_end);
+                    c.sources.entry(source.clone()).or_default().recorded = true;
+                }
                 Entry::Recess { .. } => {
                     let names: Vec<String> = c.sources.keys().cloned().collect();
                     c.interrupted(&names, crate::integrity::RECESS_REASON);
@@ -75,7 +94,7 @@ impl Continuity {
                     }
                 }
                 None => {
-                    self.sources.insert(name.clone(), SourceState { covered_to: t0, reason: None });
+                    self.sources.insert(name.clone(), SourceState { covered_to: t0, ..Default::default() });
                 }
             }
         }
@@ -84,13 +103,25 @@ impl Continuity {
     /// Notes why data of these sources stopped.
     pub fn interrupted(&mut self, sources: &[String], why: &str) {
         for name in sources {
-            self.sources.entry(name.clone()).or_default().reason = Some(why.to_string());
+            let s = self.sources.entry(name.clone()).or_default();
+            s.reason = Some(why.to_string());
+            s.say_last_seen = false;
+        }
+    }
+
+    /// Notes that a device stopped delivering these sources (it failed, or cannot start):
+    /// their gap says `what`, and when each source was last recorded or that it never was.
+    pub fn device_stopped(&mut self, sources: &[String], what: &str) {
+        self.interrupted(sources, what);
+        for name in sources {
+            self.sources.entry(name.clone()).or_default().say_last_seen = true;
         }
     }
 
     /// A segment of `source` covers `start..end`; returns the gap before it, if any.
     pub fn segment(&mut self, source: &str, start: MediaTime, end: MediaTime) -> Option<GapSpec> {
-        let s = self.sources.entry(source.to_string()).or_insert(SourceState { covered_to: start, reason: None });
+        let s =
+            self.sources.entry(source.to_string()).or_insert(SourceState { covered_to: start, ..Default::default() });
         // The tolerance absorbs frame granularity at ordinary boundaries. After a known
         // interruption every lost millisecond is stated.
         let tolerance = if s.reason.is_some() { MIN_STATED_GAP_NS } else { CONTINUITY_TOLERANCE_NS };
@@ -99,14 +130,14 @@ impl Continuity {
             start: s.covered_to,
             end: start,
             reason: s
-                .reason
-                .take()
+                .take_reason()
                 .unwrap_or_else(|| "the source delivered no data in this interval (cause unknown)".into()),
         });
         if gap.is_some() || start.0 <= s.covered_to.0 + tolerance {
             s.reason = None;
         }
         s.covered_to = s.covered_to.max(end);
+        s.recorded = true;
         gap
     }
 
@@ -120,8 +151,7 @@ impl Continuity {
                     start: s.covered_to,
                     end: stop,
                     reason: s
-                        .reason
-                        .take()
+                        .take_reason()
                         .unwrap_or_else(|| "the source delivered no data until the session stopped".into()),
                 });
                 s.covered_to = stop;
@@ -161,6 +191,21 @@ mod tests {
         // The reason is used once.
         let tail = c.finish(ms(25_000));
         assert_eq!(tail[0].reason, "the source delivered no data until the session stopped");
+    }
+
+    #[test]
+    fn a_device_gap_says_when_its_source_was_last_recorded() {
+        let mut c = Continuity::default();
+        c.run_started(ms(100), &["cam".into(), "mic".into()], None);
+        c.segment("mic", ms(100), ms(10_000));
+        c.device_stopped(&["cam".into()], "device cam cannot start: no element x");
+        c.device_stopped(&["mic".into()], "device desk failed at 0:00:10.000: unplugged");
+        let tail = c.finish(ms(20_000));
+        let cam = tail.iter().find(|g| g.source == "cam").expect("the camera's whole run is a gap");
+        assert_eq!((cam.start, cam.end), (ms(100), ms(20_000)));
+        assert_eq!(cam.reason, "device cam cannot start: no element x; never started in this session");
+        let mic = tail.iter().find(|g| g.source == "mic").expect("the microphone's tail is a gap");
+        assert_eq!(mic.reason, "device desk failed at 0:00:10.000: unplugged; last recorded at 0:00:10.000");
     }
 
     #[test]

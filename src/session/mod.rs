@@ -100,6 +100,29 @@ pub struct SessionInfo {
     pub session: Uuid,
     pub run: u32,
     pub started_media: MediaTime,
+    /// Devices that cannot start (an element not installed, a template that does not
+    /// parse): the others record, these are gaps in the record with this reason.
+    #[serde(default)]
+    pub not_recording: Vec<NotRecording>,
+}
+
+/// A device that records nothing in this run, and why.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NotRecording {
+    pub device: String,
+    pub sources: Vec<String>,
+    pub reason: String,
+}
+
+/// The devices of a run that cannot start.
+fn not_recording(capture: Option<&CaptureRun>) -> Vec<NotRecording> {
+    capture
+        .map(|c| c.devices())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|d| d.state == crate::capture::DeviceState::CannotStart)
+        .map(|d| NotRecording { device: d.name, sources: d.sources, reason: d.last_error.unwrap_or_default() })
+        .collect()
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -420,7 +443,8 @@ impl Recorder {
         {
             Ok(a) => {
                 let started_media = a.capture().map(|c| c.t0()).unwrap_or_default();
-                let info = SessionInfo { session: id, run: 1, started_media };
+                let info =
+                    SessionInfo { session: id, run: 1, started_media, not_recording: not_recording(a.capture()) };
                 *active = Some(a);
                 Ok(info)
             }
@@ -493,7 +517,12 @@ impl Recorder {
                 resumed.privacy_muted = a.privacy_muted;
                 resumed.hearing = a.hearing;
                 self.broadcaster.unblank(BlankReason::Recess, offset);
-                let info = SessionInfo { session: id, run: resumed.run, started_media: offset };
+                let info = SessionInfo {
+                    session: id,
+                    run: resumed.run,
+                    started_media: offset,
+                    not_recording: not_recording(resumed.capture()),
+                };
                 *guard = Some(resumed);
                 tracing::info!(session = %id, "recess over: recording");
                 Ok(info)

@@ -55,3 +55,79 @@ fn a_failing_source_does_not_disturb_the_others() {
     let (code, text) = verify(&export, Some(&tb.public_key()));
     assert_eq!(code, 0, "{text}");
 }
+
+/// A device whose pipeline names an element that is not installed is a configuration or
+/// installation fault, not a restart loop: `check` names the element, session start says so
+/// at once while the other devices record, status says "cannot start" with no restarts,
+/// and the gap says why and that the source never started. VERIFIED then comes with
+/// INCOMPLETE: an intact record is not a complete one.
+#[test]
+fn a_source_that_cannot_start_is_a_fault_not_a_restart_loop() {
+    let tb = TestBox::new("a_source_that_cannot_start", "tests/fixtures/light.toml", 2);
+    let templates = tb.root.join("pipelines");
+    std::fs::create_dir_all(&templates).unwrap();
+    std::fs::write(
+        templates.join("camera-sim.gst"),
+        "# a camera source this machine does not have\nnosuchcamerasrc ! video/x-raw,format=I420,width={width},height={height},framerate={fps}/1\n",
+    )
+    .unwrap();
+    let config = std::fs::read_to_string(&tb.config).unwrap();
+    std::fs::write(&tb.config, format!("pipelines_dir = \"{}\"\n{config}", templates.display())).unwrap();
+
+    let check = tb.cli(&["check", "--seconds", "2"]);
+    let text = String::from_utf8_lossy(&check.stdout);
+    assert_eq!(check.status.code(), Some(1), "{text}");
+    assert!(text.contains("no element nosuchcamerasrc"), "{text}");
+
+    let daemon = tb.start();
+    let started = tb.cli(&["session", "start", "--case", "T-1/2026", "--title", "Test", "--language", "en"]);
+    assert!(started.status.success(), "{}", String::from_utf8_lossy(&started.stderr));
+    let session: uuid::Uuid =
+        String::from_utf8_lossy(&started.stdout).split_whitespace().nth(2).unwrap().parse().unwrap();
+    let warning = String::from_utf8_lossy(&started.stderr);
+    for camera in ["bench", "hall"] {
+        assert!(
+            warning.contains(&format!("device {camera} cannot start"))
+                && warning.contains("no element nosuchcamerasrc"),
+            "session start must say at once which devices cannot start: {warning}"
+        );
+    }
+    std::thread::sleep(Duration::from_secs(7));
+    let status = tb.status();
+    for d in status["session"]["devices"].as_array().unwrap() {
+        if d["name"] == "bench" || d["name"] == "hall" {
+            assert_eq!(d["state"], "cannot_start", "{d}");
+            assert_eq!(d["restarts"], 0, "{d}");
+            assert!(d["last_error"].as_str().unwrap().contains("no element nosuchcamerasrc"), "{d}");
+        } else {
+            assert_eq!(d["state"], "running", "{d}");
+        }
+    }
+    let human = tb.cli_ok(&["status"]);
+    assert!(human.contains("cannot start: no element nosuchcamerasrc"), "{human}");
+    assert!(!human.contains("restarting") && !human.contains("restarted automatically"), "{human}");
+    tb.stop_session();
+    daemon.terminate();
+
+    let records = tb.records(session);
+    let gaps = gaps(&records);
+    for camera in ["bench", "hall"] {
+        let mine: Vec<_> = gaps.iter().filter(|g| g.0 == camera).collect();
+        assert_eq!(mine.len(), 1, "{gaps:?}");
+        assert!(
+            mine[0].3.contains(&format!("device {camera} cannot start: no element nosuchcamerasrc"))
+                && mine[0].3.ends_with("never started in this session"),
+            "{}",
+            mine[0].3
+        );
+    }
+    assert!(gaps.iter().all(|g| g.0 == "bench" || g.0 == "hall"), "the microphones record on: {gaps:?}");
+    assert!(segments(&records).iter().filter(|s| s.0 == "judge").count() >= 3);
+
+    let export = tb.root.join("export");
+    tb.export(session, &export);
+    let (code, text) = verify(&export, Some(&tb.public_key()));
+    assert_eq!(code, 0, "the record is intact: {text}");
+    assert!(text.contains("VERIFIED"), "{text}");
+    assert!(text.contains("INCOMPLETE: bench, hall recorded nothing (device bench cannot start"), "{text}");
+}

@@ -8,6 +8,7 @@ mod common;
 mod config;
 mod crash;
 mod failure;
+mod install;
 mod ops;
 mod panel;
 mod provision;
