@@ -135,6 +135,7 @@ impl Continuity {
         });
         if gap.is_some() || start.0 <= s.covered_to.0 + tolerance {
             s.reason = None;
+            s.say_last_seen = false;
         }
         s.covered_to = s.covered_to.max(end);
         s.recorded = true;

@@ -235,9 +235,21 @@ fn slowed_captions_never_hold_up_recording() {
     assert!(behind > 0, "ten times slower transcription must fall behind");
     assert!(late > 0 && all.iter().any(|c| c.1 == CaptionOrigin::Backlog), "late captions are marked");
 
+    // The interval left behind is transcribed when nothing live waits: during the session
+    // if the speech pauses long enough (then the first manifest seals it), else after the
+    // stop (then a new revision must). Which one depends on the machine's speed; the
+    // deterministic case of a revision is `a_session_recorded_without_a_model_…`.
+    let stop = records.iter().position(|r| matches!(r.entry, Entry::SessionStop { .. })).expect("a session stop");
+    let after_stop = records[stop..].iter().filter(|r| matches!(r.entry, Entry::Captions { .. })).count();
+    eprintln!("slowed: {after_stop} caption record(s) after the stop");
     let export = tb.root.join("export");
     tb.export(session, &export);
-    assert!(export.join("manifest-2.rec").exists(), "captions after the stop are sealed by a new manifest revision");
+    if after_stop > 0 {
+        assert!(
+            export.join("manifest-2.rec").exists(),
+            "captions after the stop are sealed by a new manifest revision"
+        );
+    }
     let (code, text) = verify(&export, Some(&tb.public_key()));
     assert_eq!(code, 0, "{text}");
 }
@@ -290,6 +302,7 @@ fn a_session_recorded_without_a_model_is_transcribed_later() {
     assert!(w <= 0.25, "transcribed from the recording (WER {:.0} %): {text}", w * 100.0);
     let export = tb.root.join("export");
     tb.export(session, &export);
+    assert!(export.join("manifest-2.rec").exists(), "captions after the stop are sealed by a new manifest revision");
     let (code, out) = verify(&export, Some(&tb.public_key()));
     assert_eq!(code, 0, "{out}");
 }
