@@ -28,10 +28,11 @@ fn setup_packages() -> BTreeSet<String> {
     for line in text.lines() {
         let line = line.split('#').next().unwrap_or("").trim();
         let mut rest = line;
+        // `packages=(` opens a list; `test_packages+=(npm)` may stand after an `if …; then`.
         for start in ["packages=(", "test_packages=(", "test_packages+=("] {
-            if let Some(after) = line.strip_prefix(start) {
+            if line.starts_with(start) || line.contains(&format!(" {start}")) {
                 in_list = true;
-                rest = after;
+                rest = &line[line.find(start).unwrap() + start.len()..];
             }
         }
         if !in_list {
@@ -44,7 +45,10 @@ fn setup_packages() -> BTreeSet<String> {
         out.extend(words.split_whitespace().filter(|w| !w.starts_with('"') && !w.starts_with('$')).map(String::from));
         in_list = !closed;
     }
-    assert!(out.contains("gstreamer1.0-plugins-base") && out.contains("ffmpeg"), "setup's lists not found: {out:?}");
+    assert!(
+        out.contains("gstreamer1.0-plugins-base") && out.contains("ffmpeg") && out.contains("npm"),
+        "setup's lists not found: {out:?}"
+    );
     out
 }
 
@@ -84,10 +88,12 @@ fn owner(path: &Path) -> Option<String> {
     })
 }
 
-/// Packages every Debian system has (priority required, or essential).
+/// Packages every Debian system has: essential, or of priority required or important
+/// (a minimal root has these; the priority a package's own control file gives, which dpkg
+/// records, can be `important` where the archive says `required`, as for apt).
 fn always_present(package: &str) -> bool {
     run("dpkg-query", &["-W", "-f=${Priority} ${Essential}", package])
-        .is_some_and(|s| s.starts_with("required") || s.ends_with("yes"))
+        .is_some_and(|s| s.starts_with("required") || s.starts_with("important") || s.ends_with("yes"))
 }
 
 /// The direct dependencies of an installed package.
