@@ -1,3 +1,7 @@
+//! The `Clocks` trait and its two implementations: the system's clocks, and simulated ones
+//! for tests. Everything that reads wall or monotonic time takes it from here, so a test can
+//! run hours of recording in milliseconds and step the wall clock as NTP would.
+
 use super::WallTime;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};

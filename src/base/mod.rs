@@ -51,13 +51,13 @@ pub fn install_tls_provider() {
     });
 }
 
-/// The kernel's id for the current boot: a changed id after a restart means the box lost
-/// power or rebooted, the same id means only the daemon died.
 /// Compares secrets without leaking, by timing, where they first differ.
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// The kernel's id for the current boot: a changed id after a restart means the box lost
+/// power or rebooted, the same id means only the daemon died.
 pub fn boot_id() -> String {
     std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
         .map(|s| s.trim().to_string())

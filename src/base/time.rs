@@ -1,3 +1,7 @@
+//! The two kinds of time in a record: `MediaTime` (nanoseconds of the session's capture
+//! clock) and `WallTime` (UTC, kept to the millisecond so its RFC 3339 text round-trips).
+//! They are distinct types so that one is never used where the other is meant.
+
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::time::Duration;

@@ -1,3 +1,7 @@
+//! Reading a recorded file back through a GStreamer pipeline, sample by sample: the one read
+//! loop shared by segment probing, export, transcription of committed audio and the simulated
+//! microphones, each saying whether a file cut short by a crash is acceptable.
+
 use gst::prelude::*;
 use std::path::Path;
 use std::time::{Duration, Instant};

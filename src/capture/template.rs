@@ -1,3 +1,7 @@
+//! Pipeline templates (`pipelines/*.gst`): built into the binary, overridable file by file
+//! from `pipelines_dir`, and rendered into launch lines by filling in `{placeholders}`. An
+//! unknown placeholder is an error, so a mistyped template fails before a pipeline is built.
+
 use super::CaptureError;
 use std::path::PathBuf;
 

@@ -1,3 +1,7 @@
+//! The hardware profile (`hw-profiles/*.toml`): cameras, audio devices and their microphones,
+//! and how each kind is encoded; and `SourceSpec`, a source as the record names it. Only the
+//! strict deserialization (unknown keys are errors) lives here; the checks are in `validate`.
+
 use serde::{Deserialize, Serialize};
 use std::fmt;
 

@@ -1,3 +1,7 @@
+//! Checks of the configuration and the hardware profile after parsing. Pure: they touch no
+//! file or device (`courtbox check` looks at the hardware), and they collect every problem,
+//! named by its TOML key, instead of stopping at the first, so one load reports all to fix.
+
 use super::{AudioSourceKind, BroadcastConfig, CameraSource, Config, HwProfile, OutputKind, StoreConfig};
 use crate::base::is_valid_name;
 use std::collections::HashSet;

@@ -1,3 +1,7 @@
+//! The client the `courtbox` commands use to call the daemon's control API: blocking HTTP
+//! over the Unix socket, where the kernel's peer credentials tell the daemon who is asking,
+//! so the command line keeps no secret. Refusals come back with the daemon's own message.
+
 use crate::config::LoadedConfig;
 use crate::session::{MarkInfo, SessionInfo, StartRequest, StopInfo};
 use serde::de::DeserializeOwned;

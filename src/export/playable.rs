@@ -1,3 +1,7 @@
+//! The `playable/` files of an export: each source's segments joined into one Matroska file
+//! by remuxing, not re-encoding. They are derived for people to watch; `verify` ignores them
+//! and checks the segments themselves.
+
 use gst::prelude::*;
 use std::path::{Path, PathBuf};
 

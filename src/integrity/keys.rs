@@ -1,3 +1,7 @@
+//! The device's Ed25519 key: the private key file (PKCS#8, mode 0600, created once and never
+//! overwritten, refused if other users can read it), signing, and the public key in the PEM
+//! form OpenSSL reads, named in every record by its short key id.
+
 use ring::rand::SystemRandom;
 use ring::signature::{ED25519, Ed25519KeyPair, KeyPair, UnparsedPublicKey};
 use std::io::Write;

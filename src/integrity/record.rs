@@ -1,3 +1,8 @@
+//! What the chain is made of: the record kinds (`Entry`), the record and manifest bodies, and
+//! `SignedDoc`, the stored form (canonical body bytes, then a signature line). A record's
+//! `prev` is the hash of the record before it, which links the chain; a body is hashed and
+//! checked exactly as it was signed, never re-serialized.
+
 use crate::base::{MediaTime, WallTime};
 use crate::config::{Role, SourceSpec};
 use base64::Engine;

@@ -206,8 +206,13 @@ impl fmt::Display for Report {
         } else {
             writeln!(f, "NOT VERIFIED: {} fault(s)", self.faults.len())?;
         }
-        // VERIFIED says the record is intact, not that every source is in it: say both.
-        writeln!(f, "{}", completeness_line(&self.coverage))
+        // VERIFIED says the record is intact, not that every source is in it: say both, on
+        // a line of its own that no verdict line can be mistaken for. A check that stopped
+        // before reading the records has nothing to say about completeness.
+        if self.coverage.is_empty() && !self.ok() {
+            return Ok(());
+        }
+        writeln!(f, "completeness: {}", completeness_line(&self.coverage))
     }
 }
 

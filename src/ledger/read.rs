@@ -1,3 +1,7 @@
+//! Reading the ledger: `Reader`, its row types and its queries for sessions, records,
+//! segments, runs and captions (the other ledger files add theirs). Each `Reader` has its
+//! own read-only connection, so under WAL it sees committed state and never blocks the writer.
+
 use super::{LedgerError, open_connection};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use std::collections::HashMap;

@@ -1,3 +1,8 @@
+//! The ledger's write side, used only on the writer thread: it owns the read-write SQLite
+//! connection, the signing key and the cached chain heads, so records are numbered and linked
+//! in order without locks. Each method is one immediate transaction (record, rows and upload
+//! jobs together); when one fails, the cached heads are dropped and re-read from the database.
+
 use super::LedgerError;
 use crate::base::{Clocks, MediaTime, WallTime};
 use crate::config::SourceSpec;

@@ -1,3 +1,7 @@
+//! The media time a segment file actually holds, read from the file itself: for segments
+//! whose muxer was never finalized (a crash, a fragment cut short), whose span is otherwise
+//! unknown, so that they can still be committed.
+
 use crate::base::MediaTime;
 use std::path::Path;
 

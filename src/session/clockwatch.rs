@@ -1,3 +1,6 @@
+//! Detection of wall-clock jumps, which the committer states as `clock_jump` records. Jumps
+//! are found by comparing the wall clock with the monotonic clock between observations.
+
 use crate::base::WallTime;
 use std::time::Duration;
 
