@@ -315,7 +315,10 @@ fn upload(
 
 /// User + system CPU time of this process so far.
 fn cpu_time() -> Duration {
+    // SAFETY: rusage is a plain C struct of integers, for which all-zero bytes are valid;
+    // getrusage only writes into it.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `usage` is a properly sized out-parameter for RUSAGE_SELF.
     unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
     let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
     tv(usage.ru_utime) + tv(usage.ru_stime)

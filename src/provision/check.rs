@@ -231,6 +231,7 @@ fn disk(cfg: &LoadedConfig) -> Finding {
 /// The kernel's NTP state: synchronised or not, and the estimated error.
 fn clock() -> Finding {
     const ITEM: &str = "clock";
+    // SAFETY: timex is a plain C struct of integers, for which all-zero bytes are valid.
     let mut tx: libc::timex = unsafe { std::mem::zeroed() };
     // SAFETY: modes = 0 only reads the kernel's clock state into `tx`.
     let state = unsafe { libc::adjtimex(&mut tx) };

@@ -46,6 +46,7 @@ pub type PauseVideo = Arc<dyn Fn(Option<String>) + Send + Sync>;
 pub fn free_space(path: &Path) -> std::io::Result<(u64, u64)> {
     use std::os::unix::ffi::OsStrExt;
     let c = std::ffi::CString::new(path.as_os_str().as_bytes())?;
+    // SAFETY: statvfs is a plain C struct of integers, for which all-zero bytes are valid.
     let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
     // SAFETY: `c` is a valid NUL-terminated path and `s` a properly sized out-parameter.
     if unsafe { libc::statvfs(c.as_ptr(), &mut s) } != 0 {
