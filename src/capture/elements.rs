@@ -5,13 +5,11 @@
 //! here, each comes from the package named here, and that package is one `scripts/setup`
 //! installs and the `.deb` depends on.
 
-use serde::Serialize;
 use std::fmt;
 
 /// What an element is needed for: a missing recording element is a fault before a hearing,
 /// a missing benchmark element only matters to `courtbox bench`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Need {
     /// Capture, segmenting and reading back the record (every box).
     Recording,
@@ -23,6 +21,19 @@ pub enum Need {
     Broadcast,
     /// `courtbox bench broadcast` and the tests: playing the published streams back.
     Bench,
+}
+
+impl Need {
+    /// What needs the element, in the words of a preflight line.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Need::Recording => "recording",
+            Need::Sim => "the sim profile",
+            Need::Devices => "real cameras and microphones",
+            Need::Broadcast => "the live broadcast",
+            Need::Bench => "courtbox bench and the tests",
+        }
+    }
 }
 
 /// One element and where it comes from.
@@ -104,7 +115,7 @@ pub fn package_of(element: &str) -> Option<&'static str> {
 }
 
 /// An element a pipeline needs that this machine does not have.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Missing {
     pub element: String,
     /// The Debian package to install, when courtbox knows it.
@@ -113,12 +124,15 @@ pub struct Missing {
 
 impl fmt::Display for Missing {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.package {
-            Some(p) => write!(f, "no element {} (install {p})", self.element),
-            None => {
-                write!(f, "no element {} (no known package provides it: check the pipeline template)", self.element)
-            }
-        }
+        f.write_str(&phrase(&self.element, self.package))
+    }
+}
+
+/// `no element NAMES (install PACKAGE)`: the one wording of a missing element.
+fn phrase(names: &str, package: Option<&str>) -> String {
+    match package {
+        Some(p) => format!("no element {names} (install {p})"),
+        None => format!("no element {names} (no known package provides it: check the pipeline template)"),
     }
 }
 
@@ -192,16 +206,7 @@ pub fn describe_missing(missing: &[Missing]) -> String {
             None => groups.push((m.package, vec![&m.element])),
         }
     }
-    groups
-        .into_iter()
-        .map(|(package, names)| match package {
-            Some(p) => format!("no element {} (install {p})", names.join(", ")),
-            None => {
-                format!("no element {} (no known package provides it: check the pipeline template)", names.join(", "))
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("; ")
+    groups.into_iter().map(|(package, names)| phrase(&names.join(", "), package)).collect::<Vec<_>>().join("; ")
 }
 
 #[cfg(test)]

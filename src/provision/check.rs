@@ -63,14 +63,7 @@ pub fn gstreamer_elements(cfg: Option<&LoadedConfig>) -> Vec<Finding> {
     let mut lines = Vec::new();
     for (element, missing) in elements::missing_of_all() {
         let level = if needed(element.name, element.need) { "fail" } else { "warn" };
-        let used = match element.need {
-            Need::Recording => "recording",
-            Need::Sim => "the sim profile",
-            Need::Devices => "real cameras and microphones",
-            Need::Broadcast => "the live broadcast",
-            Need::Bench => "courtbox bench and the tests",
-        };
-        lines.push(Finding::new(element.name, level, format!("{missing}; needed by {used}")));
+        lines.push(Finding::new(element.name, level, format!("{missing}; needed by {}", element.need.describe())));
     }
     // A template the technician supplied may name an element courtbox does not know.
     let unknown: Vec<_> = planned

@@ -102,19 +102,20 @@ impl Continuity {
 
     /// Notes why data of these sources stopped.
     pub fn interrupted(&mut self, sources: &[String], why: &str) {
-        for name in sources {
-            let s = self.sources.entry(name.clone()).or_default();
-            s.reason = Some(why.to_string());
-            s.say_last_seen = false;
-        }
+        self.note(sources, why, false);
     }
 
     /// Notes that a device stopped delivering these sources (it failed, or cannot start):
     /// their gap says `what`, and when each source was last recorded or that it never was.
     pub fn device_stopped(&mut self, sources: &[String], what: &str) {
-        self.interrupted(sources, what);
+        self.note(sources, what, true);
+    }
+
+    fn note(&mut self, sources: &[String], why: &str, say_last_seen: bool) {
         for name in sources {
-            self.sources.entry(name.clone()).or_default().say_last_seen = true;
+            let s = self.sources.entry(name.clone()).or_default();
+            s.reason = Some(why.to_string());
+            s.say_last_seen = say_last_seen;
         }
     }
 

@@ -63,16 +63,11 @@ fn a_failing_source_does_not_disturb_the_others() {
 /// INCOMPLETE: an intact record is not a complete one.
 #[test]
 fn a_source_that_cannot_start_is_a_fault_not_a_restart_loop() {
-    let tb = TestBox::new("a_source_that_cannot_start", "tests/fixtures/light.toml", 2);
-    let templates = tb.root.join("pipelines");
-    std::fs::create_dir_all(&templates).unwrap();
-    std::fs::write(
-        templates.join("camera-sim.gst"),
+    let tb = box_with_template(
+        "a_source_that_cannot_start",
+        "camera-sim",
         "# a camera source this machine does not have\nnosuchcamerasrc ! video/x-raw,format=I420,width={width},height={height},framerate={fps}/1\n",
-    )
-    .unwrap();
-    let config = std::fs::read_to_string(&tb.config).unwrap();
-    std::fs::write(&tb.config, format!("pipelines_dir = \"{}\"\n{config}", templates.display())).unwrap();
+    );
 
     let check = tb.cli(&["check", "--seconds", "2"]);
     let text = String::from_utf8_lossy(&check.stdout);
@@ -130,4 +125,47 @@ fn a_source_that_cannot_start_is_a_fault_not_a_restart_loop() {
     assert_eq!(code, 0, "the record is intact: {text}");
     assert!(text.contains("VERIFIED"), "{text}");
     assert!(text.contains("INCOMPLETE: bench, hall recorded nothing (device bench cannot start"), "{text}");
+}
+
+/// The `light` box with one pipeline template overridden by `text` (in a `pipelines_dir`).
+fn box_with_template(name: &str, template: &str, text: &str) -> TestBox {
+    let tb = TestBox::new(name, "tests/fixtures/light.toml", 2);
+    let templates = tb.root.join("pipelines");
+    std::fs::create_dir_all(&templates).unwrap();
+    std::fs::write(templates.join(format!("{template}.gst")), text).unwrap();
+    let config = std::fs::read_to_string(&tb.config).unwrap();
+    std::fs::write(&tb.config, format!("pipelines_dir = \"{}\"\n{config}", templates.display())).unwrap();
+    tb
+}
+
+/// A template whose elements all exist but which does not parse is the same kind of fault:
+/// the devices that use it cannot start and are not retried; the others record.
+#[test]
+fn a_template_that_does_not_parse_is_a_fault_not_a_restart_loop() {
+    let tb = box_with_template(
+        "a_template_that_does_not_parse",
+        "encode-opus",
+        "# a link with no element in it\naudioconvert ! ! opusenc bitrate={bitrate_bps}\n",
+    );
+    let daemon = tb.start();
+    let session = tb.start_session();
+    std::thread::sleep(Duration::from_secs(5));
+    let status = tb.status();
+    for d in status["session"]["devices"].as_array().unwrap() {
+        if d["name"] == "desk" || d["name"] == "floor" {
+            assert_eq!(d["state"], "cannot_start", "{d}");
+            assert_eq!(d["restarts"], 0, "{d}");
+            assert!(d["last_error"].as_str().unwrap().contains("does not parse"), "{d}");
+        } else {
+            assert_eq!(d["state"], "running", "{d}");
+        }
+    }
+    tb.stop_session();
+    daemon.terminate();
+    let records = tb.records(session);
+    let gaps = gaps(&records);
+    let judge: Vec<_> = gaps.iter().filter(|g| g.0 == "judge").collect();
+    assert_eq!(judge.len(), 1, "{gaps:?}");
+    assert!(judge[0].3.contains("device desk cannot start: the pipeline description does not parse"), "{}", judge[0].3);
+    assert!(segments(&records).iter().filter(|s| s.0 == "bench").count() >= 2, "the cameras record on");
 }
