@@ -17,3 +17,4 @@ pub mod session;
 pub mod stt;
 pub mod sysd;
 pub mod upload;
+pub mod witness;

@@ -1,0 +1,1 @@
+//! RFC 3161 timestamps (placeholder; being written).
