@@ -29,6 +29,47 @@ struct Cli {
     command: Command,
 }
 
+/// What vouches for the device key. Without one, verify can only say UNTRUSTED KEY (exit 3).
+#[derive(clap::Args)]
+struct TrustArgs {
+    /// The device's registered public key (PEM).
+    #[arg(long, conflicts_with_all = ["fingerprint", "trusted_keys"])]
+    key: Option<PathBuf>,
+    /// The fingerprint of the device's key (SHA256:…, as `courtbox provision` printed it).
+    #[arg(long, conflicts_with = "trusted_keys")]
+    fingerprint: Option<String>,
+    /// The court's list of registered device keys with their validity (TOML; see
+    /// docs/record-format.md).
+    #[arg(long)]
+    trusted_keys: Option<PathBuf>,
+}
+
+/// The TSA whose timestamps are trusted (default: the configuration's [witness] pin).
+#[derive(clap::Args)]
+struct TsaArgs {
+    /// The TSA's certificate (PEM).
+    #[arg(long, requires = "tsa_ca")]
+    tsa_cert: Option<PathBuf>,
+    /// The TSA's CA chain (PEM, root last).
+    #[arg(long, requires = "tsa_cert")]
+    tsa_ca: Option<PathBuf>,
+    /// Flag a box clock further than this from the TSA's (seconds).
+    #[arg(long)]
+    clock_tolerance: Option<u64>,
+}
+
+impl TrustArgs {
+    fn anchor(&self) -> Result<courtbox::integrity::TrustAnchor> {
+        use courtbox::integrity::{TrustAnchor, TrustList};
+        Ok(match (&self.key, &self.fingerprint, &self.trusted_keys) {
+            (Some(k), _, _) => TrustAnchor::Key(PublicKey::read(k)?),
+            (_, Some(f), _) => TrustAnchor::Fingerprint(f.parse()?),
+            (_, _, Some(l)) => TrustAnchor::List(TrustList::read(l)?),
+            _ => TrustAnchor::None,
+        })
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the daemon: record sessions and serve the control API (resumes an interrupted session).
@@ -58,9 +99,19 @@ enum Command {
         /// the configuration's [store] if it is readable, else from AWS_ENDPOINT_URL,
         /// AWS_REGION, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.
         path: String,
-        /// The device's registered public key (PEM). Without it the key in the folder is trusted.
+        #[command(flatten)]
+        trust: TrustArgs,
+        /// Accept a chain without its closing manifest: only for a session known to be still
+        /// recording (otherwise such a chain is INCOMPLETE, exit 4).
         #[arg(long)]
-        key: Option<PathBuf>,
+        allow_open: bool,
+        /// Compare with the checkpoints the box sent to central storage while it recorded:
+        /// s3://bucket/prefix/court/room or file:///folder/court/room. Names a copy cut short,
+        /// rewritten, or unknown to the store.
+        #[arg(long)]
+        against: Option<String>,
+        #[command(flatten)]
+        tsa: TsaArgs,
     },
     /// Export a session as a self-contained folder that `verify` accepts.
     Export {
@@ -125,6 +176,11 @@ enum Command {
         /// The device public key (default: the box's own).
         #[arg(long)]
         key: Option<PathBuf>,
+        /// Compare the ledger's audit chain with the entries and checkpoints in central
+        /// storage (s3://bucket/prefix/court/room or file:///folder/court/room): names entries
+        /// deleted from the ledger.
+        #[arg(long, requires = "verify")]
+        against: Option<String>,
     },
     /// Search, follow or (re)transcribe captions.
     Captions {
@@ -364,21 +420,34 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Verify { path, key } => {
-            let trusted = key.as_deref().map(PublicKey::read).transpose()?;
-            let report = if path.contains("://") {
-                let store = open_store_url(&path, &cli.config)?;
-                let folder = courtbox::upload::StoreFolder::new(store)?;
-                courtbox::integrity::verify(&folder, trusted.as_ref())
+        Command::Verify { path, trust, allow_open, against, tsa } => {
+            let folder: Box<dyn courtbox::integrity::SessionFolder> = if path.contains("://") {
+                Box::new(courtbox::upload::StoreFolder::new(open_store_url(&path, &cli.config)?)?)
             } else {
                 let path = PathBuf::from(path);
                 if !path.is_dir() {
                     bail!("{} is not a folder", path.display());
                 }
-                courtbox::integrity::verify_folder(&path, trusted.as_ref())
+                Box::new(courtbox::integrity::LocalFolder(path))
             };
+            let central = match &against {
+                Some(url) => Some(central_session(url, folder.as_ref(), &cli.config)?),
+                None => None,
+            };
+            let cfg = config::load(&cli.config).ok();
+            let pin = tsa_pin(&tsa, cfg.as_ref())?;
+            let options = courtbox::integrity::VerifyOptions {
+                anchor: trust.anchor()?,
+                allow_open,
+                against: central.as_ref().map(|c| c as &dyn courtbox::integrity::SessionFolder),
+                tsa: pin.as_ref(),
+                clock_tolerance_s: tsa
+                    .clock_tolerance
+                    .unwrap_or_else(|| cfg.as_ref().map_or(5, |c| u64::from(c.config.witness.clock_tolerance_seconds))),
+            };
+            let report = courtbox::integrity::verify(folder.as_ref(), &options);
             print!("{report}");
-            Ok(if report.ok() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+            Ok(ExitCode::from(report.verdict().exit_code()))
         }
         Command::Export { session, dir } => {
             gst::init()?;
@@ -403,7 +472,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             println!("verify with: courtbox verify {} --key {}", dir.display(), cfg.public_key_path().display());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Audit { verify, key } => {
+        Command::Audit { verify, key, against } => {
             let cfg = load(&cli.config)?;
             let entries = Reader::open(&cfg.ledger_path())?.audit_entries()?;
             let public = PublicKey::read(key.as_deref().unwrap_or(&cfg.public_key_path()))?;
@@ -418,7 +487,16 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                     }
                 }
             }
-            let faults = courtbox::integrity::verify_audit(&entries, &public);
+            let mut faults = courtbox::integrity::verify_audit(&entries, &public);
+            if let Some(url) = &against {
+                faults.extend(courtbox::witness::verify::audit_against(
+                    &entries,
+                    &public,
+                    &courtbox::upload::StoreFolder::new(
+                        open_store_url(url.trim_end_matches('/'), &cli.config)?.child("audit"),
+                    )?,
+                ));
+            }
             for f in &faults {
                 println!("FAIL {f}");
             }
@@ -795,11 +873,20 @@ fn run_daemon(cfg: LoadedConfig) -> Result<()> {
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("creating data directory {}", cfg.data_dir.display()))?;
     let clocks: Arc<dyn Clocks> = Arc::new(RealClocks::new());
-    let (key, created) = DeviceKey::load_or_create(&cfg.key_path())?;
+    // Only `provision` makes a key: it registers it centrally, and a key that appeared by
+    // itself would be a second identity no court has registered.
+    let key = match DeviceKey::load(&cfg.key_path()) {
+        Ok(k) => k,
+        Err(courtbox::integrity::KeyError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            bail!(
+                "no device key at {}: this box is not provisioned. Run `courtbox provision --court … --room … \
+                 --hw-profile …` once: it creates the key and registers it centrally (`run` never creates one)",
+                cfg.key_path().display()
+            )
+        }
+        Err(e) => return Err(e.into()),
+    };
     let public = key.public();
-    if created {
-        tracing::warn!(key_id = %public.key_id(), path = %cfg.key_path().display(), "created a new device key (first run); register {} centrally", cfg.public_key_path().display());
-    }
     if !cfg.public_key_path().exists() {
         std::fs::write(cfg.public_key_path(), public.to_pem()).context("writing the public key")?;
     }
@@ -824,6 +911,8 @@ fn run_daemon(cfg: LoadedConfig) -> Result<()> {
         .context("central storage ([store] in the configuration)")?,
     );
 
+    let witness = courtbox::witness::Witness::start(witness_settings(&cfg), ledger.clone(), clocks.clone());
+
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let auth =
         Arc::new(courtbox::auth::Auth::new(ledger.clone(), courtbox::auth::AuthSettings::from_config(&cfg.config.api)));
@@ -844,12 +933,76 @@ fn run_daemon(cfg: LoadedConfig) -> Result<()> {
     });
     // Whatever ended the server, finalize the open segments before exiting.
     recorder.shutdown();
+    witness.shutdown();
     storage.shutdown();
     if let Some(stt) = &stt {
         stt.shutdown();
     }
     ledger.close();
     served
+}
+
+/// The witness settings of a configuration. A TSA whose pinned certificates cannot be read
+/// is left out (said loudly): timestamps are worth having, not worth a hearing unrecorded.
+fn witness_settings(cfg: &LoadedConfig) -> courtbox::witness::WitnessSettings {
+    let w = &cfg.config.witness;
+    let tsa = match (&w.tsa_url, cfg.tsa_paths()) {
+        (Some(url), Some((cert, ca))) => match courtbox::witness::tsa::TsaPin::load(&cert, &ca) {
+            Ok(pin) => Some(courtbox::witness::TsaSettings {
+                url: url.clone(),
+                pin,
+                timeout: std::time::Duration::from_millis(w.tsa_timeout_ms.into()),
+            }),
+            Err(e) => {
+                tracing::error!(error = %e, "the TSA's pinned certificate cannot be read: checkpoints are NOT timestamped; fix [witness] and restart");
+                None
+            }
+        },
+        _ => None,
+    };
+    courtbox::witness::WitnessSettings {
+        checkpoint_every: std::time::Duration::from_secs(w.checkpoint_seconds.into()),
+        tsa,
+    }
+}
+
+/// The pinned TSA: from --tsa-cert/--tsa-ca, else the configuration's [witness].
+fn tsa_pin(args: &TsaArgs, cfg: Option<&LoadedConfig>) -> Result<Option<courtbox::witness::tsa::TsaPin>> {
+    let paths = match (&args.tsa_cert, &args.tsa_ca) {
+        (Some(c), Some(a)) => Some((c.clone(), a.clone())),
+        _ => cfg.and_then(LoadedConfig::tsa_paths),
+    };
+    Ok(match paths {
+        Some((cert, ca)) => Some(courtbox::witness::tsa::TsaPin::load(&cert, &ca)?),
+        None => None,
+    })
+}
+
+/// The central copy of the session in `folder`: `URL/{session}` for a room URL
+/// (s3://bucket/prefix/court/room), or the URL itself when it already names the session.
+fn central_session(
+    url: &str,
+    folder: &dyn courtbox::integrity::SessionFolder,
+    config: &Path,
+) -> Result<courtbox::upload::StoreFolder> {
+    let url = url.trim_end_matches('/');
+    let named = url.rsplit('/').next().and_then(|last| uuid::Uuid::parse_str(last).ok());
+    let session = match named {
+        Some(_) => return Ok(courtbox::upload::StoreFolder::new(open_store_url(url, config)?)?),
+        None => {
+            // The session id as record #0 states it; the checkpoints found must then be signed
+            // by the trusted key for that very session, or verify says so.
+            let first = folder.read(&courtbox::integrity::layout::record_file(0))?.unwrap_or_default();
+            let body = first.split(|b| *b == b'\n').next().unwrap_or_default();
+            let session = serde_json::from_slice::<serde_json::Value>(body)
+                .ok()
+                .and_then(|v| v.get("session").and_then(|s| s.as_str()).and_then(|s| uuid::Uuid::parse_str(s).ok()))
+                .context("--against: the folder has no readable record #0 naming its session")?;
+            session.to_string()
+        }
+    };
+    // The room's folder must exist; the session's need not (that is the "missing" case).
+    Ok(courtbox::upload::StoreFolder::new(open_store_url(url, config)?.child(&session))?)
 }
 
 async fn shutdown_signal() {

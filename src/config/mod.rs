@@ -57,6 +57,9 @@ pub struct Config {
     pub store: StoreConfig,
     #[serde(default)]
     pub disk: DiskConfig,
+    /// Checkpoints and external timestamps (see witness).
+    #[serde(default)]
+    pub witness: WitnessConfig,
     #[serde(default)]
     pub health: HealthConfig,
     #[serde(default)]
@@ -218,6 +221,38 @@ impl Default for DiskConfig {
     }
 }
 
+/// The record witnessed beyond the box: signed checkpoints, uploaded ahead of the media, and
+/// (with `tsa_url`) RFC 3161 timestamps from an outside authority.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WitnessConfig {
+    /// While a session records, a checkpoint at least this often (and at every event).
+    pub checkpoint_seconds: u32,
+    /// The Time-Stamp Authority (http or https); none: checkpoints are not stamped.
+    pub tsa_url: Option<String>,
+    /// The TSA's own certificate (PEM), pinned: tokens signed by anything else are refused.
+    pub tsa_cert: Option<PathBuf>,
+    /// Its CA chain (PEM, root last).
+    pub tsa_ca: Option<PathBuf>,
+    /// How long one timestamp request may take.
+    pub tsa_timeout_ms: u32,
+    /// A box clock further than this from the TSA's is flagged (by `check` and `verify`).
+    pub clock_tolerance_seconds: u32,
+}
+
+impl Default for WitnessConfig {
+    fn default() -> Self {
+        WitnessConfig {
+            checkpoint_seconds: 60,
+            tsa_url: None,
+            tsa_cert: None,
+            tsa_ca: None,
+            tsa_timeout_ms: 10_000,
+            clock_tolerance_seconds: 5,
+        }
+    }
+}
+
 /// Speech to text. A missing or wrong model never stops recording: captions are then
 /// produced later (`courtbox captions transcribe`).
 #[derive(Debug, Clone, Deserialize)]
@@ -373,6 +408,14 @@ impl LoadedConfig {
         Some((
             crate::base::resolve(&self.base_dir, api.tls_cert.as_ref()?),
             crate::base::resolve(&self.base_dir, api.tls_key.as_ref()?),
+        ))
+    }
+    /// The pinned TSA certificate and its CA chain (relative to the config), when set.
+    pub fn tsa_paths(&self) -> Option<(PathBuf, PathBuf)> {
+        let w = &self.config.witness;
+        Some((
+            crate::base::resolve(&self.base_dir, w.tsa_cert.as_ref()?),
+            crate::base::resolve(&self.base_dir, w.tsa_ca.as_ref()?),
         ))
     }
     pub fn segment_nanos(&self) -> u64 {

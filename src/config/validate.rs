@@ -67,6 +67,21 @@ pub fn validate_config(config: &Config) -> Vec<Problem> {
         p.add("stt.model_sha256", "must be 64 hexadecimal digits (sha256sum of the model file)");
     }
     validate_store(&mut p, &config.store);
+    let w = &config.witness;
+    p.range("witness.checkpoint_seconds".into(), w.checkpoint_seconds, 1, 3600);
+    p.range("witness.tsa_timeout_ms".into(), w.tsa_timeout_ms, 100, 120_000);
+    p.range("witness.clock_tolerance_seconds".into(), w.clock_tolerance_seconds, 1, 3600);
+    if let Some(url) = &w.tsa_url {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            p.add("witness.tsa_url", format!("{url:?} must be an http:// or https:// URL"));
+        }
+        if w.tsa_cert.is_none() || w.tsa_ca.is_none() {
+            p.add(
+                "witness.tsa_cert",
+                "a TSA needs its certificate pinned: set witness.tsa_cert and witness.tsa_ca (PEM files)",
+            );
+        }
+    }
     p.range("health.silent_alarm_seconds".into(), config.health.silent_alarm_seconds, 1, 3600);
     p.range("health.picture_alarm_seconds".into(), config.health.picture_alarm_seconds, 1, 3600);
     let disk = &config.disk;

@@ -54,10 +54,15 @@ This folder is an export of one court session recorded by courtbox.
                        (manifest-N.rec: later revisions, sealing captions added afterwards)
   captions/            captions.json (checked against the chain), WebVTT and SRT per
                        microphone and merged with role labels
-  device.pub           the recording box's public key (PEM)
+  checkpoints/         NNNNNNNN.note: signed checkpoints of the chain made while it was
+                       recorded (also in central storage); NNNNNNNN.tsr: RFC 3161 tokens
+  device.pub           the recording box's public key (PEM), for convenience: trust it only
+                       if its fingerprint is the one the court registered
   playable/            one file per source for viewing; derived, not part of the record
 
 Check everything with:  courtbox verify <this folder> --key <the box's registered public key>
+   (or --fingerprint SHA256:..., or --trusted-keys <the court's list>), and add
+   --against s3://bucket/prefix/<court>/<room> to compare with the store's checkpoints
 ";
 
 /// Writes session `id` (full id or unique prefix) into `dest`, which must not exist or be
@@ -101,6 +106,19 @@ pub fn export_session(
     for (revision, body) in &manifests {
         let path = dest.join(layout::manifest_file(*revision));
         io(&path, std::fs::write(&path, body))?;
+    }
+    let checkpoints = reader.checkpoints(&crate::witness::Log::Session(session.id))?;
+    if !checkpoints.is_empty() {
+        io(dest, std::fs::create_dir_all(dest.join(crate::witness::checkpoint::CHECKPOINTS_DIR)))?;
+    }
+    for c in &checkpoints {
+        use crate::witness::checkpoint::{NOTE, TOKEN, checkpoint_file};
+        let path = dest.join(checkpoint_file(c.seq, NOTE));
+        io(&path, std::fs::write(&path, &c.note))?;
+        if let Some(token) = &c.token {
+            let path = dest.join(checkpoint_file(c.seq, TOKEN));
+            io(&path, std::fs::write(&path, token))?;
+        }
     }
     let captions = reader.captions(session.id)?;
     if !captions.is_empty() {

@@ -2,7 +2,8 @@
 //! and signed like the record, so that an auditor can tell that none was altered, removed
 //! or inserted afterwards.
 
-use super::{DeviceKey, PublicKey, SignedDoc, ZERO_HASH, sha256_hex};
+use super::record::check_signature;
+use super::{Context, DeviceKey, FORMAT_VERSION, PublicKey, SignedDoc, ZERO_HASH, sha256_hex};
 use crate::base::WallTime;
 use serde::{Deserialize, Serialize};
 
@@ -41,7 +42,7 @@ pub fn next_entry(
         _ => "failed",
     };
     let body = AuditBody {
-        v: 1,
+        v: FORMAT_VERSION,
         index: prev.map_or(0, |(i, _)| i + 1),
         prev: prev.map_or_else(|| ZERO_HASH.to_string(), |(_, b)| sha256_hex(b)),
         device: key.public().key_id(),
@@ -52,7 +53,7 @@ pub fn next_entry(
         outcome: outcome.into(),
         status,
     };
-    SignedDoc::sign(&body, key)
+    SignedDoc::sign(&body, key, Context::AuditEntry)
 }
 
 /// A stored audit entry: its body exactly as signed, and the signature.
@@ -65,8 +66,8 @@ pub fn verify_audit(entries: &[SignedEntry], key: &PublicKey) -> Vec<String> {
     let mut prev_hash = ZERO_HASH.to_string();
     for (position, (body, signature)) in entries.iter().enumerate() {
         let name = format!("audit entry #{position}");
-        if !key.verify(body, signature) {
-            faults.push(format!("{name}: bad signature (altered or not made by this device)"));
+        if let Err(e) = check_signature(key, Context::AuditEntry, body, signature) {
+            faults.push(format!("{name}: bad signature (altered or not made by this device): {e}"));
         }
         match serde_json::from_slice::<AuditBody>(body) {
             Ok(b) => {

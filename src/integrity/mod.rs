@@ -8,17 +8,20 @@
 mod audit;
 mod keys;
 mod record;
+mod trust;
 mod verify;
 
 pub use audit::{AuditBody, SignedEntry, next_entry as next_audit_entry, verify_audit};
 pub use keys::{DeviceKey, KeyError, PublicKey};
 pub use record::{
-    CONTINUITY_TOLERANCE_NS, CaptionItem, CaptionOrigin, Entry, FORMAT_VERSION, Hearing, ManifestBody, RECESS_REASON,
-    RecordBody, RunCause, SignedDoc, SignedDocError, ZERO_HASH, sha256, sha256_hex,
+    CONTINUITY_TOLERANCE_NS, CaptionItem, CaptionOrigin, Context, Entry, FORMAT_VERSION, Hearing, ManifestBody,
+    RECESS_REASON, RecordBody, RunCause, SignedDoc, SignedDocError, ZERO_HASH, body_version, check_signature, sha256,
+    sha256_hex,
 };
+pub use trust::{Fingerprint, TrustAnchor, TrustError, TrustList, TrustedKey, fingerprint};
 pub use verify::{
-    Fault, FaultKind, LocalFolder, Report, SessionFolder, SourceCoverage, completeness_line, coverage, digest_reader,
-    verify, verify_folder,
+    Fault, FaultKind, LocalFolder, Report, SessionFolder, SourceCoverage, Verdict, VerifyOptions, completeness_line,
+    coverage, digest_reader, verify, verify_folder,
 };
 
 /// File layout of a session folder, shared by the spool, exports and central storage.

@@ -13,8 +13,56 @@ use uuid::Uuid;
 
 use super::{DeviceKey, PublicKey};
 
-/// Version of the record body format, written into every record.
-pub const FORMAT_VERSION: u32 = 1;
+/// Version of the record body format, written into every record, manifest and audit entry.
+/// Version 2 binds a context string into every signature (`Context`); version 1 signed the
+/// bare body and still verifies.
+pub const FORMAT_VERSION: u32 = 2;
+
+/// What a signature is for. From format version 2 the signed message is the context label,
+/// a NUL byte, then the body: a signature made for one kind of document can never be passed
+/// off as another (an audit entry as a record, a record as device info).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Context {
+    Record,
+    Manifest,
+    AuditEntry,
+    DeviceInfo,
+    KeyRotation,
+}
+
+impl Context {
+    pub fn label(self) -> &'static str {
+        match self {
+            Context::Record => "courtbox/v2/record",
+            Context::Manifest => "courtbox/v2/manifest",
+            Context::AuditEntry => "courtbox/v2/audit-entry",
+            Context::DeviceInfo => "courtbox/v2/device-info",
+            Context::KeyRotation => "courtbox/v2/key-rotation",
+        }
+    }
+
+    /// The exact bytes a version-`v` signature covers.
+    pub fn message(self, version: u32, body: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+        if version < 2 {
+            return std::borrow::Cow::Borrowed(body);
+        }
+        let mut m = Vec::with_capacity(self.label().len() + 1 + body.len());
+        m.extend_from_slice(self.label().as_bytes());
+        m.push(0);
+        m.extend_from_slice(body);
+        std::borrow::Cow::Owned(m)
+    }
+}
+
+/// The `v` of a signed body, read before its signature is checked (it decides which bytes
+/// were signed; a wrong `v` only makes the signature fail).
+pub fn body_version(body: &[u8]) -> Option<u32> {
+    #[derive(Deserialize)]
+    struct Versioned {
+        v: u32,
+    }
+    serde_json::from_slice::<Versioned>(body).ok().map(|b| b.v)
+}
 
 /// The `prev` of the first record of a session.
 pub const ZERO_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -315,6 +363,8 @@ pub enum SignedDocError {
     WrongKey { found: String, expected: String },
     #[error("body is not a valid record: {0}")]
     Body(String),
+    #[error("format version {0:?} is not one this courtbox knows (1 or 2)")]
+    UnknownVersion(Option<u32>),
 }
 
 #[derive(Serialize, Deserialize)]
@@ -334,9 +384,16 @@ pub struct SignedDoc {
 }
 
 impl SignedDoc {
-    pub fn sign<T: Serialize>(body: &T, key: &DeviceKey) -> SignedDoc {
+    /// Signs a body under the current format (its `v` must be `FORMAT_VERSION`).
+    pub fn sign<T: Serialize>(body: &T, key: &DeviceKey, context: Context) -> SignedDoc {
+        Self::sign_as(body, key, context, FORMAT_VERSION)
+    }
+
+    /// Signs as format `version` would. Version 1 exists only to make v1 documents for the
+    /// tests and tools that check that v1 keeps verifying.
+    pub fn sign_as<T: Serialize>(body: &T, key: &DeviceKey, context: Context, version: u32) -> SignedDoc {
         let body = serde_json::to_vec(body).expect("record bodies serialize");
-        let signature = key.sign(&body);
+        let signature = key.sign(&context.message(version, &body));
         SignedDoc { body, signature, key_id: key.public().key_id() }
     }
 
@@ -370,15 +427,33 @@ impl SignedDoc {
     }
 
     /// Checks the signature with the trusted key, then decodes the body.
-    pub fn open<T: for<'de> Deserialize<'de>>(&self, key: &PublicKey) -> Result<T, SignedDocError> {
+    pub fn open<T: for<'de> Deserialize<'de>>(&self, key: &PublicKey, context: Context) -> Result<T, SignedDocError> {
         if self.key_id != key.key_id() {
             return Err(SignedDocError::WrongKey { found: self.key_id.clone(), expected: key.key_id() });
         }
-        if !key.verify(&self.body, &self.signature) {
-            return Err(SignedDocError::BadSignature);
-        }
+        check_signature(key, context, &self.body, &self.signature)?;
         serde_json::from_slice(&self.body).map_err(|e| SignedDocError::Body(e.to_string()))
     }
+
+    /// The format version the body declares (unverified until `open` succeeds).
+    pub fn version(&self) -> Option<u32> {
+        body_version(&self.body)
+    }
+}
+
+/// Checks a signature over a body as its declared format version signed it; returns the
+/// version.
+pub fn check_signature(
+    key: &PublicKey,
+    context: Context,
+    body: &[u8],
+    signature: &[u8],
+) -> Result<u32, SignedDocError> {
+    let version = match body_version(body) {
+        Some(v @ 1..=FORMAT_VERSION) => v,
+        other => return Err(SignedDocError::UnknownVersion(other)),
+    };
+    if key.verify(&context.message(version, body), signature) { Ok(version) } else { Err(SignedDocError::BadSignature) }
 }
 
 #[cfg(test)]
@@ -404,8 +479,29 @@ mod tests {
         let json = String::from_utf8(serde_json::to_vec(&b).unwrap()).unwrap();
         assert_eq!(
             json,
-            r#"{"v":1,"session":"00000000-0000-0000-0000-000000000000","index":0,"prev":"0000000000000000000000000000000000000000000000000000000000000000","device":"abcd","wall":"2023-11-14T22:13:20.000Z","entry":{"kind":"mark","media":5,"text":"Witness sworn in"}}"#
+            r#"{"v":2,"session":"00000000-0000-0000-0000-000000000000","index":0,"prev":"0000000000000000000000000000000000000000000000000000000000000000","device":"abcd","wall":"2023-11-14T22:13:20.000Z","entry":{"kind":"mark","media":5,"text":"Witness sworn in"}}"#
         );
+    }
+
+    #[test]
+    fn a_v1_document_verifies_as_v1_and_cannot_be_relabelled_v2() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = DeviceKey::create(&dir.path().join("k")).unwrap();
+        let mut b = body(Entry::Mark { media: MediaTime(5), text: "sworn".into(), by: None });
+        b.v = 1;
+        let v1 = SignedDoc::sign_as(&b, &key, Context::Record, 1);
+        assert_eq!(check_signature(&key.public(), Context::Record, &v1.body, &v1.signature).unwrap(), 1);
+        // v1 signed the bare body, so the context does not matter there; a body edited to
+        // claim v2 no longer matches its signature.
+        let relabelled = String::from_utf8(v1.body.clone()).unwrap().replacen("\"v\":1", "\"v\":2", 1);
+        assert!(check_signature(&key.public(), Context::Record, relabelled.as_bytes(), &v1.signature).is_err());
+        let mut b3 = b.clone();
+        b3.v = 3;
+        let v3 = SignedDoc::sign_as(&b3, &key, Context::Record, 2);
+        assert!(matches!(
+            check_signature(&key.public(), Context::Record, &v3.body, &v3.signature),
+            Err(SignedDocError::UnknownVersion(Some(3)))
+        ));
     }
 
     proptest! {
@@ -416,15 +512,17 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let key = DeviceKey::create(&dir.path().join("k")).unwrap();
             let b = body(Entry::Mark { media: MediaTime(media), text, by: None });
-            let doc = SignedDoc::sign(&b, &key);
+            let doc = SignedDoc::sign(&b, &key, Context::Record);
             let parsed = SignedDoc::parse(&doc.to_bytes()).unwrap();
             prop_assert_eq!(&parsed, &doc);
-            prop_assert_eq!(parsed.open::<RecordBody>(&key.public()).unwrap(), b);
+            prop_assert_eq!(parsed.open::<RecordBody>(&key.public(), Context::Record).unwrap(), b);
+            // The same signature does not make it another kind of document.
+            prop_assert!(parsed.open::<RecordBody>(&key.public(), Context::AuditEntry).is_err());
 
             let mut tampered = doc.clone();
             let i = flip.index(tampered.body.len());
             tampered.body[i] ^= 1 << bit;
-            prop_assert!(tampered.open::<RecordBody>(&key.public()).is_err());
+            prop_assert!(tampered.open::<RecordBody>(&key.public(), Context::Record).is_err());
         }
     }
 }

@@ -3,7 +3,10 @@
 //! source. It names each fault precisely and keeps going, so one run lists all of them.
 
 use super::layout;
-use super::record::{CONTINUITY_TOLERANCE_NS, CaptionOrigin, Entry, ManifestBody, RecordBody, SignedDoc, ZERO_HASH};
+use super::record::{
+    CONTINUITY_TOLERANCE_NS, CaptionOrigin, Context, Entry, ManifestBody, RecordBody, SignedDoc, ZERO_HASH,
+};
+use super::trust::{TrustAnchor, fingerprint};
 use super::{PublicKey, SignedDocError};
 use crate::base::MediaTime;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -32,6 +35,9 @@ pub enum FaultKind {
     UnexplainedGap,
     Manifest,
     Structure,
+    /// A checkpoint (in the folder or in the central store) disagrees with the chain, or a
+    /// timestamp token does not verify.
+    Witness,
 }
 
 impl FaultKind {
@@ -50,6 +56,7 @@ impl FaultKind {
             FaultKind::UnexplainedGap => "unexplained gap",
             FaultKind::Manifest => "manifest",
             FaultKind::Structure => "structure",
+            FaultKind::Witness => "witness",
         }
     }
 }
@@ -66,11 +73,64 @@ impl fmt::Display for Fault {
     }
 }
 
+/// What `verify` concludes, in order of precedence, and its exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Every check passed, the key is vouched for, and the chain is sealed.
+    Verified,
+    /// As `Verified`, for a session still recording (`--allow-open`): the records so far.
+    VerifiedOpen,
+    /// At least one fault.
+    NotVerified,
+    /// No fault, but no trust anchor vouches for the key that signed it.
+    UntrustedKey,
+    /// No fault, but the chain is not sealed (no closing manifest) or announces something
+    /// that is not there: its end could have been cut off.
+    Incomplete,
+}
+
+impl Verdict {
+    /// 0 verified, 1 not verified, 3 untrusted key, 4 incomplete (2 is a usage error).
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Verdict::Verified | Verdict::VerifiedOpen => 0,
+            Verdict::NotVerified => 1,
+            Verdict::UntrustedKey => 3,
+            Verdict::Incomplete => 4,
+        }
+    }
+}
+
+/// How to verify: the trust anchor, and what else to check against.
+#[derive(Default)]
+pub struct VerifyOptions<'a> {
+    pub anchor: TrustAnchor,
+    /// Accept a chain without its closing manifest (a session known to be recording).
+    pub allow_open: bool,
+    /// The central copy of the session (`--against`): its checkpoints are compared with
+    /// this folder's chain.
+    pub against: Option<&'a dyn SessionFolder>,
+    /// The pinned TSA, to check timestamp tokens and state attested times.
+    pub tsa: Option<&'a crate::witness::tsa::TsaPin>,
+    /// A box clock further than this from the TSA's is flagged.
+    pub clock_tolerance_s: u64,
+}
+
 #[derive(Debug, Default)]
 pub struct Report {
     pub folder: String,
     pub session: Option<Uuid>,
     pub key_id: Option<String>,
+    /// Format version of the chain (1 or 2).
+    pub format_version: Option<u32>,
+    /// What vouches for the key; `None`: nothing does.
+    pub trusted_by: Option<String>,
+    /// Why the chain is not known to be complete (no closing manifest, announced records
+    /// missing).
+    pub open: Vec<String>,
+    pub allow_open: bool,
+    /// What the checkpoints and timestamps say (one line each).
+    pub witness: Vec<String>,
     pub records: u64,
     pub segments: u64,
     pub gaps: u64,
@@ -135,28 +195,45 @@ pub fn coverage(records: &[&RecordBody]) -> Vec<SourceCoverage> {
         .collect()
 }
 
-/// One line that keeps completeness apart from integrity: `COMPLETE: 6 of 6 sources
-/// recorded …`, or `INCOMPLETE: hall recorded nothing (why)`.
+/// One line that keeps the sources' coverage apart from integrity: `ALL SOURCES RECORDED: 6
+/// of 6 sources recorded …`, or `SOURCES MISSING: hall recorded nothing (why)`. (Its words
+/// differ from the INCOMPLETE verdict, which is about the chain's end.)
 pub fn completeness_line(coverage: &[SourceCoverage]) -> String {
     let silent: Vec<&SourceCoverage> = coverage.iter().filter(|c| c.recorded_s < 0.5).collect();
     if coverage.is_empty() {
-        return "INCOMPLETE: no source recorded anything".into();
+        return "SOURCES MISSING: no source recorded anything".into();
     }
     if !silent.is_empty() {
         let names = silent.iter().map(|c| c.source.as_str()).collect::<Vec<_>>().join(", ");
         let why = silent.iter().find_map(|c| c.longest_gap.as_deref()).unwrap_or("no gap record says why");
-        return format!("INCOMPLETE: {names} recorded nothing ({why})");
+        return format!("SOURCES MISSING: {names} recorded nothing ({why})");
     }
     let lo = coverage.iter().map(|c| c.recorded_s).fold(f64::INFINITY, f64::min);
     let hi = coverage.iter().map(|c| c.recorded_s).fold(0.0, f64::max);
     let session = coverage[0].session_s;
     let each = if hi - lo < 0.5 { format!("{hi:.0} s") } else { format!("{lo:.0}–{hi:.0} s") };
-    format!("COMPLETE: {n} of {n} sources recorded {each} of the session's {session:.0} s", n = coverage.len())
+    format!(
+        "ALL SOURCES RECORDED: {n} of {n} sources recorded {each} of the session's {session:.0} s",
+        n = coverage.len()
+    )
 }
 
 impl Report {
     pub fn ok(&self) -> bool {
         self.faults.is_empty()
+    }
+    pub fn verdict(&self) -> Verdict {
+        if !self.ok() {
+            Verdict::NotVerified
+        } else if self.trusted_by.is_none() {
+            Verdict::UntrustedKey
+        } else if !self.open.is_empty() && !self.allow_open {
+            Verdict::Incomplete
+        } else if !self.open.is_empty() {
+            Verdict::VerifiedOpen
+        } else {
+            Verdict::Verified
+        }
     }
     fn fault(&mut self, kind: FaultKind, message: String) {
         self.faults.push(Fault { kind, message });
@@ -169,8 +246,13 @@ impl fmt::Display for Report {
         if let Some(s) = self.session {
             writeln!(f, "session:  {s}")?;
         }
+        if let Some(v) = self.format_version {
+            let old = if v < 2 { " (no context strings in its signatures: made before format v2)" } else { "" };
+            writeln!(f, "format:   v{v}{old}")?;
+        }
         if let Some(k) = &self.key_id {
-            writeln!(f, "key:      {k}")?;
+            let by = self.trusted_by.as_deref().unwrap_or("NOTHING vouches for it");
+            writeln!(f, "key:      {k}, trusted by {by}")?;
         }
         writeln!(
             f,
@@ -183,6 +265,9 @@ impl fmt::Display for Report {
         )?;
         for n in &self.notes {
             writeln!(f, "note: {n}")?;
+        }
+        for w in &self.witness {
+            writeln!(f, "witness:  {w}")?;
         }
         // Every fault is listed; a chain re-signed with a foreign key produces one per
         // record, which is summarized after the first few of each kind.
@@ -201,10 +286,28 @@ impl fmt::Display for Report {
             let gap = c.longest_gap.as_deref().map(|g| format!("; longest gap: {g}")).unwrap_or_default();
             writeln!(f, "source:   {:<12} {:.1} s recorded of {:.1} s{gap}", c.source, c.recorded_s, c.session_s)?;
         }
-        if self.ok() {
-            writeln!(f, "VERIFIED: every signature, chain link, media byte and gap checks out")?;
-        } else {
-            writeln!(f, "NOT VERIFIED: {} fault(s)", self.faults.len())?;
+        let key = self.key_id.as_deref().unwrap_or("?");
+        match self.verdict() {
+            Verdict::Verified => {
+                writeln!(f, "VERIFIED: every signature, chain link, media byte and gap checks out")?;
+            }
+            Verdict::VerifiedOpen => writeln!(
+                f,
+                "VERIFIED (OPEN SESSION): the {} records so far check out; {}",
+                self.records,
+                self.open.join("; ")
+            )?,
+            Verdict::NotVerified => writeln!(f, "NOT VERIFIED: {} fault(s)", self.faults.len())?,
+            Verdict::UntrustedKey => writeln!(
+                f,
+                "UNTRUSTED KEY: everything checks out against key {key}, but nothing outside the record vouches for \
+                 that key; give --key, --fingerprint or --trusted-keys"
+            )?,
+            Verdict::Incomplete => writeln!(
+                f,
+                "INCOMPLETE: {}; what is there checks out (--allow-open accepts a session known to be still recording)",
+                self.open.join("; ")
+            )?,
         }
         // VERIFIED says the record is intact, not that every source is in it: say both, on
         // a line of its own that no verdict line can be mistaken for. A check that stopped
@@ -224,6 +327,11 @@ pub trait SessionFolder {
     fn read(&self, path: &str) -> std::io::Result<Option<Vec<u8>>>;
     /// Size and SHA-256 of a file, streamed; `None` when absent.
     fn digest(&self, path: &str) -> std::io::Result<Option<(u64, [u8; 32])>>;
+    /// The registration of a device key beside the folder (`devices/{id}.pub` in a store);
+    /// `None` where there is none (an export).
+    fn registered_key(&self, _key_id: &str) -> std::io::Result<Option<Vec<u8>>> {
+        Ok(None)
+    }
 }
 
 pub struct LocalFolder(pub PathBuf);
@@ -284,8 +392,8 @@ pub fn digest_reader(reader: &mut impl Read) -> std::io::Result<(u64, [u8; 32])>
 }
 
 /// Verifies a session folder on the local file system.
-pub fn verify_folder(dir: &Path, trusted: Option<&PublicKey>) -> Report {
-    verify(&LocalFolder(dir.to_path_buf()), trusted)
+pub fn verify_folder(dir: &Path, options: &VerifyOptions) -> Report {
+    verify(&LocalFolder(dir.to_path_buf()), options)
 }
 
 struct SegmentInfo {
@@ -296,10 +404,11 @@ struct SegmentInfo {
     end: MediaTime,
 }
 
-/// Verifies any session folder. `trusted` is the device's registered public key; without it
-/// the key shipped in the folder is used, and the report says so.
-pub fn verify(folder: &dyn SessionFolder, trusted: Option<&PublicKey>) -> Report {
-    let mut report = Report { folder: folder.describe(), ..Default::default() };
+/// Verifies any session folder. Without a trust anchor every check still runs (with the key
+/// the folder ships, or the store's registration of the key that signed record #0), but the
+/// verdict can only be UNTRUSTED KEY.
+pub fn verify(folder: &dyn SessionFolder, options: &VerifyOptions) -> Report {
+    let mut report = Report { folder: folder.describe(), allow_open: options.allow_open, ..Default::default() };
     let files = match folder.list() {
         Ok(f) => f,
         Err(e) => {
@@ -307,15 +416,16 @@ pub fn verify(folder: &dyn SessionFolder, trusted: Option<&PublicKey>) -> Report
             return report;
         }
     };
-    let Some(key) = choose_key(folder, trusted, &mut report) else { return report };
+    let Some(key) = choose_key(folder, &options.anchor, &mut report) else { return report };
     report.key_id = Some(key.key_id());
 
     // Chain files, by the index in their name.
     let mut chain_files: BTreeMap<u64, String> = BTreeMap::new();
     for f in files.iter().filter(|f| f.starts_with(&format!("{}/", layout::CHAIN_DIR))) {
         let name = &f[layout::CHAIN_DIR.len() + 1..];
-        match name.strip_suffix(".rec").and_then(|n| n.parse::<u64>().ok()) {
-            Some(i) if name.len() == 12 => {
+        let digits = name.strip_suffix(".rec").filter(|n| n.len() == 8 && n.bytes().all(|b| b.is_ascii_digit()));
+        match digits.and_then(|n| n.parse::<u64>().ok()) {
+            Some(i) => {
                 chain_files.insert(i, f.clone());
             }
             _ => report.fault(FaultKind::Structure, format!("{f}: unexpected file in the chain folder")),
@@ -351,7 +461,7 @@ pub fn verify(folder: &dyn SessionFolder, trusted: Option<&PublicKey>) -> Report
             }
         };
         hashes.push(Some(doc.hash()));
-        let body: RecordBody = match doc.open(&key) {
+        let body: RecordBody = match doc.open(&key, Context::Record) {
             Ok(b) => b,
             Err(SignedDocError::BadSignature) => {
                 // Say what the record claims to be (unverified) so the fault can be found.
@@ -390,6 +500,14 @@ pub fn verify(folder: &dyn SessionFolder, trusted: Option<&PublicKey>) -> Report
                     describe_entry(&body.entry),
                     body.session
                 ),
+            ),
+            Some(_) => {}
+        }
+        match report.format_version {
+            None => report.format_version = Some(body.v),
+            Some(v) if v != body.v => report.fault(
+                FaultKind::Structure,
+                format!("{path}: record #{i} is format v{} in a v{v} chain: records of two formats were mixed", body.v),
             ),
             Some(_) => {}
         }
@@ -437,17 +555,56 @@ pub fn verify(folder: &dyn SessionFolder, trusted: Option<&PublicKey>) -> Report
     check_media(folder, &files, &valid, &mut report);
     report.coverage = coverage(&valid);
     check_manifest(folder, &files, &key, session, &hashes, &valid, &mut report);
+    check_announced(&valid, &mut report);
     check_captions_file(folder, &valid, &mut report);
-    if trusted.is_none() {
-        report.notes.push(format!(
-            "trusted the key shipped in the folder ({}); pass --key with the device's registered public key to rule out a re-signed copy",
-            key.key_id()
-        ));
+    if let (TrustAnchor::List(list), Some(first)) = (&options.anchor, valid.first())
+        && let Some(entry) = list.by_key_id(&key.key_id())
+        && !entry.valid_at(first.wall)
+    {
+        report.fault(
+            FaultKind::Key,
+            format!(
+                "the session started at {} (box clock), signed by key {}, which the trust list gives as {}: \
+                 signed outside the key's validity",
+                first.wall,
+                key.key_id(),
+                entry.describe_interval()
+            ),
+        );
+    }
+    if let Some(session) = session {
+        let chain: Vec<Option<[u8; 32]>> = hashes.clone();
+        crate::witness::verify::check_checkpoints(folder, &files, options, &key, session, &chain, &mut report);
     }
     report
 }
 
-fn choose_key(folder: &dyn SessionFolder, trusted: Option<&PublicKey>, report: &mut Report) -> Option<PublicKey> {
+/// Records that announce others: a `captions_behind` is resolved by a later `captions` record
+/// naming it (`backlog_of`); until then the chain is not known to be complete (transcription
+/// pending, or the records and manifest revision that resolved it were cut off).
+fn check_announced(records: &[&RecordBody], report: &mut Report) {
+    let resolved: BTreeSet<u64> = records
+        .iter()
+        .filter_map(|r| match &r.entry {
+            Entry::Captions { backlog_of: Some(i), .. } => Some(*i),
+            _ => None,
+        })
+        .collect();
+    let pending: Vec<String> = records
+        .iter()
+        .filter(|r| matches!(r.entry, Entry::CaptionsBehind { .. }) && !resolved.contains(&r.index))
+        .map(|r| format!("#{}", r.index))
+        .collect();
+    if !pending.is_empty() {
+        report.open.push(format!(
+            "record(s) {} announce captions transcribed later, and no record brings them (transcription pending, or \
+             they were cut off with their manifest revision)",
+            pending.join(", ")
+        ));
+    }
+}
+
+fn choose_key(folder: &dyn SessionFolder, anchor: &TrustAnchor, report: &mut Report) -> Option<PublicKey> {
     let shipped = match folder.read(layout::PUBLIC_KEY) {
         Ok(Some(bytes)) => match PublicKey::from_pem(&String::from_utf8_lossy(&bytes)) {
             Ok(k) => Some(k),
@@ -462,27 +619,90 @@ fn choose_key(folder: &dyn SessionFolder, trusted: Option<&PublicKey>, report: &
             None
         }
     };
-    match (trusted, shipped) {
-        (Some(t), Some(s)) if *t != s => {
+    // The key id on record #0's signature line: unverified, used only to pick among keys
+    // that something else vouches for (or, with no anchor, to find one to check with).
+    let signer = folder
+        .read(&layout::record_file(0))
+        .ok()
+        .flatten()
+        .and_then(|b| SignedDoc::parse(&b).ok())
+        .map(|d| d.key_id)
+        .filter(|id| id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit()));
+    let registered = |id: &str| -> Option<PublicKey> {
+        folder.registered_key(id).ok().flatten().and_then(|b| PublicKey::from_pem(&String::from_utf8_lossy(&b)).ok())
+    };
+    let rekeyed = |report: &mut Report, trusted: &PublicKey| {
+        if let Some(s) = shipped
+            && s != *trusted
+        {
             report.fault(
                 FaultKind::Key,
                 format!(
                     "{} in the folder is key {}, not the trusted device key {}: the folder was re-keyed",
                     layout::PUBLIC_KEY,
                     s.key_id(),
-                    t.key_id()
+                    trusted.key_id()
                 ),
             );
-            Some(*t)
         }
-        (Some(t), _) => Some(*t),
-        (None, Some(s)) => Some(s),
-        (None, None) => {
-            report.fault(
-                FaultKind::Key,
-                format!("no public key: the folder has no {} and no --key was given", layout::PUBLIC_KEY),
-            );
-            None
+    };
+    match anchor {
+        TrustAnchor::Key(k) => {
+            rekeyed(report, k);
+            report.trusted_by = Some("the key given with --key".into());
+            Some(*k)
+        }
+        TrustAnchor::Fingerprint(fp) => {
+            let found = shipped.filter(|k| fp.matches(k)).or_else(|| registered(fp.key_id()).filter(|k| fp.matches(k)));
+            match found {
+                Some(k) => {
+                    rekeyed(report, &k);
+                    report.trusted_by = Some(format!("its fingerprint {}", fingerprint(&k)));
+                    Some(k)
+                }
+                None => {
+                    let what = shipped.map(|s| format!("{} is key {}", layout::PUBLIC_KEY, fingerprint(&s)));
+                    report.fault(
+                        FaultKind::Key,
+                        format!(
+                            "no key with fingerprint SHA256:{} here ({}): this is not that device's record, or it was re-keyed",
+                            fp.0,
+                            what.unwrap_or_else(|| "no key is shipped or registered".into())
+                        ),
+                    );
+                    None
+                }
+            }
+        }
+        TrustAnchor::List(list) => {
+            let Some(entry) = signer.as_deref().and_then(|id| list.by_key_id(id)) else {
+                report.fault(
+                    FaultKind::Key,
+                    format!(
+                        "record #0 is signed by key {}, which is not in the trust list ({} keys)",
+                        signer.as_deref().unwrap_or("(unreadable)"),
+                        list.keys.len()
+                    ),
+                );
+                return None;
+            };
+            rekeyed(report, &entry.key);
+            let place = match (&entry.court, &entry.room) {
+                (Some(c), Some(r)) => format!(" ({c}/{r})"),
+                _ => String::new(),
+            };
+            report.trusted_by = Some(format!("the trust list{place}, {}", entry.describe_interval()));
+            Some(entry.key)
+        }
+        TrustAnchor::None => {
+            let found = shipped.or_else(|| signer.as_deref().and_then(registered));
+            if found.is_none() {
+                report.fault(
+                    FaultKind::Key,
+                    format!("no public key: the folder has no {} and no trust anchor was given", layout::PUBLIC_KEY),
+                );
+            }
+            found
         }
     }
 }
@@ -657,7 +877,9 @@ fn check_media(folder: &dyn SessionFolder, files: &[String], records: &[&RecordB
 
     for f in files {
         let top = f.split('/').next().unwrap_or("");
-        let is_media = f.contains('/') && top != layout::CHAIN_DIR && top != "playable" && top != layout::CAPTIONS_DIR;
+        let is_media = f.contains('/')
+            && ![layout::CHAIN_DIR, "playable", layout::CAPTIONS_DIR, crate::witness::checkpoint::CHECKPOINTS_DIR]
+                .contains(&top);
         if is_media && !referenced.contains(f.as_str()) {
             report.notes.push(format!("{f} is not referenced by any record: it is not part of the record"));
         }
@@ -724,8 +946,8 @@ fn check_manifest(
         if stop_index.is_some() {
             report.fault(FaultKind::Manifest, format!("the session was stopped but {} is missing", layout::MANIFEST));
         } else {
-            report.notes.push(format!(
-                "no manifest: the session is still recording or was cut off; records after #{} could be missing without trace",
+            report.open.push(format!(
+                "no closing manifest: the session is still recording or its end was cut off after record #{}",
                 hashes.len().saturating_sub(1)
             ));
         }
@@ -745,7 +967,7 @@ fn check_manifest(
             .read(file)
             .map_err(|e| e.to_string())
             .and_then(|b| SignedDoc::parse(&b.unwrap_or_default()).map_err(|e| e.to_string()))
-            .and_then(|d| d.open(key).map_err(|e| e.to_string()))
+            .and_then(|d| d.open(key, Context::Manifest).map_err(|e| e.to_string()))
         {
             Ok(b) => b,
             Err(e) => {
@@ -755,6 +977,12 @@ fn check_manifest(
         };
         if body.revision != *rev {
             report.fault(FaultKind::Manifest, format!("{file} holds manifest revision {}", body.revision));
+        }
+        if body.device != key.key_id() {
+            report.fault(FaultKind::Manifest, format!("{file} names device key {}, not {}", body.device, key.key_id()));
+        }
+        if report.format_version.is_some_and(|v| v != body.v) {
+            report.fault(FaultKind::Manifest, format!("{file} is format v{} in a chain of another format", body.v));
         }
         if Some(body.session) != session {
             report.fault(FaultKind::ForeignRecord, format!("{file} belongs to session {}", body.session));
@@ -921,10 +1149,10 @@ mod tests {
         assert_eq!(c.len(), 2);
         assert_eq!(
             completeness_line(&c),
-            "INCOMPLETE: hall recorded nothing (device hall cannot start: no element textoverlay (install gstreamer1.0-x))"
+            "SOURCES MISSING: hall recorded nothing (device hall cannot start: no element textoverlay (install gstreamer1.0-x))"
         );
         let records = [body(run), body(segment("judge", 0, 60)), body(segment("hall", 0, 60)), body(stop)];
         let c = coverage(&records.iter().collect::<Vec<_>>());
-        assert_eq!(completeness_line(&c), "COMPLETE: 2 of 2 sources recorded 60 s of the session's 60 s");
+        assert_eq!(completeness_line(&c), "ALL SOURCES RECORDED: 2 of 2 sources recorded 60 s of the session's 60 s");
     }
 }

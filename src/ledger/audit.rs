@@ -2,7 +2,8 @@
 
 use super::LedgerError;
 use super::read::Reader;
-use super::writer::Writer;
+use super::witness::write_checkpoint;
+use super::writer::{Priority, Writer, insert_upload_job};
 use rusqlite::{OptionalExtension, params};
 
 impl Reader {
@@ -38,6 +39,27 @@ impl Writer {
             tx.execute(
                 "INSERT INTO audit (idx, body, signature) VALUES (?1, ?2, ?3)",
                 params![idx, doc.body, doc.signature.to_vec()],
+            )?;
+            // Each entry leaves the box at once, with a checkpoint of the whole chain: whoever
+            // can write ledger.db can no longer drop its newest entries unnoticed.
+            insert_upload_job(
+                tx,
+                None,
+                &format!("audit/entries/{idx:08}.rec"),
+                "audit_entry",
+                None,
+                Some(&doc.to_bytes()),
+                wall,
+                Priority::Witness,
+            )?;
+            write_checkpoint(
+                tx,
+                &key,
+                &crate::witness::Log::Audit,
+                idx as u64 + 1,
+                doc.hash(),
+                crate::witness::Cause::Audit,
+                wall,
             )?;
             Ok(idx as u64)
         })

@@ -6,11 +6,13 @@ mod audit;
 mod credentials;
 mod read;
 mod uploads;
+mod witness;
 mod writer;
 
 pub use credentials::CredentialRow;
 pub use read::{CaptionRow, Reader, RecordRow, RunRow, SegmentRow, SessionRow};
 pub use uploads::{Alarm, Evictable, Payload, UploadBacklog, UploadJob};
+pub use witness::CheckpointRow;
 pub use writer::{Committed, NewSession, SegmentCommit, Writer};
 
 use crate::base::Clocks;
@@ -22,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use thiserror::Error;
 
-pub const SCHEMA_VERSION: i32 = 5;
+pub const SCHEMA_VERSION: i32 = 6;
 const SCHEMA: &str = include_str!("schema.sql");
 /// `(version, sql)`: the script that upgrades `version - 1` to `version`.
 const MIGRATIONS: &[(i32, &str)] = &[
@@ -31,6 +33,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (3, include_str!("migrations/003_alarms.sql")),
     (4, include_str!("migrations/004_audit.sql")),
     (5, include_str!("migrations/005_credentials.sql")),
+    (6, include_str!("migrations/006_witness.sql")),
 ];
 
 #[derive(Debug, Error)]
@@ -204,6 +207,7 @@ mod tests {
                     .collect::<Vec<_>>()
                     .join(" ")
                     .replace("CREATE TABLE \"runs\"", "CREATE TABLE runs")
+                    .replace("CREATE TABLE \"upload_jobs\"", "CREATE TABLE upload_jobs")
             })
             .collect()
     }
@@ -277,14 +281,14 @@ mod tests {
         let mut prev = ZERO_HASH.to_string();
         for (i, r) in rows.iter().enumerate() {
             let doc = SignedDoc { body: r.body.clone(), signature: r.signature, key_id: key.public().key_id() };
-            let body: RecordBody = doc.open(&key.public()).unwrap();
+            let body: RecordBody = doc.open(&key.public(), crate::integrity::Context::Record).unwrap();
             assert_eq!((body.index, body.prev.as_str()), (i as u64, prev.as_str()));
             assert_eq!(doc.hash(), r.hash);
             prev = hex::encode(r.hash);
         }
         let manifest = ledger.reader().unwrap().session(id).unwrap().unwrap().manifest.unwrap();
         let manifest: crate::integrity::ManifestBody =
-            SignedDoc::parse(&manifest).unwrap().open(&key.public()).unwrap();
+            SignedDoc::parse(&manifest).unwrap().open(&key.public(), crate::integrity::Context::Manifest).unwrap();
         assert_eq!((manifest.records, manifest.head), (4, prev));
     }
 

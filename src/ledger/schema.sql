@@ -90,7 +90,8 @@ CREATE TABLE upload_jobs (
   id           INTEGER PRIMARY KEY,
   session_id   TEXT,
   object_key   TEXT NOT NULL UNIQUE,  -- relative to {court}/{room}/
-  kind         TEXT NOT NULL CHECK (kind IN ('segment', 'record', 'manifest', 'device_key')),
+  kind         TEXT NOT NULL CHECK (kind IN ('segment', 'record', 'manifest', 'device_key', 'checkpoint',
+                                             'timestamp', 'audit_entry', 'key_rotation')),
   local_path   TEXT,                  -- file to send (segments), relative to the data dir
   content      BLOB,                  -- bytes to send when there is no file
   sha256       BLOB NOT NULL,
@@ -101,10 +102,28 @@ CREATE TABLE upload_jobs (
   created_wall TEXT NOT NULL,
   done_wall    TEXT,                  -- when the store acknowledged these exact bytes
   last_attempt_wall TEXT,
+  priority     INTEGER NOT NULL DEFAULT 1, -- 0 goes first: checkpoints and their tokens jump the media backlog
   CHECK ((local_path IS NULL) <> (content IS NULL))
 ) STRICT;
 
-CREATE INDEX upload_jobs_pending ON upload_jobs (id) WHERE state = 'pending';
+CREATE INDEX upload_jobs_pending ON upload_jobs (priority, id) WHERE state = 'pending';
+
+-- Signed checkpoints (C2SP signed notes, see witness::checkpoint) of each session chain and of
+-- the audit chain, and the RFC 3161 token of each once the TSA answered. Written in the
+-- transaction of what they cover, with their upload job (priority 0); never updated except to
+-- add the token.
+CREATE TABLE checkpoints (
+  log          TEXT NOT NULL,         -- session UUID, or 'audit'
+  seq          INTEGER NOT NULL,      -- 1, 2, ... per log
+  size         INTEGER NOT NULL,      -- entries covered
+  note         BLOB NOT NULL,         -- the signed note, exactly as uploaded
+  created_wall TEXT NOT NULL,
+  token        BLOB,                  -- RFC 3161 TimeStampResp over the note
+  stamped_wall TEXT,                  -- box time when the token arrived
+  PRIMARY KEY (log, seq)
+) STRICT;
+
+CREATE INDEX checkpoints_unstamped ON checkpoints (created_wall) WHERE token IS NULL;
 
 -- Spooled segments, for the eviction scan (only uploaded ones may go).
 CREATE INDEX segments_evictable ON segments (session_id, source, seq) WHERE local_state = 'spooled';

@@ -70,7 +70,7 @@ impl Reader {
     pub fn pending_uploads(&self, limit: usize, busy: &[i64]) -> Result<Vec<UploadJob>, LedgerError> {
         let mut stmt = self.conn.prepare(
             "SELECT id, session_id, object_key, kind, local_path, content, sha256, bytes, attempts
-             FROM upload_jobs WHERE state = 'pending' ORDER BY id LIMIT ?1",
+             FROM upload_jobs WHERE state = 'pending' ORDER BY priority, id LIMIT ?1",
         )?;
         let rows = stmt.query_map([(limit + busy.len()) as i64], |r| {
             let session: Option<String> = r.get(1)?;

@@ -7,7 +7,7 @@ use super::LedgerError;
 use crate::base::{Clocks, MediaTime, WallTime};
 use crate::config::SourceSpec;
 use crate::integrity::{
-    DeviceKey, Entry, FORMAT_VERSION, Hearing, ManifestBody, RecordBody, SignedDoc, ZERO_HASH, layout,
+    Context, DeviceKey, Entry, FORMAT_VERSION, Hearing, ManifestBody, RecordBody, SignedDoc, ZERO_HASH, layout,
 };
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use std::collections::HashMap;
@@ -65,9 +65,26 @@ pub struct Writer {
 
 /// Appends records within one transaction.
 pub(super) struct Chain<'a> {
-    key: &'a DeviceKey,
+    pub(super) key: &'a DeviceKey,
     wall: WallTime,
     heads: &'a mut HashMap<Uuid, Head>,
+    /// Sessions that get a checkpoint when the transaction ends (an event was appended).
+    witness: Vec<Uuid>,
+}
+
+/// Upload order: the witness objects (checkpoints, their tokens, audit entries) go before
+/// the media backlog, so that the store learns of every event within seconds even while
+/// hours of video wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Priority {
+    Witness = 0,
+    Normal = 1,
+}
+
+/// Records that are session events: each gets a checkpoint in its own transaction. Media
+/// and captions are covered by the periodic checkpoint.
+fn is_event(entry: &Entry) -> bool {
+    !matches!(entry, Entry::Segment { .. } | Entry::Captions { .. } | Entry::CaptionsBehind { .. })
 }
 
 impl Chain<'_> {
@@ -102,7 +119,10 @@ impl Chain<'_> {
             wall: self.wall,
             entry,
         };
-        let doc = SignedDoc::sign(&body, self.key);
+        let doc = SignedDoc::sign(&body, self.key, Context::Record);
+        if is_event(&body.entry) && !self.witness.contains(&session) {
+            self.witness.push(session);
+        }
         let hash = doc.hash();
         tx.execute(
             "INSERT INTO records (session_id, idx, kind, body, signature, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -123,13 +143,34 @@ impl Chain<'_> {
             None,
             Some(&doc.to_bytes()),
             self.wall,
+            Priority::Normal,
         )?;
         self.heads.insert(session, Head { next: head.next + 1, prev: hash });
         Ok(Committed { session, index: head.next, hash })
     }
 }
 
-fn insert_upload_job(
+impl Chain<'_> {
+    /// Signs a checkpoint of every session an event was appended to in this transaction.
+    fn witness_events(&mut self, tx: &Transaction) -> Result<(), LedgerError> {
+        for session in std::mem::take(&mut self.witness) {
+            let Some(head) = self.heads.get(&session).copied() else { continue };
+            super::witness::write_checkpoint(
+                tx,
+                self.key,
+                &crate::witness::Log::Session(session),
+                head.next,
+                head.prev,
+                crate::witness::Cause::Event,
+                self.wall,
+            )?;
+        }
+        Ok(())
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(super) fn insert_upload_job(
     tx: &Transaction,
     session: Option<Uuid>,
     key: &str,
@@ -137,6 +178,7 @@ fn insert_upload_job(
     local_path: Option<(&str, u64, [u8; 32])>,
     content: Option<&[u8]>,
     wall: WallTime,
+    priority: Priority,
 ) -> Result<(), LedgerError> {
     let (path, bytes, sha) = match (local_path, content) {
         (Some((p, n, sha)), None) => (Some(p), n, sha),
@@ -144,8 +186,8 @@ fn insert_upload_job(
         _ => return Err(LedgerError::Invalid("an upload job needs either a file or content".into())),
     };
     tx.execute(
-        "INSERT INTO upload_jobs (session_id, object_key, kind, local_path, content, sha256, bytes, created_wall)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        "INSERT INTO upload_jobs (session_id, object_key, kind, local_path, content, sha256, bytes, created_wall, priority)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         params![
             session.map(|s| s.to_string()),
             key,
@@ -154,7 +196,8 @@ fn insert_upload_job(
             content,
             sha.to_vec(),
             bytes as i64,
-            wall.to_rfc3339()
+            wall.to_rfc3339(),
+            priority as i64
         ],
     )?;
     Ok(())
@@ -173,10 +216,11 @@ impl Writer {
     ) -> Result<T, LedgerError> {
         let wall = self.clocks.wall();
         let Writer { conn, key, heads, .. } = self;
-        let mut chain = Chain { key, wall, heads };
+        let mut chain = Chain { key, wall, heads, witness: Vec::new() };
         let result = (|| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let value = f(&tx, &mut chain, wall)?;
+            chain.witness_events(&tx)?;
             tx.commit()?;
             Ok(value)
         })();
@@ -202,7 +246,16 @@ impl Writer {
                     r.get(0)
                 })?;
             if !exists {
-                insert_upload_job(tx, None, &object, "device_key", None, Some(public.to_pem().as_bytes()), wall)?;
+                insert_upload_job(
+                    tx,
+                    None,
+                    &object,
+                    "device_key",
+                    None,
+                    Some(public.to_pem().as_bytes()),
+                    wall,
+                    Priority::Witness,
+                )?;
             }
             Ok(())
         })
@@ -289,6 +342,7 @@ impl Writer {
                 Some((&seg.local_path, seg.bytes, seg.sha256)),
                 None,
                 chain.wall,
+                Priority::Normal,
             )?;
             Ok(committed)
         })
@@ -404,6 +458,10 @@ impl Writer {
                         |r| r.get(0),
                     )?;
                     seal(tx, chain.key, session, last + 1, wall)?;
+                    // A new seal is an event of the session: the store learns of it at once.
+                    if !chain.witness.contains(&session) {
+                        chain.witness.push(session);
+                    }
                 }
                 None => return Err(LedgerError::Invalid(format!("no session {session}"))),
             }
@@ -437,14 +495,14 @@ fn seal(
         head: hashes.last().cloned().unwrap_or_default(),
         record_hashes: hashes,
     };
-    let bytes = SignedDoc::sign(&manifest, key).to_bytes();
+    let bytes = SignedDoc::sign(&manifest, key, Context::Manifest).to_bytes();
     tx.execute(
         "INSERT INTO manifests (session_id, revision, body) VALUES (?1, ?2, ?3)",
         params![session.to_string(), revision, bytes],
     )?;
     tx.execute("UPDATE sessions SET manifest = ?2 WHERE id = ?1", params![session.to_string(), bytes])?;
     let object = format!("{session}/{}", layout::manifest_file(revision));
-    insert_upload_job(tx, Some(session), &object, "manifest", None, Some(&bytes), wall)?;
+    insert_upload_job(tx, Some(session), &object, "manifest", None, Some(&bytes), wall, Priority::Witness)?;
     Ok(bytes)
 }
 

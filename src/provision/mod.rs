@@ -146,7 +146,7 @@ pub fn provision(req: &ProvisionRequest) -> Result<Provisioned, ProvisionError> 
     std::fs::rename(&tmp, &config_path).map_err(io(&config_path))?;
 
     let info = DeviceInfo {
-        v: 1,
+        v: crate::integrity::FORMAT_VERSION,
         device: public.key_id(),
         court: &req.court,
         room: &req.room,
@@ -155,7 +155,7 @@ pub fn provision(req: &ProvisionRequest) -> Result<Provisioned, ProvisionError> 
         courtbox: env!("CARGO_PKG_VERSION"),
         provisioned: crate::base::RealClocks::new().wall(),
     };
-    let info = SignedDoc::sign(&info, &key).to_bytes();
+    let info = SignedDoc::sign(&info, &key, crate::integrity::Context::DeviceInfo).to_bytes();
     let registered = register(&config_path, &public, &info).map_err(|e| e.to_string());
     Ok(Provisioned {
         config: config_path,
@@ -171,12 +171,7 @@ fn set_mode(path: &Path, mode: u32) -> Result<(), ProvisionError> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(io(path))
 }
 
-/// `SHA256:` and the hex digest of the raw public key, in groups of four.
-pub fn fingerprint(public: &PublicKey) -> String {
-    let hex = crate::integrity::sha256_hex(&public.0);
-    let groups: Vec<&str> = hex.as_bytes().chunks(4).map(|c| std::str::from_utf8(c).expect("hex")).collect();
-    format!("SHA256:{}", groups.join(":"))
-}
+pub use crate::integrity::fingerprint;
 
 /// Writes `devices/{id}.pub` and `devices/{id}.json` once; identical objects already there
 /// are fine (provisioning again with the same key), different ones are an error.

@@ -1,9 +1,10 @@
-//! A session folder in central storage, read for `verify` exactly like a local export. The
-//! device public key is not in the session folder there but under `devices/` beside it.
+//! A session folder in central storage, read for `verify` exactly like a local export. Device
+//! keys are registered under `devices/` beside the session folders; `verify` looks one up only
+//! by the id a trust anchor (or, untrusted, record #0's signature line) names.
 
 use super::deliver::digest_object;
 use super::store::Store;
-use crate::integrity::{SessionFolder, layout};
+use crate::integrity::SessionFolder;
 use futures::TryStreamExt;
 use object_store::ObjectStoreExt;
 
@@ -13,8 +14,6 @@ pub struct StoreFolder {
     /// Rooted at `{prefix}/{court}/{room}`, where `devices/` is.
     room: Store,
     runtime: tokio::runtime::Runtime,
-    /// `devices/{id}.pub`, found once from the first chain record.
-    device_key: std::sync::OnceLock<Option<String>>,
 }
 
 impl StoreFolder {
@@ -24,21 +23,7 @@ impl StoreFolder {
         let mut room = session.clone();
         room.root = object_store::path::Path::from(parent);
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        Ok(StoreFolder { session, room, runtime, device_key: std::sync::OnceLock::new() })
-    }
-
-    fn device_key_object(&self) -> std::io::Result<Option<String>> {
-        if let Some(found) = self.device_key.get() {
-            return Ok(found.clone());
-        }
-        let Some(first) = self.read(&layout::record_file(0))? else { return Ok(None) };
-        let body = first.split(|b| *b == b'\n').next().unwrap_or_default();
-        let device = serde_json::from_slice::<serde_json::Value>(body)
-            .ok()
-            .and_then(|v| v.get("device").and_then(|d| d.as_str()).map(str::to_string));
-        let found =
-            device.filter(|d| crate::base::is_valid_name(&d.to_ascii_lowercase())).map(|d| format!("devices/{d}.pub"));
-        Ok(self.device_key.get_or_init(|| found).clone())
+        Ok(StoreFolder { session, room, runtime })
     }
 
     fn get(&self, store: &Store, relative: &str) -> std::io::Result<Option<Vec<u8>>> {
@@ -68,22 +53,19 @@ impl SessionFolder for StoreFolder {
         let strip = format!("{}/", prefix.as_ref());
         let mut files: Vec<String> =
             metas.iter().filter_map(|m| m.location.as_ref().strip_prefix(&strip).map(str::to_string)).collect();
-        // The key is part of what verify expects to see; it lives beside the session here.
-        if self.device_key_object()?.is_some_and(|k| self.get(&self.room, &k).is_ok_and(|b| b.is_some())) {
-            files.push(layout::PUBLIC_KEY.to_string());
-        }
         files.sort();
         Ok(files)
     }
 
     fn read(&self, path: &str) -> std::io::Result<Option<Vec<u8>>> {
-        if path == layout::PUBLIC_KEY {
-            return match self.device_key_object()? {
-                Some(k) => self.get(&self.room, &k),
-                None => Ok(None),
-            };
-        }
         self.get(&self.session, path)
+    }
+
+    fn registered_key(&self, key_id: &str) -> std::io::Result<Option<Vec<u8>>> {
+        if key_id.len() != 16 || !key_id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Ok(None);
+        }
+        self.get(&self.room, &format!("devices/{key_id}.pub"))
     }
 
     fn digest(&self, path: &str) -> std::io::Result<Option<(u64, [u8; 32])>> {

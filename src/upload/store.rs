@@ -144,6 +144,15 @@ impl Store {
     pub fn key(&self, relative: &str) -> ObjectPath {
         ObjectPath::from(join(self.root.as_ref(), relative))
     }
+
+    /// The same store rooted at a folder below this one (which need not exist yet).
+    pub fn child(&self, name: &str) -> Store {
+        Store {
+            inner: self.inner.clone(),
+            root: self.key(name),
+            url: format!("{}/{}", self.url.trim_end_matches('/'), name),
+        }
+    }
 }
 
 fn join(a: &str, b: &str) -> String {

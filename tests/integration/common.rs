@@ -107,6 +107,10 @@ impl TestBox {
             ),
         )
         .unwrap();
+        // A provisioned box: `run` never makes a key (provision.rs tests `provision` itself).
+        let data = root.join("data");
+        let key = courtbox::integrity::DeviceKey::create(&data.join("device.key")).unwrap();
+        std::fs::write(data.join("device.pub"), key.public().to_pem()).unwrap();
         TestBox { root, config, port, starts: std::cell::Cell::new(0) }
     }
 

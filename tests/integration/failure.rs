@@ -60,7 +60,7 @@ fn a_failing_source_does_not_disturb_the_others() {
 /// installation fault, not a restart loop: `check` names the element, session start says so
 /// at once while the other devices record, status says "cannot start" with no restarts,
 /// and the gap says why and that the source never started. VERIFIED then comes with
-/// INCOMPLETE: an intact record is not a complete one.
+/// SOURCES MISSING: an intact record is not a complete one.
 #[test]
 fn a_source_that_cannot_start_is_a_fault_not_a_restart_loop() {
     let tb = box_with_template(
@@ -124,7 +124,7 @@ fn a_source_that_cannot_start_is_a_fault_not_a_restart_loop() {
     let (code, text) = verify(&export, Some(&tb.public_key()));
     assert_eq!(code, 0, "the record is intact: {text}");
     assert!(text.contains("VERIFIED"), "{text}");
-    assert!(text.contains("INCOMPLETE: bench, hall recorded nothing (device bench cannot start"), "{text}");
+    assert!(text.contains("SOURCES MISSING: bench, hall recorded nothing (device bench cannot start"), "{text}");
 }
 
 /// The `light` box with one pipeline template overridden by `text` (in a `pipelines_dir`).

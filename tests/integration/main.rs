@@ -15,4 +15,6 @@ mod provision;
 mod recording;
 mod s3;
 mod tamper;
+mod tsa;
 mod upload;
+mod witness;

@@ -1,5 +1,7 @@
 use crate::common::*;
-use courtbox::integrity::{DeviceKey, Entry, FORMAT_VERSION, ManifestBody, RecordBody, SignedDoc, ZERO_HASH, layout};
+use courtbox::integrity::{
+    Context, DeviceKey, Entry, FORMAT_VERSION, ManifestBody, RecordBody, SignedDoc, ZERO_HASH, fingerprint, layout,
+};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -60,7 +62,7 @@ fn assert_detected(dir: &Path, kind: &str, details: &[&str]) -> String {
     line.to_string()
 }
 
-fn read_chain(dir: &Path) -> Vec<(SignedDoc, RecordBody)> {
+pub fn read_chain(dir: &Path) -> Vec<(SignedDoc, RecordBody)> {
     let mut files: Vec<_> =
         std::fs::read_dir(dir.join(layout::CHAIN_DIR)).unwrap().map(|e| e.unwrap().path()).collect();
     files.sort();
@@ -77,6 +79,13 @@ fn read_chain(dir: &Path) -> Vec<(SignedDoc, RecordBody)> {
 /// Rewrites the whole chain and manifest as a forger would: renumbered, re-linked and
 /// re-signed with `key`, with `device.pub` replaced.
 fn reseal(dir: &Path, bodies: Vec<RecordBody>, key: &DeviceKey) {
+    reseal_as(dir, bodies, key, FORMAT_VERSION);
+}
+
+/// `reseal` in format `version` (1: as courtbox wrote records before format v2). The
+/// folder's checkpoints are dropped, as a forger would drop them.
+pub fn reseal_as(dir: &Path, bodies: Vec<RecordBody>, key: &DeviceKey, version: u32) {
+    let _ = std::fs::remove_dir_all(dir.join("checkpoints"));
     std::fs::remove_dir_all(dir.join(layout::CHAIN_DIR)).unwrap();
     std::fs::create_dir_all(dir.join(layout::CHAIN_DIR)).unwrap();
     let mut prev = ZERO_HASH.to_string();
@@ -85,7 +94,8 @@ fn reseal(dir: &Path, bodies: Vec<RecordBody>, key: &DeviceKey) {
         body.index = i as u64;
         body.prev = prev.clone();
         body.device = key.public().key_id();
-        let doc = SignedDoc::sign(&body, key);
+        body.v = version;
+        let doc = SignedDoc::sign_as(&body, key, Context::Record, version);
         prev = hex::encode(doc.hash());
         hashes.push(prev.clone());
         write_file(&dir.join(layout::record_file(i as u64)), &doc.to_bytes());
@@ -93,7 +103,7 @@ fn reseal(dir: &Path, bodies: Vec<RecordBody>, key: &DeviceKey) {
     let old = SignedDoc::parse(&std::fs::read(dir.join(layout::MANIFEST)).unwrap()).unwrap();
     let old: ManifestBody = serde_json::from_slice(&old.body).unwrap();
     let manifest = ManifestBody {
-        v: FORMAT_VERSION,
+        v: version,
         session: old.session,
         revision: old.revision,
         device: key.public().key_id(),
@@ -102,7 +112,7 @@ fn reseal(dir: &Path, bodies: Vec<RecordBody>, key: &DeviceKey) {
         head: prev,
         record_hashes: hashes,
     };
-    write_file(&dir.join(layout::MANIFEST), &SignedDoc::sign(&manifest, key).to_bytes());
+    write_file(&dir.join(layout::MANIFEST), &SignedDoc::sign_as(&manifest, key, Context::Manifest, version).to_bytes());
     write_file(&dir.join(layout::PUBLIC_KEY), key.public().to_pem().as_bytes());
 }
 
@@ -177,9 +187,105 @@ fn a_chain_re_signed_with_another_key_is_refused() {
     reseal(&dir, bodies, &forger);
     assert_detected(&dir, "key", &["re-keyed", &forger.public().key_id()]);
     assert_detected(&dir, "bad signature", &["chain/00000000.rec"]);
-    // Without the registered key there is nothing to anchor trust, and verify says so.
-    let (_, text) = verify(&dir, None);
-    assert!(text.contains("trusted the key shipped in the folder"), "{text}");
+    // Without a trust anchor the forged copy is consistent with the key it ships, and verify
+    // can only say that nothing vouches for that key.
+    let (code, text) = verify(&dir, None);
+    assert_eq!(code, 3, "{text}");
+    assert!(text.contains("UNTRUSTED KEY"), "{text}");
+    assert!(!text.lines().any(|l| l.starts_with("VERIFIED")), "{text}");
+    // The real key's fingerprint, or the court's trust list, refuses it.
+    let real = courtbox::integrity::PublicKey::read(&fixture().key).unwrap();
+    let (code, text) = verify_with(&dir, &["--fingerprint", &fingerprint(&real)]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("no key with fingerprint"), "{text}");
+    let list = dir.with_file_name("trusted-keys-re-signed.toml");
+    write_file(&list, trust_list(&real, None).as_bytes());
+    let (code, text) = verify_with(&dir, &["--trusted-keys", list.to_str().unwrap()]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("which is not in the trust list"), "{text}");
+}
+
+/// The court's trust list naming `key`, valid from 2020 (until `until`).
+fn trust_list(key: &courtbox::integrity::PublicKey, until: Option<&str>) -> String {
+    let until = until.map(|u| format!("valid_until = \"{u}\"\n")).unwrap_or_default();
+    format!(
+        "[[device]]\nkey = \"\"\"\n{}\"\"\"\ncourt = \"test-court\"\nroom = \"room-1\"\nvalid_from = \"2020-01-01T00:00:00Z\"\n{until}",
+        key.to_pem()
+    )
+}
+
+fn verify_with(dir: &Path, args: &[&str]) -> (i32, String) {
+    let out = std::process::Command::new(BIN).arg("verify").arg(dir).args(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+    )
+}
+
+#[test]
+fn an_untouched_export_needs_a_trust_anchor_and_each_kind_of_anchor_works() {
+    let f = fixture();
+    let dir = copy_of_a("anchors");
+    let (code, text) = verify(&dir, None);
+    assert_eq!(code, 3, "no anchor: UNTRUSTED KEY, never VERIFIED: {text}");
+    assert!(text.contains("UNTRUSTED KEY") && text.contains("NOTHING vouches for it"), "{text}");
+    let real = courtbox::integrity::PublicKey::read(&f.key).unwrap();
+    let (code, text) = verify_with(&dir, &["--fingerprint", &fingerprint(&real)]);
+    assert_eq!(code, 0, "{text}");
+    let list = dir.with_file_name("trusted-keys-anchors.toml");
+    write_file(&list, trust_list(&real, None).as_bytes());
+    let (code, text) = verify_with(&dir, &["--trusted-keys", list.to_str().unwrap()]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("trusted by the trust list (test-court/room-1)"), "{text}");
+    // A key the list says was replaced before the session: signed outside its validity.
+    write_file(&list, trust_list(&real, Some("2021-01-01T00:00:00Z")).as_bytes());
+    let (code, text) = verify_with(&dir, &["--trusted-keys", list.to_str().unwrap()]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("signed outside the key's validity"), "{text}");
+}
+
+#[test]
+fn an_end_cut_off_cleanly_is_incomplete_never_verified() {
+    // The last records, the manifest, the checkpoints, the captions and the media the removed
+    // records name: nothing left points at what is gone.
+    let dir = copy_of_a("cut-end");
+    let chain = read_chain(&dir);
+    let keep = chain.len() - 4;
+    for (i, (_, body)) in chain.iter().enumerate().skip(keep) {
+        if let Entry::Segment { file, .. } = &body.entry {
+            std::fs::remove_file(dir.join(file)).unwrap();
+        }
+        std::fs::remove_file(dir.join(layout::record_file(i as u64))).unwrap();
+    }
+    std::fs::remove_file(dir.join(layout::MANIFEST)).unwrap();
+    let _ = std::fs::remove_dir_all(dir.join("checkpoints"));
+    let _ = std::fs::remove_dir_all(dir.join("captions"));
+    let _ = std::fs::remove_dir_all(dir.join("playable"));
+    let (code, text) = verify(&dir, Some(&fixture().key));
+    assert_eq!(code, 4, "{text}");
+    assert!(text.contains("INCOMPLETE: no closing manifest"), "{text}");
+    assert!(!text.lines().any(|l| l.starts_with("VERIFIED")), "{text}");
+    let (code, text) = verify_with(&dir, &["--key", fixture().key.to_str().unwrap(), "--allow-open"]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("VERIFIED (OPEN SESSION)"), "{text}");
+}
+
+#[test]
+fn a_v1_export_still_verifies_and_is_reported_as_v1() {
+    // The same session as format v1 wrote it: bare bodies signed, no checkpoints.
+    let f = fixture();
+    let dir = copy_of_a("v1");
+    let bodies = read_chain(&dir).into_iter().map(|(_, b)| b).collect();
+    reseal_as(&dir, bodies, &DeviceKey::load(&f.private_key).unwrap(), 1);
+    let (code, text) = verify(&dir, Some(&f.key));
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("format:   v1 (no context strings"), "{text}");
+    // A v1 record dropped into a v2 chain is named.
+    let v2 = copy_of_a("v1-mixed");
+    std::fs::copy(dir.join(layout::record_file(3)), v2.join(layout::record_file(3))).unwrap();
+    let (code, text) = verify(&v2, Some(&f.key));
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("is format v1 in a v2 chain"), "{text}");
 }
 
 #[test]
