@@ -2,6 +2,7 @@
 //! (timings flake on a shared machine; the closing notes report them).
 
 mod broadcast;
+mod witness;
 
 use crate::base::{Clocks, MediaTime, RealClocks, WallTime};
 use crate::integrity::{DeviceKey, Hearing};
@@ -94,6 +95,22 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 4)]
         concurrency: usize,
     },
+    /// The witness: checkpoint cost (sign + commit + upload), TSA round trip, bytes per hour,
+    /// and the insider window.
+    Witness {
+        #[arg(long, default_value_t = 500)]
+        checkpoints: usize,
+        /// A folder or s3://bucket/prefix (default: a folder in the scratch box).
+        #[arg(long)]
+        store: Option<String>,
+        #[arg(long)]
+        endpoint: Option<String>,
+        /// A TSA to time (e.g. tests/tsa/tsa-server on loopback).
+        #[arg(long)]
+        tsa_url: Option<String>,
+        #[arg(long, default_value_t = 60)]
+        checkpoint_seconds: u64,
+    },
 }
 
 pub fn run(what: BenchCommand, _config: &Path) -> Result<()> {
@@ -108,6 +125,15 @@ pub fn run(what: BenchCommand, _config: &Path) -> Result<()> {
         BenchCommand::Broadcast(options) => broadcast::run(&options),
         BenchCommand::Upload { store, endpoint, create_bucket, profile, minutes, concurrency } => {
             upload(&store, endpoint, create_bucket, &profile, minutes, concurrency)
+        }
+        BenchCommand::Witness { checkpoints, store, endpoint, tsa_url, checkpoint_seconds } => {
+            witness::run(&witness::Options {
+                checkpoints,
+                store: store.as_deref(),
+                endpoint,
+                tsa_url: tsa_url.as_deref(),
+                checkpoint_seconds,
+            })
         }
     }
 }

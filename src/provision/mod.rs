@@ -61,6 +61,19 @@ pub struct Provisioned {
     pub registered: Result<Vec<String>, String>,
 }
 
+/// The old key's signed hand-over to the new one (`provision --force`): which key replaces it
+/// and from when, registered write-once beside the old key as `devices/{old}.rotation.rec`.
+#[derive(Debug, Serialize)]
+struct KeyRotation<'a> {
+    v: u32,
+    old: String,
+    new: String,
+    new_key: String,
+    court: &'a str,
+    room: &'a str,
+    wall: WallTime,
+}
+
 /// Who this box is, signed by its key, next to its public key in central storage.
 #[derive(Debug, Serialize)]
 struct DeviceInfo<'a> {
@@ -115,12 +128,15 @@ pub fn provision(req: &ProvisionRequest) -> Result<Provisioned, ProvisionError> 
     }
     let profile = config::load_profile(&req.hw_profile).map_err(|e| ProvisionError::Invalid(e.to_string()))?;
     let key_path = data_dir.join("device.key");
+    let mut replaced = None;
     if key_path.exists() {
         if !req.force {
             let key_id =
                 DeviceKey::load(&key_path).map(|k| k.public().key_id()).unwrap_or_else(|_| "(unreadable)".into());
             return Err(ProvisionError::KeyExists { path: key_path, key_id });
         }
+        // The old key signs the hand-over (below); an unreadable old key cannot, and says so.
+        replaced = Some(DeviceKey::load(&key_path));
         let aside = data_dir.join(format!(
             "device.key.replaced-{}",
             crate::base::RealClocks::new().wall().unix_nanos() / 1_000_000_000
@@ -156,7 +172,29 @@ pub fn provision(req: &ProvisionRequest) -> Result<Provisioned, ProvisionError> 
         provisioned: crate::base::RealClocks::new().wall(),
     };
     let info = SignedDoc::sign(&info, &key, crate::integrity::Context::DeviceInfo).to_bytes();
-    let registered = register(&config_path, &public, &info).map_err(|e| e.to_string());
+    let mut extra = Vec::new();
+    match replaced {
+        Some(Ok(old)) => {
+            let rotation = KeyRotation {
+                v: crate::integrity::FORMAT_VERSION,
+                old: old.public().key_id(),
+                new: public.key_id(),
+                new_key: public.to_pem(),
+                court: &req.court,
+                room: &req.room,
+                wall: crate::base::RealClocks::new().wall(),
+            };
+            let bytes = SignedDoc::sign(&rotation, &old, crate::integrity::Context::KeyRotation).to_bytes();
+            let local = data_dir.join(format!("key-rotation-{}.rec", rotation.old));
+            std::fs::write(&local, &bytes).map_err(io(&local))?;
+            extra.push((format!("devices/{}.rotation.rec", rotation.old), bytes));
+        }
+        Some(Err(e)) => {
+            tracing::warn!(error = %e, "the old device key cannot be read: no signed statement hands over to the new key")
+        }
+        None => {}
+    }
+    let registered = register(&config_path, &public, &info, extra).map_err(|e| e.to_string());
     Ok(Provisioned {
         config: config_path,
         data_dir,
@@ -175,12 +213,20 @@ pub use crate::integrity::fingerprint;
 
 /// Writes `devices/{id}.pub` and `devices/{id}.json` once; identical objects already there
 /// are fine (provisioning again with the same key), different ones are an error.
-fn register(config_path: &Path, public: &PublicKey, info: &[u8]) -> Result<Vec<String>, UploadError> {
+fn register(
+    config_path: &Path,
+    public: &PublicKey,
+    info: &[u8],
+    extra: Vec<(String, Vec<u8>)>,
+) -> Result<Vec<String>, UploadError> {
     let cfg = config::load(config_path).map_err(|e| UploadError::Request(e.to_string()))?;
     let store = upload::open_store(&cfg)?;
     let id = public.key_id();
-    let objects =
-        [(format!("devices/{id}.pub"), public.to_pem().into_bytes()), (format!("devices/{id}.json"), info.to_vec())];
+    let mut objects = vec![
+        (format!("devices/{id}.pub"), public.to_pem().into_bytes()),
+        (format!("devices/{id}.json"), info.to_vec()),
+    ];
+    objects.extend(extra);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -191,7 +237,7 @@ fn register(config_path: &Path, public: &PublicKey, info: &[u8]) -> Result<Vec<S
             id: 0,
             session: None,
             object_key: key.clone(),
-            kind: "device_key".into(),
+            kind: if key.ends_with(".rotation.rec") { "key_rotation" } else { "device_key" }.into(),
             sha256: crate::integrity::sha256(&bytes),
             bytes: bytes.len() as u64,
             payload: crate::ledger::Payload::Content(bytes),

@@ -44,7 +44,8 @@ fn provision_makes_a_key_registers_it_and_refuses_to_redo_it() {
     assert_eq!(public, PublicKey::read(&data.join("device.pub")).unwrap());
     let info = std::fs::read(central.with_extension("json")).unwrap();
     let doc = SignedDoc::parse(&info).unwrap();
-    assert!(public.verify(&doc.body, &doc.signature), "device info is signed by the device key");
+    courtbox::integrity::check_signature(&public, courtbox::integrity::Context::DeviceInfo, &doc.body, &doc.signature)
+        .expect("device info is signed by the device key, in its own context");
     let body: serde_json::Value = serde_json::from_slice(&doc.body).unwrap();
     assert_eq!((body["court"].as_str(), body["room"].as_str()), (Some("test-court"), Some("room-1")));
 
@@ -53,6 +54,20 @@ fn provision_makes_a_key_registers_it_and_refuses_to_redo_it() {
     assert!(!again.status.success());
     assert!(err.contains("already has a device key") && err.contains(&id), "{err}");
     assert_eq!(std::fs::read(&key).unwrap(), key_bytes, "the key is untouched");
+
+    // --force replaces the key; the old key signs the hand-over, registered write-once.
+    let forced = provision(&root, &["--force"]);
+    let forced_out = String::from_utf8_lossy(&forced.stdout).to_string();
+    assert!(forced.status.success(), "{forced_out}{}", String::from_utf8_lossy(&forced.stderr));
+    let new_id = key_id(&forced_out);
+    assert_ne!(new_id, id);
+    let statement = std::fs::read(central.with_extension("rotation.rec")).unwrap();
+    let doc = SignedDoc::parse(&statement).unwrap();
+    courtbox::integrity::check_signature(&public, courtbox::integrity::Context::KeyRotation, &doc.body, &doc.signature)
+        .expect("the rotation is signed by the old key");
+    let body: serde_json::Value = serde_json::from_slice(&doc.body).unwrap();
+    assert_eq!((body["old"].as_str(), body["new"].as_str()), (Some(id.as_str()), Some(new_id.as_str())));
+    assert!(body["wall"].as_str().is_some(), "{body}");
 
     // Bad input is refused before anything is written.
     let fresh = output_dir("provision_bad");
@@ -121,4 +136,17 @@ fn a_box_provisioned_against_s3_records_what_the_registered_key_verifies() {
     let (code, text) = verify_target(url.as_ref(), Some(&key_file), Some(&tb.config));
     assert_eq!(code, 0, "{text}");
     assert!(text.contains(&format!("key:      {id}")), "{text}");
+}
+
+/// Only `provision` makes a key: the daemon without one refuses to start, says what to run,
+/// and creates nothing.
+#[test]
+fn run_without_a_device_key_refuses_and_names_provision() {
+    let tb = TestBox::new("run_without_key", "tests/fixtures/light.toml", 2);
+    std::fs::remove_file(tb.data().join("device.key")).unwrap();
+    let out = tb.command().arg("run").output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("this box is not provisioned") && err.contains("courtbox provision"), "{err}");
+    assert!(!tb.data().join("device.key").exists(), "no key was created");
 }

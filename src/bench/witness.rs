@@ -1,0 +1,137 @@
+//! `courtbox bench witness`: what the witness costs. Per checkpoint: signing and committing
+//! it (with its upload job), and uploading it to a store; the TSA's round trip; the bytes of
+//! checkpoints and tokens per recorded hour; and from these the window in which an insider
+//! holding the device key could still rewrite records that no checkpoint in the store covers.
+
+use super::{bench_box, percentile, scratch};
+use crate::base::MediaTime;
+use crate::integrity::{Entry, Hearing};
+use crate::ledger::{NewSession, Payload, UploadJob};
+use crate::witness::Log;
+use anyhow::{Context, Result};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+pub struct Options<'a> {
+    pub checkpoints: usize,
+    /// A folder or s3://bucket/prefix (credentials from the AWS_* environment).
+    pub store: Option<&'a str>,
+    pub endpoint: Option<String>,
+    pub tsa_url: Option<&'a str>,
+    pub checkpoint_seconds: u64,
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1e3)
+}
+
+pub fn run(o: &Options) -> Result<()> {
+    let dir = scratch(None)?;
+    let store_cfg = match o.store {
+        Some(url) => format!(
+            "[store]\nurl = \"{url}\"\n{}",
+            o.endpoint.as_ref().map(|e| format!("endpoint = \"{e}\"\n")).unwrap_or_default()
+        ),
+        None => String::new(),
+    };
+    let b = bench_box(&dir, Path::new("hw-profiles/sim.toml"), Path::new("var/sim-audio"), &store_cfg)?;
+    let store = crate::upload::open_store(&b.cfg)?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let (session, _) = b.ledger.call(|w| {
+        w.create_session(NewSession {
+            court: "bench".into(),
+            room: "bench".into(),
+            case: "BENCH".into(),
+            title: "witness".into(),
+            language: "en".into(),
+            hearing: Hearing::Open,
+            profile: "sim".into(),
+            segment_ns: 10_000_000_000,
+            sources: Vec::new(),
+        })
+    })?;
+    let (mut commit, mut upload, mut total) = (Vec::new(), Vec::new(), Vec::new());
+    let mut note_bytes = 0usize;
+    for i in 0..o.checkpoints {
+        // One record between checkpoints, as recording adds segments.
+        b.ledger.call(move |w| w.append(session, Entry::ClockJump { media: MediaTime(i as u64), delta_ms: 0 }))?;
+        let t0 = Instant::now();
+        let seq = b.ledger.call(|w| w.checkpoint_recording())?.context("no checkpoint was made")?;
+        let t1 = Instant::now();
+        let row = b.ledger.reader()?.checkpoints(&Log::Session(session))?.pop().context("checkpoint stored")?;
+        note_bytes += row.note.len();
+        let job = UploadJob {
+            id: 0,
+            session: Some(session),
+            object_key: Log::Session(session).object(seq, crate::witness::checkpoint::NOTE),
+            kind: "checkpoint".into(),
+            sha256: crate::integrity::sha256(&row.note),
+            bytes: row.note.len() as u64,
+            payload: Payload::Content(row.note),
+            attempts: 0,
+        };
+        let t2 = Instant::now();
+        runtime
+            .block_on(crate::upload::deliver(&store, &job, &b.cfg.data_dir, u64::MAX))
+            .map_err(|e| anyhow::anyhow!("upload: {e:?}"))?;
+        let t3 = Instant::now();
+        commit.push(t1 - t0);
+        upload.push(t3 - t2);
+        total.push((t1 - t0) + (t3 - t2));
+    }
+    for v in [&mut commit, &mut upload, &mut total] {
+        v.sort();
+    }
+    let n = o.checkpoints;
+    println!("witness bench: {n} checkpoints, store {}", store.url);
+    for (what, v) in [("sign + commit", &commit), ("upload", &upload), ("sign + commit + upload", &total)] {
+        println!(
+            "  {what:<24} p50 {}  p99 {}  max {}",
+            ms(percentile(v, 0.5)),
+            ms(percentile(v, 0.99)),
+            ms(*v.last().unwrap_or(&Duration::ZERO))
+        );
+    }
+    let note = note_bytes as f64 / n.max(1) as f64;
+    let mut token = 0.0;
+    if let Some(url) = o.tsa_url {
+        let mut rtt = Vec::new();
+        let mut sizes = 0usize;
+        for i in 0..20 {
+            let t = Instant::now();
+            let tok = runtime.block_on(crate::witness::tsa::request_token(
+                url,
+                format!("bench {i}").as_bytes(),
+                Duration::from_secs(10),
+            ))?;
+            rtt.push(t.elapsed());
+            sizes += tok.len();
+        }
+        rtt.sort();
+        token = sizes as f64 / 20.0;
+        println!(
+            "  TSA round trip ({url})   p50 {}  p99 {}  ({token:.0} bytes per token)",
+            ms(percentile(&rtt, 0.5)),
+            ms(percentile(&rtt, 0.99))
+        );
+    }
+    // Per hour: one periodic checkpoint per period while the chain grows, plus one per
+    // session event; a busy hearing has a few dozen events an hour (marks, recesses, gaps).
+    let periodic = 3600 / o.checkpoint_seconds.max(1);
+    for events in [0u64, 60] {
+        let count = periodic + events;
+        println!(
+            "  per recorded hour, {events:>2} events: {count} checkpoints, {:.0} KiB of notes + {:.0} KiB of tokens",
+            count as f64 * note / 1024.0,
+            count as f64 * token / 1024.0
+        );
+    }
+    println!(
+        "  insider window: records newer than the last checkpoint in the store: at most {} s (checkpoint_seconds) \
+         + {} (upload p99) while the store is reachable; while it is not, everything since the last upload",
+        o.checkpoint_seconds,
+        ms(percentile(&upload, 0.99))
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
