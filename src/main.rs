@@ -469,7 +469,21 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             for e in &r.playable_errors {
                 eprintln!("warning: no playable file for {e}");
             }
-            println!("verify with: courtbox verify {} --key {}", dir.display(), cfg.public_key_path().display());
+            if r.signer == public.key_id() {
+                println!("verify with: courtbox verify {} --key {}", dir.display(), cfg.public_key_path().display());
+            } else {
+                if !r.shipped_key {
+                    eprintln!(
+                        "warning: the session was signed by key {}, which is not on this box any more: the export has no device.pub",
+                        r.signer
+                    );
+                }
+                println!(
+                    "verify with: courtbox verify {} --trusted-keys <the court's list> (signed by replaced key {})",
+                    dir.display(),
+                    r.signer
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Audit { verify, key, against } => {
@@ -489,13 +503,18 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             }
             let mut faults = courtbox::integrity::verify_audit(&entries, &public);
             if let Some(url) = &against {
-                faults.extend(courtbox::witness::verify::audit_against(
+                let compared = courtbox::witness::verify::audit_against(
                     &entries,
                     &public,
                     &courtbox::upload::StoreFolder::new(
-                        open_store_url(url.trim_end_matches('/'), &cli.config)?.child("audit"),
+                        open_store_url(url.trim_end_matches('/'), &cli.config)?
+                            .child(&courtbox::witness::checkpoint::audit_folder(&public.key_id())),
                     )?,
-                ));
+                );
+                for n in &compared.notes {
+                    println!("note: {n}");
+                }
+                faults.extend(compared.faults);
             }
             for f in &faults {
                 println!("FAIL {f}");
@@ -699,6 +718,39 @@ fn print_status(status: &serde_json::Value) {
     if let Some(st) = status.get("storage") {
         print_storage_status(st);
     }
+    if let Some(w) = status.get("witness") {
+        print_witness_status(w);
+    }
+}
+
+fn print_witness_status(w: &serde_json::Value) {
+    let last = w["last_checkpoint_wall"].as_str().unwrap_or("none yet");
+    let tsa = match w["tsa"]["state"].as_str() {
+        Some("answering") => format!(
+            "TSA answering ({} stamped{})",
+            w["stamped"],
+            w["last_stamp_delay_s"].as_f64().map(|d| format!(", last {d:.1} s after signing")).unwrap_or_default()
+        ),
+        Some("unreachable") => format!(
+            "TSA UNREACHABLE since {} ({} checkpoints wait to be stamped): {}",
+            w["tsa"]["since"].as_str().unwrap_or("?"),
+            w["unstamped"],
+            w["tsa"]["error"].as_str().unwrap_or("?")
+        ),
+        Some("refusing") => format!(
+            "TSA TOKENS REFUSED since {} ({} checkpoints wait): {}; check [witness] tsa_cert and tsa_ca",
+            w["tsa"]["since"].as_str().unwrap_or("?"),
+            w["unstamped"],
+            w["tsa"]["error"].as_str().unwrap_or("?")
+        ),
+        Some("not_yet_asked") => "TSA configured, not asked yet".to_string(),
+        Some("misconfigured") => format!(
+            "TSA NOT USED: its pinned certificate cannot be read ({}); fix [witness] and restart",
+            w["tsa"]["error"].as_str().unwrap_or("?")
+        ),
+        _ => "no TSA configured".to_string(),
+    };
+    println!("WITNESS last checkpoint {last}; {tsa}");
 }
 
 fn print_broadcast_status(b: &serde_json::Value) {
@@ -916,8 +968,10 @@ fn run_daemon(cfg: LoadedConfig) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let auth =
         Arc::new(courtbox::auth::Auth::new(ledger.clone(), courtbox::auth::AuthSettings::from_config(&cfg.config.api)));
-    let state =
-        ApiState::new(cfg.clone(), recorder.clone(), ledger.clone(), stt.clone(), auth).with_storage(storage.clone());
+    let witness = Arc::new(witness);
+    let state = ApiState::new(cfg.clone(), recorder.clone(), ledger.clone(), stt.clone(), auth)
+        .with_storage(storage.clone())
+        .with_witness(witness.clone());
     let served = runtime.block_on(async {
         tracing::info!(key_id = %public.key_id(), data = %cfg.data_dir.display(), socket = %cfg.socket_path().display(), "courtbox starting");
         let ready = format!("ready; API and panel on {}", cfg.config.api.listen);
@@ -946,23 +1000,27 @@ fn run_daemon(cfg: LoadedConfig) -> Result<()> {
 /// is left out (said loudly): timestamps are worth having, not worth a hearing unrecorded.
 fn witness_settings(cfg: &LoadedConfig) -> courtbox::witness::WitnessSettings {
     let w = &cfg.config.witness;
-    let tsa = match (&w.tsa_url, cfg.tsa_paths()) {
+    let (tsa, tsa_problem) = match (&w.tsa_url, cfg.tsa_paths()) {
         (Some(url), Some((cert, ca))) => match courtbox::witness::tsa::TsaPin::load(&cert, &ca) {
-            Ok(pin) => Some(courtbox::witness::TsaSettings {
-                url: url.clone(),
-                pin,
-                timeout: std::time::Duration::from_millis(w.tsa_timeout_ms.into()),
-            }),
+            Ok(pin) => (
+                Some(courtbox::witness::TsaSettings {
+                    url: url.clone(),
+                    pin,
+                    timeout: std::time::Duration::from_millis(w.tsa_timeout_ms.into()),
+                }),
+                None,
+            ),
             Err(e) => {
                 tracing::error!(error = %e, "the TSA's pinned certificate cannot be read: checkpoints are NOT timestamped; fix [witness] and restart");
-                None
+                (None, Some(e.to_string()))
             }
         },
-        _ => None,
+        _ => (None, None),
     };
     courtbox::witness::WitnessSettings {
         checkpoint_every: std::time::Duration::from_secs(w.checkpoint_seconds.into()),
         tsa,
+        tsa_problem,
     }
 }
 
@@ -987,8 +1045,8 @@ fn central_session(
 ) -> Result<courtbox::upload::StoreFolder> {
     let url = url.trim_end_matches('/');
     let named = url.rsplit('/').next().and_then(|last| uuid::Uuid::parse_str(last).ok());
-    let session = match named {
-        Some(_) => return Ok(courtbox::upload::StoreFolder::new(open_store_url(url, config)?)?),
+    let (url, session) = match named {
+        Some(id) => (url.rsplit_once('/').map_or(url, |(room, _)| room), id.to_string()),
         None => {
             // The session id as record #0 states it; the checkpoints found must then be signed
             // by the trusted key for that very session, or verify says so.
@@ -998,7 +1056,7 @@ fn central_session(
                 .ok()
                 .and_then(|v| v.get("session").and_then(|s| s.as_str()).and_then(|s| uuid::Uuid::parse_str(s).ok()))
                 .context("--against: the folder has no readable record #0 naming its session")?;
-            session.to_string()
+            (url, session.to_string())
         }
     };
     // The room's folder must exist; the session's need not (that is the "missing" case).

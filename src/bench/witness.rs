@@ -63,7 +63,7 @@ pub fn run(o: &Options) -> Result<()> {
         let job = UploadJob {
             id: 0,
             session: Some(session),
-            object_key: Log::Session(session).object(seq, crate::witness::checkpoint::NOTE),
+            object_key: Log::Session(session).object(seq, crate::witness::checkpoint::NOTE, ""),
             kind: "checkpoint".into(),
             sha256: crate::integrity::sha256(&row.note),
             bytes: row.note.len() as u64,

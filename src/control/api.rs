@@ -26,6 +26,7 @@ pub struct ApiState {
     pub(super) ledger: Arc<Ledger>,
     pub(super) stt: Option<Arc<Stt>>,
     pub(super) storage: Option<Arc<Storage>>,
+    pub(super) witness: Option<Arc<crate::witness::Witness>>,
     pub(super) auth: Arc<Auth>,
     /// Cookies are marked `Secure` when the API speaks HTTPS.
     pub(super) tls: bool,
@@ -40,7 +41,13 @@ impl ApiState {
         auth: Arc<Auth>,
     ) -> ApiState {
         let tls = cfg.tls_paths().is_some();
-        ApiState { cfg, recorder, ledger, stt, storage: None, auth, tls }
+        ApiState { cfg, recorder, ledger, stt, storage: None, witness: None, auth, tls }
+    }
+
+    /// Adds the witness (checkpoints, TSA) to `/status`.
+    pub fn with_witness(mut self, witness: Arc<crate::witness::Witness>) -> ApiState {
+        self.witness = Some(witness);
+        self
     }
 
     /// Adds central storage and disk state to `/status`.
@@ -195,6 +202,14 @@ pub(super) async fn status_json(s: &ApiState) -> Result<serde_json::Value, ApiEr
             .map_err(ApiError::internal)?
             .map_err(ApiError::internal)?;
         body["storage"] = serde_json::to_value(st).unwrap_or_default();
+    }
+    if let Some(witness) = s.witness.clone() {
+        let ledger = s.ledger.clone();
+        let st = tokio::task::spawn_blocking(move || witness.status_with(&ledger))
+            .await
+            .map_err(ApiError::internal)?
+            .map_err(ApiError::internal)?;
+        body["witness"] = serde_json::to_value(st).unwrap_or_default();
     }
     Ok(body)
 }

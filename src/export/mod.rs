@@ -38,6 +38,10 @@ pub struct ExportReport {
     pub closed: bool,
     pub playable: Vec<PathBuf>,
     pub playable_errors: Vec<String>,
+    /// The key id that signed the session (as record #0 states it).
+    pub signer: String,
+    /// Whether `device.pub` with that key was written (false: the key is not on this box).
+    pub shipped_key: bool,
 }
 
 fn io<T>(path: &Path, r: std::io::Result<T>) -> Result<T, ExportError> {
@@ -64,6 +68,17 @@ Check everything with:  courtbox verify <this folder> --key <the box's registere
    (or --fingerprint SHA256:..., or --trusted-keys <the court's list>), and add
    --against s3://bucket/prefix/<court>/<room> to compare with the store's checkpoints
 ";
+
+/// The public half of a replaced device key (`device.key.replaced-*`) with this key id.
+fn replaced_key(data_dir: &Path, key_id: &str) -> Option<PublicKey> {
+    std::fs::read_dir(data_dir)
+        .ok()?
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("device.key.replaced-"))
+        .filter_map(|e| crate::integrity::DeviceKey::load(&e.path()).ok())
+        .map(|k| k.public())
+        .find(|k| k.key_id() == key_id)
+}
 
 /// Writes session `id` (full id or unique prefix) into `dest`, which must not exist or be
 /// empty. `data_dir` is where the spool lives.
@@ -124,8 +139,18 @@ pub fn export_session(
     if !captions.is_empty() {
         io(dest, captions::write(dest, &captions))?;
     }
-    let key_path = dest.join(layout::PUBLIC_KEY);
-    io(&key_path, std::fs::write(&key_path, public.to_pem()))?;
+    // The key that signed this session: the box's own, or, for a session recorded before
+    // `provision --force`, the replaced key kept beside it.
+    let signer = records
+        .first()
+        .and_then(|r| serde_json::from_slice::<RecordBody>(&r.body).ok())
+        .map(|b| b.device)
+        .unwrap_or_else(|| public.key_id());
+    let shipped = if signer == public.key_id() { Some(*public) } else { replaced_key(data_dir, &signer) };
+    if let Some(key) = shipped {
+        let key_path = dest.join(layout::PUBLIC_KEY);
+        io(&key_path, std::fs::write(&key_path, key.to_pem()))?;
+    }
     io(dest, std::fs::write(dest.join("README.txt"), README))?;
 
     let mut playable = Vec::new();
@@ -148,5 +173,7 @@ pub fn export_session(
         closed: !manifests.is_empty(),
         playable,
         playable_errors,
+        shipped_key: shipped.is_some(),
+        signer,
     })
 }

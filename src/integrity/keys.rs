@@ -76,7 +76,8 @@ impl DeviceKey {
         Self::from_pkcs8(&bytes, path)
     }
 
-    /// Loads the key, creating it first if there is none (the demo's first run).
+    /// Loads the key, creating it first if there is none. Only `provision` may create a
+    /// device key; this is for tests and scratch boxes (benchmarks).
     pub fn load_or_create(path: &Path) -> Result<(DeviceKey, bool), KeyError> {
         match std::fs::symlink_metadata(path) {
             Ok(_) => Ok((Self::load(path)?, false)),

@@ -363,7 +363,7 @@ pub enum SignedDocError {
     WrongKey { found: String, expected: String },
     #[error("body is not a valid record: {0}")]
     Body(String),
-    #[error("format version {0:?} is not one this courtbox knows (1 or 2)")]
+    #[error("format version {} is not one this courtbox knows (1 or 2)", .0.map_or("(none)".to_string(), |v| v.to_string()))]
     UnknownVersion(Option<u32>),
 }
 

@@ -73,6 +73,27 @@ impl fmt::Display for Fault {
     }
 }
 
+/// Why a chain is not known to be complete, each with its explanation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Open {
+    /// No closing manifest and no session stop: still recording, or its end was cut off.
+    /// The only reason `--allow-open` excuses.
+    NotSealed(String),
+    /// The chain announces records that are not there (captions transcribed later).
+    Announced(String),
+    /// Records that no checkpoint in the central store covers (not uploaded yet, or made
+    /// after the store was cut off).
+    Unwitnessed(String),
+}
+
+impl Open {
+    pub fn describe(&self) -> &str {
+        match self {
+            Open::NotSealed(s) | Open::Announced(s) | Open::Unwitnessed(s) => s,
+        }
+    }
+}
+
 /// What `verify` concludes, in order of precedence, and its exit code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
@@ -125,9 +146,8 @@ pub struct Report {
     pub format_version: Option<u32>,
     /// What vouches for the key; `None`: nothing does.
     pub trusted_by: Option<String>,
-    /// Why the chain is not known to be complete (no closing manifest, announced records
-    /// missing).
-    pub open: Vec<String>,
+    /// Why the chain is not known to be complete.
+    pub open: Vec<Open>,
     pub allow_open: bool,
     /// What the checkpoints and timestamps say (one line each).
     pub witness: Vec<String>,
@@ -222,12 +242,25 @@ impl Report {
     pub fn ok(&self) -> bool {
         self.faults.is_empty()
     }
+    /// `--allow-open` accepts an unsealed chain, and with it the unwitnessed tail and pending
+    /// captions that any recording session has; never a sealed chain's missing parts.
+    fn excused(&self, o: &Open) -> bool {
+        let unsealed = self.open.iter().any(|o| matches!(o, Open::NotSealed(_)));
+        // A session still recording is unsealed, its newest records not yet witnessed, and its
+        // live transcription may be behind: all three are what "open" means.
+        self.allow_open && unsealed && matches!(o, Open::NotSealed(_) | Open::Unwitnessed(_) | Open::Announced(_))
+    }
+
+    fn open_reasons(&self) -> String {
+        self.open.iter().map(Open::describe).collect::<Vec<_>>().join("; ")
+    }
+
     pub fn verdict(&self) -> Verdict {
         if !self.ok() {
             Verdict::NotVerified
         } else if self.trusted_by.is_none() {
             Verdict::UntrustedKey
-        } else if !self.open.is_empty() && !self.allow_open {
+        } else if self.open.iter().any(|o| !self.excused(o)) {
             Verdict::Incomplete
         } else if !self.open.is_empty() {
             Verdict::VerifiedOpen
@@ -251,8 +284,10 @@ impl fmt::Display for Report {
             writeln!(f, "format:   v{v}{old}")?;
         }
         if let Some(k) = &self.key_id {
-            let by = self.trusted_by.as_deref().unwrap_or("NOTHING vouches for it");
-            writeln!(f, "key:      {k}, trusted by {by}")?;
+            match &self.trusted_by {
+                Some(by) => writeln!(f, "key:      {k}, trusted by {by}")?,
+                None => writeln!(f, "key:      {k}, NOT TRUSTED: nothing outside the record vouches for it")?,
+            }
         }
         writeln!(
             f,
@@ -295,7 +330,7 @@ impl fmt::Display for Report {
                 f,
                 "VERIFIED (OPEN SESSION): the {} records so far check out; {}",
                 self.records,
-                self.open.join("; ")
+                self.open_reasons()
             )?,
             Verdict::NotVerified => writeln!(f, "NOT VERIFIED: {} fault(s)", self.faults.len())?,
             Verdict::UntrustedKey => writeln!(
@@ -306,7 +341,7 @@ impl fmt::Display for Report {
             Verdict::Incomplete => writeln!(
                 f,
                 "INCOMPLETE: {}; what is there checks out (--allow-open accepts a session known to be still recording)",
-                self.open.join("; ")
+                self.open_reasons()
             )?,
         }
         // VERIFIED says the record is intact, not that every source is in it: say both, on
@@ -559,18 +594,32 @@ pub fn verify(folder: &dyn SessionFolder, options: &VerifyOptions) -> Report {
     check_captions_file(folder, &valid, &mut report);
     if let (TrustAnchor::List(list), Some(first)) = (&options.anchor, valid.first())
         && let Some(entry) = list.by_key_id(&key.key_id())
-        && !entry.valid_at(first.wall)
     {
-        report.fault(
-            FaultKind::Key,
-            format!(
-                "the session started at {} (box clock), signed by key {}, which the trust list gives as {}: \
-                 signed outside the key's validity",
-                first.wall,
-                key.key_id(),
-                entry.describe_interval()
-            ),
-        );
+        if !entry.valid_at(first.wall) {
+            report.fault(
+                FaultKind::Key,
+                format!(
+                    "the session started at {} (box clock), signed by key {}, which the trust list gives as {}: \
+                     signed outside the key's validity",
+                    first.wall,
+                    key.key_id(),
+                    entry.describe_interval()
+                ),
+            );
+        }
+        if let Entry::SessionStart { court, room, .. } = &first.entry
+            && (entry.court.as_ref().is_some_and(|c| c != court) || entry.room.as_ref().is_some_and(|r| r != room))
+        {
+            report.fault(
+                FaultKind::Key,
+                format!(
+                    "the session says it was recorded in {court}/{room}, but the trust list registers key {} for {}/{}",
+                    key.key_id(),
+                    entry.court.as_deref().unwrap_or("?"),
+                    entry.room.as_deref().unwrap_or("?")
+                ),
+            );
+        }
     }
     if let Some(session) = session {
         let chain: Vec<Option<[u8; 32]>> = hashes.clone();
@@ -596,11 +645,11 @@ fn check_announced(records: &[&RecordBody], report: &mut Report) {
         .map(|r| format!("#{}", r.index))
         .collect();
     if !pending.is_empty() {
-        report.open.push(format!(
+        report.open.push(Open::Announced(format!(
             "record(s) {} announce captions transcribed later, and no record brings them (transcription pending, or \
              they were cut off with their manifest revision)",
             pending.join(", ")
-        ));
+        )));
     }
 }
 
@@ -946,10 +995,10 @@ fn check_manifest(
         if stop_index.is_some() {
             report.fault(FaultKind::Manifest, format!("the session was stopped but {} is missing", layout::MANIFEST));
         } else {
-            report.open.push(format!(
+            report.open.push(Open::NotSealed(format!(
                 "no closing manifest: the session is still recording or its end was cut off after record #{}",
                 hashes.len().saturating_sub(1)
-            ));
+            )));
         }
         return;
     }
@@ -1092,6 +1141,36 @@ fn check_captions_file(folder: &dyn SessionFolder, records: &[&RecordBody], repo
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn verdicts_take_faults_then_trust_then_completeness_and_allow_open_excuses_only_an_unsealed_chain() {
+        let report = |faults: usize, trusted: bool, open: Vec<Open>, allow_open: bool| Report {
+            faults: (0..faults).map(|_| Fault { kind: FaultKind::Structure, message: String::new() }).collect(),
+            trusted_by: trusted.then(|| "--key".into()),
+            open,
+            allow_open,
+            ..Default::default()
+        };
+        let unsealed = || Open::NotSealed(String::new());
+        let announced = || Open::Announced(String::new());
+        let unwitnessed = || Open::Unwitnessed(String::new());
+        assert_eq!(report(0, true, vec![], false).verdict(), Verdict::Verified);
+        assert_eq!(report(1, false, vec![unsealed()], false).verdict(), Verdict::NotVerified);
+        assert_eq!(report(0, false, vec![unsealed()], true).verdict(), Verdict::UntrustedKey);
+        assert_eq!(report(0, true, vec![unsealed()], false).verdict(), Verdict::Incomplete);
+        assert_eq!(
+            report(0, true, vec![unsealed(), unwitnessed(), announced()], true).verdict(),
+            Verdict::VerifiedOpen
+        );
+        // A sealed chain with missing parts is never accepted as "open".
+        assert_eq!(report(0, true, vec![announced()], true).verdict(), Verdict::Incomplete);
+        assert_eq!(report(0, true, vec![unwitnessed()], true).verdict(), Verdict::Incomplete);
+        assert_eq!(
+            [Verdict::Verified, Verdict::NotVerified, Verdict::UntrustedKey, Verdict::Incomplete]
+                .map(Verdict::exit_code),
+            [0, 1, 3, 4]
+        );
+    }
 
     #[test]
     fn a_mangled_record_still_says_what_it_claims_to_be() {

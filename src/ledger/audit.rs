@@ -40,27 +40,34 @@ impl Writer {
                 "INSERT INTO audit (idx, body, signature) VALUES (?1, ?2, ?3)",
                 params![idx, doc.body, doc.signature.to_vec()],
             )?;
-            // Each entry leaves the box at once, with a checkpoint of the whole chain: whoever
-            // can write ledger.db can no longer drop its newest entries unnoticed.
+            // Each entry leaves the box, with a checkpoint of the whole chain: whoever can write
+            // ledger.db can no longer drop its newest entries unnoticed. An action that was
+            // done is checkpointed at once; refused and failed requests (which an attacker can
+            // send by the thousand) wait for the periodic checkpoint and go with the media, so
+            // that they never push the record's own witness back.
+            let done = (200..300).contains(&status);
+            let folder = crate::witness::checkpoint::audit_folder(&key.public().key_id());
             insert_upload_job(
                 tx,
                 None,
-                &format!("audit/entries/{idx:08}.rec"),
+                &format!("{folder}/entries/{idx:08}.rec"),
                 "audit_entry",
                 None,
                 Some(&doc.to_bytes()),
                 wall,
-                Priority::Witness,
+                if done { Priority::Witness } else { Priority::Normal },
             )?;
-            write_checkpoint(
-                tx,
-                &key,
-                &crate::witness::Log::Audit,
-                idx as u64 + 1,
-                doc.hash(),
-                crate::witness::Cause::Audit,
-                wall,
-            )?;
+            if done {
+                write_checkpoint(
+                    tx,
+                    &key,
+                    &crate::witness::Log::Audit,
+                    idx as u64 + 1,
+                    doc.hash(),
+                    crate::witness::Cause::Audit,
+                    wall,
+                )?;
+            }
             Ok(idx as u64)
         })
     }

@@ -252,6 +252,55 @@ mod tests {
     }
 
     #[test]
+    fn an_action_done_is_checkpointed_at_once_and_refused_ones_wait_for_the_periodic_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ledger, _key) = open_test_ledger(dir.path());
+        let audit_checkpoints =
+            |l: &Ledger| l.reader().unwrap().checkpoints(&crate::witness::Log::Audit).unwrap().len();
+        ledger.call(|w| w.audit("technician", "technician", "POST /api/v1/sessions", 200)).unwrap();
+        assert_eq!(audit_checkpoints(&ledger), 1);
+        for _ in 0..5 {
+            ledger.call(|w| w.audit("anonymous", "none", "POST /api/v1/sessions", 401)).unwrap();
+        }
+        assert_eq!(audit_checkpoints(&ledger), 1, "refused requests are not checkpointed one by one");
+        assert_eq!(ledger.call(|w| w.checkpoint_audit()).unwrap(), Some(2));
+        let rows = ledger.reader().unwrap().checkpoints(&crate::witness::Log::Audit).unwrap();
+        assert_eq!(rows.last().unwrap().size, 6, "the periodic checkpoint covers all six entries");
+        assert_eq!(ledger.call(|w| w.checkpoint_audit()).unwrap(), None, "nothing new, no checkpoint");
+    }
+
+    #[test]
+    fn a_session_begun_in_format_v1_is_continued_and_sealed_in_v1() {
+        use crate::base::MediaTime;
+        use crate::integrity::{Context, Entry, RecordBody, SignedDoc, check_signature};
+        let dir = tempfile::tempdir().unwrap();
+        let (ledger, key) = open_test_ledger(dir.path());
+        let (id, _) = ledger.call(|w| w.create_session(new_session())).unwrap();
+        // As a release before format v2 wrote it: the first record re-signed in v1, in place.
+        let row = ledger.reader().unwrap().records(id).unwrap().remove(0);
+        let mut body: RecordBody = serde_json::from_slice(&row.body).unwrap();
+        body.v = 1;
+        let v1 = SignedDoc::sign_as(&body, &key, Context::Record, 1);
+        let conn = open_connection(&dir.path().join("ledger.db"), false).unwrap();
+        conn.execute(
+            "UPDATE records SET body = ?2, signature = ?3, hash = ?4 WHERE session_id = ?1 AND idx = 0",
+            rusqlite::params![id.to_string(), v1.body, v1.signature.to_vec(), v1.hash().to_vec()],
+        )
+        .unwrap();
+        // The writer caches heads: a fresh ledger reads the chain as it now is.
+        ledger.close();
+        let ledger =
+            Ledger::open(&dir.path().join("ledger.db"), key.clone(), Arc::new(crate::base::RealClocks::new())).unwrap();
+        ledger.call(move |w| w.append(id, Entry::Mark { media: MediaTime(5), text: "m".into(), by: None })).unwrap();
+        let manifest = ledger.call(move |w| w.stop_session(id, None, MediaTime(9), vec![])).unwrap();
+        for r in ledger.reader().unwrap().records(id).unwrap() {
+            assert_eq!(check_signature(&key.public(), Context::Record, &r.body, &r.signature).unwrap(), 1);
+        }
+        let manifest = SignedDoc::parse(&manifest).unwrap();
+        assert_eq!(check_signature(&key.public(), Context::Manifest, &manifest.body, &manifest.signature).unwrap(), 1);
+    }
+
+    #[test]
     fn records_form_a_signed_chain_and_a_failed_stop_commits_nothing() {
         use crate::base::MediaTime;
         use crate::integrity::{Entry, RecordBody, SignedDoc, ZERO_HASH};

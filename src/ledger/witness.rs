@@ -49,7 +49,7 @@ pub(super) fn write_checkpoint(
     insert_upload_job(
         tx,
         session,
-        &log.object(seq, checkpoint::NOTE),
+        &log.object(seq, checkpoint::NOTE, &key.public().key_id()),
         "checkpoint",
         None,
         Some(&note),
@@ -78,6 +78,15 @@ impl Reader {
             .conn
             .prepare("SELECT log, seq, size, note, created_wall, token FROM checkpoints WHERE log = ?1 ORDER BY seq")?;
         Ok(stmt.query_map([log.ledger_name()], row)?.collect::<Result<_, _>>()?)
+    }
+
+    /// How many checkpoints wait for a timestamp, and when the newest was made.
+    pub fn checkpoint_summary(&self) -> Result<(u64, Option<String>), LedgerError> {
+        Ok(self.conn.query_row(
+            "SELECT (SELECT COUNT(*) FROM checkpoints WHERE token IS NULL), (SELECT MAX(created_wall) FROM checkpoints)",
+            [],
+            |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)),
+        )?)
     }
 
     /// Checkpoints still waiting for a timestamp, oldest first.
@@ -121,9 +130,27 @@ impl Writer {
         })
     }
 
+    /// The periodic checkpoint of the audit chain: one if entries were added since the last
+    /// (refused requests are not checkpointed one by one, so a flood of them costs little).
+    pub fn checkpoint_audit(&mut self) -> Result<Option<u64>, LedgerError> {
+        self.transact(|tx, chain, wall| {
+            let last: Option<(i64, Vec<u8>)> = tx
+                .query_row("SELECT idx, body FROM audit ORDER BY idx DESC LIMIT 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?;
+            let Some((idx, body)) = last else { return Ok(None) };
+            let covered: i64 =
+                tx.query_row("SELECT COALESCE(MAX(size), 0) FROM checkpoints WHERE log = 'audit'", [], |r| r.get(0))?;
+            if covered > idx {
+                return Ok(None);
+            }
+            let head = crate::integrity::sha256(&body);
+            write_checkpoint(tx, chain.key, &Log::Audit, idx as u64 + 1, head, Cause::Periodic, wall).map(Some)
+        })
+    }
+
     /// Stores the TSA's token for a checkpoint and queues it beside the note.
     pub fn add_timestamp(&mut self, log: &Log, seq: u64, token: &[u8]) -> Result<(), LedgerError> {
-        self.transact(|tx, _, wall| {
+        self.transact(|tx, chain, wall| {
             let n = tx.execute(
                 "UPDATE checkpoints SET token = ?3, stamped_wall = ?4 WHERE log = ?1 AND seq = ?2 AND token IS NULL",
                 params![log.ledger_name(), seq as i64, token, wall.to_rfc3339()],
@@ -133,16 +160,25 @@ impl Writer {
                     Log::Session(id) => Some(*id),
                     Log::Audit => None,
                 };
-                insert_upload_job(
-                    tx,
-                    session,
-                    &log.object(seq, checkpoint::TOKEN),
-                    "timestamp",
-                    None,
-                    Some(token),
-                    wall,
-                    Priority::Witness,
+                // Beside its note, wherever that went (an audit note signed by a key since
+                // replaced is in that key's folder).
+                let note: Vec<u8> = tx.query_row(
+                    "SELECT note FROM checkpoints WHERE log = ?1 AND seq = ?2",
+                    params![log.ledger_name(), seq as i64],
+                    |r| r.get(0),
                 )?;
+                let note_object: Option<String> = tx
+                    .query_row(
+                        "SELECT object_key FROM upload_jobs WHERE kind = 'checkpoint' AND sha256 = ?1",
+                        [crate::integrity::sha256(&note).to_vec()],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                let object = match note_object.as_deref().and_then(|o| o.strip_suffix(checkpoint::NOTE)) {
+                    Some(stem) => format!("{stem}{}", checkpoint::TOKEN),
+                    None => log.object(seq, checkpoint::TOKEN, &chain.key.public().key_id()),
+                };
+                insert_upload_job(tx, session, &object, "timestamp", None, Some(token), wall, Priority::Witness)?;
             }
             Ok(())
         })

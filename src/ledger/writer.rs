@@ -52,6 +52,18 @@ pub struct SegmentCommit {
 struct Head {
     next: u64,
     prev: [u8; 32],
+    /// The format the session's chain is written in: the one of its first record, so that a
+    /// session begun before an upgrade (format v1) is continued in v1 and never mixes.
+    version: u32,
+}
+
+/// The format version of a session's chain (its first record's), or the current one for a
+/// new session.
+pub(super) fn chain_version(tx: &Transaction, session: Uuid) -> Result<u32, LedgerError> {
+    let first: Option<Vec<u8>> = tx
+        .query_row("SELECT body FROM records WHERE session_id = ?1 AND idx = 0", [session.to_string()], |r| r.get(0))
+        .optional()?;
+    Ok(first.and_then(|b| crate::integrity::body_version(&b)).unwrap_or(FORMAT_VERSION))
 }
 
 /// Owned by the writer thread: the read-write connection, the signing key and the chain
@@ -105,13 +117,14 @@ impl Chain<'_> {
                         prev: hash
                             .try_into()
                             .map_err(|_| LedgerError::Invalid("stored hash is not 32 bytes".into()))?,
+                        version: chain_version(tx, session)?,
                     },
-                    None => Head { next: 0, prev: [0; 32] },
+                    None => Head { next: 0, prev: [0; 32], version: FORMAT_VERSION },
                 }
             }
         };
         let body = RecordBody {
-            v: FORMAT_VERSION,
+            v: head.version,
             session,
             index: head.next,
             prev: if head.next == 0 { ZERO_HASH.to_string() } else { hex::encode(head.prev) },
@@ -119,7 +132,7 @@ impl Chain<'_> {
             wall: self.wall,
             entry,
         };
-        let doc = SignedDoc::sign(&body, self.key, Context::Record);
+        let doc = SignedDoc::sign_as(&body, self.key, Context::Record, head.version);
         if is_event(&body.entry) && !self.witness.contains(&session) {
             self.witness.push(session);
         }
@@ -143,9 +156,11 @@ impl Chain<'_> {
             None,
             Some(&doc.to_bytes()),
             self.wall,
-            Priority::Normal,
+            // Small, and ahead of the media, in commit order with the checkpoints: the store
+            // never holds a checkpoint long before the records it covers.
+            Priority::Witness,
         )?;
-        self.heads.insert(session, Head { next: head.next + 1, prev: hash });
+        self.heads.insert(session, Head { next: head.next + 1, prev: hash, version: head.version });
         Ok(Committed { session, index: head.next, hash })
     }
 }
@@ -485,8 +500,9 @@ fn seal(
             .map(|h| h.map(hex::encode))
             .collect::<Result<_, _>>()?
     };
+    let version = chain_version(tx, session)?;
     let manifest = ManifestBody {
-        v: FORMAT_VERSION,
+        v: version,
         session,
         revision,
         device: key.public().key_id(),
@@ -495,13 +511,14 @@ fn seal(
         head: hashes.last().cloned().unwrap_or_default(),
         record_hashes: hashes,
     };
-    let bytes = SignedDoc::sign(&manifest, key, Context::Manifest).to_bytes();
+    let bytes = SignedDoc::sign_as(&manifest, key, Context::Manifest, version).to_bytes();
     tx.execute(
         "INSERT INTO manifests (session_id, revision, body) VALUES (?1, ?2, ?3)",
         params![session.to_string(), revision, bytes],
     )?;
     tx.execute("UPDATE sessions SET manifest = ?2 WHERE id = ?1", params![session.to_string(), bytes])?;
     let object = format!("{session}/{}", layout::manifest_file(revision));
+    // In commit order with the records it seals and their checkpoints, ahead of the media.
     insert_upload_job(tx, Some(session), &object, "manifest", None, Some(&bytes), wall, Priority::Witness)?;
     Ok(bytes)
 }

@@ -25,9 +25,72 @@ pub fn preflight(cfg: &LoadedConfig, signal_for: Duration) -> Vec<Finding> {
     lines.extend(signal(cfg, signal_for));
     lines.push(disk(cfg));
     lines.push(clock());
+    lines.push(timestamp_authority(cfg));
     lines.extend(crate::upload::check_store(cfg));
     lines.push(model(cfg));
     lines
+}
+
+/// The TSA of `[witness]`: its pinned certificate readable, a token it issues now verifying
+/// against the pin, and the box clock within the tolerance of the TSA's.
+fn timestamp_authority(cfg: &LoadedConfig) -> Finding {
+    const ITEM: &str = "timestamp authority";
+    let w = &cfg.config.witness;
+    let (Some(url), Some((cert, ca))) = (&w.tsa_url, cfg.tsa_paths()) else {
+        return Finding::new(
+            ITEM,
+            "warn",
+            "none configured ([witness] tsa_url): nothing outside the box attests when the record was made".into(),
+        );
+    };
+    let pin = match crate::witness::tsa::TsaPin::load(&cert, &ca) {
+        Ok(p) => p,
+        Err(e) => return Finding::new(ITEM, "fail", format!("the pinned certificate: {e}")),
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => return Finding::new(ITEM, "fail", format!("cannot start a runtime: {e}")),
+    };
+    let probe = format!("courtbox check {}", crate::base::WallTime::now());
+    let asked = crate::base::WallTime::now();
+    let timeout = Duration::from_millis(w.tsa_timeout_ms.into());
+    let token = match runtime.block_on(crate::witness::tsa::request_token(url, probe.as_bytes(), timeout)) {
+        Ok(t) => t,
+        Err(e) => return Finding::new(ITEM, "fail", format!("{url}: {e}")),
+    };
+    let answered = crate::base::WallTime::now();
+    match crate::witness::tsa::verify_token(&token, probe.as_bytes(), &pin) {
+        Err(e) => Finding::new(ITEM, "fail", format!("{url} answered with a token the pin refuses: {e}")),
+        Ok(tsa_time) => {
+            // The TSA's time must fall between asking and answering, give or take the tolerance.
+            let tolerance = i128::from(w.clock_tolerance_seconds) * 1_000_000_000;
+            let ahead = asked.since(tsa_time);
+            let behind = tsa_time.since(answered);
+            if ahead > tolerance || behind > tolerance {
+                let off = ahead.max(behind) as f64 / 1e9;
+                let dir = if ahead > tolerance { "ahead of" } else { "behind" };
+                Finding::new(
+                    ITEM,
+                    "fail",
+                    format!(
+                        "the box clock is {off:.1} s {dir} TSA {} (tolerance {} s): fix NTP",
+                        pin.name(),
+                        w.clock_tolerance_seconds
+                    ),
+                )
+            } else {
+                Finding::new(
+                    ITEM,
+                    "ok",
+                    format!(
+                        "{} answers in {} ms; box clock agrees with it",
+                        pin.name(),
+                        answered.since(asked) / 1_000_000
+                    ),
+                )
+            }
+        }
+    }
 }
 
 /// Every GStreamer element courtbox uses, present or not; each missing one names the

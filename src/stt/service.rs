@@ -566,7 +566,7 @@ impl Worker {
             track.batch.push(item);
         }
         let rtf = transcript.elapsed.as_secs_f64() / samples_duration(job.samples.len()).as_secs_f64();
-        tracing::info!(%source, from = %job.start, rtf = format!("{rtf:.2}"), delayed, text = %transcript.text(), "caption");
+        tracing::info!(%source, from = %job.start, rtf = format!("{rtf:.2}"), delayed, chars = transcript.text().chars().count(), "caption (its text is in the record, never in the log)");
         for e in events {
             let _ = self.events.send(e);
         }

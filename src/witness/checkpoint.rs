@@ -60,13 +60,19 @@ impl Log {
         if name == "audit" { Some(Log::Audit) } else { Uuid::parse_str(name).ok().map(Log::Session) }
     }
     /// Where the checkpoint is stored, relative to `{court}/{room}/` (and, for a session,
-    /// inside an export under `checkpoints/`).
-    pub fn object(&self, seq: u64, extension: &str) -> String {
+    /// inside an export under `checkpoints/`). The audit chain is the box's own, kept per
+    /// device key: a replaced box or key starts its own folder and never collides.
+    pub fn object(&self, seq: u64, extension: &str, key_id: &str) -> String {
         match self {
             Log::Session(id) => format!("{id}/{}", checkpoint_file(seq, extension)),
-            Log::Audit => format!("audit/{}", checkpoint_file(seq, extension)),
+            Log::Audit => format!("{}/{}", audit_folder(key_id), checkpoint_file(seq, extension)),
         }
     }
+}
+
+/// `audit/{key id}`: the audit chain's entries and checkpoints, relative to `{court}/{room}/`.
+pub fn audit_folder(key_id: &str) -> String {
+    format!("audit/{key_id}")
 }
 
 /// `checkpoints/00000017.note` (the note) or `.tsr` (its RFC 3161 timestamp token).
@@ -219,7 +225,13 @@ impl Checkpoint {
                 .ok_or_else(|| fmt(format!("line {} is not `{name} …`", i + 1)))
         };
         let wall = WallTime::parse(field(3, "wall")?).map_err(|e| fmt(format!("wall: {e}")))?;
-        let seq = field(4, "seq")?.parse::<u64>().map_err(|e| fmt(format!("seq: {e}")))?;
+        let seq = field(4, "seq")?;
+        let seq = seq
+            .bytes()
+            .all(|b| b.is_ascii_digit())
+            .then(|| seq.parse::<u64>().ok())
+            .flatten()
+            .ok_or_else(|| fmt("seq is not a number".into()))?;
         let cause = Cause::parse(field(5, "cause")?).ok_or_else(|| fmt("unknown cause".into()))?;
         Ok(Checkpoint { log, size, head, wall, seq, cause })
     }

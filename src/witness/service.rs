@@ -25,6 +25,8 @@ pub struct TsaSettings {
 pub struct WitnessSettings {
     pub checkpoint_every: Duration,
     pub tsa: Option<TsaSettings>,
+    /// Why a configured TSA cannot be used (its pin does not load), shown in status.
+    pub tsa_problem: Option<String>,
 }
 
 /// The TSA as the box last saw it.
@@ -33,20 +35,49 @@ pub struct WitnessSettings {
 pub enum TsaState {
     #[default]
     NotConfigured,
+    /// Configured, but its pinned certificate cannot be read: nothing is stamped until the
+    /// configuration is fixed and the daemon restarted.
+    Misconfigured {
+        error: String,
+    },
+    /// Configured; no token asked for yet.
+    NotYetAsked,
     Answering,
     /// Checkpoints wait for it; they are stamped when it answers again.
     Unreachable {
         since: String,
         error: String,
     },
+    /// It answers, but with tokens the pinned certificate refuses (a new TSA certificate, a
+    /// wrong URL): a technician must update the pin. Checkpoints wait meanwhile.
+    Refusing {
+        since: String,
+        error: String,
+    },
+}
+
+impl TsaState {
+    fn after(error: &TsaError, since: String) -> TsaState {
+        match error {
+            TsaError::Unreachable(_) => TsaState::Unreachable { since, error: error.to_string() },
+            _ => TsaState::Refusing { since, error: error.to_string() },
+        }
+    }
+    fn failing(&self) -> bool {
+        matches!(self, TsaState::Unreachable { .. } | TsaState::Refusing { .. })
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct WitnessStatus {
     pub tsa: TsaState,
+    /// Checkpoints stamped since the daemon started.
     pub stamped: u64,
     /// Seconds between signing and stamping of the last stamped checkpoint.
     pub last_stamp_delay_s: Option<f64>,
+    /// Checkpoints waiting for a timestamp (only counted when a TSA is configured).
+    pub unstamped: u64,
+    pub last_checkpoint_wall: Option<String>,
 }
 
 /// What the service does next.
@@ -122,7 +153,11 @@ impl Witness {
     pub fn start(settings: WitnessSettings, ledger: Arc<Ledger>, clocks: Arc<dyn Clocks>) -> Witness {
         let stop = CancellationToken::new();
         let status = Arc::new(Mutex::new(WitnessStatus {
-            tsa: if settings.tsa.is_some() { TsaState::Answering } else { TsaState::NotConfigured },
+            tsa: match (&settings.tsa, &settings.tsa_problem) {
+                (Some(_), _) => TsaState::NotYetAsked,
+                (None, Some(e)) => TsaState::Misconfigured { error: e.clone() },
+                (None, None) => TsaState::NotConfigured,
+            },
             ..Default::default()
         }));
         let (token, shared) = (stop.clone(), status.clone());
@@ -135,6 +170,15 @@ impl Witness {
 
     pub fn status(&self) -> WitnessStatus {
         self.status.lock().expect("witness status").clone()
+    }
+
+    /// The status with the ledger's counts (blocking: reads the ledger).
+    pub fn status_with(&self, ledger: &Ledger) -> Result<WitnessStatus, crate::ledger::LedgerError> {
+        let mut s = self.status();
+        let (unstamped, last) = ledger.reader()?.checkpoint_summary()?;
+        s.unstamped = if s.tsa == TsaState::NotConfigured { 0 } else { unstamped };
+        s.last_checkpoint_wall = last;
+        Ok(s)
     }
 
     pub fn shutdown(&self) {
@@ -159,22 +203,30 @@ fn run(
             match action {
                 Action::Checkpoint => {
                     if let Err(e) = ledger.call(|w| w.checkpoint_recording()) {
-                        tracing::warn!(error = %e, "periodic checkpoint failed; the next one covers it");
+                        tracing::warn!(error = %e, "periodic checkpoint of the session failed; the next one covers it");
+                    }
+                    if let Err(e) = ledger.call(|w| w.checkpoint_audit()) {
+                        tracing::warn!(error = %e, "periodic checkpoint of the audit chain failed; the next one covers it");
                     }
                 }
                 Action::Stamp => {
                     let Some(tsa) = &settings.tsa else { continue };
-                    match stamp_pending(&runtime, tsa, &ledger, &status) {
+                    match stamp_pending(&runtime, tsa, &ledger, &status, &stop) {
                         Ok(()) => schedule.stamped(clocks.monotonic()),
-                        Err(e) => {
+                        Err(StampError::Tsa(e)) => {
                             let delay = schedule.stamp_failed(clocks.monotonic());
                             let mut s = status.lock().expect("witness status");
-                            if !matches!(s.tsa, TsaState::Unreachable { .. }) {
-                                tracing::warn!(error = %e, retry_s = delay.as_secs_f64(), "the TSA does not answer; checkpoints wait and are stamped later");
-                                s.tsa =
-                                    TsaState::Unreachable { since: clocks.wall().to_rfc3339(), error: e.to_string() };
+                            let next = TsaState::after(&e, clocks.wall().to_rfc3339());
+                            if std::mem::discriminant(&s.tsa) != std::mem::discriminant(&next) {
+                                tracing::warn!(error = %e, retry_s = delay.as_secs_f64(), "the TSA gives no usable token; checkpoints wait and are stamped later");
+                                s.tsa = next;
                             }
                         }
+                        Err(StampError::Ledger(e)) => {
+                            schedule.stamp_failed(clocks.monotonic());
+                            tracing::warn!(error = %e, "cannot read or store timestamps in the ledger; will retry");
+                        }
+                        Err(StampError::Stopping) => break,
                     }
                 }
             }
@@ -189,29 +241,41 @@ fn run(
     }
 }
 
-/// Stamps every checkpoint that has no token yet, oldest first. Stops at the first failure
-/// to reach the TSA; a token that does not verify against the pinned TSA is never stored.
+/// Why stamping stopped.
+enum StampError {
+    Tsa(TsaError),
+    Ledger(crate::ledger::LedgerError),
+    Stopping,
+}
+
+/// Stamps every checkpoint that has no token yet, oldest first. Stops at the first failure;
+/// a token that does not verify against the pinned TSA is never stored. A shutdown cuts a
+/// request short (the checkpoint is stamped after the restart).
 fn stamp_pending(
     runtime: &tokio::runtime::Runtime,
     tsa: &TsaSettings,
     ledger: &Ledger,
     status: &Mutex<WitnessStatus>,
-) -> Result<(), TsaError> {
-    let pending = ledger
-        .reader()
-        .and_then(|r| r.unstamped_checkpoints(32))
-        .map_err(|e| TsaError::Invalid(format!("ledger: {e}")))?;
+    stop: &CancellationToken,
+) -> Result<(), StampError> {
+    let pending = ledger.reader().and_then(|r| r.unstamped_checkpoints(32)).map_err(StampError::Ledger)?;
     for cp in pending {
-        let token = runtime.block_on(request_token(&tsa.url, &cp.note, tsa.timeout))?;
-        let attested = verify_token(&token, &cp.note, &tsa.pin)?;
+        let token = runtime.block_on(async {
+            tokio::select! {
+                _ = stop.cancelled() => Err(StampError::Stopping),
+                t = request_token(&tsa.url, &cp.note, tsa.timeout) => t.map_err(StampError::Tsa),
+            }
+        })?;
+        let attested = verify_token(&token, &cp.note, &tsa.pin).map_err(StampError::Tsa)?;
         let (log, seq) = (cp.log.clone(), cp.seq);
-        ledger
-            .call(move |w| w.add_timestamp(&log, seq, &token))
-            .map_err(|e| TsaError::Invalid(format!("ledger: {e}")))?;
+        ledger.call(move |w| w.add_timestamp(&log, seq, &token)).map_err(StampError::Ledger)?;
         let delay = crate::base::WallTime::parse(&cp.created_wall).ok().map(|w| attested.since(w) as f64 / 1e9);
         let mut s = status.lock().expect("witness status");
-        if let TsaState::Unreachable { since, .. } = &s.tsa {
-            tracing::info!(since = %since, delay_s = delay.unwrap_or(0.0), "the TSA answers again; waiting checkpoints are being stamped");
+        if s.tsa.failing() {
+            tracing::info!(
+                delay_s = delay.unwrap_or(0.0),
+                "the TSA answers again; waiting checkpoints are being stamped"
+            );
         }
         s.tsa = TsaState::Answering;
         s.stamped += 1;

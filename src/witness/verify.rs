@@ -14,6 +14,11 @@ struct Witnessed {
     attested: Option<WallTime>,
 }
 
+/// `record #3` or `records #3–#7`.
+fn span(what: &str, from: u64, to: u64) -> String {
+    if from == to { format!("{what} #{from}") } else { format!("{what}s #{from}–#{to}") }
+}
+
 fn fault(report: &mut Report, message: String) {
     report.faults.push(Fault { kind: FaultKind::Witness, message });
 }
@@ -38,19 +43,23 @@ fn read_checkpoints(
             Ok(Some(b)) => b,
             Ok(None) => continue,
             Err(e) => {
-                fault(report, format!("{where_} {file}: {e}"));
+                fault(report, format!("{file} {where_}: {e}"));
                 continue;
             }
         };
         let cp = match Checkpoint::open(&note, key) {
             Ok(cp) => cp,
             Err(e) => {
-                fault(report, format!("{where_} {file}: {e}"));
+                fault(report, format!("{file} {where_}: {e}"));
                 continue;
             }
         };
-        if cp.log != Log::Session(session) || *file != checkpoint::checkpoint_file(cp.seq, checkpoint::NOTE) {
-            fault(report, format!("{where_} {file} is checkpoint #{} of {:?}, not of this session", cp.seq, cp.log));
+        if cp.log != Log::Session(session) {
+            fault(report, format!("{file} {where_} is a checkpoint of {}, not of this session", cp.log.origin()));
+            continue;
+        }
+        if *file != checkpoint::checkpoint_file(cp.seq, checkpoint::NOTE) {
+            fault(report, format!("{file} {where_} holds checkpoint #{}: checkpoints were renamed", cp.seq));
             continue;
         }
         let token_file = checkpoint::checkpoint_file(cp.seq, checkpoint::TOKEN);
@@ -60,7 +69,7 @@ fn read_checkpoints(
                 None => unchecked_tokens += 1,
                 Some(pin) => match super::tsa::verify_token(&token, &note, pin) {
                     Ok(time) => attested = Some(time),
-                    Err(e) => fault(report, format!("{where_} {token_file}: timestamp token refused: {e}")),
+                    Err(e) => fault(report, format!("{token_file} {where_}: timestamp token refused: {e}")),
                 },
             }
         }
@@ -76,36 +85,37 @@ fn read_checkpoints(
 }
 
 /// Compares checkpoints with the chain; one fault for the first disagreement of each kind,
-/// naming the checkpoint that catches it.
-fn compare(witnessed: &[Witnessed], chain: &[Option<[u8; 32]>], where_: &str, report: &mut Report) {
-    let mut cut = None;
-    let mut rewritten = Vec::new();
-    for w in witnessed {
-        let cp = &w.checkpoint;
-        if cp.size as usize > chain.len() {
-            cut.get_or_insert(cp);
-        } else if cp.size > 0 && chain[cp.size as usize - 1].is_some_and(|h| h != cp.head) {
-            rewritten.push(cp);
-        }
-    }
-    if let Some(cp) = cut.or_else(|| {
-        witnessed.iter().map(|w| &w.checkpoint).max_by_key(|c| c.size).filter(|c| c.size as usize > chain.len())
-    }) {
-        let last = witnessed.iter().map(|w| &w.checkpoint).max_by_key(|c| c.size).unwrap_or(cp);
+/// naming the checkpoint that catches it. Returns whether they all agree.
+fn compare(witnessed: &[Witnessed], chain: &[Option<[u8; 32]>], where_: &str, report: &mut Report) -> bool {
+    let largest = witnessed.iter().map(|w| &w.checkpoint).max_by_key(|c| (c.size, c.seq));
+    let rewritten: Vec<&Checkpoint> = witnessed
+        .iter()
+        .map(|w| &w.checkpoint)
+        .filter(|c| c.size > 0 && (c.size as usize) <= chain.len())
+        .filter(|c| chain[c.size as usize - 1].is_some_and(|h| h != c.head))
+        .collect();
+    let mut agree = true;
+    if let Some(last) = largest.filter(|c| c.size as usize > chain.len()) {
+        agree = false;
+        let n = last.size - chain.len() as u64;
+        let missing = format!(
+            "{} {} missing",
+            span("record", chain.len() as u64, last.size - 1),
+            if n == 1 { "is" } else { "are" }
+        );
         fault(
             report,
             format!(
-                "TRUNCATED: {where_} checkpoint #{} at {} covers {} records; this copy ends at {} (records #{}–#{} are missing)",
+                "TRUNCATED: {where_} checkpoint #{} at {} covers {} records; this copy ends at {} ({missing})",
                 last.seq,
                 last.wall,
                 last.size,
-                chain.len(),
-                chain.len(),
-                last.size - 1
+                chain.len()
             ),
         );
     }
     if let Some(first) = rewritten.first() {
+        agree = false;
         let i = first.size - 1;
         fault(
             report,
@@ -123,6 +133,7 @@ fn compare(witnessed: &[Witnessed], chain: &[Option<[u8; 32]>], where_: &str, re
             ),
         );
     }
+    agree
 }
 
 /// Checkpoints in the folder, then (with `--against`) in the central store; then the times
@@ -136,48 +147,20 @@ pub fn check_checkpoints(
     chain: &[Option<[u8; 32]>],
     report: &mut Report,
 ) {
-    let local = read_checkpoints(folder, files, options, key, session, "in the folder:", report);
-    compare(&local, chain, "the folder's", report);
+    let local = read_checkpoints(folder, files, options, key, session, "in the folder", report);
+    let local_agree = compare(&local, chain, "the folder's", report);
     let mut all = local;
     if let Some(central) = options.against {
-        let central_files = match central.list() {
-            Ok(f) => f,
-            Err(e) => {
-                fault(report, format!("cannot list the central copy {}: {e}", central.describe()));
-                Vec::new()
-            }
-        };
-        let witnessed = read_checkpoints(central, &central_files, options, key, session, "in the store:", report);
-        if witnessed.is_empty() {
-            fault(
-                report,
-                format!(
-                    "MISSING: the central store ({}) holds no checkpoint of session {session}: it was never told of this \
-                     session, or this is not the session the box recorded",
-                    central.describe()
-                ),
-            );
-        } else {
-            compare(&witnessed, chain, "central", report);
-            let last = &witnessed[witnessed.len() - 1].checkpoint;
-            let largest = witnessed.iter().map(|w| w.checkpoint.size).max().unwrap_or(0);
-            report.witness.push(format!(
-                "{} central checkpoint(s); the last, #{} at {}, covers {} records",
-                witnessed.len(),
-                last.seq,
-                last.wall,
-                largest
-            ));
-            if (largest as usize) < chain.len() {
-                report.witness.push(format!(
-                    "records #{}–#{} are in no central checkpoint yet: they are as trustworthy as the device key alone",
-                    largest,
-                    chain.len() - 1
-                ));
+        match central.list() {
+            Err(e) => fault(report, format!("cannot list the central copy {}: {e}", central.describe())),
+            Ok(central_files) => {
+                let witnessed =
+                    read_checkpoints(central, &central_files, options, key, session, "in the store", report);
+                compare_central(&witnessed, chain, central, session, report);
+                all.extend(witnessed);
             }
         }
-        all.extend(witnessed);
-    } else if !all.is_empty() {
+    } else if !all.is_empty() && local_agree {
         let largest = all.iter().map(|w| w.checkpoint.size).max().unwrap_or(0);
         report.witness.push(format!(
             "{} checkpoint(s) in the folder agree with the chain up to record #{}; compare with the store's \
@@ -186,24 +169,92 @@ pub fn check_checkpoints(
             largest.saturating_sub(1)
         ));
     }
-    attested_times(&all, options, report);
+    attested_times(&all, options, key, report);
 }
 
-fn attested_times(all: &[Witnessed], options: &VerifyOptions, report: &mut Report) {
+/// The store's checkpoints against the chain: a session it never heard of, a copy cut or
+/// rewritten, and records no central checkpoint covers yet (the chain is then not known to be
+/// complete: they were not uploaded yet, or were made after the store was cut off).
+fn compare_central(
+    witnessed: &[Witnessed],
+    chain: &[Option<[u8; 32]>],
+    central: &dyn SessionFolder,
+    session: Uuid,
+    report: &mut Report,
+) {
+    if witnessed.is_empty() {
+        fault(
+            report,
+            format!(
+                "MISSING: the central store ({}) holds no checkpoint of session {session}: it was never told of this \
+                 session, or this is not the session the box recorded",
+                central.describe()
+            ),
+        );
+        return;
+    }
+    compare(witnessed, chain, "central", report);
+    let last = &witnessed[witnessed.len() - 1].checkpoint;
+    let largest = witnessed.iter().map(|w| w.checkpoint.size).max().unwrap_or(0);
+    report.witness.push(format!(
+        "{} central checkpoint(s); the last, #{} at {}, covers {} records",
+        witnessed.len(),
+        last.seq,
+        last.wall,
+        largest
+    ));
+    if (largest as usize) < chain.len() {
+        report.open.push(crate::integrity::Open::Unwitnessed(format!(
+            "{} in no central checkpoint (not uploaded yet, or made after the store was cut off: only the device \
+             key vouches for it)",
+            span("record", largest, chain.len() as u64 - 1)
+        )));
+    }
+}
+
+fn attested_times(all: &[Witnessed], options: &VerifyOptions, key: &PublicKey, report: &mut Report) {
     let stamped: Vec<(&Checkpoint, WallTime)> =
         all.iter().filter_map(|w| w.attested.map(|t| (&w.checkpoint, t))).collect();
+    // The trust list's interval, judged by the TSA's clock rather than the key's own.
+    if let crate::integrity::TrustAnchor::List(list) = &options.anchor
+        && let Some(entry) = list.by_key_id(&key.key_id())
+    {
+        let tolerance = options.clock_tolerance_s as i128 * 1_000_000_000;
+        let outside = stamped.iter().find(|(_, t)| {
+            entry.valid_until.is_some_and(|u| t.since(u) > tolerance)
+                || entry.valid_from.is_some_and(|f| f.since(*t) > tolerance)
+        });
+        if let Some((c, t)) = outside {
+            report.faults.push(Fault {
+                kind: FaultKind::Key,
+                message: format!(
+                    "checkpoint #{} was stamped at {t} (TSA), outside key {}'s validity ({}): signed when the court no longer trusted that key",
+                    c.seq,
+                    key.key_id(),
+                    entry.describe_interval()
+                ),
+            });
+        } else if stamped.is_empty() && entry.valid_until.is_some() {
+            report.notes.push(format!(
+                "key {} was replaced at {}: without timestamp tokens its validity is judged by the box's own clock",
+                key.key_id(),
+                entry.valid_until.map(|u| u.to_string()).unwrap_or_default()
+            ));
+        }
+    }
     let (Some(first), Some(last), Some(pin)) =
         (stamped.iter().min_by_key(|s| s.1), stamped.iter().max_by_key(|s| (s.0.size, s.1)), options.tsa)
     else {
         return;
     };
     report.witness.push(format!(
-        "recorded between {} and {}, attested by TSA {}: record #{} existed by the first time, record #{} by the second",
-        first.1,
-        last.1,
+        "attested by TSA {}: record #{} existed by {} and record #{} by {} (a token bounds when a record was \
+         made from above only; the box clock says when it began)",
         pin.name(),
         first.0.size.saturating_sub(1),
-        last.0.size.saturating_sub(1)
+        first.1,
+        last.0.size.saturating_sub(1),
+        last.1
     ));
     let tolerance = options.clock_tolerance_s as i128 * 1_000_000_000;
     let late: Vec<(&Checkpoint, i128)> =
@@ -241,17 +292,26 @@ fn attested_times(all: &[Witnessed], options: &VerifyOptions, report: &mut Repor
     }
 }
 
+/// What the store's audit checkpoints say of the ledger's audit chain.
+#[derive(Debug, Default)]
+pub struct AuditComparison {
+    pub faults: Vec<String>,
+    pub notes: Vec<String>,
+}
+
 /// Compares the ledger's audit chain with the audit checkpoints (and entries) the box sent to
 /// central storage: the store still knows of entries deleted from the ledger since.
 pub fn audit_against(
     entries: &[crate::integrity::SignedEntry],
     key: &PublicKey,
     central: &dyn SessionFolder,
-) -> Vec<String> {
+) -> AuditComparison {
     let mut faults = Vec::new();
     let files = match central.list() {
         Ok(f) => f,
-        Err(e) => return vec![format!("cannot list {}: {e}", central.describe())],
+        Err(e) => {
+            return AuditComparison { faults: vec![format!("cannot list {}: {e}", central.describe())], notes: vec![] };
+        }
     };
     let mut checkpoints = Vec::new();
     for f in files.iter().filter(|f| f.starts_with(&format!("{CHECKPOINTS_DIR}/")) && f.ends_with(".note")) {
@@ -268,7 +328,7 @@ pub fn audit_against(
             "MISSING: the store ({}) holds no audit checkpoint of this box: its audit chain was never sent",
             central.describe()
         ));
-        return faults;
+        return AuditComparison { faults, notes: vec![] };
     };
     let have = entries.len() as u64;
     if last.size > have {
@@ -283,10 +343,11 @@ pub fn audit_against(
         ));
         for i in have..last.size {
             let Ok(Some(bytes)) = central.read(&format!("entries/{i:08}.rec")) else { continue };
-            let body = bytes.split(|b| *b == b'\n').next().unwrap_or_default();
-            if let Ok(b) = serde_json::from_slice::<crate::integrity::AuditBody>(body) {
+            // Only what the device key signed is quoted.
+            let Ok(doc) = crate::integrity::SignedDoc::parse(&bytes) else { continue };
+            if let Ok(b) = doc.open::<crate::integrity::AuditBody>(key, crate::integrity::Context::AuditEntry) {
                 faults.push(format!(
-                    "the store still holds the deleted entry #{i}: {} {} ({}) {} → {} ({})",
+                    "the store still holds the deleted entry #{i}, signed by the device: {} {} ({}) {} → {} ({})",
                     b.wall, b.actor, b.role, b.action, b.outcome, b.status
                 ));
             }
@@ -305,5 +366,12 @@ pub fn audit_against(
             break;
         }
     }
-    faults
+    let mut notes = Vec::new();
+    if have > last.size {
+        notes.push(format!(
+            "{} in no central checkpoint yet (not uploaded yet, or written while the store was cut off)",
+            span("entry", last.size, have - 1).replace("entrys", "entries")
+        ));
+    }
+    AuditComparison { faults, notes }
 }

@@ -107,11 +107,16 @@ impl TestBox {
             ),
         )
         .unwrap();
-        // A provisioned box: `run` never makes a key (provision.rs tests `provision` itself).
-        let data = root.join("data");
-        let key = courtbox::integrity::DeviceKey::create(&data.join("device.key")).unwrap();
-        std::fs::write(data.join("device.pub"), key.public().to_pem()).unwrap();
-        TestBox { root, config, port, starts: std::cell::Cell::new(0) }
+        let tb = TestBox { root, config, port, starts: std::cell::Cell::new(0) };
+        tb.make_device_key();
+        tb
+    }
+
+    /// A provisioned box has a key: `run` never makes one (provision.rs tests `provision`
+    /// itself). Called again by a test that mounts a fresh volume on the data folder.
+    pub fn make_device_key(&self) {
+        let key = courtbox::integrity::DeviceKey::create(&self.data().join("device.key")).unwrap();
+        std::fs::write(self.data().join("device.pub"), key.public().to_pem()).unwrap();
     }
 
     /// A box with live captions on, using the default model.

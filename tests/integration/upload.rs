@@ -386,6 +386,7 @@ fn disk_watermarks_evict_uploaded_first_and_pause_video_before_audio() {
     let disk = "[disk]\nwarn_free_mib = 40\ncritical_free_mib = 20\ncheck_interval_ms = 200\n";
     let (tb, mut weed) = box_with_s3("upload_disk", disk);
     let volume = SmallVolume::mount(&tb.data(), 96);
+    tb.make_device_key();
     let daemon = tb.start();
     let session = tb.start_session();
     run_for(8);

@@ -49,6 +49,52 @@ fn copy(from: &Path, case: &str) -> std::path::PathBuf {
     to
 }
 
+/// How long each record stayed outside every checkpoint the store had acknowledged: from
+/// its commit to the upload of the first checkpoint covering it (what an insider holding the
+/// device key could still have rewritten undetected).
+fn insider_window(tb: &TestBox, session: uuid::Uuid) -> String {
+    let conn = rusqlite::Connection::open(tb.data().join("ledger.db")).unwrap();
+    let wall = |w: String| courtbox::base::WallTime::parse(&w).unwrap();
+    let mut stmt = conn
+        .prepare("SELECT object_key, created_wall FROM upload_jobs WHERE kind = 'record' AND session_id = ?1")
+        .unwrap();
+    let mut records: Vec<(u64, courtbox::base::WallTime)> = stmt
+        .query_map([session.to_string()], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .map(|(k, w)| (k.rsplit('/').next().unwrap().trim_end_matches(".rec").parse().unwrap(), wall(w)))
+        .collect();
+    records.sort();
+    let mut stmt = conn
+        .prepare(
+            "SELECT c.size, j.done_wall FROM checkpoints c JOIN upload_jobs j
+               ON j.object_key = c.log || '/checkpoints/' || printf('%08d', c.seq) || '.note'
+             WHERE c.log = ?1 ORDER BY c.seq",
+        )
+        .unwrap();
+    let covered: Vec<(u64, courtbox::base::WallTime)> = stmt
+        .query_map([session.to_string()], |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, String>(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .map(|(size, w)| (size, wall(w)))
+        .collect();
+    let mut windows: Vec<f64> = records
+        .iter()
+        .filter_map(|(idx, committed)| {
+            covered.iter().find(|(size, _)| size > idx).map(|(_, up)| up.since(*committed) as f64 / 1e9)
+        })
+        .collect();
+    windows.sort_by(f64::total_cmp);
+    let at = |p: f64| windows[((windows.len() - 1) as f64 * p).round() as usize];
+    format!(
+        "insider window (commit → first uploaded checkpoint covering it), checkpoint_seconds = 2, {} records: p50 {:.2} s, p99 {:.2} s, max {:.2} s",
+        windows.len(),
+        at(0.5),
+        at(0.99),
+        windows[windows.len() - 1]
+    )
+}
+
 #[test]
 fn checkpoints_in_the_store_and_a_tsa_name_every_cut_rewrite_and_deletion() {
     let mut tsa = TestTsa::start(&output_dir("witness_tsa"));
@@ -68,6 +114,8 @@ fn checkpoints_in_the_store_and_a_tsa_name_every_cut_rewrite_and_deletion() {
     std::thread::sleep(Duration::from_secs(30));
     let waiting = scalar(&tb, "SELECT COUNT(*) FROM checkpoints WHERE token IS NULL");
     assert!(waiting >= 10, "checkpoints made during the outage wait for a stamp ({waiting})");
+    let status = tb.cli_ok(&["status"]);
+    assert!(status.contains("TSA UNREACHABLE since"), "{status}");
     tsa.resume();
     std::thread::sleep(Duration::from_secs(5));
     tb.cli_ok(&["session", "mark", "after the TSA outage"]);
@@ -76,7 +124,13 @@ fn checkpoints_in_the_store_and_a_tsa_name_every_cut_rewrite_and_deletion() {
         scalar(&tb, "SELECT COUNT(*) FROM checkpoints WHERE token IS NULL") == 0
     });
     wait_for("the upload backlog to drain", Duration::from_secs(90), || drained(&tb));
+    let status = tb.cli_ok(&["status"]);
+    assert!(status.contains("WITNESS last checkpoint") && status.contains("TSA answering"), "{status}");
     daemon.terminate();
+    println!("{}", insider_window(&tb, session));
+    let check = tb.cli(&["check", "--seconds", "1"]);
+    let check = String::from_utf8_lossy(&check.stdout).to_string();
+    assert!(check.contains("timestamp authority") && check.contains("box clock agrees with it"), "{check}");
 
     let export = tb.root.join("export");
     tb.export(session, &export);
@@ -175,7 +229,7 @@ fn checkpoints_in_the_store_and_a_tsa_name_every_cut_rewrite_and_deletion() {
     std::fs::copy(swapped.join("checkpoints/00000001.tsr"), swapped.join("checkpoints/00000002.tsr")).unwrap();
     let (code, text) = verify_args(&tb, &swapped, &["--key", key, pin[0], pin[1], pin[2], pin[3]]);
     assert_eq!(code, 1, "{text}");
-    assert!(text.contains("checkpoints/00000002.tsr: timestamp token refused"), "{text}");
+    assert!(text.contains("checkpoints/00000002.tsr in the folder: timestamp token refused"), "{text}");
 
     // 6. The audit chain: its newest entries deleted from ledger.db.
     let audit = |args: &[&str]| {
