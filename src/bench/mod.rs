@@ -100,11 +100,15 @@ pub enum BenchCommand {
     Witness {
         #[arg(long, default_value_t = 500)]
         checkpoints: usize,
-        /// A folder or s3://bucket/prefix (default: a folder in the scratch box).
+        /// A folder or s3://bucket/prefix (default: a folder in the scratch box). For S3,
+        /// credentials come from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.
         #[arg(long)]
         store: Option<String>,
         #[arg(long)]
         endpoint: Option<String>,
+        /// Create the bucket (with Object Lock) first.
+        #[arg(long)]
+        create_bucket: bool,
         /// A TSA to time (e.g. tests/tsa/tsa-server on loopback).
         #[arg(long)]
         tsa_url: Option<String>,
@@ -126,11 +130,12 @@ pub fn run(what: BenchCommand, _config: &Path) -> Result<()> {
         BenchCommand::Upload { store, endpoint, create_bucket, profile, minutes, concurrency } => {
             upload(&store, endpoint, create_bucket, &profile, minutes, concurrency)
         }
-        BenchCommand::Witness { checkpoints, store, endpoint, tsa_url, checkpoint_seconds } => {
+        BenchCommand::Witness { checkpoints, store, endpoint, create_bucket, tsa_url, checkpoint_seconds } => {
             witness::run(&witness::Options {
                 checkpoints,
                 store: store.as_deref(),
                 endpoint,
+                create_bucket,
                 tsa_url: tsa_url.as_deref(),
                 checkpoint_seconds,
             })
@@ -161,6 +166,17 @@ fn report(name: &str, mut v: Vec<Duration>) {
 }
 
 /// A recording session to commit benchmark records into.
+/// A store for a benchmark, in a fresh folder of `url` (credentials from the AWS_*
+/// environment), creating the bucket with Object Lock first if asked.
+fn bench_store(url: &str, endpoint: Option<String>, create_bucket: bool) -> Result<crate::upload::Store> {
+    let s3 = crate::upload::S3Settings::from_env(endpoint);
+    if create_bucket {
+        let (bucket, _) = crate::upload::parse_s3_url(url).context("--create-bucket needs an s3:// store")?;
+        crate::upload::s3admin::create_locked_bucket(&s3, &bucket, "COMPLIANCE", 1)?;
+    }
+    Ok(crate::upload::Store::open(url, &s3, &format!("bench-{}", uuid::Uuid::new_v4()))?)
+}
+
 fn bench_session(ledger: &Ledger) -> Result<uuid::Uuid> {
     let (session, _) = ledger.call(|w| {
         w.create_session(NewSession {
@@ -243,7 +259,7 @@ fn upload(
     minutes: u64,
     concurrency: usize,
 ) -> Result<()> {
-    use crate::upload::{S3Settings, Store, Uploader, UploaderSettings};
+    use crate::upload::{Uploader, UploaderSettings};
     let profile = crate::config::load_profile(profile)?;
     let sources = profile.sources();
     let kbps = |s: &crate::config::SourceSpec| match s.kind {
@@ -282,12 +298,7 @@ fn upload(
     }
     let backlog = ledger.reader()?.upload_backlog()?;
 
-    let s3 = S3Settings::from_env(endpoint);
-    if create_bucket {
-        let (bucket, _) = crate::upload::parse_s3_url(url).context("--create-bucket needs an s3:// store")?;
-        crate::upload::s3admin::create_locked_bucket(&s3, &bucket, "COMPLIANCE", 1)?;
-    }
-    let store = Store::open(url, &s3, &format!("bench-{}", uuid::Uuid::new_v4()))?;
+    let store = bench_store(url, endpoint, create_bucket)?;
     println!(
         "upload drain: {} min of {} ({} sources, {ingest_kbps} kbit/s) = {} objects, {:.1} MiB, to {}",
         minutes,

@@ -3,10 +3,9 @@
 //! checkpoints and tokens per recorded hour; and from these the window in which an insider
 //! holding the device key could still rewrite records that no checkpoint in the store covers.
 
-use super::{bench_box, percentile, scratch};
+use super::{bench_box, bench_session, bench_store, percentile, scratch};
 use crate::base::MediaTime;
-use crate::integrity::{Entry, Hearing};
-use crate::ledger::{NewSession, Payload, UploadJob};
+use crate::ledger::{Payload, SegmentCommit, UploadJob};
 use crate::witness::Log;
 use anyhow::{Context, Result};
 use std::path::Path;
@@ -17,6 +16,7 @@ pub struct Options<'a> {
     /// A folder or s3://bucket/prefix (credentials from the AWS_* environment).
     pub store: Option<&'a str>,
     pub endpoint: Option<String>,
+    pub create_bucket: bool,
     pub tsa_url: Option<&'a str>,
     pub checkpoint_seconds: u64,
 }
@@ -27,34 +27,30 @@ fn ms(d: Duration) -> String {
 
 pub fn run(o: &Options) -> Result<()> {
     let dir = scratch(None)?;
-    let store_cfg = match o.store {
-        Some(url) => format!(
-            "[store]\nurl = \"{url}\"\n{}",
-            o.endpoint.as_ref().map(|e| format!("endpoint = \"{e}\"\n")).unwrap_or_default()
-        ),
-        None => String::new(),
+    let b = bench_box(&dir, Path::new("hw-profiles/sim.toml"), Path::new("var/sim-audio"), "")?;
+    let store = match o.store {
+        Some(url) => bench_store(url, o.endpoint.clone(), o.create_bucket)?,
+        None => crate::upload::open_store(&b.cfg)?,
     };
-    let b = bench_box(&dir, Path::new("hw-profiles/sim.toml"), Path::new("var/sim-audio"), &store_cfg)?;
-    let store = crate::upload::open_store(&b.cfg)?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let (session, _) = b.ledger.call(|w| {
-        w.create_session(NewSession {
-            court: "bench".into(),
-            room: "bench".into(),
-            case: "BENCH".into(),
-            title: "witness".into(),
-            language: "en".into(),
-            hearing: Hearing::Open,
-            profile: "sim".into(),
-            segment_ns: 10_000_000_000,
-            sources: Vec::new(),
-        })
-    })?;
+    let session = bench_session(&b.ledger)?;
     let (mut commit, mut upload, mut total) = (Vec::new(), Vec::new(), Vec::new());
     let mut note_bytes = 0usize;
     for i in 0..o.checkpoints {
-        // One record between checkpoints, as recording adds segments.
-        b.ledger.call(move |w| w.append(session, Entry::ClockJump { media: MediaTime(i as u64), delta_ms: 0 }))?;
+        // One segment record between checkpoints, as recording adds them (the file itself
+        // plays no part here).
+        let segment = SegmentCommit {
+            source: "bench".into(),
+            seq: i as u64,
+            media_start: MediaTime(i as u64 * 10_000_000_000),
+            media_end: MediaTime((i as u64 + 1) * 10_000_000_000),
+            wall_start: crate::base::WallTime::from_unix_nanos(0),
+            bytes: 1,
+            sha256: [0; 32],
+            recovered: false,
+            local_path: "bench".into(),
+        };
+        b.ledger.call(move |w| w.commit_segment(session, segment))?;
         let t0 = Instant::now();
         let seq = b.ledger.call(|w| w.checkpoint_recording())?.context("no checkpoint was made")?;
         let t1 = Instant::now();
