@@ -1,8 +1,8 @@
-//! The witness service: the periodic checkpoint of the recording session, and the stamper
-//! that gets an RFC 3161 token for every checkpoint from the configured TSA. While the TSA
-//! cannot be reached, checkpoints wait in the ledger (they are already signed, stored and
-//! uploaded) and are stamped when it answers again; the delay shows in the token's time and
-//! `verify` states it. Recording never waits for any of this.
+//! The witness service: the periodic checkpoints of the recording session and of the audit
+//! chain, and the stamper that gets an RFC 3161 token for every checkpoint from the configured
+//! TSA. While the TSA cannot be reached, checkpoints wait in the ledger (they are already signed,
+//! stored and uploaded) and are stamped when it answers again; the delay shows in the token's
+//! time and `verify` states it. Recording never waits for any of this.
 //!
 //! Decisions (what is due when) are `Schedule`, a pure state machine on monotonic time,
 //! unit-tested on simulated time; the thread only carries them out.
