@@ -235,15 +235,17 @@ pub fn verify(dir: &Path, key: Option<&Path>) -> (i32, String) {
 
 /// `verify` of a folder or store URL, optionally with a box's configuration.
 pub fn verify_target(target: &std::ffi::OsStr, key: Option<&Path>, config: Option<&Path>) -> (i32, String) {
+    let key_args: Vec<&str> = key.map(|k| vec!["--key", k.to_str().unwrap()]).unwrap_or_default();
+    verify_with(config, target, &key_args)
+}
+
+/// `verify TARGET ARGS…` (with `-c CONFIG` if given): its exit code and everything it printed.
+pub fn verify_with(config: Option<&Path>, target: impl AsRef<std::ffi::OsStr>, args: &[&str]) -> (i32, String) {
     let mut c = Command::new(BIN);
     if let Some(cfg) = config {
         c.arg("-c").arg(cfg);
     }
-    c.arg("verify").arg(target);
-    if let Some(k) = key {
-        c.arg("--key").arg(k);
-    }
-    let out = c.output().unwrap();
+    let out = c.arg("verify").arg(target).args(args).output().unwrap();
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     (out.status.code().unwrap_or(-1), text)
 }

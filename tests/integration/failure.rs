@@ -88,16 +88,7 @@ fn a_source_that_cannot_start_is_a_fault_not_a_restart_loop() {
         );
     }
     std::thread::sleep(Duration::from_secs(7));
-    let status = tb.status();
-    for d in status["session"]["devices"].as_array().unwrap() {
-        if d["name"] == "bench" || d["name"] == "hall" {
-            assert_eq!(d["state"], "cannot_start", "{d}");
-            assert_eq!(d["restarts"], 0, "{d}");
-            assert!(d["last_error"].as_str().unwrap().contains("no element nosuchcamerasrc"), "{d}");
-        } else {
-            assert_eq!(d["state"], "running", "{d}");
-        }
-    }
+    assert_cannot_start(&tb, &["bench", "hall"], "no element nosuchcamerasrc");
     let human = tb.cli_ok(&["status"]);
     assert!(human.contains("cannot start: no element nosuchcamerasrc"), "{human}");
     assert!(!human.contains("restarting") && !human.contains("restarted automatically"), "{human}");
@@ -127,6 +118,21 @@ fn a_source_that_cannot_start_is_a_fault_not_a_restart_loop() {
     assert!(text.contains("SOURCES MISSING: bench, hall recorded nothing (device bench cannot start"), "{text}");
 }
 
+/// Status shows `failing` devices as unable to start (never restarted, the error named)
+/// and every other device running.
+fn assert_cannot_start(tb: &TestBox, failing: &[&str], error: &str) {
+    let status = tb.status();
+    for d in status["session"]["devices"].as_array().unwrap() {
+        if failing.iter().any(|f| d["name"] == *f) {
+            assert_eq!(d["state"], "cannot_start", "{d}");
+            assert_eq!(d["restarts"], 0, "{d}");
+            assert!(d["last_error"].as_str().unwrap().contains(error), "{d}");
+        } else {
+            assert_eq!(d["state"], "running", "{d}");
+        }
+    }
+}
+
 /// The `light` box with one pipeline template overridden by `text` (in a `pipelines_dir`).
 fn box_with_template(name: &str, template: &str, text: &str) -> TestBox {
     let tb = TestBox::new(name, "tests/fixtures/light.toml", 2);
@@ -150,16 +156,7 @@ fn a_template_that_does_not_parse_is_a_fault_not_a_restart_loop() {
     let daemon = tb.start();
     let session = tb.start_session();
     std::thread::sleep(Duration::from_secs(5));
-    let status = tb.status();
-    for d in status["session"]["devices"].as_array().unwrap() {
-        if d["name"] == "desk" || d["name"] == "floor" {
-            assert_eq!(d["state"], "cannot_start", "{d}");
-            assert_eq!(d["restarts"], 0, "{d}");
-            assert!(d["last_error"].as_str().unwrap().contains("does not parse"), "{d}");
-        } else {
-            assert_eq!(d["state"], "running", "{d}");
-        }
-    }
+    assert_cannot_start(&tb, &["desk", "floor"], "does not parse");
     tb.stop_session();
     daemon.terminate();
     let records = tb.records(session);

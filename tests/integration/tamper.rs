@@ -195,12 +195,12 @@ fn a_chain_re_signed_with_another_key_is_refused() {
     assert!(!text.lines().any(|l| l.starts_with("VERIFIED")), "{text}");
     // The real key's fingerprint, or the court's trust list, refuses it.
     let real = courtbox::integrity::PublicKey::read(&fixture().key).unwrap();
-    let (code, text) = verify_with(&dir, &["--fingerprint", &fingerprint(&real)]);
+    let (code, text) = verify_with(None, &dir, &["--fingerprint", &fingerprint(&real)]);
     assert_eq!(code, 1, "{text}");
     assert!(text.contains("no key with fingerprint"), "{text}");
     let list = dir.with_file_name("trusted-keys-re-signed.toml");
     write_file(&list, trust_list(&real, None).as_bytes());
-    let (code, text) = verify_with(&dir, &["--trusted-keys", list.to_str().unwrap()]);
+    let (code, text) = verify_with(None, &dir, &["--trusted-keys", list.to_str().unwrap()]);
     assert_eq!(code, 1, "{text}");
     assert!(text.contains("which is not in the trust list"), "{text}");
 }
@@ -211,14 +211,6 @@ fn trust_list(key: &courtbox::integrity::PublicKey, until: Option<&str>) -> Stri
     format!(
         "[[device]]\nkey = \"\"\"\n{}\"\"\"\ncourt = \"test-court\"\nroom = \"room-1\"\nvalid_from = \"2020-01-01T00:00:00Z\"\n{until}",
         key.to_pem()
-    )
-}
-
-fn verify_with(dir: &Path, args: &[&str]) -> (i32, String) {
-    let out = std::process::Command::new(BIN).arg("verify").arg(dir).args(args).output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
     )
 }
 
@@ -233,16 +225,16 @@ fn an_untouched_export_needs_a_trust_anchor_and_each_kind_of_anchor_works() {
         "{text}"
     );
     let real = courtbox::integrity::PublicKey::read(&f.key).unwrap();
-    let (code, text) = verify_with(&dir, &["--fingerprint", &fingerprint(&real)]);
+    let (code, text) = verify_with(None, &dir, &["--fingerprint", &fingerprint(&real)]);
     assert_eq!(code, 0, "{text}");
     let list = dir.with_file_name("trusted-keys-anchors.toml");
     write_file(&list, trust_list(&real, None).as_bytes());
-    let (code, text) = verify_with(&dir, &["--trusted-keys", list.to_str().unwrap()]);
+    let (code, text) = verify_with(None, &dir, &["--trusted-keys", list.to_str().unwrap()]);
     assert_eq!(code, 0, "{text}");
     assert!(text.contains("trusted by the trust list (test-court/room-1)"), "{text}");
     // A key the list says was replaced before the session: signed outside its validity.
     write_file(&list, trust_list(&real, Some("2021-01-01T00:00:00Z")).as_bytes());
-    let (code, text) = verify_with(&dir, &["--trusted-keys", list.to_str().unwrap()]);
+    let (code, text) = verify_with(None, &dir, &["--trusted-keys", list.to_str().unwrap()]);
     assert_eq!(code, 1, "{text}");
     assert!(text.contains("signed outside the key's validity"), "{text}");
 }
@@ -268,7 +260,7 @@ fn an_end_cut_off_cleanly_is_incomplete_never_verified() {
     assert_eq!(code, 4, "{text}");
     assert!(text.contains("INCOMPLETE: no closing manifest"), "{text}");
     assert!(!text.lines().any(|l| l.starts_with("VERIFIED")), "{text}");
-    let (code, text) = verify_with(&dir, &["--key", fixture().key.to_str().unwrap(), "--allow-open"]);
+    let (code, text) = verify_with(None, &dir, &["--key", fixture().key.to_str().unwrap(), "--allow-open"]);
     assert_eq!(code, 0, "{text}");
     assert!(text.contains("VERIFIED (OPEN SESSION)"), "{text}");
 }
