@@ -18,10 +18,10 @@ use sessions::Sessions;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use thiserror::Error;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     Secretary,
@@ -97,7 +97,7 @@ impl AuthError {
 }
 
 /// A person as listed to technicians (never the hash).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Person {
     pub name: String,
     pub role: Role,
@@ -127,6 +127,8 @@ impl AuthSettings {
 
 pub struct Auth {
     ledger: Arc<Ledger>,
+    /// Lockouts and session limits run on monotonic time.
+    clocks: Arc<dyn crate::base::Clocks>,
     limiter: Mutex<Limiter>,
     sessions: Mutex<Sessions>,
     /// SHA-256 of tokens already checked against their Argon2id hash → who; in memory only,
@@ -152,9 +154,10 @@ fn check_pin(pin: &str) -> Result<(), AuthError> {
 }
 
 impl Auth {
-    pub fn new(ledger: Arc<Ledger>, settings: AuthSettings) -> Auth {
+    pub fn new(ledger: Arc<Ledger>, settings: AuthSettings, clocks: Arc<dyn crate::base::Clocks>) -> Auth {
         Auth {
             ledger,
+            clocks,
             limiter: Mutex::new(Limiter::new(settings.lockout)),
             sessions: Mutex::new(Sessions::new(settings.session_idle, settings.session_max)),
             verified_tokens: Mutex::default(),
@@ -224,7 +227,7 @@ impl Auth {
         pin: &str,
         client: Option<IpAddr>,
     ) -> Result<(Principal, String, String), AuthError> {
-        let now = Instant::now();
+        let now = self.clocks.monotonic();
         self.limiter.lock().unwrap().admit(name, client, now).map_err(refusal)?;
         let stored = self.ledger.reader()?.credential_by_name(name)?.filter(|c| c.role == "secretary");
         let ok = match &stored {
@@ -236,7 +239,7 @@ impl Auth {
         };
         let mut limiter = self.limiter.lock().unwrap();
         if !ok {
-            return Err(match limiter.failed(name, Instant::now()) {
+            return Err(match limiter.failed(name, self.clocks.monotonic()) {
                 Ok(left) => AuthError::WrongPin(left),
                 Err(lock) => AuthError::NowLocked(lock),
             });
@@ -250,7 +253,7 @@ impl Auth {
 
     /// The panel session behind a cookie; `action` restarts its idle time.
     pub fn panel_session(&self, id: &str, action: bool) -> Option<PanelSession> {
-        self.sessions.lock().unwrap().get(id, action, Instant::now())
+        self.sessions.lock().unwrap().get(id, action, self.clocks.monotonic())
     }
 
     pub fn sign_out(&self, id: &str) {
@@ -270,7 +273,7 @@ impl Auth {
         }
         let id = token.strip_prefix(TOKEN_PREFIX).and_then(|t| t.split_once('_')).map(|(id, _)| id).unwrap_or("");
         let account = format!("token {id}");
-        self.limiter.lock().unwrap().admit(&account, client, Instant::now()).map_err(refusal)?;
+        self.limiter.lock().unwrap().admit(&account, client, self.clocks.monotonic()).map_err(refusal)?;
         let stored = self.ledger.reader()?.credential_by_id(id)?.filter(|c| c.role == "technician");
         match stored {
             Some(c) if secret::verify(token, &c.secret_hash) => {
@@ -282,7 +285,7 @@ impl Auth {
                 if found.is_none() {
                     secret::verify_nothing(token);
                 }
-                match self.limiter.lock().unwrap().failed(&account, Instant::now()) {
+                match self.limiter.lock().unwrap().failed(&account, self.clocks.monotonic()) {
                     Ok(_) => Err(AuthError::WrongToken),
                     Err(lock) => Err(AuthError::NowLocked(lock)),
                 }

@@ -12,10 +12,6 @@ pub struct Backoff {
 }
 
 impl Backoff {
-    /// A device that ran this long without failing is healthy again: its next failure
-    /// starts over from the initial delay.
-    pub const HEALTHY_AFTER: Duration = Duration::from_secs(60);
-
     pub fn new(initial: Duration, max: Duration) -> Backoff {
         Backoff { initial, max, next: initial, jitter: false }
     }

@@ -3,8 +3,13 @@
 //! run hours of recording in milliseconds and step the wall clock as NTP would.
 
 use super::WallTime;
-use std::sync::Mutex;
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// How often a blocking wait looks at its shutdown token: the most a blocking thread
+/// (a capture supervisor, a broadcast output) lags behind a shutdown.
+const SHUTDOWN_POLL: Duration = Duration::from_millis(20);
 
 /// Where code takes time from, so that tests can simulate hours in milliseconds.
 /// Media time is not here: it comes from the GStreamer pipeline clock.
@@ -15,6 +20,23 @@ pub trait Clocks: Send + Sync + 'static {
     fn monotonic(&self) -> Duration;
     /// Waits `d` of monotonic time.
     fn sleep(&self, d: Duration);
+
+    /// Waits `d` of monotonic time unless `shutdown` is cancelled first; returns whether
+    /// the whole time passed. For threads that cannot await the token: they look at it
+    /// every `SHUTDOWN_POLL`, which bounds how long a shutdown waits for them.
+    fn sleep_unless_cancelled(&self, d: Duration, shutdown: &CancellationToken) -> bool {
+        let end = self.monotonic() + d;
+        loop {
+            if shutdown.is_cancelled() {
+                return false;
+            }
+            let now = self.monotonic();
+            if now >= end {
+                return true;
+            }
+            self.sleep((end - now).min(SHUTDOWN_POLL));
+        }
+    }
 }
 
 pub struct RealClocks {
@@ -56,25 +78,56 @@ impl SimulatedClocks {
         SimulatedClocks { state: Mutex::new((start, Duration::ZERO)) }
     }
     pub fn advance(&self, d: Duration) {
-        let mut s = self.state.lock().unwrap();
+        let mut s = self.state.lock();
         s.0 = WallTime::from_unix_nanos(s.0.unix_nanos() + d.as_nanos() as i128);
         s.1 += d;
     }
     /// Steps only the wall clock, as an NTP correction or RTC reset would.
     pub fn step_wall(&self, delta_nanos: i128) {
-        let mut s = self.state.lock().unwrap();
+        let mut s = self.state.lock();
         s.0 = WallTime::from_unix_nanos(s.0.unix_nanos() + delta_nanos);
     }
 }
 
 impl Clocks for SimulatedClocks {
     fn wall(&self) -> WallTime {
-        self.state.lock().unwrap().0
+        self.state.lock().0
     }
     fn monotonic(&self) -> Duration {
-        self.state.lock().unwrap().1
+        self.state.lock().1
     }
     fn sleep(&self, d: Duration) {
         self.advance(d)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cancelled_sleep_ends_at_once_and_says_so() {
+        let clocks = SimulatedClocks::new(WallTime::from_unix_nanos(0));
+        let shutdown = CancellationToken::new();
+        assert!(clocks.sleep_unless_cancelled(Duration::from_secs(5), &shutdown));
+        assert_eq!(clocks.monotonic(), Duration::from_secs(5));
+        shutdown.cancel();
+        assert!(!clocks.sleep_unless_cancelled(Duration::from_secs(5), &shutdown));
+        assert_eq!(clocks.monotonic(), Duration::from_secs(5), "no time passes once shut down");
+    }
+
+    #[test]
+    fn a_real_sleep_wakes_soon_after_a_cancel_from_another_thread() {
+        let clocks = RealClocks::new();
+        let shutdown = CancellationToken::new();
+        let canceller = shutdown.clone();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(30));
+            canceller.cancel();
+        });
+        let started = Instant::now();
+        assert!(!clocks.sleep_unless_cancelled(Duration::from_secs(30), &shutdown));
+        assert!(started.elapsed() < Duration::from_secs(5));
+        t.join().unwrap();
     }
 }

@@ -3,10 +3,12 @@
 
 mod backoff;
 mod clocks;
+pub mod supervise;
 mod time;
 
 pub use backoff::Backoff;
 pub use clocks::{Clocks, RealClocks, SimulatedClocks};
+pub use supervise::{ExponentialRetry, Phase, RetryPolicy, Supervision};
 pub use time::{MediaTime, WallTime};
 
 use std::path::{Path, PathBuf};
@@ -30,16 +32,23 @@ pub fn resolve(base: &Path, path: &Path) -> PathBuf {
     if path.is_absolute() { path.to_path_buf() } else { base.join(path) }
 }
 
-/// Reads a file that holds a secret, refusing one that others on the box could read. The
-/// message never quotes the file.
-pub fn read_secret_file(path: &Path) -> Result<String, String> {
+/// Why a file that holds a secret was not read. The message never quotes the file.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretFileError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("mode is {mode:o}; it holds a secret, so it must be 600 (chmod 600 {})", path.display())]
+    Readable { mode: u32, path: PathBuf },
+}
+
+/// Reads a file that holds a secret, refusing one that others on the box could read.
+pub fn read_secret_file(path: &Path) -> Result<String, SecretFileError> {
     use std::os::unix::fs::PermissionsExt;
-    let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
-    let mode = meta.permissions().mode() & 0o777;
+    let mode = std::fs::metadata(path)?.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
-        return Err(format!("mode is {mode:o}; it holds a secret, so it must be 600 (chmod 600 {})", path.display()));
+        return Err(SecretFileError::Readable { mode, path: path.to_path_buf() });
     }
-    std::fs::read_to_string(path).map_err(|e| e.to_string())
+    Ok(std::fs::read_to_string(path)?)
 }
 
 /// Makes ring the TLS crypto provider of every HTTP client (reqwest is built without a

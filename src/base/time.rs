@@ -10,7 +10,9 @@ use time::format_description::well_known::Rfc3339;
 
 /// Session media time in nanoseconds: the running time of the session's capture clock,
 /// continued across daemon restarts. Never mixed with wall time.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(transparent)]
 pub struct MediaTime(pub u64);
 

@@ -110,6 +110,18 @@ pub fn run(o: &Options) -> Result<()> {
 
 fn measure(o: &Options, recorder: &Recorder, settings: &BroadcastConfig) -> Result<()> {
     let delay = Duration::from_secs(u64::from(o.delay_seconds));
+    measure_cpu(o, recorder, settings, delay)?;
+    let viewers = start_viewers(o)?;
+    wait_for_pictures(&viewers)?;
+    let presses = press_mutes(recorder, o.mutes)?;
+    std::thread::sleep(delay + Duration::from_secs(6));
+    recorder.stop_broadcast("bench")?;
+    print_added_latency(viewers, &presses, delay, o.mutes);
+    Ok(())
+}
+
+/// CPU of the recording alone, then with the broadcast started (and left running).
+fn measure_cpu(o: &Options, recorder: &Recorder, settings: &BroadcastConfig, delay: Duration) -> Result<()> {
     let window = Duration::from_secs(o.cpu_seconds);
     std::thread::sleep(Duration::from_secs(5));
     let (recording, _) = cores_over(window);
@@ -140,8 +152,12 @@ fn measure(o: &Options, recorder: &Recorder, settings: &BroadcastConfig) -> Resu
         broadcasting - recording,
         100.0 * (broadcasting - recording) / cores as f64
     );
+    Ok(())
+}
 
-    let viewers = vec![
+/// A viewer of each output: RTMP, SRT (through the relay) and HLS.
+fn start_viewers(o: &Options) -> Result<Vec<Viewer>> {
+    Ok(vec![
         live_viewer(
             "RTMP (played from nginx-rtmp)",
             &format!(
@@ -159,7 +175,11 @@ fn measure(o: &Options, recorder: &Recorder, settings: &BroadcastConfig) -> Resu
             ),
         )?,
         hls_viewer(o.hls_dir.join(format!("{STREAM_KEY}.m3u8"))),
-    ];
+    ])
+}
+
+/// Waits until every viewer has decoded pictures (not the slate).
+fn wait_for_pictures(viewers: &[Viewer]) -> Result<()> {
     let settle = Instant::now() + Duration::from_secs(20);
     while viewers.iter().any(|v| v.frames.lock().unwrap().iter().filter(|f| !f.1).count() < 25) {
         if Instant::now() > settle {
@@ -168,12 +188,15 @@ fn measure(o: &Options, recorder: &Recorder, settings: &BroadcastConfig) -> Resu
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+    Ok(())
+}
 
-    // Mutes of 2 s, 6 s apart and more by 0.45 s each time, so that they fall at different
-    // places in a keyframe interval (an HLS fragment); with no rewind each is due on air
-    // `delay` after its press.
+/// Presses `mutes` privacy mutes of 2 s, 6 s apart and more by 0.45 s each time, so that they
+/// fall at different places in a keyframe interval (an HLS fragment); with no rewind each is
+/// due on air `delay` after its press. Returns when each was pressed and released.
+fn press_mutes(recorder: &Recorder, mutes: usize) -> Result<Vec<(Instant, Instant)>> {
     let mut presses = Vec::new();
-    for i in 0..o.mutes {
+    for i in 0..mutes {
         let on = Instant::now();
         recorder.set_privacy_mute(true, "bench")?;
         std::thread::sleep(Duration::from_secs(2));
@@ -182,10 +205,13 @@ fn measure(o: &Options, recorder: &Recorder, settings: &BroadcastConfig) -> Resu
         presses.push((on, off));
         std::thread::sleep(Duration::from_secs(6) + Duration::from_millis(450) * i as u32);
     }
-    std::thread::sleep(delay + Duration::from_secs(6));
-    recorder.stop_broadcast("bench")?;
+    Ok(presses)
+}
 
-    println!("  added latency over the delay, slate onset (mute) / end (unmute), p50 and worst of {}:", o.mutes);
+/// Per viewer, how much later than `delay` after each press and release the slate started
+/// and ended; the viewers are stopped.
+fn print_added_latency(viewers: Vec<Viewer>, presses: &[(Instant, Instant)], delay: Duration, mutes: usize) {
+    println!("  added latency over the delay, slate onset (mute) / end (unmute), p50 and worst of {mutes}:");
     for v in viewers {
         let frames = v.frames.lock().unwrap().clone();
         (v.stop)();
@@ -202,8 +228,8 @@ fn measure(o: &Options, recorder: &Recorder, settings: &BroadcastConfig) -> Resu
             continue;
         }
         let late = |seen: Instant, pressed: Instant| (seen - pressed).as_secs_f64() - delay.as_secs_f64();
-        let mut onsets: Vec<f64> = blanks.iter().zip(&presses).map(|(b, p)| late(b.0, p.0)).collect();
-        let mut ends: Vec<f64> = blanks.iter().zip(&presses).map(|(b, p)| late(b.1, p.1)).collect();
+        let mut onsets: Vec<f64> = blanks.iter().zip(presses).map(|(b, p)| late(b.0, p.0)).collect();
+        let mut ends: Vec<f64> = blanks.iter().zip(presses).map(|(b, p)| late(b.1, p.1)).collect();
         onsets.sort_by(f64::total_cmp);
         ends.sort_by(f64::total_cmp);
         println!(
@@ -215,7 +241,6 @@ fn measure(o: &Options, recorder: &Recorder, settings: &BroadcastConfig) -> Resu
             ends[ends.len() - 1],
         );
     }
-    Ok(())
 }
 
 /// Whether a decoded GRAY8 frame is the slate: its mean luma is below the cameras'.

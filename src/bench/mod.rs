@@ -123,9 +123,16 @@ pub fn run(what: BenchCommand, _config: &Path) -> Result<()> {
         BenchCommand::Record { profile, sim_audio, seconds, captions } => {
             record(&profile, &sim_audio, seconds, captions)
         }
-        BenchCommand::Stt { file, reference, model, language, mics, passes, threads, verbose } => {
-            stt(&file, &reference, &model, &language, mics, passes, threads, verbose)
-        }
+        BenchCommand::Stt { file, reference, model, language, mics, passes, threads, verbose } => stt(&SttRun {
+            file: &file,
+            reference: &reference,
+            model: &model,
+            language: &language,
+            mics,
+            passes,
+            threads,
+            verbose,
+        }),
         BenchCommand::Broadcast(options) => broadcast::run(&options),
         BenchCommand::Upload { store, endpoint, create_bucket, profile, minutes, concurrency } => {
             upload(&store, endpoint, create_bucket, &profile, minutes, concurrency)
@@ -165,7 +172,6 @@ fn report(name: &str, mut v: Vec<Duration>) {
     );
 }
 
-/// A recording session to commit benchmark records into.
 /// A store for a benchmark, in a fresh folder of `url` (credentials from the AWS_*
 /// environment), creating the bucket with Object Lock first if asked.
 fn bench_store(url: &str, endpoint: Option<String>, create_bucket: bool) -> Result<crate::upload::Store> {
@@ -177,6 +183,7 @@ fn bench_store(url: &str, endpoint: Option<String>, create_bucket: bool) -> Resu
     Ok(crate::upload::Store::open(url, &s3, &format!("bench-{}", uuid::Uuid::new_v4()))?)
 }
 
+/// A recording session to commit benchmark records into.
 fn bench_session(ledger: &Ledger) -> Result<uuid::Uuid> {
     let (session, _) = ledger.call(|w| {
         w.create_session(NewSession {
@@ -184,7 +191,7 @@ fn bench_session(ledger: &Ledger) -> Result<uuid::Uuid> {
             room: "bench".into(),
             case: "bench".into(),
             title: "bench".into(),
-            language: "en".into(),
+            language: crate::integrity::Language::En,
             hearing: Hearing::Open,
             profile: "bench".into(),
             segment_ns: 10_000_000_000,
@@ -261,41 +268,19 @@ fn upload(
 ) -> Result<()> {
     use crate::upload::{Uploader, UploaderSettings};
     let profile = crate::config::load_profile(profile)?;
-    let sources = profile.sources();
     let kbps = |s: &crate::config::SourceSpec| match s.kind {
         crate::config::SourceKind::Video => profile.video.bitrate_kbps,
         crate::config::SourceKind::Audio => profile.audio.bitrate_kbps,
     };
-    let ingest_kbps: u32 = sources.iter().map(kbps).sum();
+    let sources: Vec<(String, u32)> = profile.sources().iter().map(|s| (s.name.clone(), kbps(s))).collect();
+    let ingest_kbps: u32 = sources.iter().map(|(_, kbps)| kbps).sum();
 
     let dir = scratch(None)?;
     let clocks: Arc<dyn Clocks> = Arc::new(RealClocks::new());
     let key = Arc::new(DeviceKey::create(&dir.join("device.key"))?);
     let ledger = Arc::new(Ledger::open(&dir.join("ledger.db"), key, clocks.clone())?);
     let session = bench_session(&ledger)?;
-    let spool = dir.join("spool");
-    std::fs::create_dir_all(&spool)?;
-    let rng = SystemRandom::new();
-    for seq in 0..minutes * 6 {
-        for s in &sources {
-            let mut data = vec![0u8; kbps(s) as usize * 1000 / 8 * 10];
-            rng.fill(&mut data).map_err(|_| anyhow::anyhow!("RNG"))?;
-            let path = spool.join(format!("{}-{seq:06}.mkv", s.name));
-            std::fs::write(&path, &data)?;
-            let c = SegmentCommit {
-                source: s.name.clone(),
-                seq,
-                media_start: MediaTime(seq * 10_000_000_000),
-                media_end: MediaTime((seq + 1) * 10_000_000_000),
-                wall_start: WallTime::from_unix_nanos(0),
-                bytes: data.len() as u64,
-                sha256: crate::integrity::sha256(&data),
-                recovered: false,
-                local_path: path.display().to_string(),
-            };
-            ledger.call(move |w| w.commit_segment(session, c))?;
-        }
-    }
+    write_backlog(&ledger, session, &dir.join("spool"), &sources, minutes)?;
     let backlog = ledger.reader()?.upload_backlog()?;
 
     let store = bench_store(url, endpoint, create_bucket)?;
@@ -331,34 +316,72 @@ fn upload(
     let (elapsed, cpu) = (t0.elapsed().as_secs_f64(), (cpu_time() - cpu0).as_secs_f64());
     uploader.shutdown();
     let state = uploader.state();
-    let rate_kbps = backlog.bytes as f64 * 8.0 / 1000.0 / elapsed;
     println!("  drained in {elapsed:.2} s with {concurrency} in flight ({} failed attempts)", state.failed_attempts);
-    println!(
-        "  {:.1} MiB/s, {:.0} objects/s = {:.1}x the recording's ingest rate (goal >= 3x)",
-        backlog.bytes as f64 / (1 << 20) as f64 / elapsed,
-        backlog.objects as f64 / elapsed,
-        rate_kbps / f64::from(ingest_kbps)
-    );
-    println!(
-        "  CPU: {:.2} cores while draining, {:.2} CPU s per GiB; at the ingest rate: {:.1} % of one core",
-        cpu / elapsed,
-        cpu / (backlog.bytes as f64 / (1u64 << 30) as f64),
-        100.0 * cpu / elapsed * f64::from(ingest_kbps) / rate_kbps
-    );
+    print_drain_rates(backlog.bytes, backlog.objects, ingest_kbps, elapsed, cpu);
     ledger.close();
     std::fs::remove_dir_all(&dir)?;
     Ok(())
 }
 
-/// User + system CPU time of this process so far.
+/// `minutes` of recording of every (source, kbit/s), as random bytes committed to the
+/// ledger in 10 s segments: an upload backlog.
+fn write_backlog(
+    ledger: &Ledger,
+    session: uuid::Uuid,
+    spool: &Path,
+    sources: &[(String, u32)],
+    minutes: u64,
+) -> Result<()> {
+    std::fs::create_dir_all(spool)?;
+    let rng = SystemRandom::new();
+    for seq in 0..minutes * 6 {
+        for (name, kbps) in sources {
+            let mut data = vec![0u8; *kbps as usize * 1000 / 8 * 10];
+            rng.fill(&mut data).map_err(|_| anyhow::anyhow!("RNG"))?;
+            let path = spool.join(format!("{name}-{seq:06}.mkv"));
+            std::fs::write(&path, &data)?;
+            let c = SegmentCommit {
+                source: name.clone(),
+                seq,
+                media_start: MediaTime(seq * 10_000_000_000),
+                media_end: MediaTime((seq + 1) * 10_000_000_000),
+                wall_start: WallTime::from_unix_nanos(0),
+                bytes: data.len() as u64,
+                sha256: crate::integrity::sha256(&data),
+                recovered: false,
+                local_path: path.display().to_string(),
+            };
+            ledger.call(move |w| w.commit_segment(session, c))?;
+        }
+    }
+    Ok(())
+}
+
+/// Throughput of a drain against the recording's ingest rate, and the CPU it took.
+fn print_drain_rates(bytes: u64, objects: u64, ingest_kbps: u32, elapsed: f64, cpu: f64) {
+    let rate_kbps = bytes as f64 * 8.0 / 1000.0 / elapsed;
+    println!(
+        "  {:.1} MiB/s, {:.0} objects/s = {:.1}x the recording's ingest rate (goal >= 3x)",
+        bytes as f64 / (1 << 20) as f64 / elapsed,
+        objects as f64 / elapsed,
+        rate_kbps / f64::from(ingest_kbps)
+    );
+    println!(
+        "  CPU: {:.2} cores while draining, {:.2} CPU s per GiB; at the ingest rate: {:.1} % of one core",
+        cpu / elapsed,
+        cpu / (bytes as f64 / (1u64 << 30) as f64),
+        100.0 * cpu / elapsed * f64::from(ingest_kbps) / rate_kbps
+    );
+}
+
+/// User + system CPU time of this process so far (all its threads). The process CPU-time
+/// clock counts what getrusage's user and system times add up to, and needs no unsafe code
+/// (nix's `resource` feature, which wraps getrusage, is not enabled).
 fn cpu_time() -> Duration {
-    // SAFETY: rusage is a plain C struct of integers, for which all-zero bytes are valid;
-    // getrusage only writes into it.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: `usage` is a properly sized out-parameter for RUSAGE_SELF.
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
-    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    tv(usage.ru_utime) + tv(usage.ru_stime)
+    use nix::time::{ClockId, clock_gettime};
+    // The process CPU-time clock exists on every Linux; a benchmark figure of zero would
+    // show if it ever failed.
+    clock_gettime(ClockId::CLOCK_PROCESS_CPUTIME_ID).map(Duration::from).unwrap_or_default()
 }
 
 fn record(profile: &Path, sim_audio: &Path, seconds: u64, captions: bool) -> Result<()> {
@@ -473,27 +496,70 @@ fn pct(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() { f64::NAN } else { sorted[((sorted.len() as f64 - 1.0) * p).round() as usize] }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn stt(
-    file: &Path,
-    reference: &str,
-    model: &Path,
-    language: &str,
+/// `bench stt`: what to feed the speech service, and how.
+struct SttRun<'a> {
+    file: &'a Path,
+    /// What is said in the file (for the word error rate).
+    reference: &'a str,
+    model: &'a Path,
+    language: &'a str,
     mics: usize,
     passes: usize,
     threads: u32,
     verbose: bool,
-) -> Result<()> {
-    use crate::capture::AudioChunk;
-    use crate::stt::{MicInfo, SessionSpec, Stt, SttSettings};
+}
+
+fn stt(run: &SttRun) -> Result<()> {
+    use crate::stt::{MicInfo, SessionSpec, Stt};
     gst::init()?;
+    let speech = load_speech(run.file)?;
+    let dir = scratch(None)?;
+    let clocks: Arc<dyn Clocks> = Arc::new(RealClocks::new());
+    let key = Arc::new(DeviceKey::create(&dir.join("device.key"))?);
+    let ledger = Arc::new(Ledger::open(&dir.join("ledger.db"), key, clocks.clone())?);
+    let names: Vec<String> = (0..run.mics).map(|i| format!("mic{i}")).collect();
+    let session = bench_session(&ledger)?;
+    let stt = Stt::start(bench_stt_settings(run.model, run.threads), ledger.clone(), dir.clone(), clocks, run.mics);
+    let mut events = stt.subscribe();
+    wait_until_ready(&stt)?;
+    stt.session_started(SessionSpec {
+        id: session,
+        language: run.language.into(),
+        mics: names.iter().map(|n| MicInfo { source: n.clone(), role: None }).collect(),
+    });
+
+    let schedule = Schedule { period: speech.secs + 2.0, passes: run.passes, mics: run.mics };
+    let tap = stt.tap();
+    let started = Instant::now();
+    let feeder = spawn_feeder(tap, names, speech.pcm, schedule, started);
+    let deadline = started + Duration::from_secs_f64(schedule.total() + 60.0);
+    let heard = collect_finals(&mut events, &feeder, schedule, deadline);
+    let _ = feeder.join();
+    stt.shutdown();
+
+    let figures = score_finals(&heard, run, schedule, speech.speech_end, started);
+    print_stt_figures(run, speech.secs, &figures);
+    ledger.close();
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
+
+/// A speech file as 16 kHz samples.
+struct Speech {
+    pcm: Vec<f32>,
+    /// Its length in seconds.
+    secs: f64,
+    /// Where the speech ends in the file (last 20 ms frame above -40 dBFS), in seconds.
+    speech_end: f64,
+}
+
+fn load_speech(file: &Path) -> Result<Speech> {
     let pcm: Vec<f32> = crate::capture::decode_to_pcm(file, 16_000)
         .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?
         .iter()
         .map(|s| f32::from(*s) / 32768.0)
         .collect();
     let secs = pcm.len() as f64 / 16_000.0;
-    // Where the speech ends in the file (last 20 ms frame above -40 dBFS).
     let speech_end = pcm
         .chunks(320)
         .enumerate()
@@ -501,14 +567,12 @@ fn stt(
         .map(|(i, _)| (i + 1) as f64 * 0.02)
         .next_back()
         .unwrap_or(secs);
+    Ok(Speech { pcm, secs, speech_end })
+}
 
-    let dir = scratch(None)?;
-    let clocks: Arc<dyn Clocks> = Arc::new(RealClocks::new());
-    let key = Arc::new(DeviceKey::create(&dir.join("device.key"))?);
-    let ledger = Arc::new(Ledger::open(&dir.join("ledger.db"), key, clocks.clone())?);
-    let names: Vec<String> = (0..mics).map(|i| format!("mic{i}")).collect();
-    let session = bench_session(&ledger)?;
-    let settings = SttSettings {
+/// The speech service as the benchmark runs it: the given model and threads, at full speed.
+fn bench_stt_settings(model: &Path, threads: u32) -> SttSettings {
+    SttSettings {
         model: model.to_path_buf(),
         model_sha256: crate::stt::models::spec_for_file(model).map(|s| s.sha256),
         model_name: "base-q8".into(),
@@ -518,77 +582,109 @@ fn stt(
         queue: Duration::from_secs(60),
         delayed_after: Duration::from_secs(10),
         mic_languages: BTreeMap::new(),
-    };
-    let stt = Stt::start(settings, ledger.clone(), dir.clone(), clocks, mics);
-    let mut events = stt.subscribe();
-    while stt.status().state == "loading" {
+    }
+}
+
+/// Waits for the speech model to load; an error says why it did not.
+fn wait_until_ready(stt: &Stt) -> Result<()> {
+    while stt.status().state == crate::stt::SttState::Loading {
         std::thread::sleep(Duration::from_millis(50));
     }
-    if stt.status().state != "ready" {
+    if stt.status().state != crate::stt::SttState::Ready {
         anyhow::bail!("speech model: {}", stt.status().reason.unwrap_or_default());
     }
-    stt.session_started(SessionSpec {
-        id: session,
-        language: language.into(),
-        mics: names.iter().map(|n| MicInfo { source: n.clone(), role: None }).collect(),
-    });
+    Ok(())
+}
 
-    // Each microphone plays the file `passes` times with 2 s of silence between, the
-    // microphones staggered evenly over one pass. Chunks of 10 ms, at real-time pace.
-    let period = secs + 2.0;
-    // Long enough for the last microphone's last pass (staggered by up to one period).
-    let total = period * (passes as f64 + 1.0) + 4.0;
-    let tap = stt.tap();
-    let started = Instant::now();
-    let feeder = {
-        let names = names.clone();
-        let pcm = pcm.clone();
-        std::thread::spawn(move || {
-            let step = 160usize;
-            let mut n = 0usize;
-            while (n as f64) / 16_000.0 < total {
-                let t = n as f64 / 16_000.0;
-                for (i, name) in names.iter().enumerate() {
-                    let local = t - i as f64 * period / names.len() as f64;
-                    let samples: Vec<f32> = (0..step)
-                        .map(|k| {
-                            let at = local + k as f64 / 16_000.0;
-                            if at < 0.0 || at >= period * passes as f64 {
-                                return 0.0;
-                            }
-                            let pos = ((at % period) * 16_000.0) as usize;
-                            pcm.get(pos).copied().unwrap_or(0.0)
-                        })
-                        .collect();
-                    tap(AudioChunk { source: name.clone(), start: MediaTime((t * 1e9) as u64), samples });
-                }
-                n += step;
-                let due = Duration::from_secs_f64(n as f64 / 16_000.0);
-                if let Some(wait) = due.checked_sub(started.elapsed()) {
-                    std::thread::sleep(wait);
-                }
+/// When each microphone speaks: the file `passes` times with 2 s of silence between (one
+/// `period` each), the microphones staggered evenly over one pass.
+#[derive(Clone, Copy)]
+struct Schedule {
+    period: f64,
+    passes: usize,
+    mics: usize,
+}
+
+impl Schedule {
+    /// Seconds to feed: long enough for the last microphone's last pass (staggered by up to
+    /// one period).
+    fn total(self) -> f64 {
+        self.period * (self.passes as f64 + 1.0) + 4.0
+    }
+
+    /// Seconds after the start at which microphone `mic` begins its first pass.
+    fn stagger(self, mic: usize) -> f64 {
+        mic as f64 * self.period / self.mics as f64
+    }
+
+    /// The sample a microphone plays `at` seconds after its own start (silence outside its
+    /// passes).
+    fn sample(self, pcm: &[f32], at: f64) -> f32 {
+        if at < 0.0 || at >= self.period * self.passes as f64 {
+            return 0.0;
+        }
+        let pos = ((at % self.period) * 16_000.0) as usize;
+        pcm.get(pos).copied().unwrap_or(0.0)
+    }
+}
+
+/// Feeds every microphone its schedule in chunks of 10 ms, at real-time pace from `started`.
+fn spawn_feeder(
+    tap: crate::capture::AudioTap,
+    names: Vec<String>,
+    pcm: Vec<f32>,
+    schedule: Schedule,
+    started: Instant,
+) -> std::thread::JoinHandle<()> {
+    use crate::capture::AudioChunk;
+    std::thread::spawn(move || {
+        let step = 160usize;
+        let mut n = 0usize;
+        while (n as f64) / 16_000.0 < schedule.total() {
+            let t = n as f64 / 16_000.0;
+            for (i, name) in names.iter().enumerate() {
+                let local = t - schedule.stagger(i);
+                let samples: Vec<f32> = (0..step).map(|k| schedule.sample(&pcm, local + k as f64 / 16_000.0)).collect();
+                tap(AudioChunk { source: name.clone(), start: MediaTime((t * 1e9) as u64), samples });
             }
-        })
-    };
+            n += step;
+            let due = Duration::from_secs_f64(n as f64 / 16_000.0);
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                std::thread::sleep(wait);
+            }
+        }
+    })
+}
 
-    // (mic, pass) -> texts and the arrival of its last final.
-    let mut finals: BTreeMap<(usize, usize), (Vec<String>, Instant)> = BTreeMap::new();
-    let mut rtfs = Vec::new();
-    let deadline = started + Duration::from_secs_f64(total + 60.0);
+/// The finals the service sent: per (mic, pass), their texts and the arrival of the last;
+/// and each one's real-time factor.
+struct Heard {
+    finals: BTreeMap<(usize, usize), (Vec<String>, Instant)>,
+    rtfs: Vec<f64>,
+}
+
+/// Collects finals until the feed is over and captions have stopped coming (or `deadline`).
+fn collect_finals(
+    events: &mut tokio::sync::broadcast::Receiver<crate::stt::CaptionEvent>,
+    feeder: &std::thread::JoinHandle<()>,
+    schedule: Schedule,
+    deadline: Instant,
+) -> Heard {
+    let mut heard = Heard { finals: BTreeMap::new(), rtfs: Vec::new() };
     let mut last_event = Instant::now();
     while Instant::now() < deadline {
         match events.try_recv() {
-            Ok(e) if e.kind == "final" => {
+            Ok(e) if e.kind == crate::stt::CaptionKind::Final => {
                 last_event = Instant::now();
                 let mic: usize = e.source.trim_start_matches("mic").parse().unwrap_or(0);
                 // By its midpoint: an utterance starts a little early (the VAD's preroll).
                 let mid = (e.media_start.as_secs_f64() + e.media_end.as_secs_f64()) / 2.0;
-                let local = mid - mic as f64 * period / mics as f64;
-                let pass = (local / period).floor().max(0.0) as usize;
+                let local = mid - schedule.stagger(mic);
+                let pass = (local / schedule.period).floor().max(0.0) as usize;
                 if e.audio_ms > 0 {
-                    rtfs.push(f64::from(e.decode_ms) / f64::from(e.audio_ms));
+                    heard.rtfs.push(f64::from(e.decode_ms) / f64::from(e.audio_ms));
                 }
-                let entry = finals.entry((mic, pass)).or_insert_with(|| (Vec::new(), Instant::now()));
+                let entry = heard.finals.entry((mic, pass)).or_insert_with(|| (Vec::new(), Instant::now()));
                 entry.0.push(e.text.clone());
                 entry.1 = Instant::now();
             }
@@ -596,54 +692,69 @@ fn stt(
             Err(tokio::sync::broadcast::error::TryRecvError::Empty) => std::thread::sleep(Duration::from_millis(10)),
             Err(_) => break,
         }
-        // Done when the feed is over and captions have stopped coming.
         if feeder.is_finished() && last_event.elapsed() > Duration::from_secs(8) {
             break;
         }
     }
-    let _ = feeder.join();
-    stt.shutdown();
+    heard
+}
 
+/// The figures of a run, each sorted.
+struct SttFigures {
+    wers: Vec<f64>,
+    rtfs: Vec<f64>,
+    latencies: Vec<f64>,
+}
+
+/// Word error rate of each (mic, pass) against the reference, and the delay from the end of
+/// its speech to its last final.
+fn score_finals(heard: &Heard, run: &SttRun, schedule: Schedule, speech_end: f64, started: Instant) -> SttFigures {
     let mut wers = Vec::new();
     let mut latencies = Vec::new();
-    for ((mic, pass), (texts, at)) in &finals {
-        if *pass >= passes {
+    for ((mic, pass), (texts, at)) in &heard.finals {
+        if *pass >= run.passes {
             continue;
         }
-        let w = crate::stt::text::wer(reference, &texts.join(" "));
-        if verbose {
+        let w = crate::stt::text::wer(run.reference, &texts.join(" "));
+        if run.verbose {
             println!("  mic {mic} pass {pass}: WER {:>5.1} %  {}", w * 100.0, texts.join(" | "));
         }
         wers.push(w);
-        let spoken = Duration::from_secs_f64(*mic as f64 * period / mics as f64 + *pass as f64 * period + speech_end);
+        let spoken = Duration::from_secs_f64(schedule.stagger(*mic) + *pass as f64 * schedule.period + speech_end);
         latencies.push(at.duration_since(started).saturating_sub(spoken).as_secs_f64());
     }
+    let mut rtfs = heard.rtfs.clone();
     wers.sort_by(f64::total_cmp);
     rtfs.sort_by(f64::total_cmp);
     latencies.sort_by(f64::total_cmp);
+    SttFigures { wers, rtfs, latencies }
+}
+
+fn print_stt_figures(run: &SttRun, secs: f64, figures: &SttFigures) {
+    let SttFigures { wers, rtfs, latencies } = figures;
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
     println!(
-        "speech to text: {} ({:.1} s) fed at real-time pace, {passes} passes on {mics} microphone(s), model {}, {threads} threads",
-        file.display(),
+        "speech to text: {} ({:.1} s) fed at real-time pace, {} passes on {} microphone(s), model {}, {} threads",
+        run.file.display(),
         secs,
-        model.display()
+        run.passes,
+        run.mics,
+        run.model.display(),
+        run.threads
     );
     println!(
         "  WER against the reference: mean {:.1} %, worst {:.1} % ({} utterances)",
-        mean(&wers) * 100.0,
-        pct(&wers, 1.0) * 100.0,
+        mean(wers) * 100.0,
+        pct(wers, 1.0) * 100.0,
         wers.len()
     );
-    println!("  real-time factor (inference / audio): p50 {:.2}, p95 {:.2}", pct(&rtfs, 0.5), pct(&rtfs, 0.95));
+    println!("  real-time factor (inference / audio): p50 {:.2}, p95 {:.2}", pct(rtfs, 0.5), pct(rtfs, 0.95));
     println!(
         "  latency end of speech -> final caption: p50 {:.2} s, p95 {:.2} s",
-        pct(&latencies, 0.5),
-        pct(&latencies, 0.95)
+        pct(latencies, 0.5),
+        pct(latencies, 0.95)
     );
     println!("  peak RSS: {:.0} MB", peak_rss_mb());
-    ledger.close();
-    std::fs::remove_dir_all(&dir)?;
-    Ok(())
 }
 
 #[cfg(test)]

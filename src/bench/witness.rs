@@ -3,7 +3,7 @@
 //! checkpoints and tokens per recorded hour; and from these the window in which an insider
 //! holding the device key could still rewrite records that no checkpoint in the store covers.
 
-use super::{bench_box, bench_session, bench_store, percentile, scratch};
+use super::{BenchBox, bench_box, bench_session, bench_store, percentile, scratch};
 use crate::base::MediaTime;
 use crate::ledger::{Payload, SegmentCommit, UploadJob};
 use crate::witness::Log;
@@ -33,10 +33,50 @@ pub fn run(o: &Options) -> Result<()> {
         None => crate::upload::open_store(&b.cfg)?,
     };
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let times = time_checkpoints(o.checkpoints, &b, &store, &runtime)?;
+    let n = o.checkpoints;
+    println!("witness bench: {n} checkpoints, store {}", store.url);
+    for (what, v) in
+        [("sign + commit", &times.commit), ("upload", &times.upload), ("sign + commit + upload", &times.total)]
+    {
+        println!(
+            "  {what:<24} p50 {}  p99 {}  max {}",
+            ms(percentile(v, 0.5)),
+            ms(percentile(v, 0.99)),
+            ms(*v.last().unwrap_or(&Duration::ZERO))
+        );
+    }
+    let note = times.note_bytes as f64 / n.max(1) as f64;
+    let token = match o.tsa_url {
+        Some(url) => time_tsa(url, &runtime)?,
+        None => 0.0,
+    };
+    print_hourly_cost(o.checkpoint_seconds, note, token, &times.upload);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// How long each checkpoint took to sign and commit, and to upload (each sorted), and the
+/// bytes of all their notes.
+struct CheckpointTimes {
+    commit: Vec<Duration>,
+    upload: Vec<Duration>,
+    total: Vec<Duration>,
+    note_bytes: usize,
+}
+
+/// Makes `checkpoints` checkpoints of a bench session, one segment record apart, and uploads
+/// each to the store.
+fn time_checkpoints(
+    checkpoints: usize,
+    b: &BenchBox,
+    store: &crate::upload::Store,
+    runtime: &tokio::runtime::Runtime,
+) -> Result<CheckpointTimes> {
     let session = bench_session(&b.ledger)?;
     let (mut commit, mut upload, mut total) = (Vec::new(), Vec::new(), Vec::new());
     let mut note_bytes = 0usize;
-    for i in 0..o.checkpoints {
+    for i in 0..checkpoints {
         // One segment record between checkpoints, as recording adds them (the file itself
         // plays no part here).
         let segment = SegmentCommit {
@@ -68,7 +108,7 @@ pub fn run(o: &Options) -> Result<()> {
         };
         let t2 = Instant::now();
         runtime
-            .block_on(crate::upload::deliver(&store, &job, &b.cfg.data_dir, u64::MAX))
+            .block_on(crate::upload::deliver(store, &job, &b.cfg.data_dir, u64::MAX))
             .map_err(|e| anyhow::anyhow!("upload: {e:?}"))?;
         let t3 = Instant::now();
         commit.push(t1 - t0);
@@ -78,42 +118,38 @@ pub fn run(o: &Options) -> Result<()> {
     for v in [&mut commit, &mut upload, &mut total] {
         v.sort();
     }
-    let n = o.checkpoints;
-    println!("witness bench: {n} checkpoints, store {}", store.url);
-    for (what, v) in [("sign + commit", &commit), ("upload", &upload), ("sign + commit + upload", &total)] {
-        println!(
-            "  {what:<24} p50 {}  p99 {}  max {}",
-            ms(percentile(v, 0.5)),
-            ms(percentile(v, 0.99)),
-            ms(*v.last().unwrap_or(&Duration::ZERO))
-        );
+    Ok(CheckpointTimes { commit, upload, total, note_bytes })
+}
+
+/// The TSA's round trip over 20 requests (printed); returns the mean bytes of a token.
+fn time_tsa(url: &str, runtime: &tokio::runtime::Runtime) -> Result<f64> {
+    let mut rtt = Vec::new();
+    let mut sizes = 0usize;
+    for i in 0..20 {
+        let t = Instant::now();
+        let tok = runtime.block_on(crate::witness::tsa::request_token(
+            url,
+            format!("bench {i}").as_bytes(),
+            Duration::from_secs(10),
+        ))?;
+        rtt.push(t.elapsed());
+        sizes += tok.len();
     }
-    let note = note_bytes as f64 / n.max(1) as f64;
-    let mut token = 0.0;
-    if let Some(url) = o.tsa_url {
-        let mut rtt = Vec::new();
-        let mut sizes = 0usize;
-        for i in 0..20 {
-            let t = Instant::now();
-            let tok = runtime.block_on(crate::witness::tsa::request_token(
-                url,
-                format!("bench {i}").as_bytes(),
-                Duration::from_secs(10),
-            ))?;
-            rtt.push(t.elapsed());
-            sizes += tok.len();
-        }
-        rtt.sort();
-        token = sizes as f64 / 20.0;
-        println!(
-            "  TSA round trip ({url})   p50 {}  p99 {}  ({token:.0} bytes per token)",
-            ms(percentile(&rtt, 0.5)),
-            ms(percentile(&rtt, 0.99))
-        );
-    }
+    rtt.sort();
+    let token = sizes as f64 / 20.0;
+    println!(
+        "  TSA round trip ({url})   p50 {}  p99 {}  ({token:.0} bytes per token)",
+        ms(percentile(&rtt, 0.5)),
+        ms(percentile(&rtt, 0.99))
+    );
+    Ok(token)
+}
+
+/// Bytes of checkpoints and tokens per recorded hour, and the insider window.
+fn print_hourly_cost(checkpoint_seconds: u64, note: f64, token: f64, upload: &[Duration]) {
     // Per hour: one periodic checkpoint per period while the chain grows, plus one per
     // session event; a busy hearing has a few dozen events an hour (marks, recesses, gaps).
-    let periodic = 3600 / o.checkpoint_seconds.max(1);
+    let periodic = 3600 / checkpoint_seconds.max(1);
     for events in [0u64, 60] {
         let count = periodic + events;
         println!(
@@ -125,9 +161,7 @@ pub fn run(o: &Options) -> Result<()> {
     println!(
         "  insider window: records newer than the last checkpoint in the store: at most {} s (checkpoint_seconds) \
          + {} (upload p99) while the store is reachable; while it is not, everything since the last upload",
-        o.checkpoint_seconds,
-        ms(percentile(&upload, 0.99))
+        checkpoint_seconds,
+        ms(percentile(upload, 0.99))
     );
-    let _ = std::fs::remove_dir_all(&dir);
-    Ok(())
 }

@@ -22,7 +22,7 @@ mod program;
 pub use blanking::BlankReason;
 pub use output::{OutputState, OutputStatus};
 
-use crate::base::{Backoff, MediaTime};
+use crate::base::{Clocks, ExponentialRetry, MediaTime, Supervision};
 use crate::capture::{EncodedBuffer, EncodedTap};
 use crate::config::{BroadcastConfig, LoadedConfig, OutputKind};
 use blanking::Blanking;
@@ -32,12 +32,13 @@ use program::{Program, ProgramSpec};
 use serde::Serialize;
 use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 use thiserror::Error;
+use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Error)]
 pub enum BroadcastError {
@@ -48,7 +49,19 @@ pub enum BroadcastError {
     #[error("broadcast output {output}: key file {path}: {message}")]
     Secret { output: String, path: PathBuf, message: String },
     #[error("the broadcast programme could not start: {0}")]
-    Pipeline(String),
+    Pipeline(#[from] ProgramStartError),
+}
+
+/// Why the programme pipeline could not be started.
+#[derive(Debug, Error)]
+pub enum ProgramStartError {
+    #[error(transparent)]
+    Build(#[from] program::ProgramError),
+    /// GStreamer's own words for why it would not play.
+    #[error("{0}")]
+    Play(String),
+    #[error("the programme did not start playing")]
+    NotPlaying,
 }
 
 /// Encoded buffers waiting for the delay queue; a full intake drops (capture never waits).
@@ -104,7 +117,7 @@ impl Shared {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct BroadcastStatus {
     /// False when the box has no broadcast output configured.
     pub configured: bool,
@@ -125,7 +138,7 @@ pub struct BroadcastStatus {
 struct Running {
     shared: Arc<Shared>,
     outputs: Vec<Arc<Output>>,
-    stop: Arc<AtomicBool>,
+    stop: CancellationToken,
     releaser: JoinHandle<()>,
     last_error: Arc<Mutex<Option<String>>>,
 }
@@ -140,10 +153,11 @@ pub struct Broadcaster {
     mic_camera: Vec<Option<usize>>,
     intake: Arc<Mutex<Option<SyncSender<EncodedBuffer>>>>,
     running: Mutex<Option<Running>>,
+    clocks: Arc<dyn Clocks>,
 }
 
 impl Broadcaster {
-    pub fn new(cfg: &LoadedConfig) -> Broadcaster {
+    pub fn new(cfg: &LoadedConfig, clocks: Arc<dyn Clocks>) -> Broadcaster {
         let profile = &cfg.profile;
         let cameras: Vec<String> = profile.cameras.iter().map(|c| c.name.clone()).collect();
         let mics = profile.audio_devices.iter().flat_map(|d| &d.mics);
@@ -157,6 +171,7 @@ impl Broadcaster {
             mic_camera,
             intake: Arc::default(),
             running: Mutex::new(None),
+            clocks,
         }
     }
 
@@ -211,17 +226,17 @@ impl Broadcaster {
             .outputs
             .iter()
             .map(|o| {
-                let secret =
-                    match &o.key_file {
-                        Some(p) => {
-                            let path = crate::base::resolve(&self.base_dir, p);
-                            let text = crate::base::read_secret_file(&path).map_err(|message| {
-                                BroadcastError::Secret { output: o.name.clone(), path: path.clone(), message }
-                            })?;
-                            Some(text.trim().to_string())
-                        }
-                        None => None,
-                    };
+                let secret = match &o.key_file {
+                    Some(p) => {
+                        let path = crate::base::resolve(&self.base_dir, p);
+                        let text = crate::base::read_secret_file(&path).map_err(|e| {
+                            let message = e.to_string();
+                            BroadcastError::Secret { output: o.name.clone(), path: path.clone(), message }
+                        })?;
+                        Some(text.trim().to_string())
+                    }
+                    None => None,
+                };
                 Ok(OutputTarget {
                     name: o.name.clone(),
                     kind: o.kind,
@@ -275,12 +290,13 @@ impl Broadcaster {
             cameras: self.cameras.clone(),
             mics: self.mics.clone(),
         };
-        let backoff = Backoff::new(
+        let retry = ExponentialRetry::new(
             Duration::from_millis(self.cfg.retry_initial_ms.into()),
             Duration::from_millis(self.cfg.retry_max_ms.into()),
         )
         .with_jitter();
-        let outputs: Vec<Arc<Output>> = targets.into_iter().map(|t| Output::start(t, backoff.clone())).collect();
+        let outputs: Vec<Arc<Output>> =
+            targets.into_iter().map(|t| Output::start(t, retry.clone(), self.clocks.clone())).collect();
         let program = match start_program(&spec, &shared, &outputs) {
             Ok(p) => p,
             Err(e) => {
@@ -290,7 +306,7 @@ impl Broadcaster {
         };
         let (tx, rx) = std::sync::mpsc::sync_channel(INTAKE);
         *self.intake.lock().unwrap() = Some(tx);
-        let stop = Arc::new(AtomicBool::new(false));
+        let stop = CancellationToken::new();
         let last_error = Arc::new(Mutex::new(None));
         let releaser = {
             let release = Release {
@@ -303,8 +319,8 @@ impl Broadcaster {
                 stop: stop.clone(),
                 last_error: last_error.clone(),
                 failed: None,
-                backoff: Backoff::new(Duration::from_millis(500), Duration::from_secs(30)),
-                built: std::time::Instant::now(),
+                rebuilds: Supervision::new(ExponentialRetry::new(Duration::from_millis(500), Duration::from_secs(30))),
+                clocks: self.clocks.clone(),
             };
             std::thread::Builder::new()
                 .name("broadcast-delay".into())
@@ -323,7 +339,7 @@ impl Broadcaster {
         self.intake.lock().unwrap().take();
         // Outputs first: the cut must reach the servers before anything else is torn down.
         r.outputs.iter().for_each(|o| o.stop());
-        r.stop.store(true, Ordering::SeqCst);
+        r.stop.cancel();
         let _ = r.releaser.join();
         tracing::info!("broadcast stopped");
         true
@@ -360,7 +376,11 @@ impl Broadcaster {
 }
 
 /// Builds the programme pipeline, connects its encoders to the outputs and plays it.
-fn start_program(spec: &ProgramSpec, shared: &Arc<Shared>, outputs: &[Arc<Output>]) -> Result<Program, String> {
+fn start_program(
+    spec: &ProgramSpec,
+    shared: &Arc<Shared>,
+    outputs: &[Arc<Output>],
+) -> Result<Program, ProgramStartError> {
     use gst::prelude::*;
     let program = Program::build(spec, shared)?;
     program.pipeline.use_clock(Some(&gst::SystemClock::obtain()));
@@ -389,7 +409,7 @@ fn start_program(spec: &ProgramSpec, shared: &Arc<Shared>, outputs: &[Arc<Output
     if let Err(e) = program.pipeline.set_state(gst::State::Playing) {
         let detail = crate::capture::first_error(&program.pipeline).unwrap_or_else(|| e.to_string());
         let _ = program.pipeline.set_state(gst::State::Null);
-        return Err(detail);
+        return Err(ProgramStartError::Play(detail));
     }
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     let base = loop {
@@ -397,7 +417,7 @@ fn start_program(spec: &ProgramSpec, shared: &Arc<Shared>, outputs: &[Arc<Output
             Some(b) if b > 0 => break b,
             _ if std::time::Instant::now() > deadline => {
                 let _ = program.pipeline.set_state(gst::State::Null);
-                return Err("the programme did not start playing".into());
+                return Err(ProgramStartError::NotPlaying);
             }
             _ => std::thread::sleep(Duration::from_millis(5)),
         }
@@ -421,20 +441,22 @@ struct Release {
     shared: Arc<Shared>,
     outputs: Vec<Arc<Output>>,
     clock: gst::Clock,
-    stop: Arc<AtomicBool>,
+    stop: CancellationToken,
     last_error: Arc<Mutex<Option<String>>>,
     /// The programme failed and could not be rebuilt yet.
     failed: Option<String>,
-    /// Between rebuilds of a programme that keeps failing.
-    backoff: Backoff,
-    built: std::time::Instant,
+    /// When to rebuild a programme that keeps failing.
+    rebuilds: Supervision<ExponentialRetry>,
+    clocks: Arc<dyn Clocks>,
 }
 
 impl Release {
     fn run(mut self) {
         use gst::prelude::*;
         let mut queue: VecDeque<EncodedBuffer> = VecDeque::new();
-        while !self.stop.load(Ordering::SeqCst) {
+        self.rebuilds.attempt(self.clocks.monotonic());
+        self.rebuilds.running(self.clocks.monotonic());
+        while !self.stop.is_cancelled() {
             let clock_now = self.clock.time().nseconds();
             if let Some(shown) = self.shared.timeline.shown(clock_now.saturating_sub(FORGET_AFTER.as_nanos() as u64)) {
                 self.shared.blanking.lock().unwrap().forget_before(shown);
@@ -468,7 +490,7 @@ impl Release {
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
                     if queue.is_empty() {
-                        std::thread::sleep(wait);
+                        self.clocks.sleep_unless_cancelled(wait, &self.stop);
                     }
                 }
             }
@@ -492,20 +514,22 @@ impl Release {
     fn rebuild(&mut self, error: String) {
         use gst::prelude::*;
         let _ = self.program.pipeline.set_state(gst::State::Null);
-        if self.built.elapsed() >= Duration::from_secs(30) {
-            self.backoff.reset();
-        }
-        let pause = self.backoff.next_delay();
+        let pause = self.rebuilds.failed(self.clocks.monotonic());
         tracing::warn!(%error, retry_in = ?pause, "broadcast programme failed; rebuilding it");
         *self.last_error.lock().unwrap() = Some(error);
-        std::thread::sleep(pause);
-        self.built = std::time::Instant::now();
+        if !self.clocks.sleep_unless_cancelled(pause, &self.stop) {
+            return;
+        }
+        self.rebuilds.attempt(self.clocks.monotonic());
         match start_program(&self.spec, &self.shared, &self.outputs) {
-            Ok(p) => self.program = p,
+            Ok(p) => {
+                self.program = p;
+                self.rebuilds.running(self.clocks.monotonic());
+            }
             Err(e) => {
                 tracing::error!(error = %e, "broadcast programme could not be rebuilt; trying again");
-                *self.last_error.lock().unwrap() = Some(e.clone());
-                self.failed = Some(e);
+                *self.last_error.lock().unwrap() = Some(e.to_string());
+                self.failed = Some(e.to_string());
             }
         }
     }

@@ -3,15 +3,42 @@
 //! away is retried with back-off; meanwhile the programme (and the recording) go on and
 //! the output's packets are simply not sent.
 
-use crate::base::Backoff;
+use crate::base::{Clocks, ExponentialRetry, Supervision};
 use crate::config::OutputKind;
 use gst::prelude::*;
 use serde::Serialize;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use thiserror::Error;
+use tokio_util::sync::CancellationToken;
+
+/// Why a connection of an output ended. The text goes into status, after the secret is
+/// taken out of it.
+#[derive(Debug, Error)]
+pub enum OutputError {
+    #[error("output pipeline does not parse: {0}")]
+    Unparsable(gst::glib::Error),
+    #[error("output pipeline is a single element")]
+    SingleElement,
+    #[error("output has no sink")]
+    NoSink,
+    #[error("output has no appsrc {0}")]
+    NoAppSrc(&'static str),
+    #[error("output pipeline has no bus")]
+    NoBus,
+    #[error("hls output without dir")]
+    NoHlsDir,
+    #[error("{}: {source}", path.display())]
+    HlsDir { path: PathBuf, source: std::io::Error },
+    /// GStreamer's own words for the failure.
+    #[error("{0}")]
+    Pipeline(String),
+    #[error("the server ended the stream")]
+    ServerEnded,
+}
 
 /// Where an output sends the programme, with its secret (read when the broadcast starts).
 #[derive(Clone)]
@@ -24,7 +51,7 @@ pub struct OutputTarget {
     pub dir: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum OutputState {
     Connecting,
@@ -33,7 +60,7 @@ pub enum OutputState {
     Stopped,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct OutputStatus {
     pub name: String,
     pub kind: OutputKind,
@@ -70,19 +97,17 @@ pub struct Output {
     feed: Mutex<Option<Feed>>,
     /// Bytes that reached the sink (for HLS: the muxer's input), over every connection.
     sent: Arc<AtomicU64>,
-    stopping: AtomicBool,
-    wake: (Mutex<()>, Condvar),
+    /// Cancelled when the broadcast stops.
+    stop: CancellationToken,
+    clocks: Arc<dyn Clocks>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
-
-/// An output that kept running this long is healthy: its next failure retries quickly.
-const HEALTHY_AFTER: Duration = Duration::from_secs(30);
 /// Connected and sending for this long without an error counts as live.
 const LIVE_AFTER: Duration = Duration::from_millis(500);
 
 impl Output {
-    /// Starts connecting at once.
-    pub fn start(target: OutputTarget, backoff: Backoff) -> Arc<Output> {
+    /// Starts connecting at once; reconnects after failures as `retry` says.
+    pub fn start(target: OutputTarget, retry: ExponentialRetry, clocks: Arc<dyn Clocks>) -> Arc<Output> {
         let output = Arc::new(Output {
             status: Mutex::new(OutputStatus {
                 name: target.name.clone(),
@@ -96,14 +121,14 @@ impl Output {
             target,
             feed: Mutex::new(None),
             sent: Arc::new(AtomicU64::new(0)),
-            stopping: AtomicBool::new(false),
-            wake: (Mutex::new(()), Condvar::new()),
+            stop: CancellationToken::new(),
+            clocks,
             thread: Mutex::new(None),
         });
         let o = output.clone();
         let handle = std::thread::Builder::new()
             .name(format!("broadcast-{}", output.target.name))
-            .spawn(move || o.supervise(backoff))
+            .spawn(move || o.supervise(Supervision::new(retry)))
             .expect("spawn output thread");
         *output.thread.lock().unwrap() = Some(handle);
         output
@@ -128,9 +153,8 @@ impl Output {
 
     /// Ends the output now: the connection is closed, nothing more is sent.
     pub fn stop(&self) {
-        self.stopping.store(true, Ordering::SeqCst);
+        self.stop.cancel();
         self.feed.lock().unwrap().take();
-        self.wake.1.notify_all();
         if let Some(t) = self.thread.lock().unwrap().take() {
             let _ = t.join();
         }
@@ -158,47 +182,39 @@ impl Output {
         }
     }
 
-    fn sleep_unless_stopping(&self, d: Duration) {
-        let guard = self.wake.0.lock().unwrap();
-        if !self.stopping.load(Ordering::SeqCst) {
-            let _ = self.wake.1.wait_timeout(guard, d);
-        }
-    }
-
-    fn supervise(self: Arc<Self>, mut backoff: Backoff) {
-        while !self.stopping.load(Ordering::SeqCst) {
-            self.status.lock().unwrap().attempts += 1;
+    fn supervise(self: Arc<Self>, mut supervision: Supervision<ExponentialRetry>) {
+        while !self.stop.is_cancelled() {
+            supervision.attempt(self.clocks.monotonic());
+            self.status.lock().unwrap().attempts = supervision.attempts();
             self.set_state(OutputState::Connecting, None);
-            let began = Instant::now();
-            let result = self.run_once();
-            if self.stopping.load(Ordering::SeqCst) {
+            let result = self.run_once(&mut supervision);
+            if self.stop.is_cancelled() {
                 break;
             }
-            let error = self.redact(result.err().unwrap_or_else(|| "the output ended".into()));
+            let error = self.redact(result.err().map_or_else(|| "the output ended".into(), |e| e.to_string()));
             tracing::warn!(output = %self.target.name, error = %error, "broadcast output failed; retrying");
             self.set_state(OutputState::Retrying, Some(error));
-            if began.elapsed() >= HEALTHY_AFTER {
-                backoff.reset();
-            }
-            self.sleep_unless_stopping(backoff.next_delay());
+            let delay = supervision.failed(self.clocks.monotonic());
+            self.clocks.sleep_unless_cancelled(delay, &self.stop);
         }
+        supervision.stop();
         self.set_state(OutputState::Stopped, None);
     }
 
     /// Connects and sends until the pipeline fails or the output is stopped.
-    fn run_once(&self) -> Result<(), String> {
+    fn run_once(&self, supervision: &mut Supervision<ExponentialRetry>) -> Result<(), OutputError> {
         let pipeline = gst::parse::launch(&describe(self.target.kind))
-            .map_err(|e| format!("output pipeline does not parse: {e}"))?
+            .map_err(OutputError::Unparsable)?
             .downcast::<gst::Pipeline>()
-            .map_err(|_| "output pipeline is a single element")?;
-        let result = self.configure(&pipeline).and_then(|_| self.send(&pipeline));
+            .map_err(|_| OutputError::SingleElement)?;
+        let result = self.configure(&pipeline).and_then(|_| self.send(&pipeline, supervision));
         self.feed.lock().unwrap().take();
         let _ = pipeline.set_state(gst::State::Null);
         result
     }
 
-    fn configure(&self, pipeline: &gst::Pipeline) -> Result<(), String> {
-        let sink = pipeline.by_name("sink").ok_or("output has no sink")?;
+    fn configure(&self, pipeline: &gst::Pipeline) -> Result<(), OutputError> {
+        let sink = pipeline.by_name("sink").ok_or(OutputError::NoSink)?;
         let t = &self.target;
         let url = t.url.clone().unwrap_or_default();
         match t.kind {
@@ -218,8 +234,8 @@ impl Output {
                 }
             }
             OutputKind::Hls => {
-                let dir = t.dir.clone().ok_or("hls output without dir")?;
-                std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+                let dir = t.dir.clone().ok_or(OutputError::NoHlsDir)?;
+                std::fs::create_dir_all(&dir).map_err(|source| OutputError::HlsDir { path: dir.clone(), source })?;
                 sink.set_property("location", dir.join("segment%05d.ts").to_string_lossy().to_string());
                 sink.set_property("playlist-location", dir.join("index.m3u8").to_string_lossy().to_string());
             }
@@ -227,24 +243,25 @@ impl Output {
         Ok(())
     }
 
-    fn send(&self, pipeline: &gst::Pipeline) -> Result<(), String> {
-        let appsrc = |n: &str| {
-            pipeline
-                .by_name(n)
-                .and_then(|e| e.downcast::<gst_app::AppSrc>().ok())
-                .ok_or_else(|| format!("output has no appsrc {n}"))
+    fn send(
+        &self,
+        pipeline: &gst::Pipeline,
+        supervision: &mut Supervision<ExponentialRetry>,
+    ) -> Result<(), OutputError> {
+        let appsrc = |n: &'static str| {
+            pipeline.by_name(n).and_then(|e| e.downcast::<gst_app::AppSrc>().ok()).ok_or(OutputError::NoAppSrc(n))
         };
         let (video, audio) = (appsrc("video")?, appsrc("audio")?);
         self.count_sent_bytes(pipeline)?;
         if let Err(e) = pipeline.set_state(gst::State::Playing) {
-            return Err(crate::capture::first_error(pipeline).unwrap_or_else(|| e.to_string()));
+            return Err(OutputError::Pipeline(crate::capture::first_error(pipeline).unwrap_or_else(|| e.to_string())));
         }
         *self.feed.lock().unwrap() = Some(Feed { video, audio, start: None });
-        let bus = pipeline.bus().ok_or("output pipeline has no bus")?;
-        let began = Instant::now();
+        let bus = pipeline.bus().ok_or(OutputError::NoBus)?;
+        let began = self.clocks.monotonic();
         let sent_before = self.sent.load(Ordering::Relaxed);
         loop {
-            if self.stopping.load(Ordering::SeqCst) {
+            if self.stop.is_cancelled() {
                 return Ok(());
             }
             let msg = bus.timed_pop_filtered(
@@ -252,13 +269,17 @@ impl Output {
                 &[gst::MessageType::Error, gst::MessageType::Eos],
             );
             match msg.as_ref().map(|m| m.view()) {
-                Some(gst::MessageView::Error(e)) => return Err(crate::capture::describe_error(e)),
-                Some(gst::MessageView::Eos(_)) => return Err("the server ended the stream".into()),
+                Some(gst::MessageView::Error(e)) => {
+                    return Err(OutputError::Pipeline(crate::capture::describe_error(e)));
+                }
+                Some(gst::MessageView::Eos(_)) => return Err(OutputError::ServerEnded),
                 _ => {}
             }
             let live = self.status.lock().unwrap().state == OutputState::Live;
-            if !live && began.elapsed() >= LIVE_AFTER && self.sent.load(Ordering::Relaxed) > sent_before {
+            let connected_for = self.clocks.monotonic().saturating_sub(began);
+            if !live && connected_for >= LIVE_AFTER && self.sent.load(Ordering::Relaxed) > sent_before {
                 tracing::info!(output = %self.target.name, "broadcast output live");
+                supervision.running(self.clocks.monotonic());
                 self.set_state(OutputState::Live, None);
             }
         }
@@ -266,8 +287,8 @@ impl Output {
 
     /// Counts the bytes that reach the sink, that is what the muxer actually put out: an
     /// output is live only once something leaves it, not when packets are queued for it.
-    fn count_sent_bytes(&self, pipeline: &gst::Pipeline) -> Result<(), String> {
-        let sink = pipeline.by_name("sink").ok_or("output has no sink")?;
+    fn count_sent_bytes(&self, pipeline: &gst::Pipeline) -> Result<(), OutputError> {
+        let sink = pipeline.by_name("sink").ok_or(OutputError::NoSink)?;
         for pad in sink.sink_pads() {
             let sent = self.sent.clone();
             // mpegtsmux with an alignment sends lists of packets.

@@ -9,6 +9,33 @@ use crate::base::MediaTime;
 use gst::prelude::*;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
+use thiserror::Error;
+
+/// Why the programme (or its slate) could not be built. Each is a fault of the installation
+/// or of this code, not of a source.
+#[derive(Debug, Error)]
+pub enum ProgramError {
+    #[error("the {what} pipeline does not parse: {source}")]
+    Unparsable { what: &'static str, source: gst::glib::Error },
+    #[error("the {0} pipeline is a single element")]
+    SingleElement(&'static str),
+    #[error("no element {0} in the broadcast pipeline")]
+    MissingElement(String),
+    #[error("{0} is not an appsink")]
+    NotAnAppSink(String),
+    #[error("{0} is not an appsrc")]
+    NotAnAppSrc(&'static str),
+    #[error("identity has no src pad")]
+    NoSrcPad,
+    #[error("no textoverlay")]
+    NoTextOverlay,
+    #[error("the slate pipeline has no appsink")]
+    NoSlateSink,
+    #[error("the slate could not be drawn: {0}")]
+    SlateRefused(gst::StateChangeError),
+    #[error("the slate could not be drawn")]
+    SlateEmpty,
+}
 
 /// What the programme is made of.
 #[derive(Debug, Clone)]
@@ -98,7 +125,7 @@ fn describe(spec: &ProgramSpec) -> String {
 }
 
 /// The slate as one raw frame: black with the notice in three languages.
-fn render_slate(spec: &ProgramSpec) -> Result<gst::Buffer, String> {
+fn render_slate(spec: &ProgramSpec) -> Result<gst::Buffer, ProgramError> {
     let (w, h) = (spec.width, spec.height);
     let pipeline = gst::parse::launch(&format!(
         "videotestsrc num-buffers=1 pattern=black ! video/x-raw,format=I420,width={w},height={h} \
@@ -106,29 +133,29 @@ fn render_slate(spec: &ProgramSpec) -> Result<gst::Buffer, String> {
          ! appsink name=slate",
         font = (h / 24).max(8),
     ))
-    .map_err(|e| format!("the slate pipeline does not parse: {e}"))?
+    .map_err(|source| ProgramError::Unparsable { what: "slate", source })?
     .downcast::<gst::Pipeline>()
-    .map_err(|_| "the slate pipeline is a single element")?;
-    pipeline.by_name("text").ok_or("no textoverlay")?.set_property("text", SLATE_TEXT);
+    .map_err(|_| ProgramError::SingleElement("slate"))?;
+    pipeline.by_name("text").ok_or(ProgramError::NoTextOverlay)?.set_property("text", SLATE_TEXT);
     let sink = pipeline
         .by_name("slate")
         .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
-        .ok_or("the slate pipeline has no appsink")?;
-    pipeline.set_state(gst::State::Paused).map_err(|e| format!("the slate could not be drawn: {e}"))?;
+        .ok_or(ProgramError::NoSlateSink)?;
+    pipeline.set_state(gst::State::Paused).map_err(ProgramError::SlateRefused)?;
     let sample = sink.pull_preroll();
     let _ = pipeline.set_state(gst::State::Null);
-    sample.ok().and_then(|s| s.buffer_owned()).ok_or_else(|| "the slate could not be drawn".to_string())
+    sample.ok().and_then(|s| s.buffer_owned()).ok_or(ProgramError::SlateEmpty)
 }
 
 impl Program {
-    pub fn build(spec: &ProgramSpec, shared: &Arc<Shared>) -> Result<Program, String> {
+    pub fn build(spec: &ProgramSpec, shared: &Arc<Shared>) -> Result<Program, ProgramError> {
         let pipeline = gst::parse::launch(&describe(spec))
-            .map_err(|e| format!("the broadcast pipeline does not parse: {e}"))?
+            .map_err(|source| ProgramError::Unparsable { what: "broadcast", source })?
             .downcast::<gst::Pipeline>()
-            .map_err(|_| "the broadcast pipeline is a single element".to_string())?;
-        let by_name = |n: &str| pipeline.by_name(n).ok_or_else(|| format!("no element {n} in the broadcast pipeline"));
+            .map_err(|_| ProgramError::SingleElement("broadcast"))?;
+        let by_name = |n: &str| pipeline.by_name(n).ok_or_else(|| ProgramError::MissingElement(n.to_string()));
         let appsink =
-            |n: &str| by_name(n)?.downcast::<gst_app::AppSink>().map_err(|_| format!("{n} is not an appsink"));
+            |n: &str| by_name(n)?.downcast::<gst_app::AppSink>().map_err(|_| ProgramError::NotAnAppSink(n.to_string()));
 
         let mut cameras = Vec::new();
         for i in 0..spec.cameras.len() {
@@ -153,7 +180,7 @@ impl Program {
         }
 
         let s = shared.clone();
-        by_name("blank_audio")?.static_pad("src").ok_or("identity has no src pad")?.add_probe(
+        by_name("blank_audio")?.static_pad("src").ok_or(ProgramError::NoSrcPad)?.add_probe(
             gst::PadProbeType::BUFFER,
             move |_, info| {
                 if let Some(gst::PadProbeData::Buffer(buffer)) = &mut info.data {
@@ -164,7 +191,7 @@ impl Program {
         );
         for i in 0..spec.mics.len() {
             let s = shared.clone();
-            by_name(&format!("level_{i}"))?.static_pad("src").ok_or("identity has no src pad")?.add_probe(
+            by_name(&format!("level_{i}"))?.static_pad("src").ok_or(ProgramError::NoSrcPad)?.add_probe(
                 gst::PadProbeType::BUFFER,
                 move |_, info| {
                     if let Some(gst::PadProbeData::Buffer(buffer)) = &info.data
@@ -181,11 +208,13 @@ impl Program {
         let mut inputs = HashMap::new();
         for name in spec.cameras.iter().chain(&spec.mics) {
             let element = if spec.cameras.contains(name) { camera_input(name) } else { mic_input(name) };
-            let appsrc = by_name(&element)?.downcast::<gst_app::AppSrc>().map_err(|_| "input is not an appsrc")?;
+            let appsrc =
+                by_name(&element)?.downcast::<gst_app::AppSrc>().map_err(|_| ProgramError::NotAnAppSrc("input"))?;
             inputs.insert(name.clone(), appsrc);
         }
-        let picture =
-            by_name("picture")?.downcast::<gst_app::AppSrc>().map_err(|_| "the picture input is not an appsrc")?;
+        let picture = by_name("picture")?
+            .downcast::<gst_app::AppSrc>()
+            .map_err(|_| ProgramError::NotAnAppSrc("the picture input"))?;
         Ok(Program {
             video_out: appsink("video_out")?,
             audio_out: appsink("audio_out")?,

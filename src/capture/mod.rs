@@ -19,7 +19,7 @@ mod track;
 pub use health::{AlarmAfter, BLACK_LUMA, HealthBoard, SILENT_DBFS, SourceHealth};
 pub use pipeline::{describe_error, first_error, running_time};
 pub use plan::{DevicePlan, TrackPlan, plan_devices};
-pub use reader::read_file;
+pub use reader::{ReadError, read_file};
 
 /// Speech audio of one microphone for speech to text: 16 kHz mono, starting at `start`.
 #[derive(Debug, Clone)]
@@ -58,12 +58,13 @@ use splitter::Splitter;
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::Sender;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use thiserror::Error;
+use tokio_util::sync::CancellationToken;
 use track::Track;
 
 #[derive(Debug, Error)]
@@ -153,7 +154,7 @@ impl RunClock {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DeviceState {
     Starting,
@@ -166,7 +167,7 @@ pub enum DeviceState {
     Stopped,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct DeviceStatus {
     pub name: String,
     pub sources: Vec<String>,
@@ -204,8 +205,9 @@ pub struct RunContext {
     splitter: Splitter,
     open_files: Arc<OpenFiles>,
     events: Sender<CaptureEvent>,
-    stopping: AtomicBool,
-    wake: (Mutex<()>, Condvar),
+    /// Cancelled when the run stops: every device thread winds down.
+    stop: CancellationToken,
+    clocks: Arc<dyn Clocks>,
     next_instance: AtomicU64,
     tap: Option<AudioTap>,
     encoded_tap: Option<EncodedTap>,
@@ -214,13 +216,10 @@ pub struct RunContext {
 
 impl RunContext {
     fn stopping(&self) -> bool {
-        self.stopping.load(Ordering::SeqCst)
+        self.stop.is_cancelled()
     }
     fn sleep_unless_stopping(&self, d: Duration) {
-        let guard = self.wake.0.lock().unwrap();
-        if !self.stopping() {
-            let _ = self.wake.1.wait_timeout(guard, d);
-        }
+        self.clocks.sleep_unless_cancelled(d, &self.stop);
     }
 }
 
@@ -290,17 +289,17 @@ impl CaptureRun {
             clock: clock.clone(),
             gate: Arc::new(AtomicU64::new(u64::MAX)),
             tracks,
-            splitter: Splitter::start(clock.clone(), params.segment.as_nanos() as u64),
+            splitter: Splitter::start(clock.clone(), params.segment.as_nanos() as u64, clocks.clone()),
             open_files: open_files.clone(),
             events: events.clone(),
-            stopping: AtomicBool::new(false),
-            wake: (Mutex::new(()), Condvar::new()),
+            stop: CancellationToken::new(),
+            clocks: clocks.clone(),
             next_instance: AtomicU64::new(0),
             tap: params.tap.clone(),
             encoded_tap: params.encoded_tap.clone(),
             health: Arc::new(HealthBoard::new(params.alarm_after)),
         });
-        let syncer = Syncer::start(open_files, params.sync_interval);
+        let syncer = Syncer::start(open_files, params.sync_interval, clocks.clone());
 
         let mut devices = Vec::new();
         let mut threads = Vec::new();
@@ -333,8 +332,8 @@ impl CaptureRun {
             devices.push(shared);
         }
 
-        let deadline = Instant::now() + params.start_timeout;
-        while Instant::now() < deadline {
+        let deadline = clocks.monotonic() + params.start_timeout;
+        while clocks.monotonic() < deadline {
             let waiting = devices.iter().any(|d| {
                 d.first_raw.load(Ordering::SeqCst) == u64::MAX
                     && d.status.lock().unwrap().state == DeviceState::Starting
@@ -342,7 +341,7 @@ impl CaptureRun {
             if !waiting {
                 break;
             }
-            std::thread::sleep(Duration::from_millis(10));
+            clocks.sleep(Duration::from_millis(10));
         }
         // Recording starts at one instant for all: after every device has delivered, and a
         // little in the future, so that the gate is open before any buffer stamped at or
@@ -384,7 +383,6 @@ impl CaptureRun {
         for d in self.devices.iter().filter(|d| d.has_video) {
             *d.paused.lock().unwrap() = reason.clone();
         }
-        self.ctx.wake.1.notify_all();
     }
 
     /// Makes a device's pipeline fail as a broken device would (tests and drills only).
@@ -412,8 +410,7 @@ impl CaptureRun {
         let at = self.ctx.clock.now();
         if !self.stopped {
             self.stopped = true;
-            self.ctx.stopping.store(true, Ordering::SeqCst);
-            self.ctx.wake.1.notify_all();
+            self.ctx.stop.cancel();
             for t in self.threads.drain(..) {
                 let _ = t.join();
             }

@@ -9,6 +9,7 @@ use crate::config::SourceKind;
 use gst::prelude::*;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use thiserror::Error;
 
 pub struct Instance {
     pub id: u64,
@@ -37,6 +38,23 @@ impl From<&str> for BuildError {
     fn from(e: &str) -> BuildError {
         BuildError::Failed(e.to_string())
     }
+}
+
+impl From<super::track::AttachError> for BuildError {
+    fn from(e: super::track::AttachError) -> BuildError {
+        BuildError::Failed(e.to_string())
+    }
+}
+
+/// Why a built pipeline could not be set playing.
+#[derive(Debug, Error)]
+pub enum PlayError {
+    /// The pipeline refused to start; the text is the first error on its bus, or the state
+    /// change failure when the bus holds none.
+    #[error("{0}")]
+    Refused(String),
+    #[error("the sim audio template has no appsrc named simfeed")]
+    NoSimFeed,
 }
 
 pub fn build(plan: &DevicePlan, ctx: &RunContext, device: &Arc<DeviceShared>) -> Result<Instance, BuildError> {
@@ -109,7 +127,7 @@ pub fn build(plan: &DevicePlan, ctx: &RunContext, device: &Arc<DeviceShared>) ->
 }
 
 /// Hands each speech buffer of a microphone to the tap, stamped with its media time.
-fn connect_tap(appsink: gst::Element, source: String, tap: super::AudioTap) -> Result<(), String> {
+fn connect_tap(appsink: gst::Element, source: String, tap: super::AudioTap) -> Result<(), BuildError> {
     let appsink = appsink.downcast::<gst_app::AppSink>().map_err(|_| "the speech tap is not an appsink")?;
     appsink.set_callbacks(
         gst_app::AppSinkCallbacks::builder()
@@ -158,18 +176,18 @@ pub fn play(
     plan: &DevicePlan,
     ctx: &RunContext,
     device: &DeviceShared,
-) -> Result<Instance, String> {
+) -> Result<Instance, PlayError> {
     if let Err(e) = instance.pipeline.set_state(gst::State::Playing) {
         let detail = first_error(&instance.pipeline).unwrap_or_else(|| e.to_string());
         let _ = instance.pipeline.set_state(gst::State::Null);
-        return Err(detail);
+        return Err(PlayError::Refused(detail));
     }
     if let Some(sim) = &plan.sim_audio {
         let appsrc = instance
             .pipeline
             .by_name("simfeed")
             .and_then(|e| e.downcast::<gst_app::AppSrc>().ok())
-            .ok_or("the sim audio template has no appsrc named simfeed")?;
+            .ok_or(PlayError::NoSimFeed)?;
         instance.feeder = Some(SimFeeder::start(appsrc, sim.clone(), ctx.clock.clock.clone(), ctx.clock.base));
     }
     ctx.splitter.register(std::mem::take(&mut instance.targets));

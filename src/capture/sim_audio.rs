@@ -5,9 +5,9 @@ use crate::config::{AudioSourceKind, HwProfile, Microphone};
 use gst::prelude::*;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Clone)]
 pub struct SimAudio {
@@ -126,7 +126,7 @@ fn room_tone(n: u64, channel: usize) -> i16 {
 }
 
 /// Decodes any audio file GStreamer can read into mono S16 at `rate`.
-pub fn decode_to_pcm(path: &Path, rate: u32) -> Result<Vec<i16>, String> {
+pub fn decode_to_pcm(path: &Path, rate: u32) -> Result<Vec<i16>, super::ReadError> {
     let desc = format!(
         "filesrc name=src ! decodebin ! audioconvert ! audioresample \
          ! audio/x-raw,format=S16LE,layout=interleaved,channels=1,rate={rate} ! appsink name=out sync=false"
@@ -144,7 +144,7 @@ pub fn decode_to_pcm(path: &Path, rate: u32) -> Result<Vec<i16>, String> {
 
 /// Feeds an `appsrc` from a thread until stopped or the source refuses data.
 pub struct SimFeeder {
-    stop: Arc<AtomicBool>,
+    stop: CancellationToken,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -153,7 +153,7 @@ const BUFFER_NS: u64 = 20_000_000;
 
 impl SimFeeder {
     pub fn start(appsrc: gst_app::AppSrc, sim: SimAudio, clock: gst::Clock, base: gst::ClockTime) -> SimFeeder {
-        let stop = Arc::new(AtomicBool::new(false));
+        let stop = CancellationToken::new();
         let stop2 = stop.clone();
         let thread = std::thread::Builder::new()
             .name(format!("sim-audio-{}", appsrc.name()))
@@ -165,14 +165,14 @@ impl SimFeeder {
 
 impl Drop for SimFeeder {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
+        self.stop.cancel();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
     }
 }
 
-fn feed(appsrc: gst_app::AppSrc, sim: SimAudio, clock: gst::Clock, base: gst::ClockTime, stop: Arc<AtomicBool>) {
+fn feed(appsrc: gst_app::AppSrc, sim: SimAudio, clock: gst::Clock, base: gst::ClockTime, stop: CancellationToken) {
     let rate = u64::from(sim.rate);
     let channels = sim.channels as usize;
     let frames = (rate * BUFFER_NS / 1_000_000_000) as usize;
@@ -180,7 +180,7 @@ fn feed(appsrc: gst_app::AppSrc, sim: SimAudio, clock: gst::Clock, base: gst::Cl
     // the "room" is, like a real microphone would.
     let start = clock.time().saturating_sub(base).nseconds();
     let mut position = start * rate / 1_000_000_000;
-    while !stop.load(Ordering::SeqCst) {
+    while !stop.is_cancelled() {
         let pts = position * 1_000_000_000 / rate;
         let end = pts + BUFFER_NS;
         // A capture buffer exists once its last sample has been "heard".

@@ -4,10 +4,12 @@
 //! (`max-size-time` alone would count from each sink's first buffer and drift apart.)
 
 use super::RunClock;
+use crate::base::Clocks;
 use gst::prelude::*;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 pub struct SplitTarget {
     pub instance: u64,
@@ -26,8 +28,8 @@ struct Shared {
     targets: Mutex<Vec<SplitTarget>>,
     /// The boundary most recently announced.
     announced: Mutex<Option<u64>>,
-    stop: Mutex<bool>,
-    wake: Condvar,
+    stop: CancellationToken,
+    clocks: Arc<dyn Clocks>,
 }
 
 pub struct Splitter {
@@ -47,14 +49,14 @@ fn announce(target: &SplitTarget, boundary: u64) {
 }
 
 impl Splitter {
-    pub fn start(clock: Arc<RunClock>, segment_ns: u64) -> Splitter {
+    pub fn start(clock: Arc<RunClock>, segment_ns: u64, clocks: Arc<dyn Clocks>) -> Splitter {
         let shared = Arc::new(Shared {
             clock,
             segment_ns,
             targets: Mutex::new(Vec::new()),
             announced: Mutex::new(None),
-            stop: Mutex::new(false),
-            wake: Condvar::new(),
+            stop: CancellationToken::new(),
+            clocks,
         });
         let s = shared.clone();
         let thread = std::thread::Builder::new().name("splitter".into()).spawn(move || run(s)).expect("spawn splitter");
@@ -79,8 +81,7 @@ impl Splitter {
     }
 
     pub fn stop(&self) {
-        *self.shared.stop.lock().unwrap() = true;
-        self.shared.wake.notify_all();
+        self.shared.stop.cancel();
         if let Some(t) = self.thread.lock().unwrap().take() {
             let _ = t.join();
         }
@@ -93,26 +94,55 @@ impl Drop for Splitter {
     }
 }
 
+/// What the splitter does next, at media time `now` (ns), the boundary `last` having been
+/// announced last.
+#[derive(Debug, PartialEq, Eq)]
+enum Next {
+    /// Nothing to do for this long.
+    Wait(Duration),
+    /// Announce this boundary now.
+    Announce(u64),
+}
+
+fn next(now: u64, last: u64, segment_ns: u64) -> Next {
+    let boundary = ((now / segment_ns) + 1) * segment_ns;
+    if boundary <= last {
+        // Already announced; sleep until it has passed.
+        return Next::Wait(Duration::from_nanos(last - now) + Duration::from_millis(5));
+    }
+    let announce_at = boundary.saturating_sub(LEAD.as_nanos() as u64);
+    if now < announce_at { Next::Wait(Duration::from_nanos(announce_at - now)) } else { Next::Announce(boundary) }
+}
+
 fn run(s: Arc<Shared>) {
-    let mut stop = s.stop.lock().unwrap();
-    while !*stop {
-        let now = s.clock.now().0;
+    while !s.stop.is_cancelled() {
         let last = s.announced.lock().unwrap().unwrap_or(0);
-        let boundary = ((now / s.segment_ns) + 1) * s.segment_ns;
-        if boundary <= last {
-            // Already announced; sleep until it has passed.
-            let wait = Duration::from_nanos(last - now) + Duration::from_millis(5);
-            stop = s.wake.wait_timeout(stop, wait).unwrap().0;
-            continue;
+        match next(s.clock.now().0, last, s.segment_ns) {
+            Next::Wait(d) => {
+                s.clocks.sleep_unless_cancelled(d, &s.stop);
+            }
+            Next::Announce(boundary) => {
+                *s.announced.lock().unwrap() = Some(boundary);
+                for t in s.targets.lock().unwrap().iter() {
+                    announce(t, boundary);
+                }
+            }
         }
-        let announce_at = boundary.saturating_sub(LEAD.as_nanos() as u64);
-        if now < announce_at {
-            stop = s.wake.wait_timeout(stop, Duration::from_nanos(announce_at - now)).unwrap().0;
-            continue;
-        }
-        *s.announced.lock().unwrap() = Some(boundary);
-        for t in s.targets.lock().unwrap().iter() {
-            announce(t, boundary);
-        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEGMENT: u64 = 10_000_000_000;
+
+    #[test]
+    fn each_boundary_is_announced_once_half_a_second_ahead() {
+        assert_eq!(next(0, 0, SEGMENT), Next::Wait(Duration::from_millis(9_500)));
+        assert_eq!(next(9_500_000_000, 0, SEGMENT), Next::Announce(SEGMENT));
+        assert_eq!(next(9_600_000_000, SEGMENT, SEGMENT), Next::Wait(Duration::from_millis(405)), "already told");
+        assert_eq!(next(10_000_000_001, SEGMENT, SEGMENT), Next::Wait(Duration::from_nanos(9_499_999_999)));
+        assert_eq!(next(19_700_000_000, SEGMENT, SEGMENT), Next::Announce(2 * SEGMENT), "late: at once");
     }
 }

@@ -2,16 +2,17 @@
 //! restarts it with exponential backoff. Other devices never notice. A device whose pipeline
 //! cannot be built at all (an element not installed, a description that does not parse) is
 //! a configuration or installation fault that no restart cures: it is reported once, as
-//! `cannot start`, and not retried.
+//! `cannot start`, and not retried. When to restart is decided by `base::Supervision`;
+//! this file is its I/O shell.
 
 use super::elements;
 use super::pipeline::{self, BuildError, describe_error};
 use super::plan::DevicePlan;
 use super::{CaptureEvent, DeviceShared, DeviceState, RunContext};
-use crate::base::Backoff;
+use crate::base::{ExponentialRetry, Supervision};
 use gst::prelude::*;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 enum Outcome {
     Stopped,
@@ -19,49 +20,32 @@ enum Outcome {
     Failed(String),
 }
 
+/// Restart delays: 1 s, 2 s, 4 s ... up to 30 s; back to 1 s after a healthy run.
+fn restart_policy() -> ExponentialRetry {
+    ExponentialRetry::new(Duration::from_secs(1), Duration::from_secs(30))
+}
+
 pub fn run_device(plan: DevicePlan, ctx: Arc<RunContext>, device: Arc<DeviceShared>) {
     let missing = elements::missing_in(&plan.description);
     if !missing.is_empty() {
         return cannot_start(&plan, &ctx, &device, elements::describe_missing(&missing));
     }
-    // Restart delays: 1 s, 2 s, 4 s ... up to 30 s; back to 1 s after a minute of health.
-    let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
-    // Failed attempts since the device last recorded (or since the run began).
-    let mut failures = 0u32;
-    // Whether the pipeline ever ran in this run: only then is coming back a restart.
-    let mut has_run = false;
-    let mut restarts = 0u32;
+    let mut supervision = Supervision::new(restart_policy());
     while !ctx.stopping() {
         if device.pause_reason().is_some() {
             device.update(|s| s.state = DeviceState::Paused);
             ctx.sleep_unless_stopping(Duration::from_millis(200));
             continue;
         }
-        let started = Instant::now();
+        supervision.attempt(ctx.clocks.monotonic());
         let instance = match pipeline::build(&plan, &ctx, &device) {
-            Ok(instance) => pipeline::play(instance, &plan, &ctx, &device),
+            Ok(instance) => pipeline::play(instance, &plan, &ctx, &device).map_err(|e| e.to_string()),
             Err(BuildError::Unparsable(e)) => return cannot_start(&plan, &ctx, &device, e),
             Err(BuildError::Failed(e)) => Err(e),
         };
         let outcome = match instance {
             Ok(instance) => {
-                if failures > 0 {
-                    if has_run {
-                        restarts += 1;
-                    }
-                    tracing::info!(device = %plan.name, attempt = failures + 1, "device recording again");
-                    let _ = ctx.events.send(CaptureEvent::DeviceRestarted {
-                        device: plan.name.clone(),
-                        at: ctx.clock.now(),
-                        attempt: failures + 1,
-                    });
-                }
-                has_run = true;
-                failures = 0;
-                device.update(|s| {
-                    s.state = DeviceState::Running;
-                    s.restarts = restarts;
-                });
+                recording(&plan, &ctx, &device, &mut supervision);
                 let outcome = watch(&instance.pipeline, &ctx, &device);
                 pipeline::teardown(instance, &ctx, &device);
                 outcome
@@ -70,39 +54,64 @@ pub fn run_device(plan: DevicePlan, ctx: Arc<RunContext>, device: Arc<DeviceShar
         };
         match outcome {
             Outcome::Stopped => break,
-            Outcome::Paused(reason) => {
-                let at = ctx.clock.now();
-                tracing::warn!(device = %plan.name, %reason, "device paused");
-                let _ = ctx.events.send(CaptureEvent::DevicePaused {
-                    device: plan.name.clone(),
-                    sources: plan.tracks.iter().map(|t| t.source.clone()).collect(),
-                    at,
-                    reason,
-                });
-            }
+            Outcome::Paused(reason) => paused(&plan, &ctx, reason),
             Outcome::Failed(error) => {
-                let at = ctx.clock.now();
-                tracing::error!(device = %plan.name, %error, "device failed; the others keep recording");
-                let _ = ctx.events.send(CaptureEvent::DeviceFailed {
-                    device: plan.name.clone(),
-                    sources: plan.tracks.iter().map(|t| t.source.clone()).collect(),
-                    at,
-                    error: error.clone(),
-                    had_run: has_run,
-                });
-                failures += 1;
-                if started.elapsed() > Backoff::HEALTHY_AFTER {
-                    backoff.reset();
-                }
-                device.update(|s| {
-                    s.state = DeviceState::Restarting;
-                    s.last_error = Some(error);
-                });
-                ctx.sleep_unless_stopping(backoff.next_delay());
+                failed(&plan, &ctx, &device, supervision.has_run(), error.clone());
+                let delay = supervision.failed(ctx.clocks.monotonic());
+                ctx.sleep_unless_stopping(delay);
             }
         }
     }
     device.update(|s| s.state = DeviceState::Stopped);
+}
+
+/// The pipeline plays: the device records, and after failures that is news.
+fn recording(
+    plan: &DevicePlan,
+    ctx: &RunContext,
+    device: &DeviceShared,
+    supervision: &mut Supervision<ExponentialRetry>,
+) {
+    if let Some(recovered) = supervision.running(ctx.clocks.monotonic()) {
+        tracing::info!(device = %plan.name, attempt = recovered.attempt, "device recording again");
+        let _ = ctx.events.send(CaptureEvent::DeviceRestarted {
+            device: plan.name.clone(),
+            at: ctx.clock.now(),
+            attempt: recovered.attempt,
+        });
+    }
+    let restarts = supervision.restarts();
+    device.update(|s| {
+        s.state = DeviceState::Running;
+        s.restarts = restarts;
+    });
+}
+
+fn paused(plan: &DevicePlan, ctx: &RunContext, reason: String) {
+    let at = ctx.clock.now();
+    tracing::warn!(device = %plan.name, %reason, "device paused");
+    let _ = ctx.events.send(CaptureEvent::DevicePaused {
+        device: plan.name.clone(),
+        sources: plan.tracks.iter().map(|t| t.source.clone()).collect(),
+        at,
+        reason,
+    });
+}
+
+fn failed(plan: &DevicePlan, ctx: &RunContext, device: &DeviceShared, had_run: bool, error: String) {
+    let at = ctx.clock.now();
+    tracing::error!(device = %plan.name, %error, "device failed; the others keep recording");
+    let _ = ctx.events.send(CaptureEvent::DeviceFailed {
+        device: plan.name.clone(),
+        sources: plan.tracks.iter().map(|t| t.source.clone()).collect(),
+        at,
+        error: error.clone(),
+        had_run,
+    });
+    device.update(|s| {
+        s.state = DeviceState::Restarting;
+        s.last_error = Some(error);
+    });
 }
 
 /// The device cannot be started by any restart: say so once and record nothing from it.

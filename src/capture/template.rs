@@ -4,6 +4,16 @@
 
 use super::CaptureError;
 use std::path::PathBuf;
+use thiserror::Error;
+
+/// Why a template's text does not render.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum TemplateError {
+    #[error("unclosed '{{'")]
+    Unclosed,
+    #[error("unknown placeholder {{{0}}}")]
+    UnknownPlaceholder(String),
+}
 
 /// The templates in `pipelines/`, embedded so an installed binary needs no data files.
 const BUILTIN: &[(&str, &str)] = &[
@@ -45,16 +55,17 @@ impl Templates {
 }
 
 /// Drops comment lines, joins the rest into one line and substitutes `{placeholders}`.
-pub fn render(text: &str, vars: &[(&str, String)]) -> Result<String, String> {
+pub fn render(text: &str, vars: &[(&str, String)]) -> Result<String, TemplateError> {
     let joined =
         text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).collect::<Vec<_>>().join(" ");
     let mut out = String::with_capacity(joined.len());
     let mut rest = joined.as_str();
     while let Some(open) = rest.find('{') {
         out.push_str(&rest[..open]);
-        let close = rest[open..].find('}').ok_or("unclosed '{'")? + open;
+        let close = rest[open..].find('}').ok_or(TemplateError::Unclosed)? + open;
         let key = &rest[open + 1..close];
-        let value = vars.iter().find(|(k, _)| *k == key).ok_or_else(|| format!("unknown placeholder {{{key}}}"))?;
+        let value =
+            vars.iter().find(|(k, _)| *k == key).ok_or_else(|| TemplateError::UnknownPlaceholder(key.to_string()))?;
         out.push_str(&value.1);
         rest = &rest[close + 1..];
     }
@@ -70,8 +81,9 @@ mod tests {
     fn renders_and_rejects_unknown_placeholders() {
         let t = "# comment\nvideotestsrc\n  ! video/x-raw,width={w}\n";
         assert_eq!(render(t, &[("w", "640".into())]).unwrap(), "videotestsrc ! video/x-raw,width=640");
-        assert!(render(t, &[]).unwrap_err().contains("{w}"));
-        assert!(render("a {b", &[]).is_err());
+        assert!(render(t, &[]).unwrap_err().to_string().contains("{w}"));
+        assert_eq!(render("a {b", &[]), Err(TemplateError::Unclosed));
+        assert_eq!(TemplateError::Unclosed.to_string(), "unclosed '{'");
     }
 
     #[test]

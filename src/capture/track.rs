@@ -11,6 +11,23 @@ use gst::prelude::*;
 use std::path::PathBuf;
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
+use thiserror::Error;
+
+/// Why a track could not be attached to a pipeline.
+#[derive(Debug, Error)]
+pub enum AttachError {
+    /// An element could not be made (a plugin is missing) or refused its settings.
+    #[error("{element}: {source}")]
+    Element { element: &'static str, source: gst::glib::BoolError },
+    #[error("{0}")]
+    Add(gst::glib::BoolError),
+    #[error("splitmuxsink refused a pad")]
+    NoSinkPad,
+    #[error("no src pad")]
+    NoSrcPad,
+    #[error("linking {source_name}: {link:?}")]
+    Link { source_name: String, link: gst::PadLinkError },
+}
 
 struct OpenFragment {
     seq: u64,
@@ -65,14 +82,14 @@ impl Track {
         pipeline: &gst::Pipeline,
         out: &gst::Element,
         open_files: Arc<OpenFiles>,
-    ) -> Result<gst::Element, String> {
+    ) -> Result<gst::Element, AttachError> {
         // Streamable: the muxer never seeks back, so a segment file is append-only; every
         // byte the periodic sync flushed stays as written, and the sink's running hash holds.
         let muxer = gst::ElementFactory::make("matroskamux")
             .property("writing-app", "courtbox")
             .property("streamable", true)
             .build()
-            .map_err(|e| format!("matroskamux: {e}"))?;
+            .map_err(|source| AttachError::Element { element: "matroskamux", source })?;
         let track = self.clone();
         muxer.connect_pad_added(move |_, pad| {
             let track = track.clone();
@@ -98,7 +115,7 @@ impl Track {
             .property("muxer", &muxer)
             .property("sink", &sink)
             .build()
-            .map_err(|e| format!("splitmuxsink: {e}"))?;
+            .map_err(|source| AttachError::Element { element: "splitmuxsink", source })?;
         let track = self.clone();
         splitmux.connect("format-location-full", false, move |args| {
             let sample = args[2].get::<gst::Sample>().ok();
@@ -108,16 +125,16 @@ impl Track {
             });
             Some(track.fragment_opened(start).display().to_string().to_value())
         });
-        pipeline.add(&splitmux).map_err(|e| e.to_string())?;
+        pipeline.add(&splitmux).map_err(AttachError::Add)?;
         let pad_template = match self.kind {
             SourceKind::Video => "video",
             SourceKind::Audio => "audio_%u",
         };
-        let sinkpad = splitmux.request_pad_simple(pad_template).ok_or("splitmuxsink refused a pad")?;
+        let sinkpad = splitmux.request_pad_simple(pad_template).ok_or(AttachError::NoSinkPad)?;
         out.static_pad("src")
-            .ok_or("no src pad")?
+            .ok_or(AttachError::NoSrcPad)?
             .link(&sinkpad)
-            .map_err(|e| format!("linking {}: {e:?}", self.source))?;
+            .map_err(|link| AttachError::Link { source_name: self.source.clone(), link })?;
         Ok(splitmux)
     }
 

@@ -114,7 +114,7 @@ impl Default for BroadcastConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum OutputKind {
     /// RTMP push (`rtmp://host/app`); the stream key comes from `key_file`.
@@ -509,14 +509,13 @@ mod tests {
         assert_eq!(channels, [1, 2, 3, 4]);
     }
 
-    fn profile(text: &str) -> Result<HwProfile, String> {
-        let p: HwProfile = toml::from_str(text).map_err(|e| e.to_string())?;
+    /// Parses and checks a profile the way loading does, under the name `profile.toml`.
+    fn profile(text: &str) -> Result<HwProfile, ConfigError> {
+        let path = PathBuf::from("profile.toml");
+        let p: HwProfile =
+            toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.clone(), message: e.to_string() })?;
         let problems = validate_profile(&p);
-        if problems.is_empty() {
-            Ok(p)
-        } else {
-            Err(problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n"))
-        }
+        if problems.is_empty() { Ok(p) } else { Err(ConfigError::Invalid { path, problems }) }
     }
 
     #[test]
@@ -551,7 +550,7 @@ mod tests {
             ("name = \"empty\"\n".to_string(), "nothing would be recorded"),
         ];
         for (text, expected) in cases {
-            let err = profile(&text).expect_err(expected);
+            let err = profile(&text).expect_err(expected).to_string();
             assert!(err.contains(expected), "expected {expected:?} in:\n{err}");
         }
     }

@@ -124,6 +124,23 @@ pub enum AudioSourceKind {
     Pulse,
 }
 
+impl AudioSourceKind {
+    /// The profile's `source` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AudioSourceKind::Sim => "sim",
+            AudioSourceKind::Alsa => "alsa",
+            AudioSourceKind::Pulse => "pulse",
+        }
+    }
+}
+
+impl std::fmt::Display for AudioSourceKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
 /// One capture device; each of its input channels is a microphone with its own track.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -206,7 +223,7 @@ impl Role {
 
 impl fmt::Display for Role {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        f.pad(self.as_str())
     }
 }
 

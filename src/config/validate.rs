@@ -2,7 +2,10 @@
 //! file or device (`courtbox check` looks at the hardware), and they collect every problem,
 //! named by its TOML key, instead of stopping at the first, so one load reports all to fix.
 
-use super::{AudioSourceKind, BroadcastConfig, CameraSource, Config, HwProfile, OutputKind, StoreConfig};
+use super::{
+    AudioDevice, AudioSourceKind, BroadcastConfig, Camera, CameraSource, Config, HwProfile, Microphone, OutputKind,
+    StoreConfig,
+};
 use crate::base::is_valid_name;
 use std::collections::HashSet;
 use std::fmt;
@@ -36,6 +39,15 @@ impl Problems {
             self.add(
                 key,
                 format!("{value:?} is not a valid name: use 1-32 lowercase letters, digits, '-' or '_', starting with a letter or digit"),
+            );
+        }
+    }
+    /// Source and device names share one namespace: they become file names and object keys.
+    fn unique(&mut self, seen: &mut HashSet<String>, key: String, name: &str) {
+        if !seen.insert(name.to_string()) {
+            self.add(
+                key,
+                format!("duplicate name {name:?}: every camera, audio device and microphone needs its own name"),
             );
         }
     }
@@ -228,114 +240,122 @@ pub fn validate_profile(profile: &HwProfile) -> Vec<Problem> {
         p.add("camera", "the profile has no camera and no audio_device: nothing would be recorded");
     }
 
-    // Source and device names share one namespace: they become file names and object keys.
     let mut names = HashSet::new();
-    let mut unique = |p: &mut Problems, key: String, name: &str| {
-        if !names.insert(name.to_string()) {
-            p.add(
-                key,
-                format!("duplicate name {name:?}: every camera, audio device and microphone needs its own name"),
-            );
-        }
-    };
-
     for (i, cam) in profile.cameras.iter().enumerate() {
-        let k = |field: &str| format!("camera[{i}].{field}");
-        p.name(k("name"), &cam.name);
-        unique(&mut p, k("name"), &cam.name);
-        if let Some(label) = &cam.label {
-            p.text(k("label"), label);
-        }
-        p.range(k("width"), cam.width, 160, 3840);
-        p.range(k("height"), cam.height, 120, 2160);
-        if cam.width % 2 != 0 || cam.height % 2 != 0 {
-            p.add(k("width"), "width and height must be even for H.264 (4:2:0)");
-        }
-        p.range(k("fps"), cam.fps, 1, 60);
-        for role in &cam.roles {
-            if let Some(other) = profile.cameras[..i].iter().find(|c| c.roles.contains(role)) {
-                p.add(k("roles"), format!("{role} is already shown by camera {:?}", other.name));
-            }
-        }
-        match cam.source {
-            CameraSource::Sim => {
-                if cam.device.is_some() {
-                    p.add(k("device"), "a sim camera has no device; remove the key or set source = \"v4l2\"");
-                }
-            }
-            CameraSource::V4l2 => match &cam.device {
-                None => {
-                    p.add(k("device"), "missing: a v4l2 camera needs device = \"/dev/videoN\" (see `courtbox devices`)")
-                }
-                Some(dev) if !dev.starts_with("/dev/") || dev.contains(['"', ' ', '!']) => {
-                    p.add(k("device"), format!("{dev:?} is not a device path under /dev/"))
-                }
-                Some(_) => {}
-            },
-        }
+        validate_camera(&mut p, &mut names, &profile.cameras[..i], i, cam);
     }
-
     for (i, dev) in profile.audio_devices.iter().enumerate() {
-        let k = |field: &str| format!("audio_device[{i}].{field}");
-        p.name(k("name"), &dev.name);
-        unique(&mut p, k("name"), &dev.name);
-        if ![8000, 16000, 32000, 44100, 48000].contains(&dev.sample_rate) {
-            p.add(
-                k("sample_rate"),
-                format!("{} Hz is not supported: use 8000, 16000, 32000, 44100 or 48000", dev.sample_rate),
-            );
-        }
-        p.range(k("channels"), dev.channels, 1, 32);
-        match (dev.source, &dev.device) {
-            (AudioSourceKind::Sim, Some(_)) => p.add(k("device"), "a sim audio device has no device; remove the key"),
-            (AudioSourceKind::Alsa, None) => p.add(
-                k("device"),
-                "missing: an alsa device needs device = \"hw:CARD=...,DEV=0\" (see `courtbox devices`)",
-            ),
-            (_, Some(d)) if d.is_empty() || d.contains(['"', ' ', '!', '\\']) => {
-                p.add(k("device"), format!("{d:?} contains characters a device name cannot have"))
-            }
-            _ => {}
-        }
-        if dev.mics.is_empty() {
-            p.add(k("mic"), "an audio device needs at least one [[audio_device.mic]]");
-        }
-        let mut channels = HashSet::new();
-        for (j, mic) in dev.mics.iter().enumerate() {
-            let k = |field: &str| format!("audio_device[{i}].mic[{j}].{field}");
-            p.name(k("name"), &mic.name);
-            unique(&mut p, k("name"), &mic.name);
-            if let Some(label) = &mic.label {
-                p.text(k("label"), label);
-            }
-            if let Some(lang) = &mic.language
-                && !crate::session::LANGUAGES.contains(&lang.as_str())
-            {
-                p.add(k("language"), format!("{lang:?} is not one of kk, ru, en, auto"));
-            }
-            if mic.channel < 1 || mic.channel > dev.channels {
-                p.add(
-                    k("channel"),
-                    format!("channel {} does not exist: the device has channels 1 to {}", mic.channel, dev.channels),
-                );
-            } else if !channels.insert(mic.channel) {
-                p.add(
-                    k("channel"),
-                    format!("channel {} is already used by another microphone of this device", mic.channel),
-                );
-            }
-            if dev.source != AudioSourceKind::Sim && (mic.sim_audio.is_some() || mic.sim_tone_hz.is_some()) {
-                p.add(k("sim_audio"), "sim_audio and sim_tone_hz apply only to sim devices");
-            }
-            if let Some(file) = &mic.sim_audio
-                && (file.contains('/') || file.is_empty())
-            {
-                p.add(k("sim_audio"), format!("{file:?} must be a plain file name inside sim.audio_dir"));
-            }
-            if let Some(hz) = mic.sim_tone_hz {
-                p.range(k("sim_tone_hz"), hz, 50, 8000);
-            }
-        }
+        validate_audio_device(&mut p, &mut names, i, dev);
     }
     p.0
+}
+
+/// Camera `i`; `before` are the cameras listed ahead of it (a role is shown by one camera).
+fn validate_camera(p: &mut Problems, names: &mut HashSet<String>, before: &[Camera], i: usize, cam: &Camera) {
+    let k = |field: &str| format!("camera[{i}].{field}");
+    p.name(k("name"), &cam.name);
+    p.unique(names, k("name"), &cam.name);
+    if let Some(label) = &cam.label {
+        p.text(k("label"), label);
+    }
+    p.range(k("width"), cam.width, 160, 3840);
+    p.range(k("height"), cam.height, 120, 2160);
+    if !cam.width.is_multiple_of(2) || !cam.height.is_multiple_of(2) {
+        p.add(k("width"), "width and height must be even for H.264 (4:2:0)");
+    }
+    p.range(k("fps"), cam.fps, 1, 60);
+    for role in &cam.roles {
+        if let Some(other) = before.iter().find(|c| c.roles.contains(role)) {
+            p.add(k("roles"), format!("{role} is already shown by camera {:?}", other.name));
+        }
+    }
+    match cam.source {
+        CameraSource::Sim => {
+            if cam.device.is_some() {
+                p.add(k("device"), "a sim camera has no device; remove the key or set source = \"v4l2\"");
+            }
+        }
+        CameraSource::V4l2 => match &cam.device {
+            None => {
+                p.add(k("device"), "missing: a v4l2 camera needs device = \"/dev/videoN\" (see `courtbox devices`)")
+            }
+            Some(dev) if !dev.starts_with("/dev/") || dev.contains(['"', ' ', '!']) => {
+                p.add(k("device"), format!("{dev:?} is not a device path under /dev/"))
+            }
+            Some(_) => {}
+        },
+    }
+}
+
+/// Audio device `i` and its microphones.
+fn validate_audio_device(p: &mut Problems, names: &mut HashSet<String>, i: usize, dev: &AudioDevice) {
+    let k = |field: &str| format!("audio_device[{i}].{field}");
+    p.name(k("name"), &dev.name);
+    p.unique(names, k("name"), &dev.name);
+    if ![8000, 16000, 32000, 44100, 48000].contains(&dev.sample_rate) {
+        p.add(
+            k("sample_rate"),
+            format!("{} Hz is not supported: use 8000, 16000, 32000, 44100 or 48000", dev.sample_rate),
+        );
+    }
+    p.range(k("channels"), dev.channels, 1, 32);
+    match (dev.source, &dev.device) {
+        (AudioSourceKind::Sim, Some(_)) => p.add(k("device"), "a sim audio device has no device; remove the key"),
+        (AudioSourceKind::Alsa, None) => {
+            p.add(k("device"), "missing: an alsa device needs device = \"hw:CARD=...,DEV=0\" (see `courtbox devices`)")
+        }
+        (_, Some(d)) if d.is_empty() || d.contains(['"', ' ', '!', '\\']) => {
+            p.add(k("device"), format!("{d:?} contains characters a device name cannot have"))
+        }
+        _ => {}
+    }
+    if dev.mics.is_empty() {
+        p.add(k("mic"), "an audio device needs at least one [[audio_device.mic]]");
+    }
+    let mut channels = HashSet::new();
+    for (j, mic) in dev.mics.iter().enumerate() {
+        validate_mic(p, names, &mut channels, (i, j), dev, mic);
+    }
+}
+
+/// Microphone `j` of audio device `i`; `channels` are those its device's earlier
+/// microphones use.
+fn validate_mic(
+    p: &mut Problems,
+    names: &mut HashSet<String>,
+    channels: &mut HashSet<u32>,
+    (i, j): (usize, usize),
+    dev: &AudioDevice,
+    mic: &Microphone,
+) {
+    let k = |field: &str| format!("audio_device[{i}].mic[{j}].{field}");
+    p.name(k("name"), &mic.name);
+    p.unique(names, k("name"), &mic.name);
+    if let Some(label) = &mic.label {
+        p.text(k("label"), label);
+    }
+    if let Some(lang) = &mic.language
+        && !crate::session::LANGUAGES.contains(&lang.as_str())
+    {
+        p.add(k("language"), format!("{lang:?} is not one of kk, ru, en, auto"));
+    }
+    if mic.channel < 1 || mic.channel > dev.channels {
+        p.add(
+            k("channel"),
+            format!("channel {} does not exist: the device has channels 1 to {}", mic.channel, dev.channels),
+        );
+    } else if !channels.insert(mic.channel) {
+        p.add(k("channel"), format!("channel {} is already used by another microphone of this device", mic.channel));
+    }
+    if dev.source != AudioSourceKind::Sim && (mic.sim_audio.is_some() || mic.sim_tone_hz.is_some()) {
+        p.add(k("sim_audio"), "sim_audio and sim_tone_hz apply only to sim devices");
+    }
+    if let Some(file) = &mic.sim_audio
+        && (file.contains('/') || file.is_empty())
+    {
+        p.add(k("sim_audio"), format!("{file:?} must be a plain file name inside sim.audio_dir"));
+    }
+    if let Some(hz) = mic.sim_tone_hz {
+        p.range(k("sim_tone_hz"), hz, 50, 8000);
+    }
 }

@@ -3,6 +3,7 @@
 //! checks; and the audit entry of every change and every refusal.
 
 use super::api::{ApiError, ApiState, blocking};
+use super::openapi::{ErrorBody, Refusal};
 use crate::auth::{AuthError, Principal, Role, Via};
 use axum::Json;
 use axum::extract::connect_info::ConnectInfo;
@@ -10,9 +11,12 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
+use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
+use nix::unistd::{Uid, User, geteuid};
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::net::SocketAddr;
+use utoipa::ToSchema;
 
 pub const SESSION_COOKIE: &str = "courtbox_session";
 pub const CSRF_HEADER: &str = "x-csrf-token";
@@ -36,17 +40,9 @@ pub struct Claimed {
     pub role: String,
 }
 
+/// The account name of `uid`, from the system's user database (NSS, not only /etc/passwd).
 fn user_name(uid: u32) -> String {
-    std::fs::read_to_string("/etc/passwd")
-        .ok()
-        .and_then(|p| {
-            p.lines().find_map(|l| {
-                let mut f = l.split(':');
-                let name = f.next()?;
-                (f.nth(1)? == uid.to_string()).then(|| name.to_string())
-            })
-        })
-        .unwrap_or_else(|| format!("uid {uid}"))
+    User::from_uid(Uid::from_raw(uid)).ok().flatten().map(|u| u.name).unwrap_or_else(|| format!("uid {uid}"))
 }
 
 fn refused(status: StatusCode, message: impl Into<String>, claimed: Claimed) -> Response {
@@ -59,13 +55,25 @@ fn anonymous() -> Claimed {
     Claimed { who: "anonymous".into(), role: "none".into() }
 }
 
-pub fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .find_map(|c| c.trim().strip_prefix(name)?.strip_prefix('='))
+/// The panel session id the request's cookies carry, if any.
+pub fn session_cookie(headers: &HeaderMap) -> Option<String> {
+    CookieJar::from_headers(headers).get(SESSION_COOKIE).map(|c| c.value().to_string())
+}
+
+/// The panel session cookie: HttpOnly and SameSite=Strict always, `Secure` over HTTPS; an
+/// empty value with `max_age` zero tells the browser to drop it.
+fn session_cookie_header(value: String, max_age_seconds: u64, secure: bool) -> Cookie<'static> {
+    let max_age = time::Duration::seconds(i64::try_from(max_age_seconds).unwrap_or(i64::MAX));
+    let mut cookie = Cookie::build((SESSION_COOKIE, value))
+        .http_only(true)
+        .same_site(SameSite::Strict)
+        .path("/")
+        .max_age(max_age)
+        .build();
+    if secure {
+        cookie.set_secure(true);
+    }
+    cookie
 }
 
 /// Reads are not actions: they are neither audited when they succeed nor need a CSRF token.
@@ -78,9 +86,8 @@ pub async fn authenticate(State(s): State<ApiState>, mut request: Request, next:
     let changes = changes_something(request.method());
     let principal = if let Some(ConnectInfo(peer)) = request.extensions().get::<ConnectInfo<LocalPeer>>().copied() {
         // The socket file is 0600; root and the service's own user are the box's technicians.
-        // SAFETY: geteuid takes no arguments, cannot fail and touches no memory of ours.
         match peer.uid {
-            Some(uid) if uid == 0 || uid == unsafe { libc::geteuid() } => {
+            Some(uid) if uid == 0 || uid == geteuid().as_raw() => {
                 Principal { name: user_name(uid), role: Role::Technician, via: Via::LocalSocket { uid } }
             }
             uid => {
@@ -110,7 +117,7 @@ pub async fn authenticate(State(s): State<ApiState>, mut request: Request, next:
             }
             Err(e) => return ApiError::internal(e).into_response(),
         }
-    } else if let Some(id) = cookie_value(request.headers(), SESSION_COOKIE).map(str::to_string) {
+    } else if let Some(id) = session_cookie(request.headers()) {
         let Some(session) = s.auth.panel_session(&id, changes) else {
             return refused(
                 StatusCode::UNAUTHORIZED,
@@ -180,11 +187,20 @@ pub async fn audit(State(state): State<ApiState>, request: Request, next: Next) 
     response
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SignIn {
     name: String,
     pin: String,
+}
+
+/// A secretary signed in: the panel's session is in the cookie beside this.
+#[derive(Serialize, ToSchema)]
+pub struct SignedIn {
+    name: String,
+    role: Role,
+    /// Send back as X-CSRF-Token on every change.
+    csrf: String,
 }
 
 impl From<AuthError> for ApiError {
@@ -200,6 +216,10 @@ impl From<AuthError> for ApiError {
 }
 
 /// `POST /api/v1/auth/sign-in`: a secretary's name and PIN → a panel session cookie.
+#[utoipa::path(post, path = "/api/v1/auth/sign-in", summary = "Secretary sign-in with name and PIN; sets the panel session cookie", security(()), request_body = SignIn,
+    responses((status = 200, description = "Signed in; `courtbox_session` cookie set", body = SignedIn),
+        (status = 401, description = "Wrong name or PIN", body = ErrorBody),
+        (status = 429, description = "Locked out or too many attempts; see Retry-After", body = ErrorBody), Refusal))]
 pub async fn sign_in(State(s): State<ApiState>, request: Request) -> Response {
     let client = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
     let body = match axum::body::to_bytes(request.into_body(), 64 * 1024).await {
@@ -220,11 +240,9 @@ pub async fn sign_in(State(s): State<ApiState>, request: Request) -> Response {
     let outcome = tokio::task::spawn_blocking(move || auth.sign_in(&req.name, &req.pin, client)).await;
     let mut response = match outcome {
         Ok(Ok((principal, id, csrf))) => {
-            let max_age = s.auth.session_idle().as_secs();
-            let secure = if s.tls { "; Secure" } else { "" };
-            let cookie = format!("{SESSION_COOKIE}={id}; HttpOnly; SameSite=Strict; Path=/; Max-Age={max_age}{secure}");
-            let mut r = Json(json!({ "name": principal.name, "role": principal.role, "csrf": csrf })).into_response();
-            r.headers_mut().insert(header::SET_COOKIE, HeaderValue::from_str(&cookie).expect("ASCII cookie"));
+            let cookie = session_cookie_header(id, s.auth.session_idle().as_secs(), s.tls);
+            let body = Json(SignedIn { name: principal.name.clone(), role: principal.role, csrf });
+            let mut r = (CookieJar::new().add(cookie), body).into_response();
             r.extensions_mut().insert(principal);
             return r;
         }
@@ -243,49 +261,56 @@ pub async fn sign_in(State(s): State<ApiState>, request: Request) -> Response {
 }
 
 /// `GET /api/v1/auth/me`: who is signed in, and the CSRF token the panel must send.
+#[utoipa::path(get, path = "/api/v1/auth/me", summary = "Who is signed in (and the panel's CSRF token)", security(("panelCookie" = [], "csrf" = []), ("technicianToken" = [])),
+    responses((status = 200, description = "The principal", body = Object), Refusal))]
 pub async fn me(
     State(s): State<ApiState>,
     headers: HeaderMap,
     axum::Extension(p): axum::Extension<Principal>,
 ) -> Response {
-    let csrf = cookie_value(&headers, SESSION_COOKIE).and_then(|id| s.auth.panel_session(id, false)).map(|x| x.csrf);
+    let csrf = session_cookie(&headers).and_then(|id| s.auth.panel_session(&id, false)).map(|x| x.csrf);
     Json(json!({ "name": p.name, "role": p.role, "via": p.via, "csrf": csrf })).into_response()
 }
 
+#[utoipa::path(post, path = "/api/v1/auth/sign-out", summary = "Ends the panel session", security(("panelCookie" = [], "csrf" = []), ("technicianToken" = [])),
+    responses((status = 200, description = "Signed out", body = Object), Refusal))]
 pub async fn sign_out(State(s): State<ApiState>, headers: HeaderMap) -> Response {
-    if let Some(id) = cookie_value(&headers, SESSION_COOKIE) {
-        s.auth.sign_out(id);
+    if let Some(id) = session_cookie(&headers) {
+        s.auth.sign_out(&id);
     }
-    let mut r = Json(json!({ "signed_out": true })).into_response();
-    r.headers_mut().insert(
-        header::SET_COOKIE,
-        HeaderValue::from_static("courtbox_session=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0"),
-    );
-    r
+    let cleared = session_cookie_header(String::new(), 0, false);
+    (CookieJar::new().add(cleared), Json(json!({ "signed_out": true }))).into_response()
 }
 
 /// `GET /api/v1/auth/people`: the names the panel's sign-in screen offers.
+#[utoipa::path(get, path = "/api/v1/auth/people", summary = "Secretaries the panel's sign-in screen offers", security(()),
+    responses((status = 200, description = "Names", body = Vec<String>), Refusal))]
 pub async fn secretary_names(State(s): State<ApiState>) -> Result<Response, ApiError> {
     let auth = s.auth.clone();
     let names = blocking(move || auth.secretary_names()).await?;
     Ok(Json(names).into_response())
 }
 
+#[utoipa::path(get, path = "/api/v1/people", summary = "Who may act on the box (technicians)", security(("technicianToken" = [])),
+    responses((status = 200, description = "People", body = Vec<Object>), Refusal))]
 pub async fn people(State(s): State<ApiState>) -> Result<Response, ApiError> {
     let auth = s.auth.clone();
     let people = blocking(move || auth.people()).await?;
     Ok(Json(people).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PutPerson {
     role: Role,
     /// Secretaries: the PIN (4-12 digits). Technicians get a new token in the answer.
+    #[schema(pattern = "^[0-9]{4,12}$")]
     pin: Option<String>,
 }
 
 /// `PUT /api/v1/people/{name}`: adds a person or renews their PIN or token.
+#[utoipa::path(put, path = "/api/v1/people/{name}", summary = "Add a secretary (PIN) or technician (a token is returned once) (technicians)", security(("technicianToken" = [])), params(("name" = String, Path, min_length = 1, max_length = 64)), request_body = PutPerson,
+    responses((status = 201, description = "Stored", body = Object), Refusal))]
 pub async fn put_person(
     State(s): State<ApiState>,
     axum::extract::Path(name): axum::extract::Path<String>,
@@ -304,6 +329,8 @@ pub async fn put_person(
     Ok((StatusCode::CREATED, Json(answer)).into_response())
 }
 
+#[utoipa::path(delete, path = "/api/v1/people/{name}", summary = "Remove a person (technicians)", security(("technicianToken" = [])), params(("name" = String, Path, min_length = 1, max_length = 64)),
+    responses((status = 200, description = "Removed", body = Object), Refusal))]
 pub async fn remove_person(
     State(s): State<ApiState>,
     axum::extract::Path(name): axum::extract::Path<String>,

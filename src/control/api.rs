@@ -1,11 +1,12 @@
 //! The control API's state, errors, routes and the recording handlers. Who may call what
 //! is in `access`; the panel's own routes in `panel`; the record's in `records`.
 
+use super::openapi::{self, ApiDoc, ErrorBody, Refusal};
 use super::{access, panel, records};
 use crate::auth::{Auth, Principal};
 use crate::config::LoadedConfig;
 use crate::ledger::Ledger;
-use crate::session::{Recorder, SessionError, StartRequest};
+use crate::session::{MarkInfo, Recorder, SessionError, SessionInfo, StartRequest, StopInfo};
 use crate::stt::Stt;
 use crate::upload::Storage;
 use axum::extract::{Path, Query, State};
@@ -13,11 +14,14 @@ use axum::http::{StatusCode, header};
 use axum::middleware;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::get;
 use axum::{Extension, Json, Router};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::sync::Arc;
+use utoipa::{IntoParams, OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 #[derive(Clone)]
 pub struct ApiState {
@@ -68,7 +72,7 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.0, Json(json!({ "error": self.1 }))).into_response()
+        (self.0, Json(ErrorBody { error: self.1 })).into_response()
     }
 }
 
@@ -83,9 +87,7 @@ impl From<SessionError> for ApiError {
             | SessionError::BroadcastRefused(_) => StatusCode::CONFLICT,
             SessionError::BroadcastFailed(_) => StatusCode::SERVICE_UNAVAILABLE,
             SessionError::Invalid(_) => StatusCode::BAD_REQUEST,
-            SessionError::Ledger(crate::ledger::LedgerError::Invalid(m)) if m.contains("no session") => {
-                StatusCode::NOT_FOUND
-            }
+            SessionError::Ledger(ledger) if ledger.is_missing_session() => StatusCode::NOT_FOUND,
             SessionError::Ledger(_) | SessionError::Capture(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError(status, e.to_string())
@@ -135,53 +137,113 @@ pub(super) async fn json_rejections(request: axum::extract::Request, next: middl
     out
 }
 
-pub fn router(state: ApiState) -> Router {
-    let technician = Router::new()
-        .route("/api/v1/config", get(records::get_config).put(records::put_config))
-        .route("/api/v1/people", get(access::people))
-        .route("/api/v1/people/{name}", put(access::put_person).delete(access::remove_person))
-        .route("/api/v1/audit", get(records::audit_log))
-        .route("/api/v1/debug/fail-device", post(fail_device))
-        .route("/api/v1/debug/stall-ledger", post(stall_ledger))
-        .route_layer(middleware::from_fn(access::technicians_only));
-    let signed_in = Router::new()
-        .route("/api/v1/auth/me", get(access::me))
-        .route("/api/v1/auth/sign-out", post(access::sign_out))
-        .route("/api/v1/status", get(status))
-        .route("/api/v1/status/ws", get(panel::status_ws))
-        .route("/api/v1/thumbnails/{source}", get(panel::thumbnail))
-        .route("/api/v1/sessions", post(start).get(records::sessions))
-        .route("/api/v1/sessions/current/stop", post(stop))
-        .route("/api/v1/sessions/current/marks", post(mark))
-        .route("/api/v1/sessions/current/recess", post(recess))
-        .route("/api/v1/sessions/current/resume", post(resume))
-        .route("/api/v1/sessions/current/privacy-mute", put(privacy_mute))
-        .route("/api/v1/sessions/current/hearing", put(hearing))
-        .route("/api/v1/sessions/current/broadcast/start", post(broadcast_start))
-        .route("/api/v1/sessions/current/broadcast/stop", post(broadcast_stop))
-        .route("/api/v1/sessions/{id}", get(records::session))
-        .route("/api/v1/sessions/{id}/export", get(records::export_zip))
-        .route("/api/v1/sessions/{id}/transcribe", post(transcribe))
-        .route("/api/v1/captions/live", get(captions_live))
-        .route("/api/v1/captions/search", get(captions_search))
+/// Routes only technicians may call (configuration, people, diagnostics).
+fn technician_routes() -> OpenApiRouter<ApiState> {
+    OpenApiRouter::new()
+        .routes(routes!(records::get_config, records::put_config))
+        .routes(routes!(access::people))
+        .routes(routes!(access::put_person, access::remove_person))
+        .routes(routes!(records::audit_log))
+        .routes(routes!(fail_device))
+        .routes(routes!(stall_ledger))
+}
+
+/// Routes anyone signed in may call (the panel's secretaries and technicians).
+fn signed_in_routes() -> OpenApiRouter<ApiState> {
+    OpenApiRouter::new()
+        .routes(routes!(access::me))
+        .routes(routes!(access::sign_out))
+        .routes(routes!(status))
+        .routes(routes!(panel::status_ws))
+        .routes(routes!(panel::thumbnail))
+        .routes(routes!(start, records::sessions))
+        .routes(routes!(stop))
+        .routes(routes!(mark))
+        .routes(routes!(recess))
+        .routes(routes!(resume))
+        .routes(routes!(privacy_mute))
+        .routes(routes!(hearing))
+        .routes(routes!(broadcast_start))
+        .routes(routes!(broadcast_stop))
+        .routes(routes!(records::session))
+        .routes(routes!(records::export_zip))
+        .routes(routes!(transcribe))
+        .routes(routes!(captions_live))
+        .routes(routes!(captions_search))
+}
+
+/// Routes that reveal nothing secret: health, metrics, and the sign-in screen's.
+fn public_routes() -> OpenApiRouter<ApiState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(health))
+        .routes(routes!(access::secretary_names))
+        .routes(routes!(access::sign_in))
+        .routes(routes!(metrics))
+}
+
+/// Every documented route with the check of who may call it: the one list of the API's
+/// routes, from which the OpenAPI document is derived.
+fn routes(state: &ApiState) -> OpenApiRouter<ApiState> {
+    let technician = technician_routes().route_layer(middleware::from_fn(access::technicians_only));
+    let signed_in = signed_in_routes()
         .merge(technician)
         .route_layer(middleware::from_fn_with_state(state.clone(), access::authenticate));
-    // The panel's files, health, metrics and the API document reveal nothing secret.
-    Router::new()
-        .route("/", get(panel::page))
+    public_routes().merge(signed_in)
+}
+
+/// The API, the panel's files and the API's own document, with the audit and the JSON
+/// error answers around all of it.
+pub fn router(state: ApiState) -> Router {
+    let (api, doc) = routes(&state).split_for_parts();
+    api.route("/", get(panel::page))
         .route("/panel.js", get(panel::script))
         .route("/panel.css", get(panel::style))
-        .route("/api/v1/openapi.json", get(super::openapi::document))
-        .route("/api/v1/health", get(|| async { Json(json!({ "ok": true })) }))
-        .route("/api/v1/auth/people", get(access::secretary_names))
-        .route("/api/v1/auth/sign-in", post(access::sign_in))
-        .route("/metrics", get(metrics))
-        .merge(signed_in)
+        .route("/api/v1/openapi.json", get(openapi::document(&doc)))
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint (see /api/v1/openapi.json)".into()) })
         .layer(middleware::from_fn(json_rejections))
         .layer(middleware::from_fn_with_state(state.clone(), access::audit))
         .layer(axum::extract::DefaultBodyLimit::max(1024 * 1024))
         .with_state(state)
+}
+
+#[utoipa::path(get, path = "/api/v1/health", summary = "Liveness", security(()),
+    responses((status = 200, description = "The daemon answers", body = Health), Refusal))]
+async fn health() -> Json<Health> {
+    Json(Health { ok: true })
+}
+
+/// `GET /api/v1/health`'s answer.
+#[derive(Serialize, ToSchema)]
+struct Health {
+    ok: bool,
+}
+
+/// The status document: the recorder's state, with what the services that may be absent
+/// (captions, storage, the witness) report added.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Status)]
+pub(super) struct StatusBody {
+    recording: bool,
+    #[schema(value_type = Option<Object>)]
+    session: Option<crate::session::SessionStatus>,
+    /// The live broadcast: whether outputs are configured, live, the delay and rewind, the
+    /// privacy mute, the camera on air and each output's state with its last error.
+    broadcast: crate::broadcast::BroadcastStatus,
+    #[schema(value_type = Object)]
+    captions: serde_json::Value,
+    #[schema(value_type = Vec<Object>)]
+    sources: serde_json::Value,
+    #[schema(value_type = Object)]
+    court: serde_json::Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    storage: Option<serde_json::Value>,
+    /// Checkpoints and timestamps: tsa (state not_configured; misconfigured with error;
+    /// not_yet_asked; answering; unreachable or refusing with since and error), stamped,
+    /// last_stamp_delay_s, unstamped, last_checkpoint_wall.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    witness: Option<serde_json::Value>,
 }
 
 /// Status of the box as one JSON document (also what the panel's WebSocket sends).
@@ -192,16 +254,22 @@ pub(super) async fn status_json(s: &ApiState) -> Result<serde_json::Value, ApiEr
         Some(stt) => serde_json::to_value(stt.status()).unwrap_or_default(),
         None => json!({ "state": "disabled", "reason": "stt.enabled = false in the configuration" }),
     };
-    let mut body = serde_json::to_value(status).unwrap_or_default();
-    body["captions"] = captions;
-    body["sources"] = serde_json::to_value(s.cfg.profile.sources()).unwrap_or_default();
-    body["court"] = json!({ "court": s.cfg.config.court, "room": s.cfg.config.room });
+    let mut body = StatusBody {
+        recording: status.recording,
+        session: status.session,
+        broadcast: status.broadcast,
+        captions,
+        sources: serde_json::to_value(s.cfg.profile.sources()).unwrap_or_default(),
+        court: json!({ "court": s.cfg.config.court, "room": s.cfg.config.room }),
+        storage: None,
+        witness: None,
+    };
     if let Some(storage) = s.storage.clone() {
         let st = tokio::task::spawn_blocking(move || storage.status())
             .await
             .map_err(ApiError::internal)?
             .map_err(ApiError::internal)?;
-        body["storage"] = serde_json::to_value(st).unwrap_or_default();
+        body.storage = Some(serde_json::to_value(st).unwrap_or_default());
     }
     if let Some(witness) = s.witness.clone() {
         let ledger = s.ledger.clone();
@@ -209,15 +277,19 @@ pub(super) async fn status_json(s: &ApiState) -> Result<serde_json::Value, ApiEr
             .await
             .map_err(ApiError::internal)?
             .map_err(ApiError::internal)?;
-        body["witness"] = serde_json::to_value(st).unwrap_or_default();
+        body.witness = Some(serde_json::to_value(st).unwrap_or_default());
     }
-    Ok(body)
+    serde_json::to_value(body).map_err(ApiError::internal)
 }
 
+#[utoipa::path(get, path = "/api/v1/status", summary = "Recording state, timer, per-source health and levels, devices, captions, storage, alarms", security(("panelCookie" = [], "csrf" = []), ("technicianToken" = [])),
+    responses((status = 200, description = "Status", body = StatusBody), Refusal))]
 async fn status(State(s): State<ApiState>) -> Result<Response, ApiError> {
     Ok(Json(status_json(&s).await?).into_response())
 }
 
+#[utoipa::path(get, path = "/metrics", summary = "Prometheus / OpenMetrics", security(()),
+    responses((status = 200, description = "OpenMetrics text", body = String, content_type = "application/openmetrics-text"), Refusal))]
 async fn metrics(State(s): State<ApiState>) -> Result<Response, ApiError> {
     let snapshot = tokio::task::spawn_blocking(move || {
         let totals = s.ledger.reader()?.totals()?;
@@ -238,20 +310,24 @@ async fn metrics(State(s): State<ApiState>) -> Result<Response, ApiError> {
 }
 
 /// Live captions as server-sent events: `partial` and `final`, each a JSON caption.
+#[utoipa::path(get, path = "/api/v1/captions/live", summary = "Server-sent events: partial and final captions", security(("panelCookie" = [], "csrf" = []), ("technicianToken" = [])),
+    responses((status = 200, description = "Event stream", body = String, content_type = "text/event-stream"), Refusal))]
 async fn captions_live(State(s): State<ApiState>) -> Result<Response, ApiError> {
     use tokio_stream::StreamExt;
     let stt = s.stt.ok_or_else(|| ApiError(StatusCode::NOT_FOUND, "captions are disabled".into()))?;
     let stream = tokio_stream::wrappers::BroadcastStream::new(stt.subscribe()).filter_map(|e| {
         let e = e.ok()?;
-        Some(Ok::<_, std::convert::Infallible>(Event::default().event(e.kind).json_data(&e).ok()?))
+        Some(Ok::<_, std::convert::Infallible>(Event::default().event(e.kind.as_str()).json_data(&e).ok()?))
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct SearchQuery {
     q: String,
+    /// At most 500 hits are returned, whatever the limit.
     #[serde(default = "default_limit")]
     limit: usize,
 }
@@ -260,12 +336,16 @@ fn default_limit() -> usize {
     50
 }
 
+#[utoipa::path(get, path = "/api/v1/captions/search", summary = "Full-text search of final captions", security(("panelCookie" = [], "csrf" = []), ("technicianToken" = [])), params(SearchQuery),
+    responses((status = 200, description = "Hits", body = Vec<Object>), Refusal))]
 async fn captions_search(State(s): State<ApiState>, Query(q): Query<SearchQuery>) -> Result<Response, ApiError> {
     let ledger = s.ledger.clone();
     let hits = blocking(move || ledger.reader()?.search_captions(&q.q, q.limit.min(500))).await?;
     Ok(Json(hits).into_response())
 }
 
+#[utoipa::path(post, path = "/api/v1/sessions/{id}/transcribe", summary = "Transcribe a session recorded without captions", security(("panelCookie" = [], "csrf" = []), ("technicianToken" = [])), params(("id" = String, Path, description = "Session id or a unique prefix", min_length = 1)),
+    responses((status = 200, description = "Queued", body = Object), Refusal))]
 async fn transcribe(State(s): State<ApiState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let stt = s
         .stt
@@ -280,23 +360,30 @@ async fn transcribe(State(s): State<ApiState>, Path(id): Path<String>) -> Result
     Ok(Json(json!({ "queued": queued })).into_response())
 }
 
+#[utoipa::path(post, path = "/api/v1/sessions", summary = "Start recording a hearing", security(("panelCookie" = [], "csrf" = []), ("technicianToken" = [])), request_body = StartRequest,
+    responses((status = 201, description = "Recording", body = SessionInfo), Refusal))]
 async fn start(State(s): State<ApiState>, Json(req): Json<StartRequest>) -> Result<Response, ApiError> {
     let r = s.recorder.clone();
     let info = blocking(move || r.start(&req)).await?;
     Ok((StatusCode::CREATED, Json(info)).into_response())
 }
 
+#[utoipa::path(post, path = "/api/v1/sessions/current/stop", summary = "Stop and seal the recording session", security(("panelCookie" = [], "csrf" = []), ("technicianToken" = [])),
+    responses((status = 200, description = "Stopped", body = StopInfo), Refusal))]
 async fn stop(State(s): State<ApiState>) -> Result<Response, ApiError> {
     let r = s.recorder.clone();
     Ok(Json(blocking(move || r.stop()).await?).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct MarkRequest {
+    #[schema(max_length = 2000)]
     text: String,
 }
 
+#[utoipa::path(post, path = "/api/v1/sessions/current/marks", summary = "A timestamped note on the record", security(("panelCookie" = [], "csrf" = []), ("technicianToken" = [])), request_body = MarkRequest,
+    responses((status = 201, description = "Marked", body = MarkInfo), Refusal))]
 async fn mark(
     State(s): State<ApiState>,
     Extension(who): Extension<Principal>,
@@ -306,22 +393,28 @@ async fn mark(
     Ok((StatusCode::CREATED, Json(blocking(move || r.mark(&req.text, &who.describe())).await?)).into_response())
 }
 
+#[utoipa::path(post, path = "/api/v1/sessions/current/recess", summary = "Pause the hearing (capture stops; a chain event)", security(("panelCookie" = [], "csrf" = []), ("technicianToken" = [])),
+    responses((status = 200, description = "In recess", body = MarkInfo), Refusal))]
 async fn recess(State(s): State<ApiState>, Extension(who): Extension<Principal>) -> Result<Response, ApiError> {
     let r = s.recorder.clone();
     Ok(Json(blocking(move || r.recess(&who.describe())).await?).into_response())
 }
 
+#[utoipa::path(post, path = "/api/v1/sessions/current/resume", summary = "Resume after a recess (a chain event and a new run)", security(("panelCookie" = [], "csrf" = []), ("technicianToken" = [])),
+    responses((status = 200, description = "Recording again", body = SessionInfo), Refusal))]
 async fn resume(State(s): State<ApiState>, Extension(who): Extension<Principal>) -> Result<Response, ApiError> {
     let r = s.recorder.clone();
     Ok(Json(blocking(move || r.resume(&who.describe())).await?).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PrivacyMute {
     muted: bool,
 }
 
+#[utoipa::path(put, path = "/api/v1/sessions/current/privacy-mute", summary = "Switch the broadcast's privacy mute (a chain event; the record is never muted)", security(("panelCookie" = [], "csrf" = []), ("technicianToken" = [])), request_body = PrivacyMute,
+    responses((status = 200, description = "Switched", body = MarkInfo), Refusal))]
 async fn privacy_mute(
     State(s): State<ApiState>,
     Extension(who): Extension<Principal>,
@@ -331,13 +424,15 @@ async fn privacy_mute(
     Ok(Json(blocking(move || r.set_privacy_mute(req.muted, &who.describe())).await?).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct HearingAccess {
     hearing: crate::integrity::Hearing,
 }
 
 /// Declares the hearing open or closed to the public; closing it ends any broadcast at once.
+#[utoipa::path(put, path = "/api/v1/sessions/current/hearing", summary = "Declare the hearing open or closed to the public (a chain event); closing it ends any broadcast at once", security(("panelCookie" = [], "csrf" = []), ("technicianToken" = [])), request_body = HearingAccess,
+    responses((status = 200, description = "Declared", body = MarkInfo), Refusal))]
 async fn hearing(
     State(s): State<ApiState>,
     Extension(who): Extension<Principal>,
@@ -347,6 +442,8 @@ async fn hearing(
     Ok(Json(blocking(move || r.set_hearing(req.hearing, &who.describe())).await?).into_response())
 }
 
+#[utoipa::path(post, path = "/api/v1/sessions/current/broadcast/start", summary = "Start the delayed live broadcast of an open hearing (a chain event); refused for a closed hearing, with the refusal in the chain too", security(("panelCookie" = [], "csrf" = []), ("technicianToken" = [])),
+    responses((status = 201, description = "Broadcasting", body = MarkInfo), Refusal))]
 async fn broadcast_start(
     State(s): State<ApiState>,
     Extension(who): Extension<Principal>,
@@ -355,12 +452,14 @@ async fn broadcast_start(
     Ok((StatusCode::CREATED, Json(blocking(move || r.start_broadcast(&who.describe())).await?)).into_response())
 }
 
+#[utoipa::path(post, path = "/api/v1/sessions/current/broadcast/stop", summary = "Stop the live broadcast (a chain event); the recording goes on", security(("panelCookie" = [], "csrf" = []), ("technicianToken" = [])),
+    responses((status = 200, description = "Stopped", body = MarkInfo), Refusal))]
 async fn broadcast_stop(State(s): State<ApiState>, Extension(who): Extension<Principal>) -> Result<Response, ApiError> {
     let r = s.recorder.clone();
     Ok(Json(blocking(move || r.stop_broadcast(&who.describe())).await?).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct FailDevice {
     device: String,
@@ -375,6 +474,8 @@ fn require_fault_injection(s: &ApiState) -> Result<(), ApiError> {
 }
 
 /// Hangs the ledger writer for good, as a deadlock would (tests of the watchdog only).
+#[utoipa::path(post, path = "/api/v1/debug/stall-ledger", summary = "Hang the ledger writer (watchdog tests; technicians; only with debug.fault_injection)", security(("technicianToken" = [])),
+    responses((status = 200, description = "Stalled", body = Object), Refusal))]
 async fn stall_ledger(State(s): State<ApiState>) -> Result<Response, ApiError> {
     require_fault_injection(&s)?;
     let ledger = s.ledger.clone();
@@ -389,9 +490,145 @@ async fn stall_ledger(State(s): State<ApiState>) -> Result<Response, ApiError> {
     Ok(Json(json!({ "stalled": true })).into_response())
 }
 
+#[utoipa::path(post, path = "/api/v1/debug/fail-device", summary = "Fault injection for tests (technicians; only with debug.fault_injection)", security(("technicianToken" = [])), request_body = FailDevice,
+    responses((status = 200, description = "Injected", body = Object), Refusal))]
 async fn fail_device(State(s): State<ApiState>, Json(req): Json<FailDevice>) -> Result<Response, ApiError> {
     require_fault_injection(&s)?;
     let r = s.recorder.clone();
     blocking(move || r.inject_failure(&req.device)).await?;
     Ok(Json(json!({ "injected": true })).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use utoipa::openapi::path::Operation;
+    use utoipa::openapi::{OpenApi as Document, RefOr};
+
+    /// (method, path) of every operation a document describes.
+    fn operations(doc: &Document) -> Vec<(String, String, Operation)> {
+        let mut out = Vec::new();
+        for (path, item) in &doc.paths.paths {
+            let methods = [
+                ("get", &item.get),
+                ("put", &item.put),
+                ("post", &item.post),
+                ("delete", &item.delete),
+                ("patch", &item.patch),
+                ("head", &item.head),
+            ];
+            for (method, op) in methods {
+                if let Some(op) = op {
+                    out.push((method.to_string(), path.clone(), op.clone()));
+                }
+            }
+        }
+        out.sort_by(|a, b| (&a.1, &a.0).cmp(&(&b.1, &b.0)));
+        out
+    }
+
+    fn security_names(op: &Operation) -> Vec<Vec<String>> {
+        let value = serde_json::to_value(&op.security).unwrap();
+        let Some(list) = value.as_array() else { return Vec::new() };
+        list.iter().map(|req| req.as_object().unwrap().keys().cloned().collect()).collect()
+    }
+
+    /// The routes the API had when its document was written by hand (issue 18): the
+    /// derived document must describe exactly these, and nothing the router lacks.
+    const ROUTES: [(&str, &str); 32] = [
+        ("get", "/api/v1/audit"),
+        ("get", "/api/v1/auth/me"),
+        ("get", "/api/v1/auth/people"),
+        ("post", "/api/v1/auth/sign-in"),
+        ("post", "/api/v1/auth/sign-out"),
+        ("get", "/api/v1/captions/live"),
+        ("get", "/api/v1/captions/search"),
+        ("get", "/api/v1/config"),
+        ("put", "/api/v1/config"),
+        ("post", "/api/v1/debug/fail-device"),
+        ("post", "/api/v1/debug/stall-ledger"),
+        ("get", "/api/v1/health"),
+        ("get", "/api/v1/people"),
+        ("delete", "/api/v1/people/{name}"),
+        ("put", "/api/v1/people/{name}"),
+        ("get", "/api/v1/sessions"),
+        ("post", "/api/v1/sessions"),
+        ("post", "/api/v1/sessions/current/broadcast/start"),
+        ("post", "/api/v1/sessions/current/broadcast/stop"),
+        ("put", "/api/v1/sessions/current/hearing"),
+        ("post", "/api/v1/sessions/current/marks"),
+        ("put", "/api/v1/sessions/current/privacy-mute"),
+        ("post", "/api/v1/sessions/current/recess"),
+        ("post", "/api/v1/sessions/current/resume"),
+        ("post", "/api/v1/sessions/current/stop"),
+        ("get", "/api/v1/sessions/{id}"),
+        ("get", "/api/v1/sessions/{id}/export"),
+        ("post", "/api/v1/sessions/{id}/transcribe"),
+        ("get", "/api/v1/status"),
+        ("get", "/api/v1/status/ws"),
+        ("get", "/api/v1/thumbnails/{source}"),
+        ("get", "/metrics"),
+    ];
+
+    #[test]
+    fn the_document_lists_exactly_the_routes() {
+        let doc = public_routes().merge(signed_in_routes()).merge(technician_routes()).into_openapi();
+        let mut listed: Vec<(String, String)> = operations(&doc).into_iter().map(|(m, p, _)| (m, p)).collect();
+        listed.sort();
+        let mut expected: Vec<(String, String)> = ROUTES.iter().map(|(m, p)| (m.to_string(), p.to_string())).collect();
+        expected.sort();
+        assert_eq!(listed, expected);
+    }
+
+    #[test]
+    fn every_operation_documents_its_error_answer_and_who_may_call_it() {
+        let groups = [
+            (public_routes().into_openapi(), vec![vec![]]),
+            (
+                signed_in_routes().into_openapi(),
+                vec![vec!["csrf".to_string(), "panelCookie".to_string()], vec!["technicianToken".to_string()]],
+            ),
+            (technician_routes().into_openapi(), vec![vec!["technicianToken".to_string()]]),
+        ];
+        for (doc, security) in groups {
+            for (method, path, op) in operations(&doc) {
+                let refusal = op.responses.responses.get("default");
+                let Some(RefOr::T(refusal)) = refusal else { panic!("{method} {path}: no default (error) answer") };
+                let json = serde_json::to_value(refusal).unwrap();
+                let schema = &json["content"]["application/json"]["schema"];
+                let is_error = schema["$ref"] == "#/components/schemas/Error" || schema["required"] == json!(["error"]);
+                assert!(is_error, "{method} {path}: the default answer is not an Error: {schema}");
+                assert!(op.summary.is_some(), "{method} {path}: no summary");
+                let mut names = security_names(&op);
+                for n in &mut names {
+                    n.sort();
+                }
+                assert_eq!(names, security, "{method} {path}: security");
+            }
+        }
+    }
+
+    /// Writes the document where `COURTBOX_OPENAPI_OUT` says, to compare it by hand.
+    #[test]
+    fn the_document_can_be_written_out() {
+        let doc = public_routes().merge(signed_in_routes()).merge(technician_routes()).into_openapi();
+        if let Ok(out) = std::env::var("COURTBOX_OPENAPI_OUT") {
+            std::fs::write(out, doc.to_pretty_json().unwrap()).unwrap();
+        }
+    }
+
+    #[test]
+    fn the_document_declares_the_security_schemes_and_the_error_schema() {
+        let doc =
+            serde_json::to_value(public_routes().merge(signed_in_routes()).merge(technician_routes()).into_openapi())
+                .unwrap();
+        let schemes = &doc["components"]["securitySchemes"];
+        assert_eq!(schemes["panelCookie"]["in"], "cookie");
+        assert_eq!(schemes["panelCookie"]["name"], access::SESSION_COOKIE);
+        assert_eq!(schemes["csrf"]["name"], "X-CSRF-Token");
+        assert_eq!(schemes["technicianToken"]["scheme"], "bearer");
+        for schema in ["Error", "StartRequest", "SessionInfo", "MarkInfo", "SessionSummary", "Status"] {
+            assert!(doc["components"]["schemas"][schema].is_object(), "{schema} missing");
+        }
+    }
 }

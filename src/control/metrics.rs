@@ -74,7 +74,12 @@ pub fn encode(s: &Snapshot) -> String {
     r.register("device_restarts", "Restarts of each device in the current run", restarts);
 
     if let Some(c) = &s.captions {
-        gauge(&mut r, "captions_ready", "1 when the speech model is loaded", i64::from(c.state == "ready"));
+        gauge(
+            &mut r,
+            "captions_ready",
+            "1 when the speech model is loaded",
+            i64::from(c.state == crate::stt::SttState::Ready),
+        );
         gauge(
             &mut r,
             "captions_backlog_intervals",

@@ -12,5 +12,5 @@ mod records;
 mod serve;
 
 pub use api::{ApiState, router};
-pub use client::{Client, ClientError};
+pub use client::{CaptionsOff, CaptionsReport, Client, ClientError, LiveCaption, StatusReport};
 pub use serve::serve;

@@ -1,8 +1,9 @@
 //! The front panel: a page embedded in the binary (no CDN, works offline), its live status
 //! over a WebSocket, and camera thumbnails.
 
-use super::access::{SESSION_COOKIE, cookie_value};
+use super::access::session_cookie;
 use super::api::{ApiError, ApiState, status_json};
+use super::openapi::{Binary, Refusal};
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -46,8 +47,10 @@ const STATUS_EVERY: Duration = Duration::from_millis(1000);
 
 /// `GET /api/v1/status/ws`: the status document once a second until the client goes away
 /// or its panel session ends.
+#[utoipa::path(get, path = "/api/v1/status/ws", summary = "WebSocket: the status document once a second", security(("panelCookie" = [], "csrf" = []), ("technicianToken" = [])),
+    responses((status = 101, description = "Switching protocols"), Refusal))]
 pub async fn status_ws(State(s): State<ApiState>, headers: HeaderMap, ws: WebSocketUpgrade) -> Response {
-    let cookie = cookie_value(&headers, SESSION_COOKIE).map(str::to_string);
+    let cookie = session_cookie(&headers);
     ws.on_upgrade(move |socket| push_status(s, cookie, socket))
 }
 
@@ -79,6 +82,8 @@ async fn push_status(s: ApiState, cookie: Option<String>, mut socket: WebSocket)
 }
 
 /// `GET /api/v1/thumbnails/{source}`: the latest JPEG of a camera while a session records.
+#[utoipa::path(get, path = "/api/v1/thumbnails/{source}", summary = "Latest JPEG thumbnail of a camera while recording", security(("panelCookie" = [], "csrf" = []), ("technicianToken" = [])), params(("source" = String, Path, min_length = 1)),
+    responses((status = 200, description = "JPEG", body = Binary, content_type = "image/jpeg"), Refusal))]
 pub async fn thumbnail(State(s): State<ApiState>, Path(source): Path<String>) -> Result<Response, ApiError> {
     let recorder = s.recorder.clone();
     let name = source.clone();

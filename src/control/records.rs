@@ -2,6 +2,7 @@
 //! audit chain, and the box's configuration (technicians only).
 
 use super::api::{ApiError, ApiState, blocking};
+use super::openapi::{Binary, Refusal};
 use crate::integrity::Entry;
 use axum::Json;
 use axum::body::Body;
@@ -11,9 +12,11 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::json;
 use std::io::Write;
+use utoipa::ToSchema;
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct SessionSummary {
+    #[schema(value_type = String)]
     id: uuid::Uuid,
     case: String,
     title: String,
@@ -31,13 +34,15 @@ fn summary(s: crate::ledger::SessionRow) -> SessionSummary {
         title: s.title,
         language: s.language,
         hearing: s.hearing,
-        state: s.state,
+        state: s.state.as_str().into(),
         started: s.started_wall,
         stopped: s.stopped_wall,
     }
 }
 
 /// `GET /api/v1/sessions`: every session, newest first.
+#[utoipa::path(get, path = "/api/v1/sessions", summary = "Every session, newest first", security(("panelCookie" = [], "csrf" = []), ("technicianToken" = [])),
+    responses((status = 200, description = "Sessions", body = Vec<SessionSummary>), Refusal))]
 pub async fn sessions(State(s): State<ApiState>) -> Result<Response, ApiError> {
     let ledger = s.ledger.clone();
     let mut all = blocking(move || ledger.reader()?.sessions()).await?;
@@ -47,6 +52,8 @@ pub async fn sessions(State(s): State<ApiState>) -> Result<Response, ApiError> {
 
 /// `GET /api/v1/sessions/{id}`: a session and its events (everything but segments and
 /// captions, which are counted).
+#[utoipa::path(get, path = "/api/v1/sessions/{id}", summary = "A session and its events (marks, recesses, mutes, gaps, runs)", security(("panelCookie" = [], "csrf" = []), ("technicianToken" = [])), params(("id" = String, Path, description = "Session id or a unique prefix", min_length = 1)),
+    responses((status = 200, description = "Session", body = Object), Refusal))]
 pub async fn session(State(s): State<ApiState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let ledger = s.ledger.clone();
     let (row, bodies) = blocking(move || {
@@ -70,6 +77,8 @@ pub async fn session(State(s): State<ApiState>, Path(id): Path<String>) -> Resul
 
 /// `GET /api/v1/sessions/{id}/export`: the session as `courtbox export` writes it, zipped
 /// (stored, not compressed: the media is compressed already).
+#[utoipa::path(get, path = "/api/v1/sessions/{id}/export", summary = "The session as a zip that `courtbox verify` accepts", security(("panelCookie" = [], "csrf" = []), ("technicianToken" = [])), params(("id" = String, Path, description = "Session id or a unique prefix", min_length = 1)),
+    responses((status = 200, description = "Zip", body = Binary, content_type = "application/zip"), Refusal))]
 pub async fn export_zip(State(s): State<ApiState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let (ledger, data_dir, key_path) = (s.ledger.clone(), s.cfg.data_dir.clone(), s.cfg.public_key_path());
     let (name, file) = tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
@@ -124,6 +133,8 @@ fn zip_folder(folder: &std::path::Path, out: &std::path::Path) -> std::io::Resul
 }
 
 /// `GET /api/v1/audit`: the audit chain, newest last, with the verdict of its check.
+#[utoipa::path(get, path = "/api/v1/audit", summary = "The audit chain and the verdict of its check (technicians)", security(("technicianToken" = [])),
+    responses((status = 200, description = "Audit chain", body = Object), Refusal))]
 pub async fn audit_log(State(s): State<ApiState>) -> Result<Response, ApiError> {
     let (ledger, key_path) = (s.ledger.clone(), s.cfg.public_key_path());
     let (entries, faults) = tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
@@ -140,6 +151,8 @@ pub async fn audit_log(State(s): State<ApiState>) -> Result<Response, ApiError> 
 }
 
 /// `GET /api/v1/config`: the configuration file as written.
+#[utoipa::path(get, path = "/api/v1/config", summary = "The configuration file (technicians)", security(("technicianToken" = [])),
+    responses((status = 200, description = "TOML", body = String, content_type = "application/toml"), Refusal))]
 pub async fn get_config(State(s): State<ApiState>) -> Result<Response, ApiError> {
     let text = tokio::fs::read_to_string(&s.cfg.path).await.map_err(ApiError::internal)?;
     Ok(([(header::CONTENT_TYPE, "application/toml; charset=utf-8")], text).into_response())
@@ -147,6 +160,8 @@ pub async fn get_config(State(s): State<ApiState>) -> Result<Response, ApiError>
 
 /// `PUT /api/v1/config`: a new configuration file, checked exactly as at start-up and
 /// written atomically; it applies at the next restart of the service.
+#[utoipa::path(put, path = "/api/v1/config", summary = "Replace the configuration file; checked as at start-up, applies at the next restart (technicians)", security(("technicianToken" = [])), request_body(content = String, content_type = "text/plain"),
+    responses((status = 200, description = "Saved", body = Object), Refusal))]
 pub async fn put_config(State(s): State<ApiState>, body: String) -> Result<Response, ApiError> {
     let path = s.cfg.path.clone();
     let outcome = tokio::task::spawn_blocking(move || -> Result<(), ApiError> {

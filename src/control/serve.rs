@@ -5,17 +5,17 @@ use super::access::LocalPeer;
 use super::api::{ApiState, router};
 use crate::config::LoadedConfig;
 use anyhow::Context;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
+use tokio_util::sync::CancellationToken;
 
-/// Serves until `shutdown` completes, then lets requests in flight finish.
+/// Serves until `shutdown` is cancelled, then lets requests in flight finish.
 /// Binds the TCP port first (a second daemon fails there, before touching the socket of the
 /// first), then the socket; `ready` is called once both listen.
 pub async fn serve(
     cfg: &LoadedConfig,
     state: ApiState,
-    shutdown: impl Future<Output = ()> + Send + 'static,
+    shutdown: CancellationToken,
     ready: impl FnOnce(),
 ) -> anyhow::Result<()> {
     let app = router(state);
@@ -33,16 +33,8 @@ pub async fn serve(
         .with_context(|| format!("cannot listen on the control socket {}", socket_path.display()))?;
     std::fs::set_permissions(&socket_path, std::fs::Permissions::from_mode(0o600))
         .with_context(|| format!("restricting {}", socket_path.display()))?;
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        shutdown.await;
-        let _ = stop_tx.send(true);
-    });
-    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
     let local = axum::serve(unix, app.clone().into_make_service_with_connect_info::<LocalPeer>())
-        .with_graceful_shutdown(stopped(stop_rx.clone()));
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
     let network = async {
         match cfg.tls_paths() {
             Some((cert, key)) => {
@@ -53,9 +45,9 @@ pub async fn serve(
                     })?;
                 let handle = axum_server::Handle::new();
                 let h = handle.clone();
-                let rx = stop_rx.clone();
+                let stop = shutdown.clone();
                 tokio::spawn(async move {
-                    stopped(rx).await;
+                    stop.cancelled().await;
                     h.graceful_shutdown(Some(std::time::Duration::from_secs(5)));
                 });
                 tracing::info!(%addr, "control API and panel on https://{addr}/");
@@ -69,7 +61,7 @@ pub async fn serve(
                 let listener = tokio::net::TcpListener::from_std(tcp)?;
                 tracing::info!(%addr, "control API and panel on http://{addr}/");
                 axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-                    .with_graceful_shutdown(stopped(stop_rx.clone()))
+                    .with_graceful_shutdown(shutdown.clone().cancelled_owned())
                     .await
                     .context("control API")
             }

@@ -21,9 +21,45 @@ pub struct AuditBody {
     pub role: String,
     /// What was asked, e.g. `POST /api/v1/sessions`.
     pub action: String,
-    /// `ok`, `refused` or `failed`, with the HTTP status.
-    pub outcome: String,
+    /// How the box answered, with the HTTP status.
+    pub outcome: AuditOutcome,
     pub status: u16,
+}
+
+/// How the box answered an action; signed as `ok`, `refused` or `failed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditOutcome {
+    /// A 2xx answer.
+    Ok,
+    /// Not signed in, not allowed, or too many attempts (401, 403, 429).
+    Refused,
+    /// Any other answer.
+    Failed,
+}
+
+impl AuditOutcome {
+    pub fn of_status(status: u16) -> AuditOutcome {
+        match status {
+            200..=299 => AuditOutcome::Ok,
+            401 | 403 | 429 => AuditOutcome::Refused,
+            _ => AuditOutcome::Failed,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditOutcome::Ok => "ok",
+            AuditOutcome::Refused => "refused",
+            AuditOutcome::Failed => "failed",
+        }
+    }
+}
+
+impl std::fmt::Display for AuditOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
 }
 
 /// The body of the next entry after `prev` (None for the first).
@@ -36,11 +72,6 @@ pub fn next_entry(
     action: &str,
     status: u16,
 ) -> SignedDoc {
-    let outcome = match status {
-        200..=299 => "ok",
-        401 | 403 | 429 => "refused",
-        _ => "failed",
-    };
     let body = AuditBody {
         v: FORMAT_VERSION,
         index: prev.map_or(0, |(i, _)| i + 1),
@@ -50,7 +81,7 @@ pub fn next_entry(
         actor: actor.into(),
         role: role.into(),
         action: action.into(),
-        outcome: outcome.into(),
+        outcome: AuditOutcome::of_status(status),
         status,
     };
     SignedDoc::sign(&body, key, Context::AuditEntry)

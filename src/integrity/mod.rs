@@ -14,9 +14,9 @@ mod verify;
 pub use audit::{AuditBody, SignedEntry, next_entry as next_audit_entry, verify_audit};
 pub use keys::{DeviceKey, KeyError, PublicKey};
 pub use record::{
-    CONTINUITY_TOLERANCE_NS, CaptionItem, CaptionOrigin, Context, Entry, FORMAT_VERSION, Hearing, ManifestBody,
-    RECESS_REASON, RecordBody, RunCause, SignedDoc, SignedDocError, ZERO_HASH, body_version, check_signature, sha256,
-    sha256_hex,
+    CONTINUITY_TOLERANCE_NS, CaptionItem, CaptionOrigin, Context, Entry, FORMAT_VERSION, Hearing, Language,
+    ManifestBody, RECESS_REASON, RecordBody, RecordKind, RunCause, SignedDoc, SignedDocError, UnknownLanguage,
+    ZERO_HASH, body_version, check_signature, sha256, sha256_hex,
 };
 pub use trust::{Fingerprint, TrustAnchor, TrustError, TrustList, TrustedKey, fingerprint};
 pub use verify::{

@@ -80,20 +80,68 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(sha256(bytes))
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Hearing {
     Open,
     Closed,
 }
 
+/// The language a hearing is held in, as sessions store it: `kk`, `ru`, `en`, or `auto`
+/// (the speech model detects it). The signed `session_start` record keeps it as text, so
+/// that records of any version verify.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Language {
+    Kk,
+    Ru,
+    En,
+    Auto,
+}
+
+impl Language {
+    pub const ALL: [Language; 4] = [Language::Kk, Language::Ru, Language::En, Language::Auto];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Language::Kk => "kk",
+            Language::Ru => "ru",
+            Language::En => "en",
+            Language::Auto => "auto",
+        }
+    }
+}
+
+impl std::fmt::Display for Language {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// A language code that is not one of [`Language::ALL`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not one of kk, ru, en, auto")]
+pub struct UnknownLanguage(pub String);
+
+impl std::str::FromStr for Language {
+    type Err = UnknownLanguage;
+    fn from_str(s: &str) -> Result<Language, UnknownLanguage> {
+        Language::ALL.into_iter().find(|l| l.as_str() == s).ok_or_else(|| UnknownLanguage(s.to_string()))
+    }
+}
+
+/// A hearing state that is neither `open` nor `closed`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not open or closed")]
+pub struct UnknownHearing(pub String);
+
 impl std::str::FromStr for Hearing {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Hearing, String> {
+    type Err = UnknownHearing;
+    fn from_str(s: &str) -> Result<Hearing, UnknownHearing> {
         match s {
             "open" => Ok(Hearing::Open),
             "closed" => Ok(Hearing::Closed),
-            _ => Err(format!("{s:?} is not open or closed")),
+            _ => Err(UnknownHearing(s.to_string())),
         }
     }
 }
@@ -299,25 +347,112 @@ pub enum Entry {
 }
 
 impl Entry {
+    /// The stored name of the record kind (`records.kind`), e.g. `gap`.
     pub fn kind(&self) -> &'static str {
+        self.record_kind().as_str()
+    }
+
+    pub fn record_kind(&self) -> RecordKind {
         match self {
-            Entry::SessionStart { .. } => "session_start",
-            Entry::RunStart { .. } => "run_start",
-            Entry::Segment { .. } => "segment",
-            Entry::Gap { .. } => "gap",
-            Entry::Mark { .. } => "mark",
-            Entry::Recess { .. } => "recess",
-            Entry::RecessEnd { .. } => "recess_end",
-            Entry::PrivacyMute { .. } => "privacy_mute",
-            Entry::HearingAccess { .. } => "hearing_access",
-            Entry::BroadcastStart { .. } => "broadcast_start",
-            Entry::BroadcastStop { .. } => "broadcast_stop",
-            Entry::BroadcastRefused { .. } => "broadcast_refused",
-            Entry::Captions { .. } => "captions",
-            Entry::CaptionsBehind { .. } => "captions_behind",
-            Entry::ClockJump { .. } => "clock_jump",
-            Entry::SessionStop { .. } => "session_stop",
+            Entry::SessionStart { .. } => RecordKind::SessionStart,
+            Entry::RunStart { .. } => RecordKind::RunStart,
+            Entry::Segment { .. } => RecordKind::Segment,
+            Entry::Gap { .. } => RecordKind::Gap,
+            Entry::Mark { .. } => RecordKind::Mark,
+            Entry::Recess { .. } => RecordKind::Recess,
+            Entry::RecessEnd { .. } => RecordKind::RecessEnd,
+            Entry::PrivacyMute { .. } => RecordKind::PrivacyMute,
+            Entry::HearingAccess { .. } => RecordKind::HearingAccess,
+            Entry::BroadcastStart { .. } => RecordKind::BroadcastStart,
+            Entry::BroadcastStop { .. } => RecordKind::BroadcastStop,
+            Entry::BroadcastRefused { .. } => RecordKind::BroadcastRefused,
+            Entry::Captions { .. } => RecordKind::Captions,
+            Entry::CaptionsBehind { .. } => RecordKind::CaptionsBehind,
+            Entry::ClockJump { .. } => RecordKind::ClockJump,
+            Entry::SessionStop { .. } => RecordKind::SessionStop,
         }
+    }
+}
+
+/// The kind of a record, one per [`Entry`] variant; `as_str` is what the ledger's
+/// `records.kind` column holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RecordKind {
+    SessionStart,
+    RunStart,
+    Segment,
+    Gap,
+    Mark,
+    Recess,
+    RecessEnd,
+    PrivacyMute,
+    HearingAccess,
+    BroadcastStart,
+    BroadcastStop,
+    BroadcastRefused,
+    Captions,
+    CaptionsBehind,
+    ClockJump,
+    SessionStop,
+}
+
+impl RecordKind {
+    pub const ALL: [RecordKind; 16] = [
+        RecordKind::SessionStart,
+        RecordKind::RunStart,
+        RecordKind::Segment,
+        RecordKind::Gap,
+        RecordKind::Mark,
+        RecordKind::Recess,
+        RecordKind::RecessEnd,
+        RecordKind::PrivacyMute,
+        RecordKind::HearingAccess,
+        RecordKind::BroadcastStart,
+        RecordKind::BroadcastStop,
+        RecordKind::BroadcastRefused,
+        RecordKind::Captions,
+        RecordKind::CaptionsBehind,
+        RecordKind::ClockJump,
+        RecordKind::SessionStop,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordKind::SessionStart => "session_start",
+            RecordKind::RunStart => "run_start",
+            RecordKind::Segment => "segment",
+            RecordKind::Gap => "gap",
+            RecordKind::Mark => "mark",
+            RecordKind::Recess => "recess",
+            RecordKind::RecessEnd => "recess_end",
+            RecordKind::PrivacyMute => "privacy_mute",
+            RecordKind::HearingAccess => "hearing_access",
+            RecordKind::BroadcastStart => "broadcast_start",
+            RecordKind::BroadcastStop => "broadcast_stop",
+            RecordKind::BroadcastRefused => "broadcast_refused",
+            RecordKind::Captions => "captions",
+            RecordKind::CaptionsBehind => "captions_behind",
+            RecordKind::ClockJump => "clock_jump",
+            RecordKind::SessionStop => "session_stop",
+        }
+    }
+}
+
+impl std::fmt::Display for RecordKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// A `records.kind` value this courtbox does not know.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a record kind")]
+pub struct UnknownRecordKind(pub String);
+
+impl std::str::FromStr for RecordKind {
+    type Err = UnknownRecordKind;
+    fn from_str(s: &str) -> Result<RecordKind, UnknownRecordKind> {
+        RecordKind::ALL.into_iter().find(|k| k.as_str() == s).ok_or_else(|| UnknownRecordKind(s.to_string()))
     }
 }
 
@@ -459,6 +594,18 @@ pub fn check_signature(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn record_kinds_read_back_from_their_stored_names() {
+        for kind in RecordKind::ALL {
+            assert_eq!(kind.as_str().parse::<RecordKind>(), Ok(kind));
+        }
+        for language in Language::ALL {
+            assert_eq!(language.as_str().parse::<Language>(), Ok(language));
+            assert_eq!(serde_json::to_value(language).unwrap(), language.as_str());
+        }
+        assert_eq!("xx".parse::<Language>().unwrap_err().to_string(), "\"xx\" is not one of kk, ru, en, auto");
+    }
     use proptest::prelude::*;
 
     fn body(entry: Entry) -> RecordBody {

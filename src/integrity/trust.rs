@@ -13,8 +13,23 @@ use thiserror::Error;
 pub enum TrustError {
     #[error("{path}: {message}")]
     File { path: String, message: String },
+    #[error("{path}: {source}")]
+    List { path: String, source: TrustListError },
     #[error("{0:?} is not a key fingerprint: give SHA256: and 64 hex digits (as `courtbox provision` prints it)")]
     BadFingerprint(String),
+}
+
+/// What is wrong with the text of a trust list.
+#[derive(Debug, Error)]
+pub enum TrustListError {
+    #[error("{0}")]
+    Toml(#[from] toml::de::Error),
+    #[error("device #{n}: {source}")]
+    BadKey { n: usize, source: super::KeyError },
+    #[error("device #{n}: {what} {text:?} is not an RFC 3339 time: {source}")]
+    BadTime { n: usize, what: &'static str, text: String, source: time::error::Parse },
+    #[error("the trust list names no device key ([[device]] entries)")]
+    NoKeys,
 }
 
 /// `SHA256:` and the hex digest of the raw public key, in groups of four.
@@ -116,23 +131,28 @@ struct ListEntry {
 
 impl TrustList {
     pub fn read(path: &Path) -> Result<TrustList, TrustError> {
-        let err = |message: String| TrustError::File { path: path.display().to_string(), message };
-        let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-        Self::parse(&text).map_err(err)
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| TrustError::File { path: path.display().to_string(), message: e.to_string() })?;
+        Self::parse(&text).map_err(|source| TrustError::List { path: path.display().to_string(), source })
     }
 
-    pub fn parse(text: &str) -> Result<TrustList, String> {
-        let file: ListFile = toml::from_str(text).map_err(|e| e.to_string())?;
-        let time = |n: usize, what: &str, t: &Option<String>| -> Result<Option<WallTime>, String> {
+    pub fn parse(text: &str) -> Result<TrustList, TrustListError> {
+        let file: ListFile = toml::from_str(text)?;
+        let time = |n: usize, what: &'static str, t: &Option<String>| -> Result<Option<WallTime>, TrustListError> {
             t.as_deref()
                 .map(|t| {
-                    WallTime::parse(t).map_err(|e| format!("device #{n}: {what} {t:?} is not an RFC 3339 time: {e}"))
+                    WallTime::parse(t).map_err(|source| TrustListError::BadTime {
+                        n,
+                        what,
+                        text: t.to_string(),
+                        source,
+                    })
                 })
                 .transpose()
         };
         let mut keys = Vec::new();
         for (n, e) in file.device.iter().enumerate() {
-            let key = PublicKey::from_pem(&e.key).map_err(|err| format!("device #{n}: {err}"))?;
+            let key = PublicKey::from_pem(&e.key).map_err(|source| TrustListError::BadKey { n, source })?;
             keys.push(TrustedKey {
                 key,
                 court: e.court.clone(),
@@ -142,7 +162,7 @@ impl TrustList {
             });
         }
         if keys.is_empty() {
-            return Err("the trust list names no device key ([[device]] entries)".into());
+            return Err(TrustListError::NoKeys);
         }
         Ok(TrustList { keys })
     }
@@ -220,7 +240,7 @@ mod tests {
         assert!(k.valid_at(from));
         assert!(!k.valid_at(until));
         assert!(!k.valid_at(WallTime::parse("2025-12-31T23:59:59Z").unwrap()));
-        assert!(TrustList::parse("").unwrap_err().contains("names no device key"));
+        assert!(matches!(TrustList::parse(""), Err(TrustListError::NoKeys)));
         assert!(TrustList::parse("[[device]]\nkey = \"x\"\n").is_err());
     }
 }

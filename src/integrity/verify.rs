@@ -6,7 +6,7 @@ use super::layout;
 use super::record::{
     CONTINUITY_TOLERANCE_NS, CaptionOrigin, Context, Entry, ManifestBody, RecordBody, SignedDoc, ZERO_HASH,
 };
-use super::trust::{TrustAnchor, fingerprint};
+use super::trust::{Fingerprint, TrustAnchor, TrustList, fingerprint};
 use super::{PublicKey, SignedDocError};
 use crate::base::MediaTime;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -454,7 +454,41 @@ pub fn verify(folder: &dyn SessionFolder, options: &VerifyOptions) -> Report {
     let Some(key) = choose_key(folder, &options.anchor, &mut report) else { return report };
     report.key_id = Some(key.key_id());
 
-    // Chain files, by the index in their name.
+    let chain_files = list_chain_files(&files, &mut report);
+    if chain_files.is_empty() {
+        report.fault(FaultKind::MissingRecord, "the folder has no chain records (chain/*.rec)".into());
+        return report;
+    }
+    let chain = read_chain(folder, &chain_files, &key, &mut report);
+    report.session = chain.session;
+    report.records = chain.bodies.len() as u64;
+    check_links(&chain, &mut report);
+
+    let session = chain.session;
+    let hashes = &chain.hashes;
+    let valid: Vec<&RecordBody> = chain.bodies.iter().flatten().collect();
+    if let Some(first) = chain.bodies.first().and_then(Option::as_ref)
+        && !matches!(first.entry, Entry::SessionStart { .. })
+    {
+        report.fault(FaultKind::Structure, "record #0 is not a session start".into());
+    }
+    check_media(folder, &files, &valid, &mut report);
+    report.coverage = coverage(&valid);
+    check_manifest(folder, &files, &key, session, hashes, &valid, &mut report);
+    check_announced(&valid, &mut report);
+    check_captions_file(folder, &valid, &mut report);
+    if let (TrustAnchor::List(list), Some(first)) = (&options.anchor, valid.first()) {
+        check_trust_list_entry(list, &key, first, &mut report);
+    }
+    if let Some(session) = session {
+        crate::witness::verify::check_checkpoints(folder, &files, options, &key, session, hashes, &mut report);
+    }
+    report
+}
+
+/// The chain's record files, by the index in their name; any other file in the chain folder
+/// is a fault.
+fn list_chain_files(files: &[String], report: &mut Report) -> BTreeMap<u64, String> {
     let mut chain_files: BTreeMap<u64, String> = BTreeMap::new();
     for f in files.iter().filter(|f| f.starts_with(&format!("{}/", layout::CHAIN_DIR))) {
         let name = &f[layout::CHAIN_DIR.len() + 1..];
@@ -466,98 +500,135 @@ pub fn verify(folder: &dyn SessionFolder, options: &VerifyOptions) -> Report {
             _ => report.fault(FaultKind::Structure, format!("{f}: unexpected file in the chain folder")),
         }
     }
-    if chain_files.is_empty() {
-        report.fault(FaultKind::MissingRecord, "the folder has no chain records (chain/*.rec)".into());
-        return report;
-    }
+    chain_files
+}
 
+/// The chain as read: one slot per index from 0 to the highest file, `None` where a record is
+/// missing, unreadable or (for `bodies`) fails its signature.
+struct Chain {
+    bodies: Vec<Option<RecordBody>>,
+    hashes: Vec<Option<[u8; 32]>>,
+    /// The session of the first record that verifies.
+    session: Option<Uuid>,
+}
+
+/// Reads and opens every record from #0 to the highest index, faulting each one that is
+/// missing, unreadable, unsigned by `key` or out of place.
+fn read_chain(
+    folder: &dyn SessionFolder,
+    chain_files: &BTreeMap<u64, String>,
+    key: &PublicKey,
+    report: &mut Report,
+) -> Chain {
     let last_index = *chain_files.keys().next_back().expect("not empty");
-    let mut bodies: Vec<Option<RecordBody>> = Vec::new();
-    let mut hashes: Vec<Option<[u8; 32]>> = Vec::new();
-    let mut session: Option<Uuid> = None;
+    let mut chain = Chain { bodies: Vec::new(), hashes: Vec::new(), session: None };
     for i in 0..=last_index {
         let Some(path) = chain_files.get(&i) else {
             report.fault(FaultKind::MissingRecord, format!("record #{i} is missing ({})", layout::record_file(i)));
-            bodies.push(None);
-            hashes.push(None);
+            chain.bodies.push(None);
+            chain.hashes.push(None);
             continue;
         };
-        let doc = match folder
-            .read(path)
-            .map_err(|e| e.to_string())
-            .and_then(|b| SignedDoc::parse(&b.unwrap_or_default()).map_err(|e| e.to_string()))
-        {
-            Ok(doc) => doc,
-            Err(e) => {
-                report.fault(FaultKind::Unreadable, format!("{path}: {e}"));
-                bodies.push(None);
-                hashes.push(None);
-                continue;
-            }
-        };
-        hashes.push(Some(doc.hash()));
-        let body: RecordBody = match doc.open(&key, Context::Record) {
-            Ok(b) => b,
-            Err(SignedDocError::BadSignature) => {
-                // Say what the record claims to be (unverified) so the fault can be found.
-                let claims = describe_unverified(&doc.body).map(|d| format!(" (claims to be {d})")).unwrap_or_default();
-                report.fault(FaultKind::BadSignature, format!("{path}: record #{i}{claims}: signature does not verify with device key {}: its content was altered or signed by another key", key.key_id()));
-                bodies.push(None);
-                continue;
-            }
-            Err(e @ SignedDocError::WrongKey { .. }) => {
-                report.fault(FaultKind::BadSignature, format!("{path}: record #{i}: {e}"));
-                bodies.push(None);
-                continue;
-            }
-            Err(e) => {
-                report.fault(FaultKind::Unreadable, format!("{path}: record #{i}: {e}"));
-                bodies.push(None);
-                continue;
-            }
-        };
-        if body.index != i {
-            report.fault(
-                FaultKind::Reordered,
-                format!(
-                    "{path} holds record #{} ({}) instead of record #{i}: records were moved or reordered",
-                    body.index,
-                    describe_entry(&body.entry)
-                ),
-            );
+        let (hash, body) = open_record(folder, path, i, key, report);
+        chain.hashes.push(hash);
+        if let Some(body) = &body {
+            check_record_place(path, i, body, key, &mut chain.session, report);
         }
-        match session {
-            None => session = Some(body.session),
-            Some(s) if s != body.session => report.fault(
-                FaultKind::ForeignRecord,
-                format!(
-                    "{path}: record #{i} ({}) belongs to session {}, not {s}: a record from another session",
-                    describe_entry(&body.entry),
-                    body.session
-                ),
-            ),
-            Some(_) => {}
-        }
-        match report.format_version {
-            None => report.format_version = Some(body.v),
-            Some(v) if v != body.v => report.fault(
-                FaultKind::Structure,
-                format!("{path}: record #{i} is format v{} in a v{v} chain: records of two formats were mixed", body.v),
-            ),
-            Some(_) => {}
-        }
-        if body.device != key.key_id() {
-            report.fault(
-                FaultKind::BadSignature,
-                format!("{path}: record #{i} names device key {}, expected {}", body.device, key.key_id()),
-            );
-        }
-        bodies.push(Some(body));
+        chain.bodies.push(body);
     }
-    report.session = session;
-    report.records = bodies.len() as u64;
+    chain
+}
 
-    // Links: every record's prev must be the hash of the record before it.
+/// One record file: its hash (when it parses) and its body (when its signature verifies).
+fn open_record(
+    folder: &dyn SessionFolder,
+    path: &str,
+    i: u64,
+    key: &PublicKey,
+    report: &mut Report,
+) -> (Option<[u8; 32]>, Option<RecordBody>) {
+    let doc = match folder
+        .read(path)
+        .map_err(|e| e.to_string())
+        .and_then(|b| SignedDoc::parse(&b.unwrap_or_default()).map_err(|e| e.to_string()))
+    {
+        Ok(doc) => doc,
+        Err(e) => {
+            report.fault(FaultKind::Unreadable, format!("{path}: {e}"));
+            return (None, None);
+        }
+    };
+    let hash = Some(doc.hash());
+    match doc.open(key, Context::Record) {
+        Ok(b) => (hash, Some(b)),
+        Err(SignedDocError::BadSignature) => {
+            // Say what the record claims to be (unverified) so the fault can be found.
+            let claims = describe_unverified(&doc.body).map(|d| format!(" (claims to be {d})")).unwrap_or_default();
+            report.fault(FaultKind::BadSignature, format!("{path}: record #{i}{claims}: signature does not verify with device key {}: its content was altered or signed by another key", key.key_id()));
+            (hash, None)
+        }
+        Err(e @ SignedDocError::WrongKey { .. }) => {
+            report.fault(FaultKind::BadSignature, format!("{path}: record #{i}: {e}"));
+            (hash, None)
+        }
+        Err(e) => {
+            report.fault(FaultKind::Unreadable, format!("{path}: record #{i}: {e}"));
+            (hash, None)
+        }
+    }
+}
+
+/// A verified record must sit at its own index, in the chain's session and format, and name
+/// the key that signed it.
+fn check_record_place(
+    path: &str,
+    i: u64,
+    body: &RecordBody,
+    key: &PublicKey,
+    session: &mut Option<Uuid>,
+    report: &mut Report,
+) {
+    if body.index != i {
+        report.fault(
+            FaultKind::Reordered,
+            format!(
+                "{path} holds record #{} ({}) instead of record #{i}: records were moved or reordered",
+                body.index,
+                describe_entry(&body.entry)
+            ),
+        );
+    }
+    match *session {
+        None => *session = Some(body.session),
+        Some(s) if s != body.session => report.fault(
+            FaultKind::ForeignRecord,
+            format!(
+                "{path}: record #{i} ({}) belongs to session {}, not {s}: a record from another session",
+                describe_entry(&body.entry),
+                body.session
+            ),
+        ),
+        Some(_) => {}
+    }
+    match report.format_version {
+        None => report.format_version = Some(body.v),
+        Some(v) if v != body.v => report.fault(
+            FaultKind::Structure,
+            format!("{path}: record #{i} is format v{} in a v{v} chain: records of two formats were mixed", body.v),
+        ),
+        Some(_) => {}
+    }
+    if body.device != key.key_id() {
+        report.fault(
+            FaultKind::BadSignature,
+            format!("{path}: record #{i} names device key {}, expected {}", body.device, key.key_id()),
+        );
+    }
+}
+
+/// Links: every record's prev must be the hash of the record before it.
+fn check_links(chain: &Chain, report: &mut Report) {
+    let (bodies, hashes) = (&chain.bodies, &chain.hashes);
     for i in 0..bodies.len() {
         let Some(body) = &bodies[i] else { continue };
         let expected = if i == 0 { Some(ZERO_HASH.to_string()) } else { hashes[i - 1].map(hex::encode) };
@@ -580,52 +651,37 @@ pub fn verify(folder: &dyn SessionFolder, options: &VerifyOptions) -> Report {
             );
         }
     }
+}
 
-    let valid: Vec<&RecordBody> = bodies.iter().flatten().collect();
-    if let Some(first) = bodies.first().and_then(Option::as_ref)
-        && !matches!(first.entry, Entry::SessionStart { .. })
+/// With a trust list, the key must have been valid when the session started, and registered
+/// for the court and room the session names.
+fn check_trust_list_entry(list: &TrustList, key: &PublicKey, first: &RecordBody, report: &mut Report) {
+    let Some(entry) = list.by_key_id(&key.key_id()) else { return };
+    if !entry.valid_at(first.wall) {
+        report.fault(
+            FaultKind::Key,
+            format!(
+                "the session started at {} (box clock), signed by key {}, which the trust list gives as {}: \
+                 signed outside the key's validity",
+                first.wall,
+                key.key_id(),
+                entry.describe_interval()
+            ),
+        );
+    }
+    if let Entry::SessionStart { court, room, .. } = &first.entry
+        && (entry.court.as_ref().is_some_and(|c| c != court) || entry.room.as_ref().is_some_and(|r| r != room))
     {
-        report.fault(FaultKind::Structure, "record #0 is not a session start".into());
+        report.fault(
+            FaultKind::Key,
+            format!(
+                "the session says it was recorded in {court}/{room}, but the trust list registers key {} for {}/{}",
+                key.key_id(),
+                entry.court.as_deref().unwrap_or("?"),
+                entry.room.as_deref().unwrap_or("?")
+            ),
+        );
     }
-    check_media(folder, &files, &valid, &mut report);
-    report.coverage = coverage(&valid);
-    check_manifest(folder, &files, &key, session, &hashes, &valid, &mut report);
-    check_announced(&valid, &mut report);
-    check_captions_file(folder, &valid, &mut report);
-    if let (TrustAnchor::List(list), Some(first)) = (&options.anchor, valid.first())
-        && let Some(entry) = list.by_key_id(&key.key_id())
-    {
-        if !entry.valid_at(first.wall) {
-            report.fault(
-                FaultKind::Key,
-                format!(
-                    "the session started at {} (box clock), signed by key {}, which the trust list gives as {}: \
-                     signed outside the key's validity",
-                    first.wall,
-                    key.key_id(),
-                    entry.describe_interval()
-                ),
-            );
-        }
-        if let Entry::SessionStart { court, room, .. } = &first.entry
-            && (entry.court.as_ref().is_some_and(|c| c != court) || entry.room.as_ref().is_some_and(|r| r != room))
-        {
-            report.fault(
-                FaultKind::Key,
-                format!(
-                    "the session says it was recorded in {court}/{room}, but the trust list registers key {} for {}/{}",
-                    key.key_id(),
-                    entry.court.as_deref().unwrap_or("?"),
-                    entry.room.as_deref().unwrap_or("?")
-                ),
-            );
-        }
-    }
-    if let Some(session) = session {
-        let chain: Vec<Option<[u8; 32]>> = hashes.clone();
-        crate::witness::verify::check_checkpoints(folder, &files, options, &key, session, &chain, &mut report);
-    }
-    report
 }
 
 /// Records that announce others: a `captions_behind` is resolved by a later `captions` record
@@ -653,98 +709,20 @@ fn check_announced(records: &[&RecordBody], report: &mut Report) {
     }
 }
 
+/// The key to check the chain with, and what vouches for it (`report.trusted_by`); `None`
+/// (with a fault) when there is no usable one.
 fn choose_key(folder: &dyn SessionFolder, anchor: &TrustAnchor, report: &mut Report) -> Option<PublicKey> {
-    let shipped = match folder.read(layout::PUBLIC_KEY) {
-        Ok(Some(bytes)) => match PublicKey::from_pem(&String::from_utf8_lossy(&bytes)) {
-            Ok(k) => Some(k),
-            Err(e) => {
-                report.fault(FaultKind::Key, format!("{}: {e}", layout::PUBLIC_KEY));
-                None
-            }
-        },
-        Ok(None) => None,
-        Err(e) => {
-            report.fault(FaultKind::Key, format!("{}: {e}", layout::PUBLIC_KEY));
-            None
-        }
-    };
-    // The key id on record #0's signature line: unverified, used only to pick among keys
-    // that something else vouches for (or, with no anchor, to find one to check with).
-    let signer = folder
-        .read(&layout::record_file(0))
-        .ok()
-        .flatten()
-        .and_then(|b| SignedDoc::parse(&b).ok())
-        .map(|d| d.key_id)
-        .filter(|id| id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit()));
-    let registered = |id: &str| -> Option<PublicKey> {
-        folder.registered_key(id).ok().flatten().and_then(|b| PublicKey::from_pem(&String::from_utf8_lossy(&b)).ok())
-    };
-    let rekeyed = |report: &mut Report, trusted: &PublicKey| {
-        if let Some(s) = shipped
-            && s != *trusted
-        {
-            report.fault(
-                FaultKind::Key,
-                format!(
-                    "{} in the folder is key {}, not the trusted device key {}: the folder was re-keyed",
-                    layout::PUBLIC_KEY,
-                    s.key_id(),
-                    trusted.key_id()
-                ),
-            );
-        }
-    };
+    let shipped = read_shipped_key(folder, report);
     match anchor {
         TrustAnchor::Key(k) => {
-            rekeyed(report, k);
+            fault_if_rekeyed(shipped, k, report);
             report.trusted_by = Some("the key given with --key".into());
             Some(*k)
         }
-        TrustAnchor::Fingerprint(fp) => {
-            let found = shipped.filter(|k| fp.matches(k)).or_else(|| registered(fp.key_id()).filter(|k| fp.matches(k)));
-            match found {
-                Some(k) => {
-                    rekeyed(report, &k);
-                    report.trusted_by = Some(format!("its fingerprint {}", fingerprint(&k)));
-                    Some(k)
-                }
-                None => {
-                    let what = shipped.map(|s| format!("{} is key {}", layout::PUBLIC_KEY, fingerprint(&s)));
-                    report.fault(
-                        FaultKind::Key,
-                        format!(
-                            "no key with fingerprint SHA256:{} here ({}): this is not that device's record, or it was re-keyed",
-                            fp.0,
-                            what.unwrap_or_else(|| "no key is shipped or registered".into())
-                        ),
-                    );
-                    None
-                }
-            }
-        }
-        TrustAnchor::List(list) => {
-            let Some(entry) = signer.as_deref().and_then(|id| list.by_key_id(id)) else {
-                report.fault(
-                    FaultKind::Key,
-                    format!(
-                        "record #0 is signed by key {}, which is not in the trust list ({} keys)",
-                        signer.as_deref().unwrap_or("(unreadable)"),
-                        list.keys.len()
-                    ),
-                );
-                return None;
-            };
-            rekeyed(report, &entry.key);
-            let place = match (&entry.court, &entry.room) {
-                (Some(c), Some(r)) => format!(" ({c}/{r})"),
-                _ => String::new(),
-            };
-            report.trusted_by = Some(format!("the trust list{place}, {}", entry.describe_interval()));
-            Some(entry.key)
-        }
+        TrustAnchor::Fingerprint(fp) => key_with_fingerprint(folder, fp, shipped, report),
+        TrustAnchor::List(list) => key_from_trust_list(folder, list, shipped, report),
         TrustAnchor::None => {
-            let found = shipped.or_else(|| signer.as_deref().and_then(registered));
+            let found = shipped.or_else(|| record_zero_signer(folder).and_then(|id| registered_key(folder, &id)));
             if found.is_none() {
                 report.fault(
                     FaultKind::Key,
@@ -754,6 +732,108 @@ fn choose_key(folder: &dyn SessionFolder, anchor: &TrustAnchor, report: &mut Rep
             found
         }
     }
+}
+
+/// The public key the folder ships, if any; one that cannot be read is a fault.
+fn read_shipped_key(folder: &dyn SessionFolder, report: &mut Report) -> Option<PublicKey> {
+    let parsed = folder.read(layout::PUBLIC_KEY).map_err(|e| e.to_string()).and_then(|bytes| {
+        bytes.map(|b| PublicKey::from_pem(&String::from_utf8_lossy(&b)).map_err(|e| e.to_string())).transpose()
+    });
+    match parsed {
+        Ok(key) => key,
+        Err(e) => {
+            report.fault(FaultKind::Key, format!("{}: {e}", layout::PUBLIC_KEY));
+            None
+        }
+    }
+}
+
+/// The key id on record #0's signature line: unverified, used only to pick among keys that
+/// something else vouches for (or, with no anchor, to find one to check with).
+fn record_zero_signer(folder: &dyn SessionFolder) -> Option<String> {
+    folder
+        .read(&layout::record_file(0))
+        .ok()
+        .flatten()
+        .and_then(|b| SignedDoc::parse(&b).ok())
+        .map(|d| d.key_id)
+        .filter(|id| id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// The store's registration of a device key, where the folder has one beside it.
+fn registered_key(folder: &dyn SessionFolder, key_id: &str) -> Option<PublicKey> {
+    folder.registered_key(key_id).ok().flatten().and_then(|b| PublicKey::from_pem(&String::from_utf8_lossy(&b)).ok())
+}
+
+/// A folder that ships a key other than the trusted one was re-keyed.
+fn fault_if_rekeyed(shipped: Option<PublicKey>, trusted: &PublicKey, report: &mut Report) {
+    if let Some(s) = shipped
+        && s != *trusted
+    {
+        report.fault(
+            FaultKind::Key,
+            format!(
+                "{} in the folder is key {}, not the trusted device key {}: the folder was re-keyed",
+                layout::PUBLIC_KEY,
+                s.key_id(),
+                trusted.key_id()
+            ),
+        );
+    }
+}
+
+/// `--fingerprint`: the shipped key, or else the registered one, that has this fingerprint.
+fn key_with_fingerprint(
+    folder: &dyn SessionFolder,
+    fp: &Fingerprint,
+    shipped: Option<PublicKey>,
+    report: &mut Report,
+) -> Option<PublicKey> {
+    let found =
+        shipped.filter(|k| fp.matches(k)).or_else(|| registered_key(folder, fp.key_id()).filter(|k| fp.matches(k)));
+    let Some(k) = found else {
+        let what = shipped.map(|s| format!("{} is key {}", layout::PUBLIC_KEY, fingerprint(&s)));
+        report.fault(
+            FaultKind::Key,
+            format!(
+                "no key with fingerprint SHA256:{} here ({}): this is not that device's record, or it was re-keyed",
+                fp.0,
+                what.unwrap_or_else(|| "no key is shipped or registered".into())
+            ),
+        );
+        return None;
+    };
+    fault_if_rekeyed(shipped, &k, report);
+    report.trusted_by = Some(format!("its fingerprint {}", fingerprint(&k)));
+    Some(k)
+}
+
+/// `--trusted-keys`: the listed key that signed record #0.
+fn key_from_trust_list(
+    folder: &dyn SessionFolder,
+    list: &TrustList,
+    shipped: Option<PublicKey>,
+    report: &mut Report,
+) -> Option<PublicKey> {
+    let signer = record_zero_signer(folder);
+    let Some(entry) = signer.as_deref().and_then(|id| list.by_key_id(id)) else {
+        report.fault(
+            FaultKind::Key,
+            format!(
+                "record #0 is signed by key {}, which is not in the trust list ({} keys)",
+                signer.as_deref().unwrap_or("(unreadable)"),
+                list.keys.len()
+            ),
+        );
+        return None;
+    };
+    fault_if_rekeyed(shipped, &entry.key, report);
+    let place = match (&entry.court, &entry.room) {
+        (Some(c), Some(r)) => format!(" ({c}/{r})"),
+        _ => String::new(),
+    };
+    report.trusted_by = Some(format!("the trust list{place}, {}", entry.describe_interval()));
+    Some(entry.key)
 }
 
 /// What a record that failed its signature says it is, read loosely (it may be mangled).
@@ -791,20 +871,34 @@ fn describe_entry(entry: &Entry) -> String {
     }
 }
 
-fn check_media(folder: &dyn SessionFolder, files: &[String], records: &[&RecordBody], report: &mut Report) {
-    let mut by_source: BTreeMap<&str, Vec<SegmentInfo>> = BTreeMap::new();
-    let mut gaps: Vec<(&str, MediaTime, MediaTime)> = Vec::new();
-    let mut starts: BTreeMap<&str, MediaTime> = BTreeMap::new();
-    let mut stop: Option<MediaTime> = None;
-    let mut referenced: BTreeSet<&str> = BTreeSet::new();
+/// What the records say about the media: each source's segments, the gap records, where each
+/// source's first run started, the session stop, and every file a record names.
+#[derive(Default)]
+struct MediaIndex<'a> {
+    by_source: BTreeMap<&'a str, Vec<SegmentInfo>>,
+    gaps: Vec<(&'a str, MediaTime, MediaTime)>,
+    starts: BTreeMap<&'a str, MediaTime>,
+    stop: Option<MediaTime>,
+    referenced: BTreeSet<&'a str>,
+}
 
-    for r in records {
+/// Every segment's bytes, each source's numbering and continuity, and media files no record
+/// names.
+fn check_media(folder: &dyn SessionFolder, files: &[String], records: &[&RecordBody], report: &mut Report) {
+    let mut media = index_media(folder, records, report);
+    check_sequences(&mut media.by_source, report);
+    check_continuity(&media, report);
+    note_unreferenced(files, &media.referenced, report);
+}
+
+/// Indexes the media records, checking each segment file against its record on the way.
+fn index_media<'a>(folder: &dyn SessionFolder, records: &[&'a RecordBody], report: &mut Report) -> MediaIndex<'a> {
+    let mut media = MediaIndex::default();
+    for r in records.iter().copied() {
         match &r.entry {
             Entry::Segment { source, seq, file, media_start, media_end, bytes, sha256, .. } => {
                 report.segments += 1;
-                referenced.insert(file);
-                let what =
-                    format!("{file} (source {source}, seq {seq}, {media_start}–{media_end}, record #{})", r.index);
+                media.referenced.insert(file);
                 if !file_belongs_to(file, source) {
                     report.fault(
                         FaultKind::Structure,
@@ -812,33 +906,10 @@ fn check_media(folder: &dyn SessionFolder, files: &[String], records: &[&RecordB
                     );
                     continue;
                 }
-                match folder.digest(file) {
-                    Ok(None) => report.fault(FaultKind::MissingSegment, format!("missing segment file {what}")),
-                    Err(e) => report.fault(FaultKind::Unreadable, format!("{what}: {e}")),
-                    Ok(Some((size, digest))) => {
-                        report.media_bytes += size;
-                        if size < *bytes {
-                            report.fault(FaultKind::Truncated, format!("{what}: truncated to {size} of {bytes} bytes"));
-                        } else if size > *bytes {
-                            report.fault(
-                                FaultKind::AlteredBytes,
-                                format!(
-                                    "{what}: {} bytes were appended ({size} bytes, recorded {bytes})",
-                                    size - bytes
-                                ),
-                            );
-                        } else if hex::encode(digest) != *sha256 {
-                            report.fault(
-                                FaultKind::AlteredBytes,
-                                format!(
-                                    "{what}: altered bytes: SHA-256 is {} but the record says {sha256}",
-                                    hex::encode(digest)
-                                ),
-                            );
-                        }
-                    }
-                }
-                by_source.entry(source).or_default().push(SegmentInfo {
+                let what =
+                    format!("{file} (source {source}, seq {seq}, {media_start}–{media_end}, record #{})", r.index);
+                check_segment_file(folder, file, &what, *bytes, sha256, report);
+                media.by_source.entry(source).or_default().push(SegmentInfo {
                     index: r.index,
                     seq: *seq,
                     file: file.clone(),
@@ -848,20 +919,56 @@ fn check_media(folder: &dyn SessionFolder, files: &[String], records: &[&RecordB
             }
             Entry::Gap { source, media_start, media_end, .. } => {
                 report.gaps += 1;
-                gaps.push((source, *media_start, *media_end));
+                media.gaps.push((source, *media_start, *media_end));
             }
-            Entry::RunStart { media, sources, .. } => {
+            Entry::RunStart { media: at, sources, .. } => {
                 for s in sources {
-                    let e = starts.entry(s).or_insert(*media);
-                    *e = (*e).min(*media);
+                    let e = media.starts.entry(s).or_insert(*at);
+                    *e = (*e).min(*at);
                 }
             }
-            Entry::SessionStop { media } => stop = Some(*media),
+            Entry::SessionStop { media: at } => media.stop = Some(*at),
             _ => {}
         }
     }
+    media
+}
 
-    for (source, segments) in &mut by_source {
+/// One segment file: present, readable, and exactly the bytes its record sealed.
+fn check_segment_file(
+    folder: &dyn SessionFolder,
+    file: &str,
+    what: &str,
+    bytes: u64,
+    sha256: &str,
+    report: &mut Report,
+) {
+    match folder.digest(file) {
+        Ok(None) => report.fault(FaultKind::MissingSegment, format!("missing segment file {what}")),
+        Err(e) => report.fault(FaultKind::Unreadable, format!("{what}: {e}")),
+        Ok(Some((size, digest))) => {
+            report.media_bytes += size;
+            if size < bytes {
+                report.fault(FaultKind::Truncated, format!("{what}: truncated to {size} of {bytes} bytes"));
+            } else if size > bytes {
+                report.fault(
+                    FaultKind::AlteredBytes,
+                    format!("{what}: {} bytes were appended ({size} bytes, recorded {bytes})", size - bytes),
+                );
+            } else if hex::encode(digest) != sha256 {
+                report.fault(
+                    FaultKind::AlteredBytes,
+                    format!("{what}: altered bytes: SHA-256 is {} but the record says {sha256}", hex::encode(digest)),
+                );
+            }
+        }
+    }
+}
+
+/// Per source: no segment number twice, none skipped, and no segment starting before the
+/// previous one ends.
+fn check_sequences(by_source: &mut BTreeMap<&str, Vec<SegmentInfo>>, report: &mut Report) {
+    for (source, segments) in by_source {
         segments.sort_by_key(|s| s.seq);
         let mut seen = BTreeSet::new();
         for s in segments.iter() {
@@ -896,15 +1003,17 @@ fn check_media(folder: &dyn SessionFolder, files: &[String], records: &[&RecordB
             }
         }
     }
+}
 
-    // Continuity: from the first run that lists a source to the session stop, every moment is
-    // covered by a segment or explained by a gap record.
-    for (source, start) in &starts {
-        let segments = by_source.get(source).map(Vec::as_slice).unwrap_or(&[]);
-        let end = stop.unwrap_or_else(|| segments.iter().map(|s| s.end).max().unwrap_or(*start));
+/// Continuity: from the first run that lists a source to the session stop, every moment is
+/// covered by a segment or explained by a gap record.
+fn check_continuity(media: &MediaIndex, report: &mut Report) {
+    for (source, start) in &media.starts {
+        let segments = media.by_source.get(source).map(Vec::as_slice).unwrap_or(&[]);
+        let end = media.stop.unwrap_or_else(|| segments.iter().map(|s| s.end).max().unwrap_or(*start));
         let mut cover: Vec<(MediaTime, MediaTime, Option<&SegmentInfo>)> =
             segments.iter().map(|s| (s.start, s.end, Some(s))).collect();
-        cover.extend(gaps.iter().filter(|g| g.0 == *source || g.0 == "*").map(|g| (g.1, g.2, None)));
+        cover.extend(media.gaps.iter().filter(|g| g.0 == *source || g.0 == "*").map(|g| (g.1, g.2, None)));
         cover.sort_by_key(|c| (c.0, c.1));
         let mut cursor = *start;
         let mut before: Option<&SegmentInfo> = None;
@@ -923,7 +1032,11 @@ fn check_media(folder: &dyn SessionFolder, files: &[String], records: &[&RecordB
             report.fault(FaultKind::UnexplainedGap, gap_message(source, cursor, end, before, None));
         }
     }
+}
 
+/// Files in a source folder that no record names are not part of the record: a note, not a
+/// fault.
+fn note_unreferenced(files: &[String], referenced: &BTreeSet<&str>, report: &mut Report) {
     for f in files {
         let top = f.split('/').next().unwrap_or("");
         let is_media = f.contains('/')
@@ -971,26 +1084,10 @@ fn check_manifest(
     let chain: Vec<String> = hashes.iter().map(|h| h.map(hex::encode).unwrap_or_default()).collect();
     let stop_index = records.iter().find(|r| matches!(r.entry, Entry::SessionStop { .. })).map(|r| r.index as usize);
     if let Some(stop) = stop_index {
-        for r in records.iter().filter(|r| r.index as usize > stop) {
-            if !matches!(r.entry, Entry::Captions { origin: CaptionOrigin::Backlog, .. }) {
-                report.fault(
-                    FaultKind::Structure,
-                    format!(
-                        "record #{} ({}) was added after the session stopped; only captions transcribed later may be",
-                        r.index,
-                        describe_entry(&r.entry)
-                    ),
-                );
-            }
-        }
+        check_nothing_after_stop(records, stop, report);
     }
-
-    let mut manifests: BTreeMap<u32, &String> = BTreeMap::new();
-    for f in files {
-        if let Some(rev) = layout::manifest_revision(f) {
-            manifests.insert(rev, f);
-        }
-    }
+    let manifests: BTreeMap<u32, &String> =
+        files.iter().filter_map(|f| layout::manifest_revision(f).map(|rev| (rev, f))).collect();
     if manifests.is_empty() {
         if stop_index.is_some() {
             report.fault(FaultKind::Manifest, format!("the session was stopped but {} is missing", layout::MANIFEST));
@@ -1024,55 +1121,97 @@ fn check_manifest(
                 continue;
             }
         };
-        if body.revision != *rev {
-            report.fault(FaultKind::Manifest, format!("{file} holds manifest revision {}", body.revision));
-        }
-        if body.device != key.key_id() {
-            report.fault(FaultKind::Manifest, format!("{file} names device key {}, not {}", body.device, key.key_id()));
-        }
-        if report.format_version.is_some_and(|v| v != body.v) {
-            report.fault(FaultKind::Manifest, format!("{file} is format v{} in a chain of another format", body.v));
-        }
-        if Some(body.session) != session {
-            report.fault(FaultKind::ForeignRecord, format!("{file} belongs to session {}", body.session));
-        }
-        if body.records as usize != body.record_hashes.len() || body.record_hashes.last() != Some(&body.head) {
-            report.fault(FaultKind::Manifest, format!("{file} is inconsistent: count, hashes and head disagree"));
-        }
-        let sealed = body.record_hashes.len();
-        if sealed > chain.len() {
-            report.fault(
-                FaultKind::MissingRecord,
-                format!(
-                    "{file} seals {sealed} records but the chain has {}: record #{} onwards was removed",
-                    chain.len(),
-                    chain.len()
-                ),
-            );
-        }
-        for (i, (listed, actual)) in body.record_hashes.iter().zip(&chain).enumerate() {
-            if !actual.is_empty() && listed != actual {
-                report.fault(FaultKind::Manifest, format!("record #{i} differs from the one {file} sealed"));
-            }
-        }
-        if *rev == 1
-            && let Some(stop) = stop_index
-            && sealed != stop + 1
-        {
-            report.fault(FaultKind::Manifest, format!("{file} does not end at the session stop (record #{stop})"));
-        }
-        if *rev == newest {
-            report.closed = true;
-            if chain.len() > sealed {
-                report.fault(
-                    FaultKind::Manifest,
-                    format!("the chain has {} records but the last manifest ({file}) seals {sealed}: record #{sealed} onwards was added without a seal", chain.len()),
-                );
-            }
-        }
+        check_manifest_identity(file, *rev, &body, key, session, report);
+        check_manifest_seal(file, (*rev, newest), &body, &chain, stop_index, report);
     }
     if stop_index.is_none() {
         report.fault(FaultKind::Manifest, "a manifest exists but the chain has no session stop".into());
+    }
+}
+
+/// After the session stop, only captions transcribed later may be added.
+fn check_nothing_after_stop(records: &[&RecordBody], stop: usize, report: &mut Report) {
+    for r in records.iter().filter(|r| r.index as usize > stop) {
+        if !matches!(r.entry, Entry::Captions { origin: CaptionOrigin::Backlog, .. }) {
+            report.fault(
+                FaultKind::Structure,
+                format!(
+                    "record #{} ({}) was added after the session stopped; only captions transcribed later may be",
+                    r.index,
+                    describe_entry(&r.entry)
+                ),
+            );
+        }
+    }
+}
+
+/// A manifest revision names itself, the chain's key, format and session, and is consistent
+/// in itself.
+fn check_manifest_identity(
+    file: &str,
+    rev: u32,
+    body: &ManifestBody,
+    key: &PublicKey,
+    session: Option<Uuid>,
+    report: &mut Report,
+) {
+    if body.revision != rev {
+        report.fault(FaultKind::Manifest, format!("{file} holds manifest revision {}", body.revision));
+    }
+    if body.device != key.key_id() {
+        report.fault(FaultKind::Manifest, format!("{file} names device key {}, not {}", body.device, key.key_id()));
+    }
+    if report.format_version.is_some_and(|v| v != body.v) {
+        report.fault(FaultKind::Manifest, format!("{file} is format v{} in a chain of another format", body.v));
+    }
+    if Some(body.session) != session {
+        report.fault(FaultKind::ForeignRecord, format!("{file} belongs to session {}", body.session));
+    }
+    if body.records as usize != body.record_hashes.len() || body.record_hashes.last() != Some(&body.head) {
+        report.fault(FaultKind::Manifest, format!("{file} is inconsistent: count, hashes and head disagree"));
+    }
+}
+
+/// What a manifest revision seals must be the chain's records: revision 1 up to the session
+/// stop, and the newest up to the chain's end.
+fn check_manifest_seal(
+    file: &str,
+    (rev, newest): (u32, u32),
+    body: &ManifestBody,
+    chain: &[String],
+    stop_index: Option<usize>,
+    report: &mut Report,
+) {
+    let sealed = body.record_hashes.len();
+    if sealed > chain.len() {
+        report.fault(
+            FaultKind::MissingRecord,
+            format!(
+                "{file} seals {sealed} records but the chain has {}: record #{} onwards was removed",
+                chain.len(),
+                chain.len()
+            ),
+        );
+    }
+    for (i, (listed, actual)) in body.record_hashes.iter().zip(chain).enumerate() {
+        if !actual.is_empty() && listed != actual {
+            report.fault(FaultKind::Manifest, format!("record #{i} differs from the one {file} sealed"));
+        }
+    }
+    if rev == 1
+        && let Some(stop) = stop_index
+        && sealed != stop + 1
+    {
+        report.fault(FaultKind::Manifest, format!("{file} does not end at the session stop (record #{stop})"));
+    }
+    if rev == newest {
+        report.closed = true;
+        if chain.len() > sealed {
+            report.fault(
+                    FaultKind::Manifest,
+                    format!("the chain has {} records but the last manifest ({file}) seals {sealed}: record #{sealed} onwards was added without a seal", chain.len()),
+                );
+        }
     }
 }
 

@@ -1,9 +1,9 @@
 //! The audit chain's storage: one signed, hash-chained row per user action.
 
-use super::LedgerError;
 use super::read::Reader;
 use super::witness::write_checkpoint;
 use super::writer::{Priority, Writer, insert_upload_job};
+use super::{LedgerError, UploadKind};
 use rusqlite::{OptionalExtension, params};
 
 impl Reader {
@@ -51,7 +51,7 @@ impl Writer {
                 tx,
                 None,
                 &format!("{folder}/entries/{idx:08}.rec"),
-                "audit_entry",
+                UploadKind::AuditEntry,
                 None,
                 Some(&doc.to_bytes()),
                 wall,

@@ -10,8 +10,8 @@ mod witness;
 mod writer;
 
 pub use credentials::CredentialRow;
-pub use read::{CaptionRow, Reader, RecordRow, RunRow, SegmentRow, SessionRow};
-pub use uploads::{Alarm, Evictable, Payload, UploadBacklog, UploadJob};
+pub use read::{CaptionRow, Reader, RecordRow, RunEnd, RunRow, SegmentRow, SessionRow, SessionState};
+pub use uploads::{Alarm, AlarmKind, Evictable, Payload, UnknownKind, UploadBacklog, UploadJob, UploadKind};
 pub use witness::CheckpointRow;
 pub use writer::{Committed, NewSession, SegmentCommit, Writer};
 
@@ -46,8 +46,24 @@ pub enum LedgerError {
     TooNew { path: PathBuf, found: i32, supported: i32 },
     #[error("ledger: the writer thread has stopped")]
     Stopped,
+    /// No session id starts with this text (`find_session`).
+    #[error("ledger: no session {0:?} in this ledger (see `courtbox sessions`)")]
+    NoSuchSession(String),
+    /// More than one session id starts with this text (`find_session`).
+    #[error("ledger: {prefix:?} matches {count} sessions; give more of the id")]
+    AmbiguousSession { prefix: String, count: usize },
+    /// A write named a session the ledger does not hold.
+    #[error("ledger: no session {0}")]
+    UnknownSession(uuid::Uuid),
     #[error("ledger: {0}")]
     Invalid(String),
+}
+
+impl LedgerError {
+    /// True when the error says the named session does not exist (callers answer "not found").
+    pub fn is_missing_session(&self) -> bool {
+        matches!(self, LedgerError::NoSuchSession(_) | LedgerError::UnknownSession(_))
+    }
 }
 
 type Job = Box<dyn FnOnce(&mut Writer) + Send>;
@@ -243,7 +259,7 @@ mod tests {
             room: "r".into(),
             case: "1".into(),
             title: "t".into(),
-            language: "en".into(),
+            language: crate::integrity::Language::En,
             hearing: crate::integrity::Hearing::Open,
             profile: "p".into(),
             segment_ns: 10_000_000_000,

@@ -3,6 +3,7 @@
 //! own read-only connection, so under WAL it sees committed state and never blocks the writer.
 
 use super::{LedgerError, open_connection};
+use crate::integrity::RecordKind;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use std::collections::HashMap;
 use std::path::Path;
@@ -22,7 +23,7 @@ pub struct SessionRow {
     pub hearing: String,
     pub profile: String,
     pub segment_ns: u64,
-    pub state: String,
+    pub state: SessionState,
     pub started_wall: String,
     pub stopped_wall: Option<String>,
     pub manifest: Option<Vec<u8>>,
@@ -31,7 +32,7 @@ pub struct SessionRow {
 #[derive(Debug, Clone)]
 pub struct RecordRow {
     pub idx: u64,
-    pub kind: String,
+    pub kind: RecordKind,
     pub body: Vec<u8>,
     pub signature: [u8; 64],
     pub hash: [u8; 32],
@@ -89,6 +90,80 @@ fn caption_row(r: &Row) -> rusqlite::Result<CaptionRow> {
     })
 }
 
+/// Whether a session still records, as `sessions.state` stores it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionState {
+    Recording,
+    /// Stopped and sealed.
+    Stopped,
+}
+
+impl SessionState {
+    pub const ALL: [SessionState; 2] = [SessionState::Recording, SessionState::Stopped];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionState::Recording => "recording",
+            SessionState::Stopped => "stopped",
+        }
+    }
+}
+
+impl std::fmt::Display for SessionState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+impl std::str::FromStr for SessionState {
+    type Err = super::UnknownKind;
+    fn from_str(s: &str) -> Result<SessionState, super::UnknownKind> {
+        SessionState::ALL.into_iter().find(|k| k.as_str() == s).ok_or_else(|| super::UnknownKind(s.to_string()))
+    }
+}
+
+/// A text column parsed into one of the ledger's kind enums; an unknown value is a
+/// conversion failure, not a silent default.
+pub(super) fn parsed_column<K: std::str::FromStr<Err = super::UnknownKind>>(
+    row: &Row,
+    index: usize,
+) -> rusqlite::Result<K> {
+    row.get::<_, String>(index)?
+        .parse()
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(index, rusqlite::types::Type::Text, Box::new(e)))
+}
+
+/// Why a run of capture ended, as `runs.end_reason` stores it. A run without one was cut
+/// off (a crash or a power loss).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunEnd {
+    /// The session was stopped.
+    Stopped,
+    /// The daemon shut down while recording; the next start resumes the session.
+    Shutdown,
+    /// A recess began; nothing is recorded until the hearing resumes.
+    Recess,
+}
+
+impl RunEnd {
+    pub const ALL: [RunEnd; 3] = [RunEnd::Stopped, RunEnd::Shutdown, RunEnd::Recess];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunEnd::Stopped => "stopped",
+            RunEnd::Shutdown => "shutdown",
+            RunEnd::Recess => "recess",
+        }
+    }
+}
+
+impl std::str::FromStr for RunEnd {
+    type Err = super::UnknownKind;
+    fn from_str(s: &str) -> Result<RunEnd, super::UnknownKind> {
+        RunEnd::ALL.into_iter().find(|k| k.as_str() == s).ok_or_else(|| super::UnknownKind(s.to_string()))
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct RunRow {
     pub run: u32,
@@ -96,7 +171,7 @@ pub struct RunRow {
     pub started_wall: String,
     pub media_offset_ns: u64,
     pub ended_wall: Option<String>,
-    pub end_reason: Option<String>,
+    pub end_reason: Option<RunEnd>,
 }
 
 fn session_row(r: &Row) -> rusqlite::Result<SessionRow> {
@@ -110,7 +185,7 @@ fn session_row(r: &Row) -> rusqlite::Result<SessionRow> {
         hearing: r.get(4)?,
         profile: r.get(5)?,
         segment_ns: r.get::<_, i64>(6)? as u64,
-        state: r.get(7)?,
+        state: parsed_column(r, 7)?,
         started_wall: r.get(8)?,
         stopped_wall: r.get(9)?,
         manifest: r.get(10)?,
@@ -152,10 +227,8 @@ impl Reader {
             stmt.query_map([id_or_prefix.to_lowercase()], session_row)?.collect::<Result<_, _>>()?;
         match rows.len() {
             1 => Ok(rows.into_iter().next().expect("one")),
-            0 => Err(LedgerError::Invalid(format!(
-                "no session {id_or_prefix:?} in this ledger (see `courtbox sessions`)"
-            ))),
-            n => Err(LedgerError::Invalid(format!("{id_or_prefix:?} matches {n} sessions; give more of the id"))),
+            0 => Err(LedgerError::NoSuchSession(id_or_prefix.to_string())),
+            count => Err(LedgerError::AmbiguousSession { prefix: id_or_prefix.to_string(), count }),
         }
     }
 
@@ -173,7 +246,9 @@ impl Reader {
             let hash: Vec<u8> = r.get(4)?;
             Ok(RecordRow {
                 idx: r.get::<_, i64>(0)? as u64,
-                kind: r.get(1)?,
+                kind: r.get::<_, String>(1)?.parse::<RecordKind>().map_err(|e| {
+                    rusqlite::Error::FromSqlConversionFailure(1, rusqlite::types::Type::Text, Box::new(e))
+                })?,
                 body: r.get(2)?,
                 signature: sig.try_into().unwrap_or([0; 64]),
                 hash: hash.try_into().unwrap_or([0; 32]),
@@ -213,7 +288,9 @@ impl Reader {
                 started_wall: r.get(2)?,
                 media_offset_ns: r.get::<_, i64>(3)? as u64,
                 ended_wall: r.get(4)?,
-                end_reason: r.get(5)?,
+                end_reason: r.get::<_, Option<String>>(5)?.map(|s| s.parse::<RunEnd>()).transpose().map_err(|e| {
+                    rusqlite::Error::FromSqlConversionFailure(5, rusqlite::types::Type::Text, Box::new(e))
+                })?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)

@@ -3,12 +3,77 @@
 //! exact bytes (`done`) or holds different bytes under its name (`conflict`).
 
 use super::LedgerError;
-use super::read::Reader;
+use super::read::{Reader, parsed_column};
 use super::writer::Writer;
 use crate::base::WallTime;
 use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 use uuid::Uuid;
+
+/// What an upload job carries; `as_str` is the `upload_jobs.kind` column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UploadKind {
+    /// A signed chain record.
+    Record,
+    /// A sealed media segment (a spool file).
+    Segment,
+    /// A signed manifest of a session.
+    Manifest,
+    /// A signed checkpoint of a log.
+    Checkpoint,
+    /// An RFC 3161 token over a checkpoint.
+    Timestamp,
+    /// An entry of the audit chain.
+    AuditEntry,
+    /// The device's public key or signed device info.
+    DeviceKey,
+    /// The old key's signed hand-over to a new one.
+    KeyRotation,
+}
+
+impl UploadKind {
+    pub const ALL: [UploadKind; 8] = [
+        UploadKind::Record,
+        UploadKind::Segment,
+        UploadKind::Manifest,
+        UploadKind::Checkpoint,
+        UploadKind::Timestamp,
+        UploadKind::AuditEntry,
+        UploadKind::DeviceKey,
+        UploadKind::KeyRotation,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UploadKind::Record => "record",
+            UploadKind::Segment => "segment",
+            UploadKind::Manifest => "manifest",
+            UploadKind::Checkpoint => "checkpoint",
+            UploadKind::Timestamp => "timestamp",
+            UploadKind::AuditEntry => "audit_entry",
+            UploadKind::DeviceKey => "device_key",
+            UploadKind::KeyRotation => "key_rotation",
+        }
+    }
+}
+
+impl std::fmt::Display for UploadKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// A stored kind (upload job or alarm) this courtbox does not know.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a known kind")]
+pub struct UnknownKind(pub String);
+
+impl std::str::FromStr for UploadKind {
+    type Err = UnknownKind;
+    fn from_str(s: &str) -> Result<UploadKind, UnknownKind> {
+        UploadKind::ALL.into_iter().find(|k| k.as_str() == s).ok_or_else(|| UnknownKind(s.to_string()))
+    }
+}
 
 /// One object waiting for central storage.
 #[derive(Debug, Clone)]
@@ -17,6 +82,8 @@ pub struct UploadJob {
     pub session: Option<Uuid>,
     /// Relative to `{court}/{room}/` in the store.
     pub object_key: String,
+    /// [`UploadKind::as_str`] of what it carries, as stored (text here because callers
+    /// outside the crate build jobs by hand).
     pub kind: String,
     /// What to send: a spool file (relative to the data dir) or bytes held in the ledger.
     pub payload: Payload,
@@ -31,7 +98,7 @@ pub enum Payload {
     Content(Vec<u8>),
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
 pub struct UploadBacklog {
     pub objects: u64,
     pub bytes: u64,
@@ -41,9 +108,50 @@ pub struct UploadBacklog {
     pub conflicts: u64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// What an alarm is about; `as_str` is the `alarms.kind` column and the status JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlarmKind {
+    /// The store holds different bytes under a name this box wrote (subject: the object).
+    StoreConflict,
+    /// A spooled file no longer has the bytes that were sealed (subject: the object).
+    LocalDamage,
+    /// Free space is below `disk.warn_free_mib`.
+    DiskLow,
+    /// Free space is below `disk.critical_free_mib`: cameras pause.
+    DiskCritical,
+}
+
+impl AlarmKind {
+    pub const ALL: [AlarmKind; 4] =
+        [AlarmKind::StoreConflict, AlarmKind::LocalDamage, AlarmKind::DiskLow, AlarmKind::DiskCritical];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlarmKind::StoreConflict => "store_conflict",
+            AlarmKind::LocalDamage => "local_damage",
+            AlarmKind::DiskLow => "disk_low",
+            AlarmKind::DiskCritical => "disk_critical",
+        }
+    }
+}
+
+impl std::fmt::Display for AlarmKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+impl std::str::FromStr for AlarmKind {
+    type Err = UnknownKind;
+    fn from_str(s: &str) -> Result<AlarmKind, UnknownKind> {
+        AlarmKind::ALL.into_iter().find(|k| k.as_str() == s).ok_or_else(|| UnknownKind(s.to_string()))
+    }
+}
+
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Alarm {
-    pub kind: String,
+    pub kind: AlarmKind,
     pub subject: String,
     pub message: String,
     pub raised_wall: String,
@@ -122,7 +230,7 @@ impl Reader {
             .prepare("SELECT kind, subject, message, raised_wall FROM alarms WHERE cleared_wall IS NULL ORDER BY id")?;
         Ok(stmt
             .query_map([], |r| {
-                Ok(Alarm { kind: r.get(0)?, subject: r.get(1)?, message: r.get(2)?, raised_wall: r.get(3)? })
+                Ok(Alarm { kind: parsed_column(r, 0)?, subject: r.get(1)?, message: r.get(2)?, raised_wall: r.get(3)? })
             })?
             .collect::<Result<_, _>>()?)
     }
@@ -193,22 +301,22 @@ impl Writer {
                  last_attempt_wall = ?3 WHERE id = ?1",
                 params![job, message, wall.to_rfc3339()],
             )?;
-            raise(tx, "store_conflict", subject, message, wall)?;
+            raise(tx, AlarmKind::StoreConflict, subject, message, wall)?;
             Ok(())
         })
     }
 
     /// Raises an alarm unless the same one is already open. Returns whether it is new.
-    pub fn raise_alarm(&mut self, kind: &str, subject: &str, message: &str) -> Result<bool, LedgerError> {
+    pub fn raise_alarm(&mut self, kind: AlarmKind, subject: &str, message: &str) -> Result<bool, LedgerError> {
         self.transact(|tx, _, wall| raise(tx, kind, subject, message, wall))
     }
 
     /// Clears the open alarm of this kind and subject, if any. Returns whether one was open.
-    pub fn clear_alarm(&mut self, kind: &str, subject: &str) -> Result<bool, LedgerError> {
+    pub fn clear_alarm(&mut self, kind: AlarmKind, subject: &str) -> Result<bool, LedgerError> {
         self.transact(|tx, _, wall| {
             let n = tx.execute(
                 "UPDATE alarms SET cleared_wall = ?3 WHERE kind = ?1 AND subject = ?2 AND cleared_wall IS NULL",
-                params![kind, subject, wall.to_rfc3339()],
+                params![kind.as_str(), subject, wall.to_rfc3339()],
             )?;
             Ok(n > 0)
         })
@@ -242,7 +350,7 @@ impl Writer {
 
 fn raise(
     tx: &rusqlite::Transaction,
-    kind: &str,
+    kind: AlarmKind,
     subject: &str,
     message: &str,
     wall: WallTime,
@@ -250,7 +358,24 @@ fn raise(
     let n = tx.execute(
         "INSERT INTO alarms (kind, subject, message, raised_wall) VALUES (?1, ?2, ?3, ?4)
          ON CONFLICT (kind, subject) WHERE cleared_wall IS NULL DO NOTHING",
-        params![kind, subject, message, wall.to_rfc3339()],
+        params![kind.as_str(), subject, message, wall.to_rfc3339()],
     )?;
     Ok(n == 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_kinds_read_back() {
+        for kind in UploadKind::ALL {
+            assert_eq!(kind.as_str().parse::<UploadKind>(), Ok(kind));
+        }
+        for kind in AlarmKind::ALL {
+            assert_eq!(kind.as_str().parse::<AlarmKind>(), Ok(kind));
+            assert_eq!(serde_json::to_value(kind).unwrap(), kind.as_str());
+        }
+        assert!("disk_full".parse::<AlarmKind>().is_err());
+    }
 }

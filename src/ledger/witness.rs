@@ -2,9 +2,9 @@
 //! cover (with their upload job, so a crash can neither lose one nor send one twice under
 //! two names), the periodic checkpoint of the recording session, and TSA tokens.
 
-use super::LedgerError;
 use super::read::Reader;
 use super::writer::{Priority, Writer, insert_upload_job};
+use super::{LedgerError, UploadKind};
 use crate::base::WallTime;
 use crate::integrity::DeviceKey;
 use crate::witness::{Cause, Checkpoint, Log, checkpoint};
@@ -50,7 +50,7 @@ pub(super) fn write_checkpoint(
         tx,
         session,
         &log.object(seq, checkpoint::NOTE, &key.public().key_id()),
-        "checkpoint",
+        UploadKind::Checkpoint,
         None,
         Some(&note),
         wall,
@@ -178,7 +178,16 @@ impl Writer {
                     Some(stem) => format!("{stem}{}", checkpoint::TOKEN),
                     None => log.object(seq, checkpoint::TOKEN, &chain.key.public().key_id()),
                 };
-                insert_upload_job(tx, session, &object, "timestamp", None, Some(token), wall, Priority::Witness)?;
+                insert_upload_job(
+                    tx,
+                    session,
+                    &object,
+                    UploadKind::Timestamp,
+                    None,
+                    Some(token),
+                    wall,
+                    Priority::Witness,
+                )?;
             }
             Ok(())
         })

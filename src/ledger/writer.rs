@@ -3,11 +3,12 @@
 //! in order without locks. Each method is one immediate transaction (record, rows and upload
 //! jobs together); when one fails, the cached heads are dropped and re-read from the database.
 
-use super::LedgerError;
+use super::{LedgerError, RunEnd, SessionState, UploadKind};
 use crate::base::{Clocks, MediaTime, WallTime};
 use crate::config::SourceSpec;
 use crate::integrity::{
-    Context, DeviceKey, Entry, FORMAT_VERSION, Hearing, ManifestBody, RecordBody, SignedDoc, ZERO_HASH, layout,
+    Context, DeviceKey, Entry, FORMAT_VERSION, Hearing, Language, ManifestBody, RecordBody, SignedDoc, ZERO_HASH,
+    layout,
 };
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use std::collections::HashMap;
@@ -27,7 +28,7 @@ pub struct NewSession {
     pub room: String,
     pub case: String,
     pub title: String,
-    pub language: String,
+    pub language: Language,
     pub hearing: Hearing,
     pub profile: String,
     pub segment_ns: u64,
@@ -152,7 +153,7 @@ impl Chain<'_> {
             tx,
             Some(session),
             &format!("{session}/{}", layout::record_file(head.next)),
-            "record",
+            UploadKind::Record,
             None,
             Some(&doc.to_bytes()),
             self.wall,
@@ -189,7 +190,7 @@ pub(super) fn insert_upload_job(
     tx: &Transaction,
     session: Option<Uuid>,
     key: &str,
-    kind: &str,
+    kind: UploadKind,
     local_path: Option<(&str, u64, [u8; 32])>,
     content: Option<&[u8]>,
     wall: WallTime,
@@ -206,7 +207,7 @@ pub(super) fn insert_upload_job(
         params![
             session.map(|s| s.to_string()),
             key,
-            kind,
+            kind.as_str(),
             path,
             content,
             sha.to_vec(),
@@ -265,7 +266,7 @@ impl Writer {
                     tx,
                     None,
                     &object,
-                    "device_key",
+                    UploadKind::DeviceKey,
                     None,
                     Some(public.to_pem().as_bytes()),
                     wall,
@@ -288,7 +289,7 @@ impl Writer {
             tx.execute(
                 "INSERT INTO sessions (id, case_number, title, language, hearing, profile, segment_ns, state, started_wall)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'recording', ?8)",
-                params![id.to_string(), s.case, s.title, s.language, s.hearing.as_str(), s.profile, s.segment_ns as i64, wall.to_rfc3339()],
+                params![id.to_string(), s.case, s.title, s.language.as_str(), s.hearing.as_str(), s.profile, s.segment_ns as i64, wall.to_rfc3339()],
             )?;
             let committed = chain.append(
                 tx,
@@ -298,7 +299,7 @@ impl Writer {
                     room: s.room,
                     case: s.case,
                     title: s.title,
-                    language: s.language,
+                    language: s.language.as_str().to_string(),
                     hearing: s.hearing,
                     profile: s.profile,
                     segment_ns: s.segment_ns,
@@ -353,7 +354,7 @@ impl Writer {
                 tx,
                 Some(session),
                 &format!("{session}/{file}"),
-                "segment",
+                UploadKind::Segment,
                 Some((&seg.local_path, seg.bytes, seg.sha256)),
                 None,
                 chain.wall,
@@ -379,7 +380,7 @@ impl Writer {
         })
     }
 
-    pub fn end_run(&mut self, session: Uuid, run: u32, reason: &str) -> Result<(), LedgerError> {
+    pub fn end_run(&mut self, session: Uuid, run: u32, reason: RunEnd) -> Result<(), LedgerError> {
         self.transact(|tx, _, wall| end_run_row(tx, session, run, reason, wall))
     }
 
@@ -388,7 +389,7 @@ impl Writer {
         &mut self,
         session: Uuid,
         run: u32,
-        reason: &str,
+        reason: RunEnd,
         entry: Entry,
     ) -> Result<Committed, LedgerError> {
         self.transact(|tx, chain, wall| {
@@ -412,10 +413,7 @@ impl Writer {
                 chain.append(tx, session, entry)?;
             }
             if let Some(run) = run {
-                tx.execute(
-                    "UPDATE runs SET ended_wall = ?3, end_reason = 'stopped' WHERE session_id = ?1 AND run = ?2",
-                    params![session.to_string(), run, wall.to_rfc3339()],
-                )?;
+                end_run_row(tx, session, run, RunEnd::Stopped, wall)?;
             }
             chain.append(tx, session, Entry::SessionStop { media })?;
             let changed = tx.execute(
@@ -439,8 +437,11 @@ impl Writer {
         let (source, role, language, origin, items) =
             (source.clone(), role.map(|r| r.as_str()), language.clone(), origin.as_str(), items.clone());
         self.transact(|tx, chain, wall| {
-            let state: Option<String> =
-                tx.query_row("SELECT state FROM sessions WHERE id = ?1", [session.to_string()], |r| r.get(0)).optional()?;
+            let state: Option<SessionState> = tx
+                .query_row("SELECT state FROM sessions WHERE id = ?1", [session.to_string()], |r| {
+                    super::read::parsed_column(r, 0)
+                })
+                .optional()?;
             let committed = chain.append(tx, session, entry)?;
             for (i, c) in items.iter().enumerate() {
                 tx.execute(
@@ -464,8 +465,8 @@ impl Writer {
                     ],
                 )?;
             }
-            match state.as_deref() {
-                Some("recording") => {}
+            match state {
+                Some(SessionState::Recording) => {}
                 Some(_) => {
                     let last: u32 = tx.query_row(
                         "SELECT COALESCE(MAX(revision), 0) FROM manifests WHERE session_id = ?1",
@@ -478,7 +479,7 @@ impl Writer {
                         chain.witness.push(session);
                     }
                 }
-                None => return Err(LedgerError::Invalid(format!("no session {session}"))),
+                None => return Err(LedgerError::UnknownSession(session)),
             }
             Ok(committed)
         })
@@ -519,14 +520,14 @@ fn seal(
     tx.execute("UPDATE sessions SET manifest = ?2 WHERE id = ?1", params![session.to_string(), bytes])?;
     let object = format!("{session}/{}", layout::manifest_file(revision));
     // In commit order with the records it seals and their checkpoints, ahead of the media.
-    insert_upload_job(tx, Some(session), &object, "manifest", None, Some(&bytes), wall, Priority::Witness)?;
+    insert_upload_job(tx, Some(session), &object, UploadKind::Manifest, None, Some(&bytes), wall, Priority::Witness)?;
     Ok(bytes)
 }
 
-fn end_run_row(tx: &Transaction, session: Uuid, run: u32, reason: &str, wall: WallTime) -> Result<(), LedgerError> {
+fn end_run_row(tx: &Transaction, session: Uuid, run: u32, reason: RunEnd, wall: WallTime) -> Result<(), LedgerError> {
     tx.execute(
         "UPDATE runs SET ended_wall = ?3, end_reason = ?4 WHERE session_id = ?1 AND run = ?2",
-        params![session.to_string(), run, wall.to_rfc3339(), reason],
+        params![session.to_string(), run, wall.to_rfc3339(), reason.as_str()],
     )?;
     Ok(())
 }

@@ -4,14 +4,24 @@
 use crate::capture::elements::{self, Need};
 use crate::capture::{CaptureRun, RunParams, SourceHealth, Templates, plan_devices};
 use crate::config::{LoadedConfig, SourceKind};
-use crate::upload::Finding;
+use crate::upload::{Finding, Level};
 use std::time::Duration;
+use thiserror::Error;
+
+/// Why the test recording of `check` could not start.
+#[derive(Debug, Error)]
+enum TestRecordingError {
+    #[error("{0}")]
+    Init(#[from] gst::glib::Error),
+    #[error("{0}")]
+    Capture(#[from] crate::capture::CaptureError),
+}
 
 /// Runs every check. `signal_for`: how long sources are recorded to judge their signal.
 pub fn preflight(cfg: &LoadedConfig, signal_for: Duration) -> Vec<Finding> {
     let mut lines = vec![Finding::new(
         "configuration",
-        "ok",
+        Level::Ok,
         format!(
             "{} valid: court {}, room {}, profile {} with {} sources",
             cfg.path.display(),
@@ -39,28 +49,28 @@ fn timestamp_authority(cfg: &LoadedConfig) -> Finding {
     let (Some(url), Some((cert, ca))) = (&w.tsa_url, cfg.tsa_paths()) else {
         return Finding::new(
             ITEM,
-            "warn",
+            Level::Warn,
             "none configured ([witness] tsa_url): nothing outside the box attests when the record was made".into(),
         );
     };
     let pin = match crate::witness::tsa::TsaPin::load(&cert, &ca) {
         Ok(p) => p,
-        Err(e) => return Finding::new(ITEM, "fail", format!("the pinned certificate: {e}")),
+        Err(e) => return Finding::new(ITEM, Level::Fail, format!("the pinned certificate: {e}")),
     };
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(r) => r,
-        Err(e) => return Finding::new(ITEM, "fail", format!("cannot start a runtime: {e}")),
+        Err(e) => return Finding::new(ITEM, Level::Fail, format!("cannot start a runtime: {e}")),
     };
     let probe = format!("courtbox check {}", crate::base::WallTime::now());
     let asked = crate::base::WallTime::now();
     let timeout = Duration::from_millis(w.tsa_timeout_ms.into());
     let token = match runtime.block_on(crate::witness::tsa::request_token(url, probe.as_bytes(), timeout)) {
         Ok(t) => t,
-        Err(e) => return Finding::new(ITEM, "fail", format!("{url}: {e}")),
+        Err(e) => return Finding::new(ITEM, Level::Fail, format!("{url}: {e}")),
     };
     let answered = crate::base::WallTime::now();
     match crate::witness::tsa::verify_token(&token, probe.as_bytes(), &pin) {
-        Err(e) => Finding::new(ITEM, "fail", format!("{url} answered with a token the pin refuses: {e}")),
+        Err(e) => Finding::new(ITEM, Level::Fail, format!("{url} answered with a token the pin refuses: {e}")),
         Ok(tsa_time) => {
             // The TSA's time must fall between asking and answering, give or take the tolerance.
             let tolerance = i128::from(w.clock_tolerance_seconds) * 1_000_000_000;
@@ -71,7 +81,7 @@ fn timestamp_authority(cfg: &LoadedConfig) -> Finding {
                 let dir = if ahead > tolerance { "ahead of" } else { "behind" };
                 Finding::new(
                     ITEM,
-                    "fail",
+                    Level::Fail,
                     format!(
                         "the box clock is {off:.1} s {dir} TSA {} (tolerance {} s): fix NTP",
                         pin.name(),
@@ -81,7 +91,7 @@ fn timestamp_authority(cfg: &LoadedConfig) -> Finding {
             } else {
                 Finding::new(
                     ITEM,
-                    "ok",
+                    Level::Ok,
                     format!(
                         "{} answers in {} ms; box clock agrees with it",
                         pin.name(),
@@ -101,7 +111,7 @@ fn timestamp_authority(cfg: &LoadedConfig) -> Finding {
 pub fn gstreamer_elements(cfg: Option<&LoadedConfig>) -> Vec<Finding> {
     const ITEM: &str = "gstreamer elements";
     if let Err(e) = gst::init() {
-        return vec![Finding::new(ITEM, "fail", format!("GStreamer does not initialise: {e}"))];
+        return vec![Finding::new(ITEM, Level::Fail, format!("GStreamer does not initialise: {e}"))];
     }
     // Elements this box's own device pipelines name (also those of overriding templates).
     let mut planned: Vec<String> = Vec::new();
@@ -113,7 +123,9 @@ pub fn gstreamer_elements(cfg: Option<&LoadedConfig>) -> Vec<Finding> {
                 planned.sort_unstable();
                 planned.dedup();
             }
-            Err(e) => return vec![Finding::new(ITEM, "fail", format!("the device pipelines cannot be made: {e}"))],
+            Err(e) => {
+                return vec![Finding::new(ITEM, Level::Fail, format!("the device pipelines cannot be made: {e}"))];
+            }
         }
     }
     let broadcast = cfg.is_some_and(|c| !c.config.broadcast.outputs.is_empty());
@@ -125,7 +137,7 @@ pub fn gstreamer_elements(cfg: Option<&LoadedConfig>) -> Vec<Finding> {
     };
     let mut lines = Vec::new();
     for (element, missing) in elements::missing_of_all() {
-        let level = if needed(element.name, element.need) { "fail" } else { "warn" };
+        let level = if needed(element.name, element.need) { Level::Fail } else { Level::Warn };
         lines.push(Finding::new(element.name, level, format!("{missing}; needed by {}", element.need.describe())));
     }
     // A template the technician supplied may name an element courtbox does not know.
@@ -136,13 +148,13 @@ pub fn gstreamer_elements(cfg: Option<&LoadedConfig>) -> Vec<Finding> {
         .map(|p| elements::Missing { element: p.clone(), package: None })
         .collect();
     for missing in unknown {
-        lines.push(Finding::new(&missing.element, "fail", format!("{missing}; named by a pipeline template")));
+        lines.push(Finding::new(&missing.element, Level::Fail, format!("{missing}; named by a pipeline template")));
     }
     if lines.is_empty() {
         let version = gst::version_string();
         lines.push(Finding::new(
             ITEM,
-            "ok",
+            Level::Ok,
             format!("all {} elements courtbox uses are installed ({version})", elements::ELEMENTS.len()),
         ));
     }
@@ -153,16 +165,16 @@ fn signal(cfg: &LoadedConfig, window: Duration) -> Vec<Finding> {
     // A recording session has the devices: judge them from its live health instead.
     if let Ok(client) = crate::control::Client::from_config(cfg)
         && let Ok(status) = client.status()
-        && status["recording"] == true
+        && status.recording
     {
-        let health: Vec<SourceHealth> = serde_json::from_value(status["session"]["health"].clone()).unwrap_or_default();
+        let health: Vec<SourceHealth> = status.session.map(|s| s.health).unwrap_or_default();
         return judge(cfg, &health, "from the recording session in progress");
     }
     match record_briefly(cfg, window) {
         Ok((health, errors)) => {
             let mut lines = judge(cfg, &health, &format!("in a {} s test recording", window.as_secs()));
             for (line, error) in lines.iter_mut().zip(&errors) {
-                if line.level == "fail"
+                if line.level == Level::Fail
                     && let Some(e) = error
                 {
                     line.message.push_str(&format!("; device error: {e}"));
@@ -170,16 +182,19 @@ fn signal(cfg: &LoadedConfig, window: Duration) -> Vec<Finding> {
             }
             lines
         }
-        Err(e) => vec![Finding::new("sources", "fail", format!("cannot start the sources: {e}"))],
+        Err(e) => vec![Finding::new("sources", Level::Fail, format!("cannot start the sources: {e}"))],
     }
 }
 
 /// Records every device for `window` into a scratch spool (deleted after) and returns the
 /// signal health of each source, and per source the last device error if any.
-fn record_briefly(cfg: &LoadedConfig, window: Duration) -> Result<(Vec<SourceHealth>, Vec<Option<String>>), String> {
-    gst::init().map_err(|e| e.to_string())?;
+fn record_briefly(
+    cfg: &LoadedConfig,
+    window: Duration,
+) -> Result<(Vec<SourceHealth>, Vec<Option<String>>), TestRecordingError> {
+    gst::init()?;
     let templates = Templates::new(cfg.pipelines_dir.clone());
-    let plans = plan_devices(&cfg.profile, &templates, &cfg.sim_audio_dir, false).map_err(|e| e.to_string())?;
+    let plans = plan_devices(&cfg.profile, &templates, &cfg.sim_audio_dir, false)?;
     let scratch = cfg.data_dir.join(format!("preflight-{}", std::process::id()));
     let (tx, rx) = std::sync::mpsc::channel();
     // Nothing of a test recording is kept: its events and files are dropped.
@@ -196,8 +211,7 @@ fn record_briefly(cfg: &LoadedConfig, window: Duration) -> Result<(Vec<SourceHea
         video_paused: None,
         alarm_after: Default::default(),
     };
-    let run = CaptureRun::start(plans, params, std::sync::Arc::new(crate::base::RealClocks::new()), tx)
-        .map_err(|e| e.to_string())?;
+    let run = CaptureRun::start(plans, params, std::sync::Arc::new(crate::base::RealClocks::new()), tx)?;
     std::thread::sleep(window);
     let health = run.health();
     let devices = run.devices();
@@ -221,35 +235,35 @@ fn judge(cfg: &LoadedConfig, health: &[SourceHealth], how: &str) -> Vec<Finding>
         .map(|s| {
             let item = format!("signal {}", s.name);
             let Some(h) = health.iter().find(|h| h.source == s.name && h.buffers > 0) else {
-                return Finding::new(&item, "fail", format!("no data {how}: device missing, busy or failing"));
+                return Finding::new(&item, Level::Fail, format!("no data {how}: device missing, busy or failing"));
             };
             match s.kind {
                 SourceKind::Video if h.black => Finding::new(
                     &item,
-                    "fail",
+                    Level::Fail,
                     format!(
                         "picture is black (mean luma {:.0}) {how}: lens covered, camera off or wrong input?",
                         h.mean_luma.unwrap_or(0.0)
                     ),
                 ),
                 SourceKind::Video if h.frozen => {
-                    Finding::new(&item, "fail", format!("picture is frozen {how}: camera hung or a still image?"))
+                    Finding::new(&item, Level::Fail, format!("picture is frozen {how}: camera hung or a still image?"))
                 }
                 SourceKind::Video => Finding::new(
                     &item,
-                    "ok",
+                    Level::Ok,
                     format!("moving picture, mean luma {:.0} ({how})", h.mean_luma.unwrap_or(0.0)),
                 ),
                 SourceKind::Audio if h.silent || h.level_dbfs.is_none() => Finding::new(
                     &item,
-                    "fail",
+                    Level::Fail,
                     format!(
                         "no signal (level {:.0} dBFS) {how}: microphone unplugged, switched off or muted?",
                         h.level_dbfs.unwrap_or(-150.0)
                     ),
                 ),
                 SourceKind::Audio => {
-                    Finding::new(&item, "ok", format!("level {:.0} dBFS ({how})", h.level_dbfs.unwrap_or(-150.0)))
+                    Finding::new(&item, Level::Ok, format!("level {:.0} dBFS ({how})", h.level_dbfs.unwrap_or(-150.0)))
                 }
             }
         })
@@ -260,7 +274,7 @@ fn disk(cfg: &LoadedConfig) -> Finding {
     const ITEM: &str = "disk";
     let (free, _) = match crate::upload::free_space(&cfg.data_dir) {
         Ok(f) => f,
-        Err(e) => return Finding::new(ITEM, "fail", format!("{}: {e}", cfg.data_dir.display())),
+        Err(e) => return Finding::new(ITEM, Level::Fail, format!("{}: {e}", cfg.data_dir.display())),
     };
     let p = &cfg.profile;
     let kbps: u64 = p
@@ -276,48 +290,54 @@ fn disk(cfg: &LoadedConfig) -> Finding {
     );
     let d = &cfg.config.disk;
     if free < d.critical_free_mib << 20 {
-        Finding::new(ITEM, "fail", format!("{text}; below disk.critical_free_mib: cameras would pause"))
+        Finding::new(ITEM, Level::Fail, format!("{text}; below disk.critical_free_mib: cameras would pause"))
     } else if free < d.warn_free_mib << 20 {
-        Finding::new(ITEM, "warn", format!("{text}; below disk.warn_free_mib"))
+        Finding::new(ITEM, Level::Warn, format!("{text}; below disk.warn_free_mib"))
     } else {
-        Finding::new(ITEM, "ok", text)
+        Finding::new(ITEM, Level::Ok, text)
     }
 }
 
 /// The kernel's NTP state: synchronised or not, and the estimated error.
 fn clock() -> Finding {
     const ITEM: &str = "clock";
+    // nix 0.31 wraps no adjtimex (nor clock_adjtime), so this stays a libc call.
     // SAFETY: timex is a plain C struct of integers, for which all-zero bytes are valid.
     let mut tx: libc::timex = unsafe { std::mem::zeroed() };
-    // SAFETY: modes = 0 only reads the kernel's clock state into `tx`.
+    // SAFETY: `tx` is a live, exclusively borrowed timex for the whole call; with modes = 0
+    // the kernel only reads its clock state into it and changes nothing.
     let state = unsafe { libc::adjtimex(&mut tx) };
     if state < 0 {
-        return Finding::new(ITEM, "warn", format!("cannot read the clock state: {}", std::io::Error::last_os_error()));
+        return Finding::new(
+            ITEM,
+            Level::Warn,
+            format!("cannot read the clock state: {}", std::io::Error::last_os_error()),
+        );
     }
     let unsynchronised = state == libc::TIME_ERROR || tx.status & libc::STA_UNSYNC != 0;
     if unsynchronised {
         Finding::new(
             ITEM,
-            "warn",
+            Level::Warn,
             "not synchronised by NTP: wall times in the record may be off (media time is not affected); \
              check timedatectl and the network"
                 .into(),
         )
     } else {
-        Finding::new(ITEM, "ok", format!("synchronised by NTP (estimated error {} ms)", tx.esterror / 1000))
+        Finding::new(ITEM, Level::Ok, format!("synchronised by NTP (estimated error {} ms)", tx.esterror / 1000))
     }
 }
 
 fn model(cfg: &LoadedConfig) -> Finding {
     const ITEM: &str = "speech model";
     if !cfg.config.stt.enabled {
-        return Finding::new(ITEM, "ok", "captions disabled (stt.enabled = false)".into());
+        return Finding::new(ITEM, Level::Ok, "captions disabled (stt.enabled = false)".into());
     }
     let s = crate::stt::SttSettings::from_config(cfg);
     let Some(sha) = &s.model_sha256 else {
         return Finding::new(
             ITEM,
-            "fail",
+            Level::Fail,
             format!(
                 "{} is not a pinned model: set stt.model_sha256 (sha256sum {})",
                 s.model.display(),
@@ -326,7 +346,7 @@ fn model(cfg: &LoadedConfig) -> Finding {
         );
     };
     match crate::stt::models::check_file(&s.model, sha, &s.model_name) {
-        Ok(()) => Finding::new(ITEM, "ok", format!("{} present, SHA-256 verified", s.model.display())),
-        Err(e) => Finding::new(ITEM, "fail", format!("{e}; recording works, captions would not")),
+        Ok(()) => Finding::new(ITEM, Level::Ok, format!("{} present, SHA-256 verified", s.model.display())),
+        Err(e) => Finding::new(ITEM, Level::Fail, format!("{e}; recording works, captions would not")),
     }
 }

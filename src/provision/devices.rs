@@ -2,8 +2,19 @@
 //! audio inputs (with channels and rates), from GStreamer's device monitor, which asks
 //! v4l2, ALSA and PulseAudio. Zero devices is a normal answer.
 
+use crate::config::AudioSourceKind;
 use gst::prelude::*;
 use serde::Serialize;
+use thiserror::Error;
+
+/// Why the device monitor could not be asked.
+#[derive(Debug, Error)]
+pub enum DiscoverError {
+    #[error("{0}")]
+    Init(#[from] gst::glib::Error),
+    #[error("the device monitor did not start: {0}")]
+    Monitor(gst::glib::BoolError),
+}
 
 #[derive(Debug, Clone, Serialize)]
 pub struct CameraInfo {
@@ -17,8 +28,8 @@ pub struct CameraInfo {
 #[derive(Debug, Clone, Serialize)]
 pub struct AudioInputInfo {
     pub name: String,
-    /// `alsa` or `pulse`.
-    pub api: String,
+    /// `alsa` or `pulse` (never `sim`): what the profile's `source` key takes.
+    pub api: AudioSourceKind,
     /// What the profile's `device` key takes.
     pub device: Option<String>,
     pub channels: u32,
@@ -74,12 +85,12 @@ fn camera_modes(caps: &gst::Caps) -> Vec<String> {
 }
 
 /// Asks the device monitor for every camera and audio input.
-pub fn discover() -> Result<Inventory, String> {
-    gst::init().map_err(|e| e.to_string())?;
+pub fn discover() -> Result<Inventory, DiscoverError> {
+    gst::init()?;
     let monitor = gst::DeviceMonitor::new();
     monitor.add_filter(Some("Video/Source"), None);
     monitor.add_filter(Some("Audio/Source"), None);
-    monitor.start().map_err(|e| format!("the device monitor did not start: {e}"))?;
+    monitor.start().map_err(DiscoverError::Monitor)?;
     let devices = monitor.devices();
     monitor.stop();
     let mut inventory = Inventory::default();
@@ -95,7 +106,7 @@ pub fn discover() -> Result<Inventory, String> {
         } else if d.has_classes("Audio/Source") {
             let element = d.create_element(None).ok();
             let factory = element.as_ref().and_then(|e| e.factory()).map(|f| f.name().to_string()).unwrap_or_default();
-            let api = if factory.starts_with("pulse") { "pulse" } else { "alsa" };
+            let api = if factory.starts_with("pulse") { AudioSourceKind::Pulse } else { AudioSourceKind::Alsa };
             // What the element opens: PulseAudio's source name or ALSA's device string.
             let device = element.as_ref().and_then(|e| {
                 if e.has_property("device") { e.property_value("device").get::<String>().ok() } else { None }
@@ -103,7 +114,7 @@ pub fn discover() -> Result<Inventory, String> {
             let raw = caps.iter().find(|s| s.name() == "audio/x-raw");
             let channels = raw.and_then(|s| int_field(s, "channels", 2)).unwrap_or(1).max(1) as u32;
             let sample_rate = raw.and_then(|s| int_field(s, "rate", 48_000)).unwrap_or(48_000) as u32;
-            inventory.audio_inputs.push(AudioInputInfo { name, api: api.into(), device, channels, sample_rate });
+            inventory.audio_inputs.push(AudioInputInfo { name, api, device, channels, sample_rate });
         }
     }
     Ok(inventory)
@@ -183,7 +194,7 @@ mod tests {
             }],
             audio_inputs: vec![AudioInputInfo {
                 name: "USB interface".into(),
-                api: "alsa".into(),
+                api: AudioSourceKind::Alsa,
                 device: Some("hw:CARD=Interface,DEV=0".into()),
                 channels: 4,
                 sample_rate: 48_000,

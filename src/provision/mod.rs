@@ -58,7 +58,7 @@ pub struct Provisioned {
     /// SHA-256 of the raw public key: what the central registry compares.
     pub fingerprint: String,
     /// Objects written (or found identical) in central storage, or why registration failed.
-    pub registered: Result<Vec<String>, String>,
+    pub registered: Result<Vec<String>, UploadError>,
 }
 
 /// The old key's signed hand-over to the new one (`provision --force`): which key replaces it
@@ -187,14 +187,18 @@ pub fn provision(req: &ProvisionRequest) -> Result<Provisioned, ProvisionError> 
             let bytes = SignedDoc::sign(&rotation, &old, crate::integrity::Context::KeyRotation).to_bytes();
             let local = data_dir.join(format!("key-rotation-{}.rec", rotation.old));
             std::fs::write(&local, &bytes).map_err(io(&local))?;
-            extra.push((format!("devices/{}.rotation.rec", rotation.old), bytes));
+            extra.push(Registered {
+                key: format!("devices/{}.rotation.rec", rotation.old),
+                bytes,
+                object: RegisteredObject::KeyRotation,
+            });
         }
         Some(Err(e)) => {
             tracing::warn!(error = %e, "the old device key cannot be read: no signed statement hands over to the new key")
         }
         None => {}
     }
-    let registered = register(&config_path, &public, &info, extra).map_err(|e| e.to_string());
+    let registered = register(&config_path, &public, &info, extra);
     Ok(Provisioned {
         config: config_path,
         data_dir,
@@ -211,20 +215,50 @@ fn set_mode(path: &Path, mode: u32) -> Result<(), ProvisionError> {
 
 pub use crate::integrity::fingerprint;
 
+/// What provisioning registers centrally.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RegisteredObject {
+    PublicKey,
+    /// The signed device info: it holds the time of provisioning, so provisioning again
+    /// with the same key writes different bytes, and the earlier one is kept.
+    DeviceInfo,
+    KeyRotation,
+}
+
+impl RegisteredObject {
+    fn upload_kind(self) -> crate::ledger::UploadKind {
+        match self {
+            RegisteredObject::PublicKey | RegisteredObject::DeviceInfo => crate::ledger::UploadKind::DeviceKey,
+            RegisteredObject::KeyRotation => crate::ledger::UploadKind::KeyRotation,
+        }
+    }
+}
+
+/// One object to register: its key under `{court}/{room}/`, its bytes and what it is.
+struct Registered {
+    key: String,
+    bytes: Vec<u8>,
+    object: RegisteredObject,
+}
+
 /// Writes `devices/{id}.pub` and `devices/{id}.json` once; identical objects already there
 /// are fine (provisioning again with the same key), different ones are an error.
 fn register(
     config_path: &Path,
     public: &PublicKey,
     info: &[u8],
-    extra: Vec<(String, Vec<u8>)>,
+    extra: Vec<Registered>,
 ) -> Result<Vec<String>, UploadError> {
     let cfg = config::load(config_path).map_err(|e| UploadError::Request(e.to_string()))?;
     let store = upload::open_store(&cfg)?;
     let id = public.key_id();
     let mut objects = vec![
-        (format!("devices/{id}.pub"), public.to_pem().into_bytes()),
-        (format!("devices/{id}.json"), info.to_vec()),
+        Registered {
+            key: format!("devices/{id}.pub"),
+            bytes: public.to_pem().into_bytes(),
+            object: RegisteredObject::PublicKey,
+        },
+        Registered { key: format!("devices/{id}.json"), bytes: info.to_vec(), object: RegisteredObject::DeviceInfo },
     ];
     objects.extend(extra);
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -232,12 +266,12 @@ fn register(
         .build()
         .map_err(|e| UploadError::Request(e.to_string()))?;
     let mut written = Vec::new();
-    for (key, bytes) in objects {
+    for Registered { key, bytes, object } in objects {
         let job = crate::ledger::UploadJob {
             id: 0,
             session: None,
             object_key: key.clone(),
-            kind: if key.ends_with(".rotation.rec") { "key_rotation" } else { "device_key" }.into(),
+            kind: object.upload_kind().as_str().into(),
             sha256: crate::integrity::sha256(&bytes),
             bytes: bytes.len() as u64,
             payload: crate::ledger::Payload::Content(bytes),
@@ -246,7 +280,7 @@ fn register(
         match runtime.block_on(upload::deliver(&store, &job, &cfg.data_dir, u64::MAX)) {
             Ok(_) => written.push(format!("{}/{key}", store.url)),
             // The info of an earlier provisioning with the same key differs only in its time.
-            Err(upload::Failure::Conflict(_)) if key.ends_with(".json") => {
+            Err(upload::Failure::Conflict(_)) if object == RegisteredObject::DeviceInfo => {
                 written.push(format!("{}/{key} (kept from an earlier provisioning)", store.url))
             }
             Err(upload::Failure::Retry(e) | upload::Failure::Local(e) | upload::Failure::Conflict(e)) => {

@@ -3,12 +3,13 @@
 //! unknown, so that they can still be committed.
 
 use crate::base::MediaTime;
+use crate::capture::ReadError;
 use std::path::Path;
 
 /// First and last media time in a Matroska segment file, by demuxing it (no decoding).
 /// Works on files cut short by a crash: the demuxer stops at the damage and what came
 /// before counts. `Ok(None)` means the file holds no frame at all.
-pub fn media_span(path: &Path) -> Result<Option<(MediaTime, MediaTime)>, String> {
+pub fn media_span(path: &Path) -> Result<Option<(MediaTime, MediaTime)>, ReadError> {
     let mut span: Option<(u64, u64)> = None;
     crate::capture::read_file(
         "filesrc name=src ! matroskademux ! appsink name=out sync=false",

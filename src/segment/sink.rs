@@ -55,22 +55,24 @@ impl OpenFiles {
 
 /// Background thread flushing open segment files every `interval`.
 pub struct Syncer {
-    stop: Arc<(Mutex<bool>, std::sync::Condvar)>,
+    stop: tokio_util::sync::CancellationToken,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Syncer {
-    pub fn start(files: Arc<OpenFiles>, interval: Duration) -> Syncer {
-        let stop = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
-        let stop2 = stop.clone();
+    pub fn start(files: Arc<OpenFiles>, interval: Duration, clocks: Arc<dyn crate::base::Clocks>) -> Syncer {
+        let stop = tokio_util::sync::CancellationToken::new();
+        let stopping = stop.clone();
         let thread = std::thread::Builder::new()
             .name("spool-sync".into())
             .spawn(move || {
-                let (lock, cv) = &*stop2;
-                let mut stopped = lock.lock().unwrap();
-                while !*stopped {
-                    stopped = cv.wait_timeout(stopped, interval).unwrap().0;
+                // One last sync after the stop, as before: what was written is on disk.
+                loop {
+                    let go_on = clocks.sleep_unless_cancelled(interval, &stopping);
                     files.sync_all();
+                    if !go_on {
+                        break;
+                    }
                 }
             })
             .expect("spawn spool-sync");
@@ -80,8 +82,7 @@ impl Syncer {
 
 impl Drop for Syncer {
     fn drop(&mut self) {
-        *self.stop.0.lock().unwrap() = true;
-        self.stop.1.notify_all();
+        self.stop.cancel();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }

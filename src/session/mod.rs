@@ -15,8 +15,8 @@ use crate::base::{Clocks, MediaTime};
 use crate::broadcast::{BlankReason, BroadcastStatus, Broadcaster};
 use crate::capture::{CaptureError, CaptureRun, DeviceStatus, RunParams, Templates, plan_devices};
 use crate::config::LoadedConfig;
-use crate::integrity::{Entry, Hearing, RunCause};
-use crate::ledger::{Ledger, LedgerError, NewSession};
+use crate::integrity::{Entry, Hearing, Language, RecordKind, RunCause, UnknownLanguage};
+use crate::ledger::{Ledger, LedgerError, NewSession, RunEnd};
 use crate::stt::{MicInfo, SessionSpec, Stt};
 use commit::{CommitContext, Committer};
 use serde::{Deserialize, Serialize};
@@ -54,18 +54,31 @@ pub enum SessionError {
     Capture(#[from] CaptureError),
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StartRequest {
     /// Case number as the court writes it, e.g. "2-1234/2026".
+    #[schema(max_length = 64)]
     pub case: String,
+    #[schema(max_length = 200)]
     pub title: String,
     /// Language of the hearing: kk, ru, en, or auto.
+    #[schema(pattern = "^(kk|ru|en|auto)$")]
     pub language: String,
     pub hearing: Hearing,
 }
 
+/// The codes of [`Language`], for checking text that is not parsed (a profile's microphones).
 pub const LANGUAGES: [&str; 4] = ["kk", "ru", "en", "auto"];
+
+/// A start request whose fields were checked: trimmed text, a known language.
+#[derive(Debug, Clone)]
+pub struct ValidStart {
+    pub case: String,
+    pub title: String,
+    pub language: Language,
+    pub hearing: Hearing,
+}
 
 fn check_text(field: &str, value: &str, max: usize) -> Result<String, SessionError> {
     let v = value.trim();
@@ -82,21 +95,23 @@ fn check_text(field: &str, value: &str, max: usize) -> Result<String, SessionErr
 }
 
 impl StartRequest {
-    pub fn validate(&self) -> Result<StartRequest, SessionError> {
-        if !LANGUAGES.contains(&self.language.as_str()) {
-            return Err(SessionError::Invalid(format!("language {:?} is not one of kk, ru, en, auto", self.language)));
-        }
-        Ok(StartRequest {
+    /// The language stays text on the wire, so that a bad code is answered like any other
+    /// invalid field (400, naming the field) rather than as a JSON shape error.
+    pub fn validate(&self) -> Result<ValidStart, SessionError> {
+        let language: Language =
+            self.language.parse().map_err(|e: UnknownLanguage| SessionError::Invalid(format!("language {e}")))?;
+        Ok(ValidStart {
             case: check_text("case", &self.case, 64)?,
             title: check_text("title", &self.title, 200)?,
-            language: self.language.clone(),
+            language,
             hearing: self.hearing,
         })
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SessionInfo {
+    #[schema(value_type = String, format = "uuid")]
     pub session: Uuid,
     pub run: u32,
     pub started_media: MediaTime,
@@ -107,7 +122,7 @@ pub struct SessionInfo {
 }
 
 /// A device that records nothing in this run, and why.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct NotRecording {
     pub device: String,
     pub sources: Vec<String>,
@@ -125,8 +140,9 @@ fn not_recording(capture: Option<&CaptureRun>) -> Vec<NotRecording> {
         .collect()
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StopInfo {
+    #[schema(value_type = String, format = "uuid")]
     pub session: Uuid,
     pub stopped_media: MediaTime,
     pub records: u64,
@@ -134,8 +150,9 @@ pub struct StopInfo {
     pub gaps: u64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MarkInfo {
+    #[schema(value_type = String, format = "uuid")]
     pub session: Uuid,
     pub index: u64,
     pub media: MediaTime,
@@ -147,7 +164,7 @@ pub struct Stats {
     inner: Mutex<StatsInner>,
 }
 
-#[derive(Debug, Default, Clone, Serialize)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct StatsInner {
     pub segments: u64,
     pub bytes: u64,
@@ -174,11 +191,19 @@ impl Stats {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// Whether the session in progress records; serialized as `recording` or `recess`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SessionPhase {
+    Recording,
+    /// The hearing is paused and nothing is recorded.
+    Recess,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SessionStatus {
     pub id: Uuid,
-    /// `recording`, or `recess` (the hearing is paused and nothing is recorded).
-    pub state: &'static str,
+    pub state: SessionPhase,
     /// Media time at which the recess began.
     pub recess_since: Option<MediaTime>,
     /// The broadcast is muted for privacy (the record never is).
@@ -197,7 +222,7 @@ pub struct SessionStatus {
     pub stats: StatsInner,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Status {
     pub recording: bool,
     pub session: Option<SessionStatus>,
@@ -271,7 +296,7 @@ impl Recorder {
         stt: Option<Arc<Stt>>,
     ) -> Recorder {
         let templates = Templates::new(cfg.pipelines_dir.clone());
-        let broadcaster = Arc::new(Broadcaster::new(&cfg));
+        let broadcaster = Arc::new(Broadcaster::new(&cfg, clocks.clone()));
         Recorder {
             cfg,
             ledger,
@@ -484,9 +509,9 @@ impl Recorder {
         continuity.interrupted(&sources, crate::integrity::RECESS_REASON);
         let (id, run, by) = (a.session.id, a.run, by.to_string());
         *guard = Some(Active { phase: Phase::Recess { continuity, since, at: Instant::now() }, ..a });
-        let c = self.ledger.call(move |w| {
-            w.end_run_stating(id, run, recovery::RECESS_END_REASON, Entry::Recess { media: since, by })
-        })?;
+        let c = self
+            .ledger
+            .call(move |w| w.end_run_stating(id, run, RunEnd::Recess, Entry::Recess { media: since, by }))?;
         tracing::info!(session = %id, "recess: recording paused");
         Ok(MarkInfo { session: id, index: c.index, media: since })
     }
@@ -588,7 +613,7 @@ impl Recorder {
             stopped_media: stop_media,
             records: records.len() as u64,
             segments: reader.segments(id)?.len() as u64,
-            gaps: records.iter().filter(|r| r.kind == "gap").count() as u64,
+            gaps: records.iter().filter(|r| r.kind == RecordKind::Gap).count() as u64,
         })
     }
 
@@ -621,7 +646,7 @@ impl Recorder {
                 return;
             };
             self.end_capture(capture, committer, CAPTIONS_AT_SHUTDOWN);
-            if let Err(e) = self.ledger.call(move |w| w.end_run(id, run, "shutdown")) {
+            if let Err(e) = self.ledger.call(move |w| w.end_run(id, run, RunEnd::Shutdown)) {
                 tracing::error!(error = %e, "could not record the shutdown");
             }
             tracing::info!(session = %id, "daemon stopping; the session will resume on the next start");
@@ -632,7 +657,7 @@ impl Recorder {
         let active = self.active.lock().unwrap();
         let session = active.as_ref().map(|a| SessionStatus {
             id: a.session.id,
-            state: if a.capture().is_some() { "recording" } else { "recess" },
+            state: if a.capture().is_some() { SessionPhase::Recording } else { SessionPhase::Recess },
             recess_since: match &a.phase {
                 Phase::Recess { since, .. } => Some(*since),
                 Phase::Recording { .. } => None,
@@ -676,5 +701,25 @@ impl Recorder {
         } else {
             Err(SessionError::Invalid(format!("no running device named {device:?}")))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn language_codes_are_the_enum_codes() {
+        let codes: Vec<&str> = Language::ALL.iter().map(|l| l.as_str()).collect();
+        assert_eq!(codes, LANGUAGES);
+    }
+
+    #[test]
+    fn a_bad_language_is_named_in_the_same_words() {
+        let req = StartRequest { case: "1".into(), title: "t".into(), language: "xx".into(), hearing: Hearing::Open };
+        let err = req.validate().unwrap_err().to_string();
+        assert!(err.contains("language \"xx\" is not one of kk, ru, en, auto"), "{err}");
+        let ok = StartRequest { language: "kk".into(), ..req };
+        assert_eq!(ok.validate().unwrap().language, Language::Kk);
     }
 }

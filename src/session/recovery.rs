@@ -5,7 +5,7 @@
 use super::continuity::Continuity;
 use crate::base::{MediaTime, WallTime};
 use crate::integrity::{Entry, RecordBody, RunCause};
-use crate::ledger::{Ledger, LedgerError, Reader, SegmentCommit, SessionRow};
+use crate::ledger::{Ledger, LedgerError, Reader, RunEnd, SegmentCommit, SessionRow};
 use crate::segment;
 use std::collections::HashSet;
 use std::path::Path;
@@ -18,19 +18,16 @@ pub struct Interrupted {
     pub in_recess: bool,
 }
 
-/// `runs.end_reason` of a run ended by a recess.
-pub const RECESS_END_REASON: &str = "recess";
-
 pub fn find_interrupted(reader: &Reader) -> Result<Option<Interrupted>, LedgerError> {
     let Some(session) = reader.recording_session()? else { return Ok(None) };
     let runs = reader.runs(session.id)?;
     let last = runs.last();
     let cause = match last {
-        Some(r) if r.end_reason.as_deref() == Some("shutdown") => RunCause::ResumeAfterShutdown,
+        Some(r) if r.end_reason == Some(RunEnd::Shutdown) => RunCause::ResumeAfterShutdown,
         Some(r) if r.boot_id != crate::base::boot_id() => RunCause::ResumeAfterPowerLoss,
         _ => RunCause::ResumeAfterCrash,
     };
-    let in_recess = last.is_some_and(|r| r.end_reason.as_deref() == Some(RECESS_END_REASON));
+    let in_recess = last.is_some_and(|r| r.end_reason == Some(RunEnd::Recess));
     Ok(Some(Interrupted { last_run: last.map_or(0, |r| r.run), session, cause, in_recess }))
 }
 

@@ -2,11 +2,12 @@
 //! live transcription could not.
 
 use crate::base::MediaTime;
+use crate::capture::ReadError;
 use std::path::Path;
 
 /// Decodes a recorded segment file; returns runs of contiguous samples with their start
 /// (session media time, as recorded).
-pub fn decode_segment(path: &Path) -> Result<Vec<(MediaTime, Vec<f32>)>, String> {
+pub fn decode_segment(path: &Path) -> Result<Vec<(MediaTime, Vec<f32>)>, ReadError> {
     let desc = "filesrc name=src ! decodebin ! audioconvert ! audioresample \
                 ! audio/x-raw,format=F32LE,rate=16000,channels=1 ! appsink name=out sync=false";
     let mut runs: Vec<(MediaTime, Vec<f32>)> = Vec::new();

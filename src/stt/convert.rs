@@ -322,6 +322,21 @@ pub fn write_ggml<W: Write>(
     out: &mut W,
 ) -> Result<usize, ConvertError> {
     let h = hparams(m)?;
+    write_header(out, &h, wtype, vocab)?;
+    let mut c = Converter { m, wtype, w: GgmlWriter { out, written: 0 } };
+    c.whole_model_tensors()?;
+    for i in 0..h.n_audio_layer {
+        c.self_attention_block(&format!("encoder/layer_{i}"), &format!("encoder.blocks.{i}"))?;
+    }
+    for i in 0..h.n_text_layer {
+        c.self_attention_block(&format!("decoder/layer_{i}"), &format!("decoder.blocks.{i}"))?;
+        c.cross_attention_block(&format!("decoder/layer_{i}"), &format!("decoder.blocks.{i}"))?;
+    }
+    Ok(c.w.written)
+}
+
+/// The ggml header: magic, hyperparameters, mel filters and vocabulary.
+fn write_header<W: Write>(out: &mut W, h: &Hparams, wtype: WeightType, vocab: &[Vec<u8>]) -> std::io::Result<()> {
     out.write_all(&GGML_MAGIC.to_le_bytes())?;
     let ftype = wtype.ftype();
     for v in [
@@ -350,98 +365,117 @@ pub fn write_ggml<W: Write>(
         out.write_all(&(t.len() as i32).to_le_bytes())?;
         out.write_all(t)?;
     }
+    Ok(())
+}
 
-    let mut w = GgmlWriter { out, written: 0 };
-    let f32t = |name: &str| -> Result<(Vec<usize>, Data), ConvertError> {
-        let v = m.var(name)?;
+/// Copies a model's tensors into a ggml file, under whisper.cpp's names and types.
+struct Converter<'m, 'a, 'w, W: Write> {
+    m: &'m Ct2Model<'a>,
+    /// The type of the matrices.
+    wtype: WeightType,
+    w: GgmlWriter<'w, W>,
+}
+
+impl<W: Write> Converter<'_, '_, '_, W> {
+    /// A tensor as f32, in its own shape.
+    fn f32_tensor(&self, name: &str) -> Result<(Vec<usize>, Data), ConvertError> {
+        let v = self.m.var(name)?;
         Ok((v.dims.clone(), Data::F32(f32_of(v, name)?)))
-    };
-    let f16t = |name: &str| -> Result<(Vec<usize>, Data), ConvertError> {
-        let v = m.var(name)?;
-        Ok((v.dims.clone(), Data::F16(f16_of(v.data, v.dtype, name)?)))
-    };
-    // Matrices in the model's weight type.
-    let matrix = |bytes: &[u8], dtype: u8, name: &str| -> Result<Data, ConvertError> {
-        match wtype {
+    }
+
+    /// Matrices in the model's weight type.
+    fn matrix(&self, bytes: &[u8], dtype: u8, name: &str) -> Result<Data, ConvertError> {
+        match self.wtype {
             WeightType::F16 => Ok(Data::F16(f16_of(bytes, dtype, name)?)),
             WeightType::Q8_0 => {
                 let probe = Variable { dims: vec![], dtype, data: bytes };
                 Ok(Data::Q8_0(quantize_q8_0(&f32_of(&probe, name)?)))
             }
         }
-    };
-    let put = |w: &mut GgmlWriter<W>, to: &str, t: (Vec<usize>, Data)| w.tensor(to, &t.0, t.1);
-
-    // Convolutions: weights f16; biases f32 shaped (n, 1).
-    for c in ["conv1", "conv2"] {
-        put(&mut w, &format!("encoder.{c}.weight"), f16t(&format!("encoder/{c}/weight"))?)?;
-        let (dims, data) = f32t(&format!("encoder/{c}/bias"))?;
-        w.tensor(&format!("encoder.{c}.bias"), &[dims[0], 1], data)?;
     }
-    put(&mut w, "encoder.positional_embedding", f32t("encoder/position_encodings/encodings")?)?;
-    put(&mut w, "decoder.positional_embedding", f32t("decoder/position_encodings/encodings")?)?;
-    let emb = m.var("decoder/embeddings/weight")?;
-    w.tensor("decoder.token_embedding.weight", &emb.dims, matrix(emb.data, emb.dtype, "embeddings")?)?;
-    put(&mut w, "encoder.ln_post.weight", f32t("encoder/layer_norm/gamma")?)?;
-    put(&mut w, "encoder.ln_post.bias", f32t("encoder/layer_norm/beta")?)?;
-    put(&mut w, "decoder.ln.weight", f32t("decoder/layer_norm/gamma")?)?;
-    put(&mut w, "decoder.ln.bias", f32t("decoder/layer_norm/beta")?)?;
 
-    let block = |w: &mut GgmlWriter<W>, src: &str, dst: &str, cross: bool| -> Result<(), ConvertError> {
-        let ln = |w: &mut GgmlWriter<W>, from: &str, to: &str| -> Result<(), ConvertError> {
-            for (ct2, ggml) in [("gamma", "weight"), ("beta", "bias")] {
-                let v = m.var(&format!("{src}/{from}/{ct2}"))?;
-                w.tensor(&format!("{dst}.{to}.{ggml}"), &v.dims, Data::F32(f32_of(v, from)?))?;
-            }
-            Ok(())
-        };
-        let dense = |w: &mut GgmlWriter<W>, from: &str, to: &str| -> Result<(), ConvertError> {
-            let wv = m.var(&format!("{src}/{from}/weight"))?;
-            w.tensor(&format!("{dst}.{to}.weight"), &wv.dims, matrix(wv.data, wv.dtype, from)?)?;
-            let bv = m.var(&format!("{src}/{from}/bias"))?;
-            w.tensor(&format!("{dst}.{to}.bias"), &bv.dims, Data::F32(f32_of(bv, from)?))
-        };
-        // Fused projections: write the parts; whisper has no key bias (it must be zero).
-        let fused = |w: &mut GgmlWriter<W>, from: &str, to: &[&str]| -> Result<(), ConvertError> {
-            let wv = m.var(&format!("{src}/{from}/weight"))?;
-            let bv = m.var(&format!("{src}/{from}/bias"))?;
-            let (wp, bp) = (split_rows(wv, to.len()), split_rows(bv, to.len()));
-            let rows = wv.dims[0] / to.len();
-            for (i, part) in to.iter().enumerate() {
-                w.tensor(&format!("{dst}.{part}.weight"), &[rows, wv.dims[1]], matrix(wp[i], wv.dtype, from)?)?;
-                if part.ends_with("key") {
-                    if !all_zero(bv, bp[i], from)? {
-                        return Err(ConvertError::Format(format!("{src}/{from}: key bias is not zero")));
-                    }
-                } else {
-                    let b = Variable { dims: vec![rows], dtype: bv.dtype, data: bp[i] };
-                    w.tensor(&format!("{dst}.{part}.bias"), &[rows], Data::F32(f32_of(&b, from)?))?;
-                }
-            }
-            Ok(())
-        };
-        if cross {
-            ln(w, "attention/layer_norm", "cross_attn_ln")?;
-            dense(w, "attention/linear_0", "cross_attn.query")?;
-            fused(w, "attention/linear_1", &["cross_attn.key", "cross_attn.value"])?;
-            dense(w, "attention/linear_2", "cross_attn.out")
-        } else {
-            ln(w, "self_attention/layer_norm", "attn_ln")?;
-            fused(w, "self_attention/linear_0", &["attn.query", "attn.key", "attn.value"])?;
-            dense(w, "self_attention/linear_1", "attn.out")?;
-            ln(w, "ffn/layer_norm", "mlp_ln")?;
-            dense(w, "ffn/linear_0", "mlp.0")?;
-            dense(w, "ffn/linear_1", "mlp.2")
+    /// Copies the CTranslate2 tensor `from` as f32 to `to`.
+    fn copy_f32(&mut self, from: &str, to: &str) -> Result<(), ConvertError> {
+        let (dims, data) = self.f32_tensor(from)?;
+        self.w.tensor(to, &dims, data)
+    }
+
+    /// The tensors outside the blocks: convolutions, positional and token embeddings, and
+    /// the final layer norms.
+    fn whole_model_tensors(&mut self) -> Result<(), ConvertError> {
+        // Convolutions: weights f16; biases f32 shaped (n, 1).
+        for c in ["conv1", "conv2"] {
+            let name = format!("encoder/{c}/weight");
+            let v = self.m.var(&name)?;
+            self.w.tensor(&format!("encoder.{c}.weight"), &v.dims, Data::F16(f16_of(v.data, v.dtype, &name)?))?;
+            let (dims, data) = self.f32_tensor(&format!("encoder/{c}/bias"))?;
+            self.w.tensor(&format!("encoder.{c}.bias"), &[dims[0], 1], data)?;
         }
-    };
-    for i in 0..h.n_audio_layer {
-        block(&mut w, &format!("encoder/layer_{i}"), &format!("encoder.blocks.{i}"), false)?;
+        self.copy_f32("encoder/position_encodings/encodings", "encoder.positional_embedding")?;
+        self.copy_f32("decoder/position_encodings/encodings", "decoder.positional_embedding")?;
+        let emb = self.m.var("decoder/embeddings/weight")?;
+        let data = self.matrix(emb.data, emb.dtype, "embeddings")?;
+        self.w.tensor("decoder.token_embedding.weight", &emb.dims, data)?;
+        self.copy_f32("encoder/layer_norm/gamma", "encoder.ln_post.weight")?;
+        self.copy_f32("encoder/layer_norm/beta", "encoder.ln_post.bias")?;
+        self.copy_f32("decoder/layer_norm/gamma", "decoder.ln.weight")?;
+        self.copy_f32("decoder/layer_norm/beta", "decoder.ln.bias")
     }
-    for i in 0..h.n_text_layer {
-        block(&mut w, &format!("decoder/layer_{i}"), &format!("decoder.blocks.{i}"), false)?;
-        block(&mut w, &format!("decoder/layer_{i}"), &format!("decoder.blocks.{i}"), true)?;
+
+    /// An encoder block, or a decoder block's self-attention and MLP.
+    fn self_attention_block(&mut self, src: &str, dst: &str) -> Result<(), ConvertError> {
+        self.layer_norm(src, dst, "self_attention/layer_norm", "attn_ln")?;
+        self.fused(src, dst, "self_attention/linear_0", &["attn.query", "attn.key", "attn.value"])?;
+        self.dense(src, dst, "self_attention/linear_1", "attn.out")?;
+        self.layer_norm(src, dst, "ffn/layer_norm", "mlp_ln")?;
+        self.dense(src, dst, "ffn/linear_0", "mlp.0")?;
+        self.dense(src, dst, "ffn/linear_1", "mlp.2")
     }
-    Ok(w.written)
+
+    /// A decoder block's cross-attention.
+    fn cross_attention_block(&mut self, src: &str, dst: &str) -> Result<(), ConvertError> {
+        self.layer_norm(src, dst, "attention/layer_norm", "cross_attn_ln")?;
+        self.dense(src, dst, "attention/linear_0", "cross_attn.query")?;
+        self.fused(src, dst, "attention/linear_1", &["cross_attn.key", "cross_attn.value"])?;
+        self.dense(src, dst, "attention/linear_2", "cross_attn.out")
+    }
+
+    fn layer_norm(&mut self, src: &str, dst: &str, from: &str, to: &str) -> Result<(), ConvertError> {
+        for (ct2, ggml) in [("gamma", "weight"), ("beta", "bias")] {
+            let v = self.m.var(&format!("{src}/{from}/{ct2}"))?;
+            self.w.tensor(&format!("{dst}.{to}.{ggml}"), &v.dims, Data::F32(f32_of(v, from)?))?;
+        }
+        Ok(())
+    }
+
+    fn dense(&mut self, src: &str, dst: &str, from: &str, to: &str) -> Result<(), ConvertError> {
+        let wv = self.m.var(&format!("{src}/{from}/weight"))?;
+        let data = self.matrix(wv.data, wv.dtype, from)?;
+        self.w.tensor(&format!("{dst}.{to}.weight"), &wv.dims, data)?;
+        let bv = self.m.var(&format!("{src}/{from}/bias"))?;
+        self.w.tensor(&format!("{dst}.{to}.bias"), &bv.dims, Data::F32(f32_of(bv, from)?))
+    }
+
+    /// Fused projections: write the parts; whisper has no key bias (it must be zero).
+    fn fused(&mut self, src: &str, dst: &str, from: &str, to: &[&str]) -> Result<(), ConvertError> {
+        let wv = self.m.var(&format!("{src}/{from}/weight"))?;
+        let bv = self.m.var(&format!("{src}/{from}/bias"))?;
+        let (wp, bp) = (split_rows(wv, to.len()), split_rows(bv, to.len()));
+        let rows = wv.dims[0] / to.len();
+        for (i, part) in to.iter().enumerate() {
+            let data = self.matrix(wp[i], wv.dtype, from)?;
+            self.w.tensor(&format!("{dst}.{part}.weight"), &[rows, wv.dims[1]], data)?;
+            if part.ends_with("key") {
+                if !all_zero(bv, bp[i], from)? {
+                    return Err(ConvertError::Format(format!("{src}/{from}: key bias is not zero")));
+                }
+            } else {
+                let b = Variable { dims: vec![rows], dtype: bv.dtype, data: bp[i] };
+                self.w.tensor(&format!("{dst}.{part}.bias"), &[rows], Data::F32(f32_of(&b, from)?))?;
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

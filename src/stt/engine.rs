@@ -1,5 +1,7 @@
 //! whisper.cpp through whisper-rs. One context (the weights) per daemon; each thread that
 //! transcribes owns a state. Blocking and CPU-heavy: only ever called on STT threads.
+//! The speech service sees only the `Recognizer` trait, so that its scheduling is tested
+//! without a model file.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -35,6 +37,40 @@ pub struct Transcript {
 impl Transcript {
     pub fn text(&self) -> String {
         self.segments.iter().map(|s| s.text.trim()).collect::<Vec<_>>().join(" ")
+    }
+}
+
+/// What the speech service needs of a speech engine: whisper in the daemon, a scripted
+/// stand-in in the service's tests.
+pub trait Recognizer: Send {
+    /// Transcribes 16 kHz mono audio in `language` (a whisper code or "auto"), `context`
+    /// being what the same speaker said just before.
+    fn transcribe(&mut self, samples: &[f32], language: &str, context: Option<&str>)
+    -> Result<Transcript, EngineError>;
+}
+
+/// A whisper model with the state of the one thread that uses it.
+pub struct Whisper {
+    engine: Engine,
+    state: WhisperState,
+}
+
+impl Whisper {
+    pub fn load(path: &Path, threads: u32, slowdown: u32) -> Result<Whisper, EngineError> {
+        let engine = Engine::load(path, threads, slowdown)?;
+        let state = engine.new_state()?;
+        Ok(Whisper { engine, state })
+    }
+}
+
+impl Recognizer for Whisper {
+    fn transcribe(
+        &mut self,
+        samples: &[f32],
+        language: &str,
+        context: Option<&str>,
+    ) -> Result<Transcript, EngineError> {
+        self.engine.transcribe(&mut self.state, samples, language, context)
     }
 }
 

@@ -7,8 +7,11 @@ pub mod convert;
 pub mod engine;
 pub mod mel;
 pub mod models;
+pub mod schedule;
 mod service;
 pub mod stream;
 pub mod text;
 
-pub use service::{CaptionEvent, MicInfo, SessionSpec, Stt, SttSettings, SttStatus, TrackStatus};
+pub use service::{
+    CaptionEvent, CaptionKind, LoadRecognizer, MicInfo, SessionSpec, Stt, SttSettings, SttState, SttStatus, TrackStatus,
+};

@@ -9,20 +9,21 @@
 //! backlog is worked off whenever nothing live is waiting, during or after the session.
 
 use super::audio;
-use super::engine::Engine;
-use super::stream::{Job, JobKind, StreamConfig, TrackStream};
+use super::engine::{Recognizer, Whisper};
+use super::schedule::{Behind, BehindCause, LiveSchedule, Mic, Work, samples_duration};
+use super::stream::{Job, StreamConfig, TrackStream};
 use crate::base::{Clocks, MediaTime};
 use crate::capture::{AudioChunk, AudioTap};
 use crate::config::{LoadedConfig, Role};
 use crate::integrity::{CaptionItem, CaptionOrigin, Entry, RecordBody};
 use crate::ledger::Ledger;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
@@ -76,11 +77,30 @@ impl SttSettings {
     }
 }
 
+/// Whether a caption may still change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CaptionKind {
+    /// The newest words of an utterance still being spoken: shown, never recorded.
+    Partial,
+    /// Committed to the record.
+    Final,
+}
+
+impl CaptionKind {
+    /// The name of the server-sent event that carries it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CaptionKind::Partial => "partial",
+            CaptionKind::Final => "final",
+        }
+    }
+}
+
 /// A caption as live listeners (panel, terminal) see it.
 #[derive(Debug, Clone, Serialize)]
 pub struct CaptionEvent {
-    /// "partial" (may still change) or "final" (committed to the record).
-    pub kind: &'static str,
+    pub kind: CaptionKind,
     pub session: Uuid,
     pub source: String,
     pub role: Option<Role>,
@@ -96,7 +116,7 @@ pub struct CaptionEvent {
     pub audio_ms: u32,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct TrackStatus {
     /// Speech waiting to be transcribed, in seconds.
     pub waiting_seconds: f64,
@@ -104,10 +124,36 @@ pub struct TrackStatus {
     pub delayed: bool,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// Whether captions can be made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SttState {
+    /// The model is being checked and loaded.
+    Loading,
+    Ready,
+    /// No model: recording goes on, captions come later from the backlog.
+    Unavailable,
+}
+
+impl SttState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SttState::Loading => "loading",
+            SttState::Ready => "ready",
+            SttState::Unavailable => "unavailable",
+        }
+    }
+}
+
+impl std::fmt::Display for SttState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SttStatus {
-    /// "loading", "ready", "unavailable".
-    pub state: String,
+    pub state: SttState,
     /// Why captions are unavailable, with the command that fixes it.
     pub reason: Option<String>,
     pub model: String,
@@ -157,7 +203,8 @@ pub struct Stt {
 }
 
 impl Stt {
-    /// Starts the service; the model loads on its thread. `mics` bounds the audio queue.
+    /// Starts the service; the whisper model loads on its thread. `mics` bounds the audio
+    /// queue.
     pub fn start(
         settings: SttSettings,
         ledger: Arc<Ledger>,
@@ -165,13 +212,25 @@ impl Stt {
         clocks: Arc<dyn Clocks>,
         mics: usize,
     ) -> Stt {
+        Stt::start_with(settings, ledger, data_dir, clocks, mics, Box::new(load_whisper))
+    }
+
+    /// Starts the service with another speech engine (tests: a scripted one, no model).
+    pub fn start_with(
+        settings: SttSettings,
+        ledger: Arc<Ledger>,
+        data_dir: PathBuf,
+        clocks: Arc<dyn Clocks>,
+        mics: usize,
+        loader: LoadRecognizer,
+    ) -> Stt {
         let (ctl_tx, ctl_rx) = std::sync::mpsc::channel();
         // About `queue` seconds of 10 ms chunks for every microphone.
         let capacity = (settings.queue.as_secs() as usize * 100 * mics.max(1)).max(1000);
         let (audio_tx, audio_rx) = std::sync::mpsc::sync_channel(capacity);
         let (events, _) = broadcast::channel(256);
         let status = Arc::new(Mutex::new(SttStatus {
-            state: "loading".into(),
+            state: SttState::Loading,
             reason: None,
             model: settings.model.display().to_string(),
             tracks: BTreeMap::new(),
@@ -186,6 +245,7 @@ impl Stt {
             clocks,
             events: events.clone(),
             status: status.clone(),
+            loader,
             engine: None,
             live: None,
             backlog: VecDeque::new(),
@@ -249,36 +309,29 @@ impl Stt {
     }
 }
 
-struct LiveTrack {
-    role: Option<Role>,
-    /// Whisper language for this microphone.
-    language: String,
-    stream: TrackStream,
-    finals: VecDeque<Job>,
-    partial: Option<Job>,
-    batch: Vec<CaptionItem>,
-    batch_language: String,
-    batch_opened: Option<Instant>,
-    /// End of the newest audio received: the live edge.
-    edge: MediaTime,
-    expected: Option<MediaTime>,
-    /// The last final text and where it ended: context for the next phrase.
-    context: Option<(MediaTime, String)>,
-}
+/// Loads the speech engine, or says why captions are unavailable (with the fix).
+pub type LoadRecognizer = Box<dyn FnMut(&SttSettings) -> Result<Box<dyn Recognizer>, String> + Send>;
 
-/// A phrase that starts within this of the previous one continues its sentence.
-const CONTEXT_GAP: Duration = Duration::from_secs(2);
-
-impl LiveTrack {
-    fn context_for(&self, job: &Job) -> Option<String> {
-        let (end, text) = self.context.as_ref()?;
-        (job.start.saturating_sub(*end) < CONTEXT_GAP).then(|| text.clone())
+/// The daemon's engine: the pinned whisper model, its SHA-256 checked first.
+fn load_whisper(s: &SttSettings) -> Result<Box<dyn Recognizer>, String> {
+    match &s.model_sha256 {
+        Some(sha) => super::models::check_file(&s.model, sha, &s.model_name).map_err(|e| e.to_string())?,
+        None => {
+            return Err(format!(
+                "{} is not a pinned model: set stt.model_sha256 to its SHA-256 (sha256sum {})",
+                s.model.display(),
+                s.model.display()
+            ));
+        }
     }
+    let whisper = Whisper::load(&s.model, s.threads, s.slowdown).map_err(|e| e.to_string())?;
+    Ok(Box::new(whisper))
 }
 
+/// The live session: which one, and its schedule.
 struct Live {
     spec: SessionSpec,
-    tracks: BTreeMap<String, LiveTrack>,
+    schedule: LiveSchedule,
 }
 
 /// An interval to transcribe from the recording, and the `captions_behind` record it resolves.
@@ -301,6 +354,8 @@ struct Cursor {
     language: String,
 }
 
+/// The service's thread: the I/O shell around `LiveSchedule` (what to transcribe when) and
+/// the backlog. It owns the engine, writes the ledger and publishes events and status.
 struct Worker {
     settings: SttSettings,
     ledger: Arc<Ledger>,
@@ -308,7 +363,8 @@ struct Worker {
     clocks: Arc<dyn Clocks>,
     events: broadcast::Sender<CaptionEvent>,
     status: Arc<Mutex<SttStatus>>,
-    engine: Option<(Engine, whisper_rs::WhisperState)>,
+    loader: LoadRecognizer,
+    engine: Option<Box<dyn Recognizer>>,
     live: Option<Live>,
     backlog: VecDeque<BacklogItem>,
     cursor: Option<Cursor>,
@@ -317,23 +373,9 @@ struct Worker {
 /// Niceness of the speech-to-text threads (capture runs at 0).
 const STT_NICE: i32 = 10;
 
-/// Commit a batch of finals when it has this many captions or is this old.
-const BATCH_MAX: usize = 8;
-const BATCH_AGE: Duration = Duration::from_secs(10);
-
-fn samples_duration(n: usize) -> Duration {
-    Duration::from_nanos(n as u64 * 62_500)
-}
-
 impl Worker {
     fn run(mut self, ctl: Receiver<Control>, audio: Receiver<AudioChunk>) {
-        // Capture comes first: on a busy box transcription waits, the recording never does.
-        // Whisper's worker threads are created from this one and inherit its niceness.
-        // SAFETY: setpriority on this thread's own id has no memory effects.
-        let niced = unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, STT_NICE) };
-        if niced != 0 {
-            tracing::warn!("could not lower the priority of speech to text");
-        }
+        lower_priority();
         self.load_model();
         loop {
             match ctl.try_recv() {
@@ -347,7 +389,7 @@ impl Worker {
             for chunk in audio.try_iter().take(2000) {
                 self.on_audio(chunk);
             }
-            if self.run_final() || self.run_partial() {
+            if self.run_live() {
                 continue;
             }
             self.commit_batches(false);
@@ -364,30 +406,17 @@ impl Worker {
     }
 
     fn load_model(&mut self) {
-        let s = &self.settings;
-        let checked = match &s.model_sha256 {
-            Some(sha) => super::models::check_file(&s.model, sha, &s.model_name).map_err(|e| e.to_string()),
-            None => Err(format!(
-                "{} is not a pinned model: set stt.model_sha256 to its SHA-256 (sha256sum {})",
-                s.model.display(),
-                s.model.display()
-            )),
-        };
-        let loaded = checked.and_then(|_| {
-            let engine = Engine::load(&s.model, s.threads, s.slowdown).map_err(|e| e.to_string())?;
-            let state = engine.new_state().map_err(|e| e.to_string())?;
-            Ok((engine, state))
-        });
+        let loaded = (self.loader)(&self.settings);
         let mut st = self.status.lock().unwrap();
         match loaded {
-            Ok(e) => {
-                self.engine = Some(e);
-                st.state = "ready".into();
+            Ok(engine) => {
+                self.engine = Some(engine);
+                st.state = SttState::Ready;
                 st.reason = None;
-                tracing::info!(model = %s.model.display(), "speech model loaded");
+                tracing::info!(model = %self.settings.model.display(), "speech model loaded");
             }
             Err(reason) => {
-                st.state = "unavailable".into();
+                st.state = SttState::Unavailable;
                 tracing::error!(%reason, "captions unavailable; recording continues without them");
                 st.reason = Some(reason);
             }
@@ -398,38 +427,25 @@ impl Worker {
         match c {
             Control::Start(spec) => {
                 // Whatever is left of an earlier run is already in the backlog.
-                self.live = None;
                 let session = spec.id;
-                self.live = Some(Live {
-                    tracks: spec
-                        .mics
-                        .iter()
-                        .map(|m| {
-                            let t = LiveTrack {
-                                role: m.role,
-                                language: self.settings.language_of(&m.source, &spec.language),
-                                stream: TrackStream::new(self.settings.stream.clone()),
-                                finals: VecDeque::new(),
-                                partial: None,
-                                batch: Vec::new(),
-                                batch_language: String::new(),
-                                batch_opened: None,
-                                edge: MediaTime::ZERO,
-                                expected: None,
-                                context: None,
-                            };
-                            (m.source.clone(), t)
-                        })
-                        .collect(),
-                    spec,
-                });
+                let mics = spec
+                    .mics
+                    .iter()
+                    .map(|m| Mic {
+                        source: m.source.clone(),
+                        role: m.role,
+                        language: self.settings.language_of(&m.source, &spec.language),
+                    })
+                    .collect();
+                let schedule = LiveSchedule::new(mics, &self.settings.stream, self.settings.queue);
+                self.live = Some(Live { spec, schedule });
                 self.queue_pending(session);
             }
             Control::FinishRun { run_start, run_end, deadline, reply } => {
                 for chunk in audio.try_iter() {
                     self.on_audio(chunk);
                 }
-                self.finish_run(run_start, run_end, Instant::now() + deadline);
+                self.finish_run(run_start, run_end, self.clocks.monotonic() + deadline);
                 let _ = reply.send(());
             }
             Control::Transcribe { session, reply } => {
@@ -447,61 +463,31 @@ impl Worker {
     }
 
     fn on_audio(&mut self, chunk: AudioChunk) {
-        let has_engine = self.engine.is_some();
-        let mut behind = Vec::new();
+        let transcribing = self.engine.is_some();
         let Some(live) = self.live.as_mut() else { return };
-        let Some(track) = live.tracks.get_mut(&chunk.source) else { return };
-        let end = MediaTime(chunk.start.0 + samples_duration(chunk.samples.len()).as_nanos() as u64);
-        track.edge = track.edge.max(end);
-        if !has_engine {
-            return;
-        }
-        // A hole means the queue overflowed while transcription was busy: that speech is
-        // transcribed later from the recording.
-        if let Some(expected) = track.expected
-            && chunk.start.0 > expected.0 + 40_000_000
-        {
-            behind.push((
-                chunk.source.clone(),
-                expected,
-                chunk.start,
-                "speech audio overflowed the transcription queue",
-            ));
-        }
-        track.expected = Some(end);
-        for job in track.stream.push(chunk.start, &chunk.samples) {
-            match job.kind {
-                JobKind::Final => track.finals.push_back(job),
-                JobKind::Partial => track.partial = Some(job),
-            }
-        }
-        // Shed the oldest waiting speech if more than the queue allows is waiting.
-        let waiting: usize = track.finals.iter().map(|j| j.samples.len()).sum();
-        if samples_duration(waiting) > self.settings.queue
-            && let Some(old) = track.finals.pop_front()
-        {
-            behind.push((chunk.source.clone(), old.start, old.end(), "transcription fell behind"));
-        }
-        for (source, start, end, why) in behind {
-            self.record_behind(&source, start, end, why);
+        let behind = live.schedule.on_audio(&chunk.source, chunk.start, &chunk.samples, transcribing);
+        for b in behind {
+            self.record_behind(b);
         }
     }
 
-    /// Records that `source` from `start` to `end` will be transcribed later, and queues it.
-    fn record_behind(&mut self, source: &str, start: MediaTime, end: MediaTime, why: &str) {
+    /// Records that speech will be transcribed later from the recording, and queues it.
+    fn record_behind(&mut self, behind: Behind) {
         let Some(live) = self.live.as_ref() else { return };
         let session = live.spec.id;
+        let Behind { source, start, end, cause } = behind;
+        let why = cause.describe();
         let reason = format!("{why}; transcribed later from the recording");
-        let entry = Entry::CaptionsBehind { source: source.to_string(), media_start: start, media_end: end, reason };
+        let entry = Entry::CaptionsBehind { source: source.clone(), media_start: start, media_end: end, reason };
         match self.ledger.call(move |w| w.append(session, entry)) {
             Ok(c) => {
                 tracing::warn!(%source, from = %start, to = %end, "captions behind: {why}");
-                let track = &live.tracks[source];
+                let track = live.schedule.track(&source);
                 self.backlog.push_back(BacklogItem {
                     session,
-                    source: source.to_string(),
-                    role: track.role,
-                    language: track.language.clone(),
+                    role: track.and_then(|t| t.role),
+                    language: track.map(|t| t.language.clone()).unwrap_or_default(),
+                    source,
                     record: c.index,
                     start,
                     end,
@@ -511,62 +497,46 @@ impl Worker {
         }
     }
 
-    /// Runs the oldest waiting final, if any.
-    fn run_final(&mut self) -> bool {
+    /// Runs the next live job (a final, else a partial); false when none waits.
+    fn run_live(&mut self) -> bool {
         let Some(live) = self.live.as_mut() else { return false };
-        let Some(source) = live
-            .tracks
-            .iter()
-            .filter_map(|(s, t)| t.finals.front().map(|j| (j.start, s.clone())))
-            .min()
-            .map(|(_, s)| s)
-        else {
-            return false;
-        };
-        let track = live.tracks.get_mut(&source).expect("chosen from the map");
-        let job = track.finals.pop_front().expect("has a front");
-        if track.partial.as_ref().is_some_and(|p| p.utterance == job.utterance) {
-            track.partial = None;
+        match live.schedule.next_work() {
+            Some(Work::Final { source, job }) => self.final_captions(&source, &job),
+            Some(Work::Partial { source, job }) => self.partial_caption(&source, &job),
+            None => return false,
         }
-        let language = track.language.clone();
-        self.final_captions(&source, &job, &language);
         true
     }
 
-    fn final_captions(&mut self, source: &str, job: &Job, language: &str) {
-        let context = self.live.as_ref().and_then(|l| l.tracks[source].context_for(job));
-        let Some((engine, state)) = self.engine.as_mut() else { return };
-        let transcript = match engine.transcribe(state, &job.samples, language, context.as_deref()) {
+    fn final_captions(&mut self, source: &str, job: &Job) {
+        let Some(live) = self.live.as_ref() else { return };
+        let Some(track) = live.schedule.track(source) else { return };
+        let (language, role, context) = (track.language.clone(), track.role, track.context_for(job));
+        let Some(engine) = self.engine.as_mut() else { return };
+        let transcript = match engine.transcribe(&job.samples, &language, context.as_deref()) {
             Ok(t) => t,
             Err(e) => return self.note_error(e.to_string()),
         };
-        let Some(live) = self.live.as_mut() else { return };
-        let session = live.spec.id;
-        let track = live.tracks.get_mut(source).expect("known source");
-        let delayed = track.edge.saturating_sub(job.end()) > self.settings.delayed_after;
-        if !track.batch.is_empty() && track.batch_language != transcript.language {
-            let _ = self.commit_track(source);
-        }
         let live = self.live.as_mut().expect("still live");
-        let track = live.tracks.get_mut(source).expect("known source");
-        track.batch_language = transcript.language.clone();
-        if !transcript.segments.is_empty() {
-            // The last ~200 characters are plenty of context and keep the prompt short.
-            let text = transcript.text();
-            let tail = text.char_indices().rev().nth(200).map_or(0, |(i, _)| i);
-            track.context = Some((job.end(), text[tail..].to_string()));
-        }
-        let mut events = Vec::new();
-        for item in caption_items(job, &transcript, self.clocks.wall(), delayed) {
-            let mut e = event("final", session, source, track.role, &transcript.language, &item, CaptionOrigin::Live);
-            e.decode_ms = transcript.elapsed.as_millis() as u32;
-            e.audio_ms = samples_duration(job.samples.len()).as_millis() as u32;
-            events.push(e);
-            track.batch_opened.get_or_insert_with(Instant::now);
-            track.batch.push(item);
+        let session = live.spec.id;
+        let delayed = live.schedule.is_delayed(source, job, self.settings.delayed_after);
+        let items = caption_items(job, &transcript, self.clocks.wall(), delayed);
+        let text = if transcript.segments.is_empty() { String::new() } else { transcript.text() };
+        let audio_ms = samples_duration(job.samples.len()).as_millis() as u32;
+        let events: Vec<CaptionEvent> = items
+            .iter()
+            .map(|item| CaptionEvent {
+                decode_ms: transcript.elapsed.as_millis() as u32,
+                audio_ms,
+                ..event(CaptionKind::Final, session, source, role, &transcript.language, item, CaptionOrigin::Live)
+            })
+            .collect();
+        let now = self.clocks.monotonic();
+        if let Some(earlier) = live.schedule.add_final(source, job, &transcript.language, &text, items, now) {
+            self.commit_live(session, earlier);
         }
         let rtf = transcript.elapsed.as_secs_f64() / samples_duration(job.samples.len()).as_secs_f64();
-        tracing::info!(%source, from = %job.start, rtf = format!("{rtf:.2}"), delayed, chars = transcript.text().chars().count(), "caption (its text is in the record, never in the log)");
+        tracing::info!(%source, from = %job.start, rtf = format!("{rtf:.2}"), delayed, chars = text.chars().count(), "caption (its text is in the record, never in the log)");
         for e in events {
             let _ = self.events.send(e);
         }
@@ -574,30 +544,20 @@ impl Worker {
         st.finals += transcript.segments.len() as u64;
         let ts = st.tracks.entry(source.to_string()).or_default();
         ts.delayed = delayed;
-        if !transcript.segments.is_empty() {
-            ts.last_caption = Some(transcript.text());
+        if !text.is_empty() {
+            ts.last_caption = Some(text);
         }
         drop(st);
         self.publish_status();
     }
 
-    /// Runs the newest partial of an utterance still being spoken, when nothing final waits.
-    fn run_partial(&mut self) -> bool {
-        let Some(live) = self.live.as_mut() else { return false };
-        if live.tracks.values().any(|t| !t.finals.is_empty()) {
-            return false;
-        }
-        let Some((source, job)) = live.tracks.iter_mut().find_map(|(s, t)| {
-            let job = t.partial.take()?;
-            (t.stream.current_utterance() == Some(job.utterance)).then(|| (s.clone(), job))
-        }) else {
-            return false;
-        };
-        let track = &live.tracks[&source];
-        let (session, language, role) = (live.spec.id, track.language.clone(), track.role);
-        let context = live.tracks[&source].context_for(&job);
-        let Some((engine, state)) = self.engine.as_mut() else { return false };
-        match engine.transcribe(state, &job.samples, &language, context.as_deref()) {
+    fn partial_caption(&mut self, source: &str, job: &Job) {
+        let Some(live) = self.live.as_ref() else { return };
+        let Some(track) = live.schedule.track(source) else { return };
+        let (session, language, role, context) =
+            (live.spec.id, track.language.clone(), track.role, track.context_for(job));
+        let Some(engine) = self.engine.as_mut() else { return };
+        match engine.transcribe(&job.samples, &language, context.as_deref()) {
             Ok(t) if !t.segments.is_empty() => {
                 let item = CaptionItem {
                     media_start: job.start,
@@ -608,87 +568,58 @@ impl Worker {
                         * 1000.0) as u16,
                     delayed: false,
                 };
-                let _ =
-                    self.events.send(event("partial", session, &source, role, &t.language, &item, CaptionOrigin::Live));
+                let e = event(CaptionKind::Partial, session, source, role, &t.language, &item, CaptionOrigin::Live);
+                let _ = self.events.send(e);
             }
             Ok(_) => {}
             Err(e) => self.note_error(e.to_string()),
         }
-        true
     }
 
-    fn commit_track(&mut self, source: &str) -> Result<(), String> {
-        let Some(live) = self.live.as_mut() else { return Ok(()) };
-        let session = live.spec.id;
-        let track = live.tracks.get_mut(source).expect("known source");
-        if track.batch.is_empty() {
-            return Ok(());
-        }
+    /// Commits a batch of live finals as one signed `captions` record.
+    fn commit_live(&mut self, session: Uuid, batch: super::schedule::Batch) {
+        let source = batch.source.clone();
         let entry = Entry::Captions {
-            source: source.to_string(),
-            role: track.role,
-            language: track.batch_language.clone(),
+            source: batch.source,
+            role: batch.role,
+            language: batch.language,
             origin: CaptionOrigin::Live,
             backlog_of: None,
-            items: std::mem::take(&mut track.batch),
+            items: batch.items,
         };
-        track.batch_opened = None;
-        self.ledger.call(move |w| w.commit_captions(session, entry)).map(|_| ()).map_err(|e| e.to_string())
+        if let Err(e) = self.ledger.call(move |w| w.commit_captions(session, entry)) {
+            self.note_error(format!("cannot commit captions of {source}: {e}"));
+        }
     }
 
     fn commit_batches(&mut self, force: bool) {
-        let due: Vec<String> = match self.live.as_ref() {
-            None => return,
-            Some(live) => live
-                .tracks
-                .iter()
-                .filter(|(_, t)| {
-                    !t.batch.is_empty()
-                        && (force
-                            || t.batch.len() >= BATCH_MAX
-                            || t.batch_opened.is_some_and(|o| o.elapsed() >= BATCH_AGE))
-                })
-                .map(|(s, _)| s.clone())
-                .collect(),
-        };
-        for source in due {
-            if let Err(e) = self.commit_track(&source) {
-                self.note_error(format!("cannot commit captions of {source}: {e}"));
-            }
+        let Some(live) = self.live.as_mut() else { return };
+        let session = live.spec.id;
+        let due = live.schedule.due_batches(self.clocks.monotonic(), force);
+        let batches: Vec<_> = due.iter().filter_map(|source| live.schedule.take_batch(source)).collect();
+        for batch in batches {
+            self.commit_live(session, batch);
         }
     }
 
-    fn finish_run(&mut self, run_start: MediaTime, run_end: MediaTime, deadline: Instant) {
+    fn finish_run(&mut self, run_start: MediaTime, run_end: MediaTime, deadline: Duration) {
         let Some(live) = self.live.as_mut() else { return };
         if self.engine.is_none() {
             let why = self.status.lock().unwrap().reason.clone().unwrap_or_else(|| "speech model unavailable".into());
-            let sources: Vec<String> = live.tracks.keys().cloned().collect();
+            let sources: Vec<String> = live.schedule.sources().cloned().collect();
             for source in sources {
-                self.record_behind(&source, run_start, run_end, &format!("no captions while recording: {why}"));
+                let cause = BehindCause::NoModel(why.clone());
+                self.record_behind(Behind { source, start: run_start, end: run_end, cause });
             }
             self.live = None;
             return;
         }
-        for track in live.tracks.values_mut() {
-            if let Some(job) = track.stream.flush() {
-                track.finals.push_back(job);
-            }
-            track.partial = None;
-        }
-        while Instant::now() < deadline && self.run_final() {}
+        live.schedule.flush();
+        while self.clocks.monotonic() < deadline && self.run_live() {}
         // What could not be done in time is transcribed later.
-        let left: Vec<(String, MediaTime, MediaTime)> = self
-            .live
-            .as_mut()
-            .map(|l| {
-                l.tracks
-                    .iter_mut()
-                    .flat_map(|(s, t)| t.finals.drain(..).map(|j| (s.clone(), j.start, j.end())).collect::<Vec<_>>())
-                    .collect()
-            })
-            .unwrap_or_default();
-        for (source, start, end) in left {
-            self.record_behind(&source, start, end, "transcription still behind when recording stopped");
+        let left = self.live.as_mut().map(|l| l.schedule.drain_waiting()).unwrap_or_default();
+        for behind in left {
+            self.record_behind(behind);
         }
         self.commit_batches(true);
         self.live = None;
@@ -764,13 +695,13 @@ impl Worker {
         }
         let cursor = self.cursor.as_mut().expect("checked");
         if let Some(job) = cursor.jobs.pop_front() {
-            let (engine, state) = self.engine.as_mut().expect("checked");
-            match engine.transcribe(state, &job.samples, &cursor.item.language, None) {
+            let engine = self.engine.as_mut().expect("checked");
+            match engine.transcribe(&job.samples, &cursor.item.language, None) {
                 Ok(t) => {
                     cursor.language = t.language.clone();
                     for item in caption_items(&job, &t, self.clocks.wall(), true) {
                         let ev = event(
-                            "final",
+                            CaptionKind::Final,
                             cursor.item.session,
                             &cursor.item.source,
                             cursor.item.role,
@@ -815,8 +746,10 @@ impl Worker {
             .filter(|s| s.source == item.source)
             .collect();
         let recorded_to = segments.iter().map(|s| s.media_end_ns).max().unwrap_or(0);
-        let still_recording =
-            reader.session(item.session).map_err(|e| e.to_string())?.is_some_and(|s| s.state == "recording");
+        let still_recording = reader
+            .session(item.session)
+            .map_err(|e| e.to_string())?
+            .is_some_and(|s| s.state == crate::ledger::SessionState::Recording);
         if still_recording && recorded_to < item.end.0 {
             return Ok(None);
         }
@@ -824,7 +757,7 @@ impl Worker {
         let mut stream = TrackStream::new(StreamConfig { partials: false, ..self.settings.stream.clone() });
         let mut jobs = VecDeque::new();
         for s in segments.iter().filter(|s| s.media_end_ns > item.start.0 && s.media_start_ns < item.end.0) {
-            let runs = audio::decode_segment(&spool.join(&s.file))?;
+            let runs = audio::decode_segment(&spool.join(&s.file)).map_err(|e| e.to_string())?;
             for (start, samples) in audio::cut(runs, item.start, item.end) {
                 jobs.extend(stream.push(start, &samples));
             }
@@ -842,11 +775,20 @@ impl Worker {
         let mut st = self.status.lock().unwrap();
         st.backlog = self.backlog.len() + usize::from(self.cursor.is_some());
         if let Some(live) = &self.live {
-            for (s, t) in &live.tracks {
-                let waiting: usize = t.finals.iter().map(|j| j.samples.len()).sum();
-                st.tracks.entry(s.clone()).or_default().waiting_seconds = samples_duration(waiting).as_secs_f64();
+            for (s, waiting) in live.schedule.waiting() {
+                st.tracks.entry(s.clone()).or_default().waiting_seconds = waiting.as_secs_f64();
             }
         }
+    }
+}
+
+/// Capture comes first: on a busy box transcription waits, the recording never does.
+/// Whisper's worker threads are created from this one and inherit its niceness.
+fn lower_priority() {
+    // SAFETY: setpriority on this thread's own id reads and writes no memory of ours.
+    let niced = unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, STT_NICE) };
+    if niced != 0 {
+        tracing::warn!("could not lower the priority of speech to text");
     }
 }
 
@@ -872,7 +814,7 @@ fn caption_items(
 }
 
 fn event(
-    kind: &'static str,
+    kind: CaptionKind,
     session: Uuid,
     source: &str,
     role: Option<Role>,
@@ -894,5 +836,172 @@ fn event(
         origin: origin.as_str(),
         decode_ms: 0,
         audio_ms: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The service's wiring on a real ledger, with a scripted engine instead of a model.
+    use super::*;
+    use crate::base::RealClocks;
+    use crate::integrity::{DeviceKey, Hearing, Language};
+    use crate::ledger::NewSession;
+    use crate::stt::engine::{EngineError, Segment, Transcript};
+
+    /// Says the same words for any audio, taking `takes` of real time to do it.
+    struct Scripted {
+        takes: Duration,
+    }
+
+    impl Recognizer for Scripted {
+        fn transcribe(&mut self, samples: &[f32], language: &str, _: Option<&str>) -> Result<Transcript, EngineError> {
+            std::thread::sleep(self.takes);
+            let end = samples_duration(samples.len());
+            let segments = vec![Segment { start: Duration::ZERO, end, text: "order in court".into(), confidence: 0.9 }];
+            Ok(Transcript { segments, language: language.to_string(), elapsed: self.takes })
+        }
+    }
+
+    fn settings(queue: Duration) -> SttSettings {
+        SttSettings {
+            model: PathBuf::from("scripted"),
+            model_sha256: None,
+            model_name: "scripted".into(),
+            threads: 1,
+            slowdown: 1,
+            stream: StreamConfig::default(),
+            queue,
+            delayed_after: Duration::from_secs(10),
+            mic_languages: BTreeMap::new(),
+        }
+    }
+
+    /// A ledger with one session recording the microphone `judge`.
+    fn ledger(dir: &std::path::Path) -> (Arc<Ledger>, Uuid) {
+        let key = Arc::new(DeviceKey::create(&dir.join("device.key")).unwrap());
+        let ledger = Arc::new(Ledger::open(&dir.join("ledger.db"), key, Arc::new(RealClocks::new())).unwrap());
+        let session = NewSession {
+            court: "c".into(),
+            room: "r".into(),
+            case: "1".into(),
+            title: "t".into(),
+            language: Language::Ru,
+            hearing: Hearing::Open,
+            profile: "p".into(),
+            segment_ns: 10_000_000_000,
+            sources: vec![],
+        };
+        let (id, _) = ledger.call(|w| w.create_session(session)).unwrap();
+        (ledger, id)
+    }
+
+    fn start(ledger: &Arc<Ledger>, dir: &std::path::Path, queue: Duration, loader: LoadRecognizer) -> Stt {
+        Stt::start_with(settings(queue), ledger.clone(), dir.to_path_buf(), Arc::new(RealClocks::new()), 1, loader)
+    }
+
+    fn spec(id: Uuid) -> SessionSpec {
+        SessionSpec { id, language: "ru".into(), mics: vec![MicInfo { source: "judge".into(), role: None }] }
+    }
+
+    /// `n` utterances of 3 s speech and 1.5 s silence, in 10 ms chunks; returns the end.
+    fn speak(stt: &Stt, n: usize) -> MediaTime {
+        let tap = stt.tap();
+        let mut at = MediaTime::ZERO;
+        for i in 0..n * 450 {
+            let loud = i % 450 < 300;
+            let samples: Vec<f32> =
+                (0..160).map(|k| if loud { 0.3 * (((i * 160 + k) as f32) * 0.07).sin() } else { 0.0 }).collect();
+            tap(AudioChunk { source: "judge".into(), start: at, samples });
+            at = MediaTime(at.0 + 10_000_000);
+        }
+        at
+    }
+
+    fn entries(ledger: &Ledger, id: Uuid) -> Vec<Entry> {
+        let rows = ledger.reader().unwrap().records(id).unwrap();
+        rows.iter().map(|r| serde_json::from_slice::<RecordBody>(&r.body).unwrap().entry).collect()
+    }
+
+    fn wait_ready(stt: &Stt) {
+        while stt.status().state == SttState::Loading {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn finals_are_committed_and_published_as_they_are_transcribed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ledger, id) = ledger(dir.path());
+        let stt = start(
+            &ledger,
+            dir.path(),
+            Duration::from_secs(60),
+            Box::new(|_| Ok(Box::new(Scripted { takes: Duration::ZERO }))),
+        );
+        wait_ready(&stt);
+        let mut events = stt.subscribe();
+        stt.session_started(spec(id));
+        let end = speak(&stt, 2);
+        stt.finish_run(MediaTime::ZERO, end, Duration::from_secs(10));
+        let finals: Vec<CaptionEvent> =
+            std::iter::from_fn(|| events.try_recv().ok()).filter(|e| e.kind == CaptionKind::Final).collect();
+        assert_eq!(finals.len(), 2, "one final per utterance");
+        let captions: usize = entries(&ledger, id)
+            .iter()
+            .map(|e| match e {
+                Entry::Captions { items, origin: CaptionOrigin::Live, .. } => items.len(),
+                _ => 0,
+            })
+            .sum();
+        assert_eq!(captions, 2, "both are in the record");
+        assert_eq!(stt.status().finals, 2);
+        stt.shutdown();
+    }
+
+    #[test]
+    fn a_slow_engine_leaves_speech_to_the_backlog_and_the_chain_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ledger, id) = ledger(dir.path());
+        let slow: LoadRecognizer = Box::new(|_| Ok(Box::new(Scripted { takes: Duration::from_millis(300) })));
+        let stt = start(&ledger, dir.path(), Duration::from_secs(4), slow);
+        wait_ready(&stt);
+        stt.session_started(spec(id));
+        let end = speak(&stt, 4);
+        // No time to catch up at the stop: what is left waits for the backlog too.
+        stt.finish_run(MediaTime::ZERO, end, Duration::ZERO);
+        let reasons: Vec<String> = entries(&ledger, id)
+            .into_iter()
+            .filter_map(|e| match e {
+                Entry::CaptionsBehind { reason, .. } => Some(reason),
+                _ => None,
+            })
+            .collect();
+        assert!(
+            reasons.iter().any(|r| r.starts_with("transcription fell behind; transcribed later")),
+            "over the queue budget, the oldest speech is shed: {reasons:?}"
+        );
+        assert!(stt.status().backlog >= reasons.len(), "everything left behind is queued for the backlog");
+        stt.shutdown();
+    }
+
+    #[test]
+    fn without_a_model_the_whole_run_is_left_to_the_backlog_with_the_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ledger, id) = ledger(dir.path());
+        let missing: LoadRecognizer = Box::new(|_| Err("no model (run models/fetch)".into()));
+        let stt = start(&ledger, dir.path(), Duration::from_secs(60), missing);
+        wait_ready(&stt);
+        assert_eq!(stt.status().state, SttState::Unavailable);
+        stt.session_started(spec(id));
+        let end = speak(&stt, 1);
+        stt.finish_run(MediaTime::ZERO, end, Duration::from_secs(1));
+        let behind: Vec<Entry> =
+            entries(&ledger, id).into_iter().filter(|e| matches!(e, Entry::CaptionsBehind { .. })).collect();
+        let [Entry::CaptionsBehind { source, media_start, media_end, reason }] = behind.as_slice() else {
+            panic!("one record for the run: {behind:?}")
+        };
+        assert_eq!((source.as_str(), *media_start, *media_end), ("judge", MediaTime::ZERO, end));
+        assert!(reason.contains("no captions while recording: no model (run models/fetch)"), "{reason}");
+        stt.shutdown();
     }
 }

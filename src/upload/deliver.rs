@@ -177,15 +177,66 @@ pub async fn digest_object(
 /// What went wrong, in words a technician can act on. Never includes credentials.
 pub fn describe(store: &Store, e: &object_store::Error) -> String {
     let text = e.to_string();
-    let refused =
-        matches!(e, object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. })
-            || text.contains("InvalidAccessKeyId")
-            || text.contains("SignatureDoesNotMatch");
-    match e {
-        _ if refused => format!("{} refused the credentials (check store.credentials_file): {text}", store.url),
-        _ if text.contains("onnection refused") || text.contains("error sending request") => {
-            format!("cannot reach {}: {text}", store.url)
+    match StoreFault::of(e) {
+        StoreFault::Credentials => {
+            format!("{} refused the credentials (check store.credentials_file): {text}", store.url)
         }
-        _ => format!("{}: {text}", store.url),
+        StoreFault::Unreachable => format!("cannot reach {}: {text}", store.url),
+        StoreFault::Other => format!("{}: {text}", store.url),
+    }
+}
+
+/// The kind of a store failure, as far as a technician acts on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StoreFault {
+    /// The store answered 401 or 403: the key is unknown or the secret is wrong (S3 answers
+    /// `InvalidAccessKeyId` and `SignatureDoesNotMatch` with 403).
+    Credentials,
+    /// The request never got an answer: connection refused, DNS, TLS or the send failed.
+    Unreachable,
+    Other,
+}
+
+impl StoreFault {
+    fn of(e: &object_store::Error) -> StoreFault {
+        if matches!(e, object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. }) {
+            return StoreFault::Credentials;
+        }
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+        while let Some(err) = source {
+            if err.downcast_ref::<reqwest::Error>().is_some_and(|r| r.is_connect() || r.is_request())
+                || err.downcast_ref::<object_store::client::HttpError>().is_some_and(|h| {
+                    matches!(
+                        h.kind(),
+                        object_store::client::HttpErrorKind::Connect | object_store::client::HttpErrorKind::Request
+                    )
+                })
+                || err
+                    .downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
+            {
+                return StoreFault::Unreachable;
+            }
+            source = err.source();
+        }
+        StoreFault::Other
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StoreFault;
+
+    #[test]
+    fn faults_are_told_apart_by_kind_not_text() {
+        let denied = object_store::Error::PermissionDenied { path: "x".into(), source: "InvalidAccessKeyId".into() };
+        assert_eq!(StoreFault::of(&denied), StoreFault::Credentials);
+        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let unreachable = object_store::Error::Generic { store: "S3", source: Box::new(refused) };
+        assert_eq!(StoreFault::of(&unreachable), StoreFault::Unreachable);
+        // Words alone decide nothing.
+        let other =
+            object_store::Error::Generic { store: "S3", source: "Connection refused InvalidAccessKeyId".into() };
+        assert_eq!(StoreFault::of(&other), StoreFault::Other);
     }
 }

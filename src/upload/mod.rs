@@ -68,7 +68,7 @@ pub fn open_store(cfg: &LoadedConfig) -> Result<Store, UploadError> {
 }
 
 /// Everything status shows about central storage and the local disk.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct StorageStatus {
     pub store: String,
     pub uploader: UploaderState,
@@ -158,17 +158,43 @@ impl Storage {
     }
 }
 
+/// The verdict of one preflight line; serialized as `ok`, `warn` or `fail`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    Ok,
+    /// Works, but something a technician should know (the record is not at risk).
+    Warn,
+    /// The box is not ready: `check` exits 1.
+    Fail,
+}
+
+impl Level {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Ok => "ok",
+            Level::Warn => "warn",
+            Level::Fail => "fail",
+        }
+    }
+}
+
+impl std::fmt::Display for Level {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
 /// One line of a preflight check.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Finding {
     pub item: String,
-    /// `ok`, `warn` or `fail`.
-    pub level: &'static str,
+    pub level: Level,
     pub message: String,
 }
 
 impl Finding {
-    pub fn new(item: &str, level: &'static str, message: String) -> Finding {
+    pub fn new(item: &str, level: Level, message: String) -> Finding {
         Finding { item: item.to_string(), level, message }
     }
 }
@@ -180,19 +206,23 @@ pub fn check_store(cfg: &LoadedConfig) -> Vec<Finding> {
     const STORE: &str = "central store";
     const LOCK: &str = "object lock";
     if !cfg.config.store.enabled {
-        return vec![Finding::new(STORE, "warn", "disabled (store.enabled = false): nothing leaves this box".into())];
+        return vec![Finding::new(
+            STORE,
+            Level::Warn,
+            "disabled (store.enabled = false): nothing leaves this box".into(),
+        )];
     }
     let (url, s3) = match store_settings(cfg) {
         Ok(s) => s,
-        Err(e) => return vec![Finding::new(STORE, "fail", e.to_string())],
+        Err(e) => return vec![Finding::new(STORE, Level::Fail, e.to_string())],
     };
     let store = match open_store(cfg) {
         Ok(s) => s,
-        Err(e) => return vec![Finding::new(STORE, "fail", e.to_string())],
+        Err(e) => return vec![Finding::new(STORE, Level::Fail, e.to_string())],
     };
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(r) => r,
-        Err(e) => return vec![Finding::new(STORE, "fail", format!("cannot start a runtime: {e}"))],
+        Err(e) => return vec![Finding::new(STORE, Level::Fail, format!("cannot start a runtime: {e}"))],
     };
     // A small object under this box's prefix proves reach, credentials and write access.
     let probe = store.key("preflight/last-check.txt");
@@ -202,22 +232,22 @@ pub fn check_store(cfg: &LoadedConfig) -> Vec<Finding> {
         store.inner.put(&probe, body.into_bytes().into()).await
     });
     let mut findings = vec![match written {
-        Ok(_) => Finding::new(STORE, "ok", format!("{} reachable and writable", store.url)),
-        Err(e) => Finding::new(STORE, "fail", deliver::describe(&store, &e)),
+        Ok(_) => Finding::new(STORE, Level::Ok, format!("{} reachable and writable", store.url)),
+        Err(e) => Finding::new(STORE, Level::Fail, deliver::describe(&store, &e)),
     }];
     findings.push(match parse_s3_url(&url) {
         Some((bucket, _)) => match s3admin::object_lock(&s3, &bucket) {
             Ok(lock @ s3admin::ObjectLock::Enabled { mode: Some(_), days: Some(_) }) => {
-                Finding::new(LOCK, "ok", format!("bucket {bucket}: {lock}"))
+                Finding::new(LOCK, Level::Ok, format!("bucket {bucket}: {lock}"))
             }
-            Ok(lock) => Finding::new(LOCK, "warn", format!("bucket {bucket}: {lock}")),
+            Ok(lock) => Finding::new(LOCK, Level::Warn, format!("bucket {bucket}: {lock}")),
             Err(e) => {
-                Finding::new(LOCK, "warn", format!("bucket {bucket}: cannot tell whether Object Lock is on: {e}"))
+                Finding::new(LOCK, Level::Warn, format!("bucket {bucket}: cannot tell whether Object Lock is on: {e}"))
             }
         },
         None => Finding::new(
             LOCK,
-            "warn",
+            Level::Warn,
             format!(
                 "{url} is a local folder: no Object Lock; use an S3 bucket with Object Lock for the judicial record"
             ),

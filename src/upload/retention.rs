@@ -5,12 +5,13 @@
 //! which needs far less, records as long as any space remains.
 
 use crate::base::{Clocks, WallTime};
-use crate::ledger::{Evictable, Ledger, LedgerError, Reader};
+use crate::ledger::{AlarmKind, Evictable, Ledger, LedgerError, Reader};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Clone)]
 pub struct DiskSettings {
@@ -21,7 +22,7 @@ pub struct DiskSettings {
     pub interval: Duration,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DiskLevel {
     Ok,
@@ -29,7 +30,7 @@ pub enum DiskLevel {
     Critical,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct DiskState {
     pub level: DiskLevel,
     pub free_bytes: u64,
@@ -44,15 +45,9 @@ pub type PauseVideo = Arc<dyn Fn(Option<String>) + Send + Sync>;
 
 /// Free and total bytes of the file system holding `path`, as an unprivileged writer sees it.
 pub fn free_space(path: &Path) -> std::io::Result<(u64, u64)> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes())?;
-    // SAFETY: statvfs is a plain C struct of integers, for which all-zero bytes are valid.
-    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `c` is a valid NUL-terminated path and `s` a properly sized out-parameter.
-    if unsafe { libc::statvfs(c.as_ptr(), &mut s) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok((s.f_bavail as u64 * s.f_frsize as u64, s.f_blocks as u64 * s.f_frsize as u64))
+    let s = nix::sys::statvfs::statvfs(path).map_err(std::io::Error::from)?;
+    let block = s.fragment_size() as u64;
+    Ok((s.blocks_available() as u64 * block, s.blocks() as u64 * block))
 }
 
 /// Which level a free-space reading means. Leaving a level needs a margin above its mark
@@ -93,7 +88,7 @@ pub fn choose_evictions(
 
 pub struct DiskWatch {
     state: Arc<Mutex<DiskState>>,
-    stop: Arc<(Mutex<bool>, Condvar)>,
+    stop: CancellationToken,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -113,7 +108,7 @@ impl DiskWatch {
             evicted_bytes: 0,
             video_paused: false,
         }));
-        let stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let stop = CancellationToken::new();
         let (s, st) = (state.clone(), stop.clone());
         let thread = std::thread::Builder::new()
             .name("disk-watch".into())
@@ -135,9 +130,7 @@ impl DiskWatch {
                         reader = None;
                         tracing::error!(error = %e, "disk check failed");
                     }
-                    let guard = st.0.lock().unwrap();
-                    let (guard, _) = st.1.wait_timeout_while(guard, settings.interval, |stopped| !*stopped).unwrap();
-                    if *guard {
+                    if !clocks.sleep_unless_cancelled(settings.interval, &st) {
                         break;
                     }
                 }
@@ -151,8 +144,7 @@ impl DiskWatch {
     }
 
     pub fn shutdown(&self) {
-        *self.stop.0.lock().unwrap() = true;
-        self.stop.1.notify_all();
+        self.stop.cancel();
         if let Some(t) = self.thread.lock().unwrap().take() {
             let _ = t.join();
         }
@@ -237,7 +229,7 @@ fn tick(
             s.video_paused = true;
             drop(s);
             pause_video(Some(critical_msg.clone()));
-            ledger.call(move |w| w.raise_alarm("disk_critical", "", &critical_msg))?;
+            ledger.call(move |w| w.raise_alarm(AlarmKind::DiskCritical, "", &critical_msg))?;
         }
         DiskLevel::Low => {
             if previous == DiskLevel::Critical {
@@ -245,12 +237,12 @@ fn tick(
                 s.video_paused = false;
                 drop(s);
                 pause_video(None);
-                ledger.call(|w| w.clear_alarm("disk_critical", ""))?;
+                ledger.call(|w| w.clear_alarm(AlarmKind::DiskCritical, ""))?;
             } else {
                 tracing::warn!(free, "ALARM: {low_msg}");
                 drop(s);
             }
-            ledger.call(move |w| w.raise_alarm("disk_low", "", &low_msg))?;
+            ledger.call(move |w| w.raise_alarm(AlarmKind::DiskLow, "", &low_msg))?;
         }
         DiskLevel::Ok => {
             tracing::info!(free, "disk space normal again");
@@ -260,8 +252,8 @@ fn tick(
                 pause_video(None);
             }
             ledger.call(|w| {
-                w.clear_alarm("disk_critical", "")?;
-                w.clear_alarm("disk_low", "")
+                w.clear_alarm(AlarmKind::DiskCritical, "")?;
+                w.clear_alarm(AlarmKind::DiskLow, "")
             })?;
         }
     }

@@ -9,6 +9,7 @@ use aws_sigv4::http_request::{
 };
 use aws_sigv4::sign::v4;
 use base64::Engine;
+use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::time::SystemTime;
 
@@ -93,22 +94,90 @@ fn request(
     Ok((status, resp.text().unwrap_or_default()))
 }
 
-fn tag<'a>(xml: &'a str, name: &str) -> Option<&'a str> {
-    let start = xml.find(&format!("<{name}>"))? + name.len() + 2;
-    let end = xml[start..].find(&format!("</{name}>"))? + start;
-    Some(xml[start..end].trim())
+/// `GetObjectLockConfiguration`'s answer; only what `object_lock` reports is read.
+#[derive(Debug, Deserialize)]
+struct ObjectLockConfiguration {
+    #[serde(rename = "ObjectLockEnabled")]
+    enabled: Option<String>,
+    #[serde(rename = "Rule")]
+    rule: Option<LockRule>,
+}
+
+#[derive(Debug, Deserialize)]
+struct LockRule {
+    #[serde(rename = "DefaultRetention")]
+    default_retention: Option<DefaultRetention>,
+}
+
+#[derive(Debug, Deserialize)]
+struct DefaultRetention {
+    #[serde(rename = "Mode")]
+    mode: Option<String>,
+    #[serde(rename = "Days")]
+    days: Option<u32>,
+}
+
+/// `ListObjectVersions`' answer. Versions and delete markers interleave in key order, so the
+/// children are read as one list of entries, and only versions are counted.
+#[derive(Debug, Deserialize)]
+struct ListVersionsResult {
+    #[serde(rename = "$value", default)]
+    entries: Vec<ListEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+enum ListEntry {
+    Version {
+        #[serde(rename = "Key")]
+        key: String,
+    },
+    IsTruncated(bool),
+    NextKeyMarker(String),
+    /// Delete markers, the request's echo and everything else this count does not need.
+    #[serde(other)]
+    Other,
+}
+
+/// An S3 error answer (`<Error><Code>…</Code>…</Error>`).
+#[derive(Debug, Deserialize)]
+struct S3ErrorBody {
+    #[serde(rename = "Code")]
+    code: String,
+}
+
+/// The S3 error code of an error answer, when the body is one.
+fn error_code(body: &str) -> Option<String> {
+    quick_xml::de::from_str::<S3ErrorBody>(body).ok().map(|e| e.code)
+}
+
+/// S3's codes for a bucket that has no Object Lock configuration (Object Lock is off): AWS,
+/// MinIO and SeaweedFS say the first, some stores the second.
+const NO_LOCK_CONFIGURATION: [&str; 2] = ["ObjectLockConfigurationNotFoundError", "ObjectLockConfigurationNotFound"];
+/// S3's code for creating a bucket this account already owns (nothing to do).
+const ALREADY_OWNED: &str = "BucketAlreadyOwnedByYou";
+
+fn parse_lock(body: &str) -> Result<ObjectLock, quick_xml::de::DeError> {
+    let config: ObjectLockConfiguration = quick_xml::de::from_str(body)?;
+    if config.enabled.as_deref().map(str::trim) != Some("Enabled") {
+        return Ok(ObjectLock::Disabled);
+    }
+    let retention = config.rule.and_then(|r| r.default_retention);
+    Ok(ObjectLock::Enabled {
+        mode: retention.as_ref().and_then(|r| r.mode.as_deref()).map(|m| m.trim().to_string()),
+        days: retention.and_then(|r| r.days),
+    })
 }
 
 /// Reads the bucket's Object Lock configuration.
 pub fn object_lock(s3: &S3Settings, bucket: &str) -> Result<ObjectLock, UploadError> {
     let (status, body) = request(s3, "GET", bucket, "?object-lock=", &[], &[])?;
     match status {
-        200 if tag(&body, "ObjectLockEnabled") == Some("Enabled") => Ok(ObjectLock::Enabled {
-            mode: tag(&body, "Mode").map(str::to_string),
-            days: tag(&body, "Days").and_then(|d| d.parse().ok()),
+        200 => parse_lock(&body).map_err(|e| {
+            UploadError::Request(format!("reading the Object Lock configuration of {bucket}: {e}: {}", body.trim()))
         }),
-        200 => Ok(ObjectLock::Disabled),
-        404 if body.contains("ObjectLockConfigurationNotFound") => Ok(ObjectLock::Disabled),
+        404 if error_code(&body).is_some_and(|code| NO_LOCK_CONFIGURATION.contains(&code.as_str())) => {
+            Ok(ObjectLock::Disabled)
+        }
         _ => Err(UploadError::Request(format!(
             "reading the Object Lock configuration of {bucket}: HTTP {status}: {}",
             body.trim()
@@ -119,7 +188,7 @@ pub fn object_lock(s3: &S3Settings, bucket: &str) -> Result<ObjectLock, UploadEr
 /// Creates a bucket with Object Lock and a default retention (`COMPLIANCE` or `GOVERNANCE`).
 pub fn create_locked_bucket(s3: &S3Settings, bucket: &str, mode: &str, days: u32) -> Result<(), UploadError> {
     let (status, body) = request(s3, "PUT", bucket, "", &[("x-amz-bucket-object-lock-enabled", "true".into())], &[])?;
-    if !(200..300).contains(&status) && !body.contains("BucketAlreadyOwnedByYou") {
+    if !(200..300).contains(&status) && error_code(&body).as_deref() != Some(ALREADY_OWNED) {
         return Err(UploadError::Request(format!("creating bucket {bucket}: HTTP {status}: {}", body.trim())));
     }
     let config = format!(
@@ -147,16 +216,23 @@ pub fn version_counts(s3: &S3Settings, bucket: &str, prefix: &str) -> Result<BTr
         if status != 200 {
             return Err(UploadError::Request(format!("listing versions in {bucket}: HTTP {status}: {}", body.trim())));
         }
-        for version in body.split("<Version>").skip(1) {
-            if let Some(key) = tag(version, "Key") {
-                *counts.entry(key.to_string()).or_insert(0) += 1;
+        let listing: ListVersionsResult = quick_xml::de::from_str(&body)
+            .map_err(|e| UploadError::Request(format!("listing versions in {bucket}: {e}: {}", body.trim())))?;
+        let mut truncated = false;
+        let mut next = None;
+        for entry in listing.entries {
+            match entry {
+                ListEntry::Version { key } => *counts.entry(key.trim().to_string()).or_insert(0) += 1,
+                ListEntry::IsTruncated(t) => truncated = t,
+                ListEntry::NextKeyMarker(k) => next = Some(k.trim().to_string()),
+                ListEntry::Other => {}
             }
         }
-        if tag(&body, "IsTruncated") != Some("true") {
+        if !truncated {
             return Ok(counts);
         }
-        match tag(&body, "NextKeyMarker") {
-            Some(next) if !next.is_empty() && next != marker => marker = next.to_string(),
+        match next {
+            Some(next) if !next.is_empty() && next != marker => marker = next,
             _ => return Ok(counts),
         }
     }
@@ -174,12 +250,38 @@ fn encode_query(v: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
-    fn xml_tags() {
+    fn object_lock_configuration() {
         let xml = "<ObjectLockConfiguration><ObjectLockEnabled>Enabled</ObjectLockEnabled><Rule><DefaultRetention>\
                    <Mode>COMPLIANCE</Mode><Days>3650</Days></DefaultRetention></Rule></ObjectLockConfiguration>";
-        assert_eq!(super::tag(xml, "Mode"), Some("COMPLIANCE"));
-        assert_eq!(super::tag(xml, "Days"), Some("3650"));
-        assert_eq!(super::tag(xml, "Years"), None);
+        assert_eq!(parse_lock(xml).unwrap(), ObjectLock::Enabled { mode: Some("COMPLIANCE".into()), days: Some(3650) });
+        let no_rule =
+            "<ObjectLockConfiguration><ObjectLockEnabled>Enabled</ObjectLockEnabled></ObjectLockConfiguration>";
+        assert_eq!(parse_lock(no_rule).unwrap(), ObjectLock::Enabled { mode: None, days: None });
+        assert_eq!(parse_lock("<ObjectLockConfiguration></ObjectLockConfiguration>").unwrap(), ObjectLock::Disabled);
+    }
+
+    #[test]
+    fn version_listing_skips_delete_markers() {
+        let xml = "<ListVersionsResult><Name>b</Name><IsTruncated>true</IsTruncated><NextKeyMarker>p/b</NextKeyMarker>\
+                   <Version><Key>p/a</Key><VersionId>1</VersionId></Version>\
+                   <DeleteMarker><Key>p/b</Key><VersionId>2</VersionId></DeleteMarker>\
+                   <Version><Key>p/a</Key><VersionId>3</VersionId></Version></ListVersionsResult>";
+        let listing: ListVersionsResult = quick_xml::de::from_str(xml).unwrap();
+        let versions =
+            listing.entries.iter().filter(|e| matches!(e, ListEntry::Version { key } if key == "p/a")).count();
+        assert_eq!(versions, 2);
+        assert!(listing.entries.iter().any(|e| matches!(e, ListEntry::IsTruncated(true))));
+        assert!(listing.entries.iter().any(|e| matches!(e, ListEntry::NextKeyMarker(k) if k == "p/b")));
+    }
+
+    #[test]
+    fn error_codes() {
+        let body = "<?xml version=\"1.0\"?><Error><Code>ObjectLockConfigurationNotFoundError</Code>\
+                    <Message>none</Message></Error>";
+        assert_eq!(error_code(body).as_deref(), Some(NO_LOCK_CONFIGURATION[0]));
+        assert_eq!(error_code("not xml"), None);
     }
 }

@@ -56,7 +56,7 @@ impl Credentials {
     /// Reads a credentials file, refusing one that others on the box could read.
     pub fn read(path: &Path) -> Result<Credentials, UploadError> {
         let bad = |message: String| UploadError::Credentials { path: path.to_path_buf(), message };
-        let text = crate::base::read_secret_file(path).map_err(bad)?;
+        let text = crate::base::read_secret_file(path).map_err(|e| bad(e.to_string()))?;
         // The parser's message could quote a line of the file: say only where it failed.
         let file: CredentialsFile = toml::from_str(&text).map_err(|e| {
             bad(format!(

@@ -30,7 +30,7 @@ pub struct WitnessSettings {
 }
 
 /// The TSA as the box last saw it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case", tag = "state")]
 pub enum TsaState {
     #[default]
@@ -68,7 +68,7 @@ impl TsaState {
     }
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
 pub struct WitnessStatus {
     pub tsa: TsaState,
     /// Checkpoints stamped since the daemon started.
