@@ -13,11 +13,12 @@ pub use sessions::PanelSession;
 
 use crate::ledger::{Ledger, LedgerError};
 use limiter::Limiter;
+use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use sessions::Sessions;
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use thiserror::Error;
 
@@ -172,7 +173,7 @@ impl Auth {
         let id = secret::random_hex(6);
         let stored = name.clone();
         self.ledger.call(move |w| w.put_credential(&id, "secretary", &stored, &hash)).map_err(invalid_or_ledger)?;
-        self.sessions.lock().unwrap().remove_person(&name);
+        self.sessions.lock().remove_person(&name);
         Ok(())
     }
 
@@ -197,8 +198,8 @@ impl Auth {
     }
 
     fn forget(&self, name: &str) {
-        self.sessions.lock().unwrap().remove_person(name);
-        self.verified_tokens.lock().unwrap().retain(|_, (_, n)| n != name);
+        self.sessions.lock().remove_person(name);
+        self.verified_tokens.lock().retain(|_, (_, n)| n != name);
     }
 
     pub fn people(&self) -> Result<Vec<Person>, AuthError> {
@@ -228,7 +229,7 @@ impl Auth {
         client: Option<IpAddr>,
     ) -> Result<(Principal, String, String), AuthError> {
         let now = self.clocks.monotonic();
-        self.limiter.lock().unwrap().admit(name, client, now).map_err(refusal)?;
+        self.limiter.lock().admit(name, client, now).map_err(refusal)?;
         let stored = self.ledger.reader()?.credential_by_name(name)?.filter(|c| c.role == "secretary");
         let ok = match &stored {
             Some(c) => secret::verify(pin, &c.secret_hash),
@@ -237,7 +238,7 @@ impl Auth {
                 false
             }
         };
-        let mut limiter = self.limiter.lock().unwrap();
+        let mut limiter = self.limiter.lock();
         if !ok {
             return Err(match limiter.failed(name, self.clocks.monotonic()) {
                 Ok(left) => AuthError::WrongPin(left),
@@ -247,45 +248,45 @@ impl Auth {
         limiter.succeeded(name);
         drop(limiter);
         let principal = Principal { name: name.to_string(), role: Role::Secretary, via: Via::Panel };
-        let (id, csrf) = self.sessions.lock().unwrap().create(principal.clone(), now);
+        let (id, csrf) = self.sessions.lock().create(principal.clone(), now);
         Ok((principal, id, csrf))
     }
 
     /// The panel session behind a cookie; `action` restarts its idle time.
     pub fn panel_session(&self, id: &str, action: bool) -> Option<PanelSession> {
-        self.sessions.lock().unwrap().get(id, action, self.clocks.monotonic())
+        self.sessions.lock().get(id, action, self.clocks.monotonic())
     }
 
     pub fn sign_out(&self, id: &str) {
-        self.sessions.lock().unwrap().remove(id);
+        self.sessions.lock().remove(id);
     }
 
     pub fn session_idle(&self) -> Duration {
-        self.sessions.lock().unwrap().idle()
+        self.sessions.lock().idle()
     }
 
     /// Checks a technician token. Wrong tokens count against the account they name and the
     /// client, like wrong PINs.
     pub fn technician(&self, token: &str, client: Option<IpAddr>) -> Result<Principal, AuthError> {
         let digest = crate::integrity::sha256(token.as_bytes());
-        if let Some((_, name)) = self.verified_tokens.lock().unwrap().get(&digest) {
+        if let Some((_, name)) = self.verified_tokens.lock().get(&digest) {
             return Ok(Principal { name: name.clone(), role: Role::Technician, via: Via::Token });
         }
         let id = token.strip_prefix(TOKEN_PREFIX).and_then(|t| t.split_once('_')).map(|(id, _)| id).unwrap_or("");
         let account = format!("token {id}");
-        self.limiter.lock().unwrap().admit(&account, client, self.clocks.monotonic()).map_err(refusal)?;
+        self.limiter.lock().admit(&account, client, self.clocks.monotonic()).map_err(refusal)?;
         let stored = self.ledger.reader()?.credential_by_id(id)?.filter(|c| c.role == "technician");
         match stored {
             Some(c) if secret::verify(token, &c.secret_hash) => {
-                self.limiter.lock().unwrap().succeeded(&account);
-                self.verified_tokens.lock().unwrap().insert(digest, (c.id, c.name.clone()));
+                self.limiter.lock().succeeded(&account);
+                self.verified_tokens.lock().insert(digest, (c.id, c.name.clone()));
                 Ok(Principal { name: c.name, role: Role::Technician, via: Via::Token })
             }
             found => {
                 if found.is_none() {
                     secret::verify_nothing(token);
                 }
-                match self.limiter.lock().unwrap().failed(&account, self.clocks.monotonic()) {
+                match self.limiter.lock().failed(&account, self.clocks.monotonic()) {
                     Ok(_) => Err(AuthError::WrongToken),
                     Err(lock) => Err(AuthError::NowLocked(lock)),
                 }

@@ -15,9 +15,10 @@ use crate::config::BroadcastConfig;
 use crate::session::Recorder;
 use anyhow::{Context, Result, bail};
 use gst::prelude::*;
+use parking_lot::Mutex;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Mean luma below which a frame is the slate (the `sim` cameras are far brighter).
@@ -181,9 +182,9 @@ fn start_viewers(o: &Options) -> Result<Vec<Viewer>> {
 /// Waits until every viewer has decoded pictures (not the slate).
 fn wait_for_pictures(viewers: &[Viewer]) -> Result<()> {
     let settle = Instant::now() + Duration::from_secs(20);
-    while viewers.iter().any(|v| v.frames.lock().unwrap().iter().filter(|f| !f.1).count() < 25) {
+    while viewers.iter().any(|v| v.frames.lock().iter().filter(|f| !f.1).count() < 25) {
         if Instant::now() > settle {
-            let seen: Vec<_> = viewers.iter().map(|v| (v.name, v.frames.lock().unwrap().len())).collect();
+            let seen: Vec<_> = viewers.iter().map(|v| (v.name, v.frames.lock().len())).collect();
             bail!("a viewer saw no pictures in 20 s: {seen:?}");
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -213,7 +214,7 @@ fn press_mutes(recorder: &Recorder, mutes: usize) -> Result<Vec<(Instant, Instan
 fn print_added_latency(viewers: Vec<Viewer>, presses: &[(Instant, Instant)], delay: Duration, mutes: usize) {
     println!("  added latency over the delay, slate onset (mute) / end (unmute), p50 and worst of {mutes}:");
     for v in viewers {
-        let frames = v.frames.lock().unwrap().clone();
+        let frames = v.frames.lock().clone();
         (v.stop)();
         let since = presses[0].0;
         let blanks: Vec<(Instant, Instant)> =
@@ -259,7 +260,7 @@ fn live_viewer(name: &'static str, description: &str) -> Result<Viewer> {
         gst_app::AppSinkCallbacks::builder()
             .new_sample(move |s| {
                 let sample = s.pull_sample().map_err(|_| gst::FlowError::Eos)?;
-                seen.lock().unwrap().push((Instant::now(), is_slate(&sample)));
+                seen.lock().push((Instant::now(), is_slate(&sample)));
                 Ok(gst::FlowSuccess::Ok)
             })
             .build(),
@@ -289,7 +290,7 @@ fn hls_viewer(playlist: PathBuf) -> Viewer {
                     let arrived = Instant::now();
                     let path = playlist.with_file_name(fragment);
                     for slate in decode_fragment(&path).unwrap_or_default() {
-                        seen.lock().unwrap().push((arrived, slate));
+                        seen.lock().push((arrived, slate));
                     }
                 }
             }

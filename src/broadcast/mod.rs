@@ -28,13 +28,14 @@ use crate::config::{BroadcastConfig, LoadedConfig, OutputKind};
 use blanking::Blanking;
 use director::Director;
 use output::{Output, OutputTarget};
+use parking_lot::Mutex;
 use program::{Program, ProgramSpec};
 use serde::Serialize;
 use std::collections::VecDeque;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 use thiserror::Error;
@@ -110,10 +111,10 @@ impl Shared {
     /// recorded yet to show).
     fn on_air(&self, r: u64) -> Option<usize> {
         let m = self.media_at(r)?;
-        if self.blanking.lock().unwrap().contains(m) {
+        if self.blanking.lock().contains(m) {
             return None;
         }
-        Some(self.director.lock().unwrap().camera_at(m))
+        Some(self.director.lock().camera_at(m))
     }
 }
 
@@ -209,7 +210,7 @@ impl Broadcaster {
     pub fn tap(&self) -> EncodedTap {
         let intake = self.intake.clone();
         Arc::new(move |buffer| {
-            if let Some(tx) = intake.lock().unwrap().as_ref()
+            if let Some(tx) = intake.lock().as_ref()
                 && let Err(TrySendError::Full(_)) = tx.try_send(buffer)
             {
                 tracing::debug!("broadcast intake full; a buffer is not broadcast");
@@ -218,7 +219,7 @@ impl Broadcaster {
     }
 
     pub fn is_running(&self) -> bool {
-        self.running.lock().unwrap().is_some()
+        self.running.lock().is_some()
     }
 
     fn targets(&self) -> Result<Vec<OutputTarget>, BroadcastError> {
@@ -251,7 +252,7 @@ impl Broadcaster {
     /// Starts the programme: what is recorded from `now` on goes out `delay` later; until
     /// then, and while blanked, the slate. `blanked`: muted or in recess from the start.
     pub fn start(&self, now: MediaTime, blanked: &[BlankReason]) -> Result<(), BroadcastError> {
-        let mut running = self.running.lock().unwrap();
+        let mut running = self.running.lock();
         if running.is_some() {
             return Err(BroadcastError::AlreadyRunning);
         }
@@ -305,7 +306,7 @@ impl Broadcaster {
             }
         };
         let (tx, rx) = std::sync::mpsc::sync_channel(INTAKE);
-        *self.intake.lock().unwrap() = Some(tx);
+        *self.intake.lock() = Some(tx);
         let stop = CancellationToken::new();
         let last_error = Arc::new(Mutex::new(None));
         let releaser = {
@@ -335,8 +336,8 @@ impl Broadcaster {
     /// Ends the broadcast at once: connections are closed, what is still in the delay is
     /// never sent. False if none was running.
     pub fn stop(&self) -> bool {
-        let Some(r) = self.running.lock().unwrap().take() else { return false };
-        self.intake.lock().unwrap().take();
+        let Some(r) = self.running.lock().take() else { return false };
+        self.intake.lock().take();
         // Outputs first: the cut must reach the servers before anything else is torn down.
         r.outputs.iter().for_each(|o| o.stop());
         r.stop.cancel();
@@ -347,19 +348,19 @@ impl Broadcaster {
 
     /// Blanks the broadcast from `from` (a privacy mute reaching back, or a recess).
     pub fn blank(&self, reason: BlankReason, from: MediaTime) {
-        if let Some(r) = self.running.lock().unwrap().as_ref() {
-            r.shared.blanking.lock().unwrap().begin(reason, from);
+        if let Some(r) = self.running.lock().as_ref() {
+            r.shared.blanking.lock().begin(reason, from);
         }
     }
 
     pub fn unblank(&self, reason: BlankReason, at: MediaTime) {
-        if let Some(r) = self.running.lock().unwrap().as_ref() {
-            r.shared.blanking.lock().unwrap().end(reason, at);
+        if let Some(r) = self.running.lock().as_ref() {
+            r.shared.blanking.lock().end(reason, at);
         }
     }
 
     pub fn status(&self) -> BroadcastStatus {
-        let running = self.running.lock().unwrap();
+        let running = self.running.lock();
         let r = running.as_ref();
         BroadcastStatus {
             configured: self.configured(),
@@ -367,10 +368,10 @@ impl Broadcaster {
             since_media: r.map(|r| r.shared.timeline.zero),
             delay_seconds: self.cfg.delay_seconds,
             rewind_seconds: self.cfg.rewind_seconds,
-            muted: r.is_some_and(|r| r.shared.blanking.lock().unwrap().is_muted()),
-            camera: r.and_then(|r| self.cameras.get(r.shared.director.lock().unwrap().latest()).cloned()),
+            muted: r.is_some_and(|r| r.shared.blanking.lock().is_muted()),
+            camera: r.and_then(|r| self.cameras.get(r.shared.director.lock().latest()).cloned()),
             outputs: r.map(|r| r.outputs.iter().map(|o| o.status()).collect()).unwrap_or_default(),
-            last_error: r.and_then(|r| r.last_error.lock().unwrap().clone()),
+            last_error: r.and_then(|r| r.last_error.lock().clone()),
         }
     }
 }
@@ -459,7 +460,7 @@ impl Release {
         while !self.stop.is_cancelled() {
             let clock_now = self.clock.time().nseconds();
             if let Some(shown) = self.shared.timeline.shown(clock_now.saturating_sub(FORGET_AFTER.as_nanos() as u64)) {
-                self.shared.blanking.lock().unwrap().forget_before(shown);
+                self.shared.blanking.lock().forget_before(shown);
             }
             let now = clock_now + LEAD.as_nanos() as u64;
             let mut wait = Duration::from_millis(100);
@@ -516,7 +517,7 @@ impl Release {
         let _ = self.program.pipeline.set_state(gst::State::Null);
         let pause = self.rebuilds.failed(self.clocks.monotonic());
         tracing::warn!(%error, retry_in = ?pause, "broadcast programme failed; rebuilding it");
-        *self.last_error.lock().unwrap() = Some(error);
+        *self.last_error.lock() = Some(error);
         if !self.clocks.sleep_unless_cancelled(pause, &self.stop) {
             return;
         }
@@ -528,7 +529,7 @@ impl Release {
             }
             Err(e) => {
                 tracing::error!(error = %e, "broadcast programme could not be rebuilt; trying again");
-                *self.last_error.lock().unwrap() = Some(e.to_string());
+                *self.last_error.lock() = Some(e.to_string());
                 self.failed = Some(e.to_string());
             }
         }

@@ -6,10 +6,11 @@
 use crate::base::{Clocks, ExponentialRetry, Supervision};
 use crate::config::OutputKind;
 use gst::prelude::*;
+use parking_lot::Mutex;
 use serde::Serialize;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 use thiserror::Error;
@@ -130,18 +131,18 @@ impl Output {
             .name(format!("broadcast-{}", output.target.name))
             .spawn(move || o.supervise(Supervision::new(retry)))
             .expect("spawn output thread");
-        *output.thread.lock().unwrap() = Some(handle);
+        *output.thread.lock() = Some(handle);
         output
     }
 
     pub fn status(&self) -> OutputStatus {
-        let mut s = self.status.lock().unwrap().clone();
+        let mut s = self.status.lock().clone();
         s.sent_bytes = self.sent.load(Ordering::Relaxed);
         s
     }
 
     fn set_state(&self, state: OutputState, error: Option<String>) {
-        let mut s = self.status.lock().unwrap();
+        let mut s = self.status.lock();
         if s.state != state {
             s.since = crate::base::WallTime::now().to_rfc3339();
         }
@@ -154,8 +155,8 @@ impl Output {
     /// Ends the output now: the connection is closed, nothing more is sent.
     pub fn stop(&self) {
         self.stop.cancel();
-        self.feed.lock().unwrap().take();
-        if let Some(t) = self.thread.lock().unwrap().take() {
+        self.feed.lock().take();
+        if let Some(t) = self.thread.lock().take() {
             let _ = t.join();
         }
     }
@@ -164,7 +165,7 @@ impl Output {
     /// (which, unlike the programme's running time, goes on across programme rebuilds).
     /// Never blocks.
     pub fn push_video(&self, sample: &gst::Sample, at: u64) {
-        let mut guard = self.feed.lock().unwrap();
+        let mut guard = self.feed.lock();
         let Some(feed) = guard.as_mut() else { return };
         if feed.start.is_none() {
             // A viewer's decoder needs a keyframe (with its parameter sets) first.
@@ -176,7 +177,7 @@ impl Output {
 
     /// A programme audio packet (AAC). Dropped until the video has started.
     pub fn push_audio(&self, sample: &gst::Sample, at: u64) {
-        let guard = self.feed.lock().unwrap();
+        let guard = self.feed.lock();
         if let Some(feed) = guard.as_ref() {
             feed.push(&feed.audio, sample, at);
         }
@@ -185,7 +186,7 @@ impl Output {
     fn supervise(self: Arc<Self>, mut supervision: Supervision<ExponentialRetry>) {
         while !self.stop.is_cancelled() {
             supervision.attempt(self.clocks.monotonic());
-            self.status.lock().unwrap().attempts = supervision.attempts();
+            self.status.lock().attempts = supervision.attempts();
             self.set_state(OutputState::Connecting, None);
             let result = self.run_once(&mut supervision);
             if self.stop.is_cancelled() {
@@ -208,7 +209,7 @@ impl Output {
             .downcast::<gst::Pipeline>()
             .map_err(|_| OutputError::SingleElement)?;
         let result = self.configure(&pipeline).and_then(|_| self.send(&pipeline, supervision));
-        self.feed.lock().unwrap().take();
+        self.feed.lock().take();
         let _ = pipeline.set_state(gst::State::Null);
         result
     }
@@ -256,7 +257,7 @@ impl Output {
         if let Err(e) = pipeline.set_state(gst::State::Playing) {
             return Err(OutputError::Pipeline(crate::capture::first_error(pipeline).unwrap_or_else(|| e.to_string())));
         }
-        *self.feed.lock().unwrap() = Some(Feed { video, audio, start: None });
+        *self.feed.lock() = Some(Feed { video, audio, start: None });
         let bus = pipeline.bus().ok_or(OutputError::NoBus)?;
         let began = self.clocks.monotonic();
         let sent_before = self.sent.load(Ordering::Relaxed);
@@ -275,7 +276,7 @@ impl Output {
                 Some(gst::MessageView::Eos(_)) => return Err(OutputError::ServerEnded),
                 _ => {}
             }
-            let live = self.status.lock().unwrap().state == OutputState::Live;
+            let live = self.status.lock().state == OutputState::Live;
             let connected_for = self.clocks.monotonic().saturating_sub(began);
             if !live && connected_for >= LIVE_AFTER && self.sent.load(Ordering::Relaxed) > sent_before {
                 tracing::info!(output = %self.target.name, "broadcast output live");

@@ -7,8 +7,9 @@
 use super::Shared;
 use crate::base::MediaTime;
 use gst::prelude::*;
+use parking_lot::Mutex;
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use thiserror::Error;
 
 /// Why the programme (or its slate) could not be built. Each is a fault of the installation
@@ -166,7 +167,7 @@ impl Program {
                     .new_sample(move |sink| {
                         let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
                         if let Some(buffer) = sample.buffer_owned() {
-                            let mut frames = keep.lock().unwrap();
+                            let mut frames = keep.lock();
                             if frames.len() >= FRAMES_KEPT {
                                 frames.pop_front();
                             }
@@ -198,7 +199,7 @@ impl Program {
                         && let Some(media) = buffer.pts().and_then(|p| s.media_at(p.nseconds()))
                         && let Ok(map) = buffer.map_readable()
                     {
-                        s.director.lock().unwrap().observe(i, media, rms_dbfs(map.as_slice()));
+                        s.director.lock().observe(i, media, rms_dbfs(map.as_slice()));
                     }
                     gst::PadProbeReturn::Ok
                 },
@@ -282,7 +283,7 @@ pub(super) fn push_at(appsrc: &gst_app::AppSrc, buffer: &gst::BufferRef, caps: &
 /// The newest frame of a camera shown at or before `t` (none if it is stale), dropping
 /// the frames older than it.
 fn newest_at(frames: &Frames, t: u64) -> Option<gst::Buffer> {
-    let mut frames = frames.lock().unwrap();
+    let mut frames = frames.lock();
     while frames.len() > 1 && frames[1].pts().is_some_and(|p| p.nseconds() <= t) {
         frames.pop_front();
     }
@@ -301,7 +302,7 @@ fn silence_blanked(buffer: &mut gst::Buffer, shared: &Shared) {
         return;
     };
     let end = MediaTime(start.0 + frames as u64 * 1_000_000_000 / SAMPLE_RATE);
-    let parts = shared.blanking.lock().unwrap().within(start, end);
+    let parts = shared.blanking.lock().within(start, end);
     if parts.is_empty() {
         return;
     }

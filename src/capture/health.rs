@@ -2,9 +2,9 @@
 //! level of each microphone, and whether a camera's picture is black or frozen. Cheap: a
 //! camera is sampled at a few hundred pixels a few times a second.
 
+use parking_lot::Mutex;
 use serde::Serialize;
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// Below this RMS level a microphone input carries no signal at all (unplugged, muted at
@@ -81,16 +81,16 @@ impl HealthBoard {
 
     /// The latest thumbnail of a camera as a JPEG, encoded now (by the caller's thread).
     pub fn thumbnail(&self, source: &str) -> Option<Vec<u8>> {
-        let small = self.thumbnails.lock().unwrap().get(source).cloned()?;
+        let small = self.thumbnails.lock().get(source).cloned()?;
         super::thumbnail::encode(&small)
     }
 
     fn set_thumbnail(&self, source: &str, small: super::thumbnail::Small) {
-        self.thumbnails.lock().unwrap().insert(source.to_string(), std::sync::Arc::new(small));
+        self.thumbnails.lock().insert(source.to_string(), std::sync::Arc::new(small));
     }
 
     pub fn snapshot(&self) -> Vec<SourceHealth> {
-        let sources = self.sources.lock().unwrap();
+        let sources = self.sources.lock();
         let mut out: Vec<SourceHealth> = sources
             .values()
             .map(|s| {
@@ -104,7 +104,7 @@ impl HealthBoard {
     }
 
     fn with(&self, source: &str, f: impl FnOnce(&mut State)) {
-        let mut sources = self.sources.lock().unwrap();
+        let mut sources = self.sources.lock();
         let state = sources.entry(source.to_string()).or_insert_with(|| State {
             health: SourceHealth { source: source.to_string(), ..Default::default() },
             ..Default::default()

@@ -53,14 +53,15 @@ pub use template::Templates;
 use crate::base::{Clocks, MediaTime, WallTime};
 use crate::segment::{OpenFiles, Syncer};
 use gst::prelude::*;
+use parking_lot::Mutex;
 use serde::Serialize;
 use splitter::Splitter;
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::Sender;
-use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 use thiserror::Error;
@@ -189,10 +190,10 @@ pub struct DeviceShared {
 
 impl DeviceShared {
     fn update(&self, f: impl FnOnce(&mut DeviceStatus)) {
-        f(&mut self.status.lock().unwrap());
+        f(&mut self.status.lock());
     }
     fn pause_reason(&self) -> Option<String> {
-        self.paused.lock().unwrap().clone()
+        self.paused.lock().clone()
     }
 }
 
@@ -319,7 +320,7 @@ impl CaptureRun {
                 paused: Mutex::new(None),
             });
             if shared.has_video {
-                *shared.paused.lock().unwrap() = params.video_paused.clone();
+                *shared.paused.lock() = params.video_paused.clone();
             }
             let (c, d) = (ctx.clone(), shared.clone());
             let name = format!("device-{}", plan.name);
@@ -335,8 +336,7 @@ impl CaptureRun {
         let deadline = clocks.monotonic() + params.start_timeout;
         while clocks.monotonic() < deadline {
             let waiting = devices.iter().any(|d| {
-                d.first_raw.load(Ordering::SeqCst) == u64::MAX
-                    && d.status.lock().unwrap().state == DeviceState::Starting
+                d.first_raw.load(Ordering::SeqCst) == u64::MAX && d.status.lock().state == DeviceState::Starting
             });
             if !waiting {
                 break;
@@ -374,22 +374,22 @@ impl CaptureRun {
     }
 
     pub fn devices(&self) -> Vec<DeviceStatus> {
-        self.devices.iter().map(|d| d.status.lock().unwrap().clone()).collect()
+        self.devices.iter().map(|d| d.status.lock().clone()).collect()
     }
 
     /// Pauses every camera (each finalizes its open segment first) with `reason`, or lets
     /// them record again (`None`). Microphones are never paused.
     pub fn set_video_paused(&self, reason: Option<String>) {
         for d in self.devices.iter().filter(|d| d.has_video) {
-            *d.paused.lock().unwrap() = reason.clone();
+            *d.paused.lock() = reason.clone();
         }
     }
 
     /// Makes a device's pipeline fail as a broken device would (tests and drills only).
     pub fn inject_failure(&self, device: &str) -> bool {
         for d in &self.devices {
-            if d.status.lock().unwrap().name == device
-                && let Some(p) = d.pipeline.lock().unwrap().as_ref()
+            if d.status.lock().name == device
+                && let Some(p) = d.pipeline.lock().as_ref()
             {
                 use gst::prelude::*;
                 let msg =

@@ -191,12 +191,12 @@ pub fn play(
         instance.feeder = Some(SimFeeder::start(appsrc, sim.clone(), ctx.clock.clock.clone(), ctx.clock.base));
     }
     ctx.splitter.register(std::mem::take(&mut instance.targets));
-    *device.pipeline.lock().unwrap() = Some(instance.pipeline.clone());
+    *device.pipeline.lock() = Some(instance.pipeline.clone());
     Ok(instance)
 }
 
 pub fn teardown(instance: Instance, ctx: &RunContext, device: &DeviceShared) {
-    device.pipeline.lock().unwrap().take();
+    device.pipeline.lock().take();
     ctx.splitter.unregister(instance.id);
     drop(instance.feeder);
     // Sinks still holding a file hand it over as incomplete (see SpoolSink::stop).

@@ -6,7 +6,8 @@
 use super::RunClock;
 use crate::base::Clocks;
 use gst::prelude::*;
-use std::sync::{Arc, Mutex};
+use parking_lot::Mutex;
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -66,23 +67,23 @@ impl Splitter {
     /// Adds a (re)started pipeline's sinks. A boundary already announced but not yet
     /// reached is announced to them too.
     pub fn register(&self, targets: Vec<SplitTarget>) {
-        let pending = *self.shared.announced.lock().unwrap();
+        let pending = *self.shared.announced.lock();
         let now = self.shared.clock.now().0;
         for t in &targets {
             if let Some(b) = pending.filter(|b| *b > now) {
                 announce(t, b);
             }
         }
-        self.shared.targets.lock().unwrap().extend(targets);
+        self.shared.targets.lock().extend(targets);
     }
 
     pub fn unregister(&self, instance: u64) {
-        self.shared.targets.lock().unwrap().retain(|t| t.instance != instance);
+        self.shared.targets.lock().retain(|t| t.instance != instance);
     }
 
     pub fn stop(&self) {
         self.shared.stop.cancel();
-        if let Some(t) = self.thread.lock().unwrap().take() {
+        if let Some(t) = self.thread.lock().take() {
             let _ = t.join();
         }
     }
@@ -116,14 +117,14 @@ fn next(now: u64, last: u64, segment_ns: u64) -> Next {
 
 fn run(s: Arc<Shared>) {
     while !s.stop.is_cancelled() {
-        let last = s.announced.lock().unwrap().unwrap_or(0);
+        let last = s.announced.lock().unwrap_or(0);
         match next(s.clock.now().0, last, s.segment_ns) {
             Next::Wait(d) => {
                 s.clocks.sleep_unless_cancelled(d, &s.stop);
             }
             Next::Announce(boundary) => {
-                *s.announced.lock().unwrap() = Some(boundary);
-                for t in s.targets.lock().unwrap().iter() {
+                *s.announced.lock() = Some(boundary);
+                for t in s.targets.lock().iter() {
                     announce(t, boundary);
                 }
             }

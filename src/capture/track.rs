@@ -8,9 +8,10 @@ use crate::config::SourceKind;
 use crate::integrity::layout;
 use crate::segment::{OpenFiles, SpoolFile, SpoolSink};
 use gst::prelude::*;
+use parking_lot::Mutex;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::mpsc::Sender;
-use std::sync::{Arc, Mutex};
 use thiserror::Error;
 
 /// Why a track could not be attached to a pipeline.
@@ -99,7 +100,7 @@ impl Track {
                     && let Some(start) = running_time(seg.segment(), buf.pts().or(buf.dts()))
                 {
                     let end = start + buf.duration().map(|d| d.nseconds()).unwrap_or(0);
-                    let mut st = track.state.lock().unwrap();
+                    let mut st = track.state.lock();
                     st.last_end = Some(MediaTime(st.last_end.map_or(end, |e| e.0.max(end))));
                 }
                 gst::PadProbeReturn::Ok
@@ -139,7 +140,7 @@ impl Track {
     }
 
     fn fragment_opened(&self, start: Option<u64>) -> PathBuf {
-        let mut st = self.state.lock().unwrap();
+        let mut st = self.state.lock();
         let seq = st.next_seq;
         st.next_seq += 1;
         let path = self.session_dir.join(layout::segment_file(&self.source, seq));
@@ -149,7 +150,7 @@ impl Track {
     }
 
     fn fragment_closed(&self, f: SpoolFile) {
-        let mut st = self.state.lock().unwrap();
+        let mut st = self.state.lock();
         let Some(open) = st.open.take().filter(|o| o.path == f.path) else {
             tracing::error!(source = %self.source, path = %f.path.display(), "closed a file that was not the open fragment; startup recovery will seal it");
             return;

@@ -17,10 +17,11 @@ pub use writer::{Committed, NewSession, SegmentCommit, Writer};
 
 use crate::base::Clocks;
 use crate::integrity::DeviceKey;
+use parking_lot::Mutex;
 use rusqlite::{Connection, OpenFlags};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use thiserror::Error;
 
@@ -139,7 +140,7 @@ impl Ledger {
         let job: Job = Box::new(move |w| {
             let _ = reply_tx.send(f(w));
         });
-        self.jobs.lock().unwrap().as_ref().ok_or(LedgerError::Stopped)?.send(job).map_err(|_| LedgerError::Stopped)?;
+        self.jobs.lock().as_ref().ok_or(LedgerError::Stopped)?.send(job).map_err(|_| LedgerError::Stopped)?;
         reply_rx.recv().map_err(|_| LedgerError::Stopped)?
     }
 
@@ -149,14 +150,14 @@ impl Ledger {
 
     /// Finishes queued work, stops the writer thread and folds the WAL into the database.
     pub fn close(&self) {
-        if let Some((stop, t)) = self.checkpointer.lock().unwrap().take() {
+        if let Some((stop, t)) = self.checkpointer.lock().take() {
             drop(stop);
             let _ = t.join();
         }
-        if let Some(jobs) = self.jobs.lock().unwrap().take() {
+        if let Some(jobs) = self.jobs.lock().take() {
             let _ = jobs.send(Box::new(|w: &mut Writer| w.checkpoint()));
         }
-        if let Some(t) = self.thread.lock().unwrap().take() {
+        if let Some(t) = self.thread.lock().take() {
             let _ = t.join();
         }
     }

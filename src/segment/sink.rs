@@ -9,10 +9,11 @@
 use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
+use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A fragment file handed over by the sink. `complete` is false when the pipeline stopped
@@ -35,16 +36,16 @@ pub struct OpenFiles(Mutex<HashMap<PathBuf, File>>);
 
 impl OpenFiles {
     fn add(&self, path: PathBuf, file: File) {
-        self.0.lock().unwrap().insert(path, file);
+        self.0.lock().insert(path, file);
     }
     fn remove(&self, path: &PathBuf) {
-        self.0.lock().unwrap().remove(path);
+        self.0.lock().remove(path);
     }
     /// `fdatasync` every open file. Clones of the descriptors are used so that writers are
     /// never blocked by a sync in progress.
     pub fn sync_all(&self) {
         let files: Vec<(PathBuf, File)> =
-            self.0.lock().unwrap().iter().filter_map(|(p, f)| f.try_clone().ok().map(|f| (p.clone(), f))).collect();
+            self.0.lock().iter().filter_map(|(p, f)| f.try_clone().ok().map(|f| (p.clone(), f))).collect();
         for (path, file) in files {
             if let Err(e) = file.sync_data() {
                 tracing::warn!(path = %path.display(), error = %e, "periodic sync of an open segment failed");
@@ -96,7 +97,7 @@ glib::wrapper! {
 impl SpoolSink {
     pub fn new(on_close: CloseHandler, open_files: Arc<OpenFiles>) -> SpoolSink {
         let sink: SpoolSink = glib::Object::builder().build();
-        *sink.imp().hooks.lock().unwrap() = Some(imp::Hooks { on_close, open_files });
+        *sink.imp().hooks.lock() = Some(imp::Hooks { on_close, open_files });
         sink
     }
 }
@@ -138,10 +139,10 @@ mod imp {
     impl SpoolSink {
         /// Gives the open file away (to the sealer), whether or not the muxer finished it.
         fn hand_over(&self, complete: bool) {
-            let taken = std::mem::replace(&mut *self.state.lock().unwrap(), State::Stopped);
+            let taken = std::mem::replace(&mut *self.state.lock(), State::Stopped);
             if let State::Started { file, path, size, hash } = taken {
                 let sha256 = hash.map(|h| h.finish().as_ref().try_into().expect("32 bytes"));
-                let hooks = self.hooks.lock().unwrap();
+                let hooks = self.hooks.lock();
                 if let Some(h) = hooks.as_ref() {
                     h.open_files.remove(&path);
                     (h.on_close)(SpoolFile { path, file, bytes: size, sha256, complete });
@@ -173,13 +174,13 @@ mod imp {
         fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
             if pspec.name() == "location" {
                 let loc: Option<String> = value.get().expect("type checked upstream");
-                *self.location.lock().unwrap() = loc.map(PathBuf::from);
+                *self.location.lock() = loc.map(PathBuf::from);
             }
         }
 
         fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
             match pspec.name() {
-                "location" => self.location.lock().unwrap().as_ref().map(|p| p.display().to_string()).to_value(),
+                "location" => self.location.lock().as_ref().map(|p| p.display().to_string()).to_value(),
                 _ => unreachable!("only location is registered"),
             }
         }
@@ -221,7 +222,6 @@ mod imp {
             let path = self
                 .location
                 .lock()
-                .unwrap()
                 .clone()
                 .ok_or_else(|| gst::error_msg!(gst::ResourceError::Settings, ["no location set"]))?;
             let file = std::fs::OpenOptions::new()
@@ -233,14 +233,14 @@ mod imp {
                 .map_err(|e| {
                     gst::error_msg!(gst::ResourceError::OpenWrite, ["cannot create segment {}: {}", path.display(), e])
                 })?;
-            if let Some(h) = self.hooks.lock().unwrap().as_ref()
+            if let Some(h) = self.hooks.lock().as_ref()
                 && let Ok(clone) = file.try_clone()
             {
                 h.open_files.add(path.clone(), clone);
             }
             gst::debug!(CAT, imp = self, "created {}", path.display());
             let hash = Some(Box::new(ring::digest::Context::new(&ring::digest::SHA256)));
-            *self.state.lock().unwrap() = State::Started { file, path, size: 0, hash };
+            *self.state.lock() = State::Started { file, path, size: 0, hash };
             Ok(())
         }
 
@@ -252,7 +252,7 @@ mod imp {
         }
 
         fn render(&self, buffer: &gst::Buffer) -> Result<gst::FlowSuccess, gst::FlowError> {
-            let mut state = self.state.lock().unwrap();
+            let mut state = self.state.lock();
             let State::Started { file, path, size, hash } = &mut *state else {
                 gst::element_imp_error!(self, gst::CoreError::Failed, ["not started"]);
                 return Err(gst::FlowError::Error);
@@ -280,7 +280,7 @@ mod imp {
                 gst::EventView::Segment(e) => {
                     if let Some(seg) = e.segment().downcast_ref::<gst::format::Bytes>() {
                         let start = seg.start().map(|b| *b).unwrap_or(0);
-                        if let State::Started { file, path, size, hash } = &mut *self.state.lock().unwrap() {
+                        if let State::Started { file, path, size, hash } = &mut *self.state.lock() {
                             if start != *size {
                                 // Bytes will be rewritten: the running hash no longer matches.
                                 *hash = None;
@@ -330,7 +330,7 @@ mod tests {
         .unwrap();
         let handed: Arc<Mutex<Option<SpoolFile>>> = Arc::default();
         let h = handed.clone();
-        let sink = SpoolSink::new(Arc::new(move |f| *h.lock().unwrap() = Some(f)), Arc::new(OpenFiles::default()));
+        let sink = SpoolSink::new(Arc::new(move |f| *h.lock() = Some(f)), Arc::new(OpenFiles::default()));
         sink.set_property("location", path.to_str().unwrap());
         pipeline.add(&sink).unwrap();
         pipeline.by_name("mux").unwrap().link(&sink).unwrap();
@@ -340,7 +340,7 @@ mod tests {
             bus.timed_pop_filtered(gst::ClockTime::from_seconds(30), &[gst::MessageType::Eos, gst::MessageType::Error]);
         assert!(matches!(msg.unwrap().view(), gst::MessageView::Eos(_)));
         pipeline.set_state(gst::State::Null).unwrap();
-        handed.lock().unwrap().take().expect("the sink hands the file over at EOS")
+        handed.lock().take().expect("the sink hands the file over at EOS")
     }
 
     #[test]

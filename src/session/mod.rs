@@ -19,10 +19,11 @@ use crate::integrity::{Entry, Hearing, Language, RecordKind, RunCause, UnknownLa
 use crate::ledger::{Ledger, LedgerError, NewSession, RunEnd};
 use crate::stt::{MicInfo, SessionSpec, Stt};
 use commit::{CommitContext, Committer};
+use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use thiserror::Error;
 use uuid::Uuid;
@@ -175,19 +176,19 @@ pub struct StatsInner {
 
 impl Stats {
     fn segment(&self, source: &str, bytes: u64, end: MediaTime) {
-        let mut s = self.inner.lock().unwrap();
+        let mut s = self.inner.lock();
         s.segments += 1;
         s.bytes += bytes;
         s.last_media.insert(source.to_string(), end);
     }
     fn gap(&self) {
-        self.inner.lock().unwrap().gaps += 1;
+        self.inner.lock().gaps += 1;
     }
     fn note_error(&self, e: &str) {
-        self.inner.lock().unwrap().last_error = Some(e.to_string());
+        self.inner.lock().last_error = Some(e.to_string());
     }
     pub fn snapshot(&self) -> StatsInner {
-        self.inner.lock().unwrap().clone()
+        self.inner.lock().clone()
     }
 }
 
@@ -344,7 +345,7 @@ impl Recorder {
             .unwrap_or(false);
         let hearing = onair::hearing_after(&session, &records);
         self.end_interrupted_broadcast(session.id, &records, offset)?;
-        let mut active = self.active.lock().unwrap();
+        let mut active = self.active.lock();
         if interrupted.in_recess {
             tracing::info!(session = %session.id, "the session is in recess; it records again when resumed");
             *active = Some(Active {
@@ -404,7 +405,7 @@ impl Recorder {
             sync_interval: Duration::from_millis(rec.sync_interval_ms.into()),
             tap: self.stt.as_ref().map(|s| s.tap()),
             encoded_tap: self.broadcaster.configured().then(|| self.broadcaster.tap()),
-            video_paused: self.video_paused.lock().unwrap().clone(),
+            video_paused: self.video_paused.lock().clone(),
             alarm_after: crate::capture::AlarmAfter {
                 silent: Duration::from_secs(self.cfg.config.health.silent_alarm_seconds.into()),
                 picture: Duration::from_secs(self.cfg.config.health.picture_alarm_seconds.into()),
@@ -445,7 +446,7 @@ impl Recorder {
 
     pub fn start(&self, req: &StartRequest) -> Result<SessionInfo, SessionError> {
         let req = req.validate()?;
-        let mut active = self.active.lock().unwrap();
+        let mut active = self.active.lock();
         if let Some(a) = active.as_ref() {
             return Err(SessionError::AlreadyRecording(a.session.id));
         }
@@ -484,7 +485,7 @@ impl Recorder {
     /// A note on the record at this moment, by `by` (also during a recess).
     pub fn mark(&self, text: &str, by: &str) -> Result<MarkInfo, SessionError> {
         let text = check_text("mark text", text, 2000)?;
-        let active = self.active.lock().unwrap();
+        let active = self.active.lock();
         let a = active.as_ref().ok_or(SessionError::NotRecording)?;
         let media = a.now();
         let id = a.session.id;
@@ -496,7 +497,7 @@ impl Recorder {
     /// Pauses the hearing: every device finalizes its segment and capture stops until
     /// `resume`; the chain states the recess and who called it.
     pub fn recess(&self, by: &str) -> Result<MarkInfo, SessionError> {
-        let mut guard = self.active.lock().unwrap();
+        let mut guard = self.active.lock();
         let a = guard.take().ok_or(SessionError::NotRecording)?;
         let Phase::Recording { capture, committer } = a.phase else {
             *guard = Some(a);
@@ -518,7 +519,7 @@ impl Recorder {
 
     /// Ends a recess: the chain states it, then a new run records every source again.
     pub fn resume(&self, by: &str) -> Result<SessionInfo, SessionError> {
-        let mut guard = self.active.lock().unwrap();
+        let mut guard = self.active.lock();
         let a = guard.as_ref().ok_or(SessionError::NotRecording)?;
         if !matches!(a.phase, Phase::Recess { .. }) {
             return Err(SessionError::NotInRecess);
@@ -566,7 +567,7 @@ impl Recorder {
     /// that it takes effect as fast as possible; an unmute shows the broadcast again only
     /// once the chain states it.
     pub fn set_privacy_mute(&self, muted: bool, by: &str) -> Result<MarkInfo, SessionError> {
-        let mut guard = self.active.lock().unwrap();
+        let mut guard = self.active.lock();
         let a = guard.as_mut().ok_or(SessionError::NotRecording)?;
         let media = a.now();
         let blanked_from =
@@ -586,7 +587,7 @@ impl Recorder {
     /// Ends the session: every device finalizes its segment, the tail of every source is
     /// accounted for, and the chain is sealed with a signed manifest.
     pub fn stop(&self) -> Result<StopInfo, SessionError> {
-        let mut guard = self.active.lock().unwrap();
+        let mut guard = self.active.lock();
         let a = guard.take().ok_or(SessionError::NotRecording)?;
         let id = a.session.id;
         let now = a.now();
@@ -637,7 +638,7 @@ impl Recorder {
     /// The daemon is going down (service stop, reboot): finalize the open segments and
     /// leave the session recording, so that it resumes on the next start.
     pub fn shutdown(&self) {
-        if let Some(a) = self.active.lock().unwrap().take() {
+        if let Some(a) = self.active.lock().take() {
             let id = a.session.id;
             let run = a.run;
             self.end_broadcast(id, a.now(), "the daemon is stopping");
@@ -654,7 +655,7 @@ impl Recorder {
     }
 
     pub fn status(&self) -> Status {
-        let active = self.active.lock().unwrap();
+        let active = self.active.lock();
         let session = active.as_ref().map(|a| SessionStatus {
             id: a.session.id,
             state: if a.capture().is_some() { SessionPhase::Recording } else { SessionPhase::Recess },
@@ -682,19 +683,19 @@ impl Recorder {
     /// a gap record with this reason), or lets them record again. Applies to later sessions
     /// too, until lifted.
     pub fn set_video_paused(&self, reason: Option<String>) {
-        *self.video_paused.lock().unwrap() = reason.clone();
-        if let Some(capture) = self.active.lock().unwrap().as_ref().and_then(|a| a.capture()) {
+        *self.video_paused.lock() = reason.clone();
+        if let Some(capture) = self.active.lock().as_ref().and_then(|a| a.capture()) {
             capture.set_video_paused(reason);
         }
     }
 
     /// The latest thumbnail of a camera of the recording session.
     pub fn thumbnail(&self, source: &str) -> Option<Vec<u8>> {
-        self.active.lock().unwrap().as_ref()?.capture()?.thumbnail(source)
+        self.active.lock().as_ref()?.capture()?.thumbnail(source)
     }
 
     pub fn inject_failure(&self, device: &str) -> Result<(), SessionError> {
-        let active = self.active.lock().unwrap();
+        let active = self.active.lock();
         let a = active.as_ref().ok_or(SessionError::NotRecording)?;
         if a.capture().is_some_and(|c| c.inject_failure(device)) {
             Ok(())

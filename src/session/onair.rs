@@ -34,7 +34,7 @@ const COURTBOX: &str = "courtbox";
 impl Recorder {
     /// Starts the delayed broadcast of the current hearing, if policy allows it.
     pub fn start_broadcast(&self, by: &str) -> Result<MarkInfo, SessionError> {
-        let guard = self.active.lock().unwrap();
+        let guard = self.active.lock();
         let a = guard.as_ref().ok_or(SessionError::NotRecording)?;
         if self.broadcaster.is_running() {
             return Err(SessionError::Conflict("the broadcast is already running".into()));
@@ -90,7 +90,7 @@ impl Recorder {
     }
 
     pub fn stop_broadcast(&self, by: &str) -> Result<MarkInfo, SessionError> {
-        let guard = self.active.lock().unwrap();
+        let guard = self.active.lock();
         let a = guard.as_ref().ok_or(SessionError::NotRecording)?;
         if !self.broadcaster.stop() {
             return Err(SessionError::Conflict("no broadcast is running".into()));
@@ -104,7 +104,7 @@ impl Recorder {
     /// Declares the hearing open or closed to the public. Closing it cuts the broadcast
     /// before anything is written.
     pub fn set_hearing(&self, hearing: Hearing, by: &str) -> Result<MarkInfo, SessionError> {
-        let mut guard = self.active.lock().unwrap();
+        let mut guard = self.active.lock();
         let a = guard.as_mut().ok_or(SessionError::NotRecording)?;
         if a.hearing == hearing {
             return Err(SessionError::Conflict(format!("the hearing is already {}", hearing.as_str())));

@@ -17,11 +17,12 @@ use crate::capture::{AudioChunk, AudioTap};
 use crate::config::{LoadedConfig, Role};
 use crate::integrity::{CaptionItem, CaptionOrigin, Entry, RecordBody};
 use crate::ledger::Ledger;
+use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender, TryRecvError};
-use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 use tokio::sync::broadcast;
@@ -267,7 +268,7 @@ impl Stt {
     }
 
     fn send(&self, c: Control) {
-        if let Some(tx) = self.ctl.lock().unwrap().as_ref() {
+        if let Some(tx) = self.ctl.lock().as_ref() {
             let _ = tx.send(c);
         }
     }
@@ -297,13 +298,13 @@ impl Stt {
     }
 
     pub fn status(&self) -> SttStatus {
-        self.status.lock().unwrap().clone()
+        self.status.lock().clone()
     }
 
     /// Stops the thread (after the current job).
     pub fn shutdown(&self) {
-        self.ctl.lock().unwrap().take();
-        if let Some(t) = self.thread.lock().unwrap().take() {
+        self.ctl.lock().take();
+        if let Some(t) = self.thread.lock().take() {
             let _ = t.join();
         }
     }
@@ -407,7 +408,7 @@ impl Worker {
 
     fn load_model(&mut self) {
         let loaded = (self.loader)(&self.settings);
-        let mut st = self.status.lock().unwrap();
+        let mut st = self.status.lock();
         match loaded {
             Ok(engine) => {
                 self.engine = Some(engine);
@@ -453,7 +454,7 @@ impl Worker {
                     self.load_model();
                 }
                 let result = match &self.engine {
-                    None => Err(self.status.lock().unwrap().reason.clone().unwrap_or_default()),
+                    None => Err(self.status.lock().reason.clone().unwrap_or_default()),
                     Some(_) => Ok(self.queue_pending(session)),
                 };
                 let _ = reply.send(result);
@@ -540,7 +541,7 @@ impl Worker {
         for e in events {
             let _ = self.events.send(e);
         }
-        let mut st = self.status.lock().unwrap();
+        let mut st = self.status.lock();
         st.finals += transcript.segments.len() as u64;
         let ts = st.tracks.entry(source.to_string()).or_default();
         ts.delayed = delayed;
@@ -605,7 +606,7 @@ impl Worker {
     fn finish_run(&mut self, run_start: MediaTime, run_end: MediaTime, deadline: Duration) {
         let Some(live) = self.live.as_mut() else { return };
         if self.engine.is_none() {
-            let why = self.status.lock().unwrap().reason.clone().unwrap_or_else(|| "speech model unavailable".into());
+            let why = self.status.lock().reason.clone().unwrap_or_else(|| "speech model unavailable".into());
             let sources: Vec<String> = live.schedule.sources().cloned().collect();
             for source in sources {
                 let cause = BehindCause::NoModel(why.clone());
@@ -768,11 +769,11 @@ impl Worker {
 
     fn note_error(&self, e: String) {
         tracing::error!(error = %e, "speech to text");
-        self.status.lock().unwrap().last_error = Some(e);
+        self.status.lock().last_error = Some(e);
     }
 
     fn publish_status(&self) {
-        let mut st = self.status.lock().unwrap();
+        let mut st = self.status.lock();
         st.backlog = self.backlog.len() + usize::from(self.cursor.is_some());
         if let Some(live) = &self.live {
             for (s, waiting) in live.schedule.waiting() {

@@ -6,9 +6,10 @@
 
 use crate::base::{Clocks, WallTime};
 use crate::ledger::{AlarmKind, Evictable, Ledger, LedgerError, Reader};
+use parking_lot::Mutex;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -140,12 +141,12 @@ impl DiskWatch {
     }
 
     pub fn state(&self) -> DiskState {
-        self.state.lock().unwrap().clone()
+        self.state.lock().clone()
     }
 
     pub fn shutdown(&self) {
         self.stop.cancel();
-        if let Some(t) = self.thread.lock().unwrap().take() {
+        if let Some(t) = self.thread.lock().take() {
             let _ = t.join();
         }
     }
@@ -200,7 +201,7 @@ fn tick(
         tracing::info!(files, bytes, free, "deleted local copies of uploaded segments");
     }
 
-    let mut s = state.lock().unwrap();
+    let mut s = state.lock();
     s.free_bytes = free;
     s.total_bytes = total;
     s.evicted_files += files;

@@ -15,10 +15,11 @@ use super::deliver::{Delivered, Failure, deliver};
 use super::store::Store;
 use crate::base::{Backoff, Clocks, ExponentialRetry, Supervision, WallTime};
 use crate::ledger::{Ledger, UploadJob};
+use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 use tokio::task::JoinSet;
@@ -97,14 +98,14 @@ impl Uploader {
     }
 
     pub fn state(&self) -> UploaderState {
-        self.state.lock().unwrap().clone()
+        self.state.lock().clone()
     }
 
     /// Stops at once; objects in flight are abandoned and resolved on the next start (the
     /// same bytes found under their name count as delivered).
     pub fn shutdown(&self) {
         self.stop.cancel();
-        if let Some(t) = self.thread.lock().unwrap().take() {
+        if let Some(t) = self.thread.lock().take() {
             let _ = t.join();
         }
     }
@@ -306,7 +307,7 @@ async fn run(ctx: Ctx, stop: CancellationToken) {
             }
         }
         {
-            let mut s = ctx.state.lock().unwrap();
+            let mut s = ctx.state.lock();
             s.in_flight = schedule.in_flight();
             s.state = schedule.phase(now);
         }
@@ -369,7 +370,7 @@ async fn acknowledge(ctx: &Ctx, job: &UploadJob, how: Delivered) {
     match ledger_call(&ctx.ledger, move |l| l.call(move |w| w.upload_done(id))).await {
         Ok(()) => {
             tracing::debug!(object = %job.object_key, bytes = job.bytes, ?how, "uploaded");
-            let mut s = ctx.state.lock().unwrap();
+            let mut s = ctx.state.lock();
             s.sent_objects += 1;
             s.sent_bytes += job.bytes;
             s.last_success = Some(ctx.clocks.wall().to_rfc3339());
@@ -384,7 +385,7 @@ async fn acknowledge(ctx: &Ctx, job: &UploadJob, how: Delivered) {
 async fn failed(ctx: &Ctx, job: &UploadJob, error: &str, pause: Option<Duration>) {
     let wall: WallTime = ctx.clocks.wall();
     let new_error = {
-        let mut s = ctx.state.lock().unwrap();
+        let mut s = ctx.state.lock();
         s.failed_attempts += 1;
         let new = s.error.as_deref() != Some(error);
         if new {

@@ -10,8 +10,9 @@
 use super::tsa::{TsaError, TsaPin, request_token, verify_token};
 use crate::base::{Backoff, Clocks};
 use crate::ledger::Ledger;
+use parking_lot::Mutex;
 use serde::Serialize;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -169,7 +170,7 @@ impl Witness {
     }
 
     pub fn status(&self) -> WitnessStatus {
-        self.status.lock().expect("witness status").clone()
+        self.status.lock().clone()
     }
 
     /// The status with the ledger's counts (blocking: reads the ledger).
@@ -183,7 +184,7 @@ impl Witness {
 
     pub fn shutdown(&self) {
         self.stop.cancel();
-        if let Some(t) = self.thread.lock().expect("witness thread").take() {
+        if let Some(t) = self.thread.lock().take() {
             let _ = t.join();
         }
     }
@@ -215,7 +216,7 @@ fn run(
                         Ok(()) => schedule.stamped(clocks.monotonic()),
                         Err(StampError::Tsa(e)) => {
                             let delay = schedule.stamp_failed(clocks.monotonic());
-                            let mut s = status.lock().expect("witness status");
+                            let mut s = status.lock();
                             let next = TsaState::after(&e, clocks.wall().to_rfc3339());
                             if std::mem::discriminant(&s.tsa) != std::mem::discriminant(&next) {
                                 tracing::warn!(error = %e, retry_s = delay.as_secs_f64(), "the TSA gives no usable token; checkpoints wait and are stamped later");
@@ -270,7 +271,7 @@ fn stamp_pending(
         let (log, seq) = (cp.log.clone(), cp.seq);
         ledger.call(move |w| w.add_timestamp(&log, seq, &token)).map_err(StampError::Ledger)?;
         let delay = crate::base::WallTime::parse(&cp.created_wall).ok().map(|w| attested.since(w) as f64 / 1e9);
-        let mut s = status.lock().expect("witness status");
+        let mut s = status.lock();
         if s.tsa.failing() {
             tracing::info!(
                 delay_s = delay.unwrap_or(0.0),
