@@ -22,12 +22,18 @@ pub trait Clocks: Send + Sync + 'static {
     fn sleep(&self, d: Duration);
 
     /// Waits `d` of monotonic time unless `shutdown` is cancelled first; returns whether
-    /// the whole time passed. For threads that cannot await the token: they look at it
-    /// every `SHUTDOWN_POLL`, which bounds how long a shutdown waits for them.
+    /// the whole time passed. For threads that cannot await the token.
     fn sleep_unless_cancelled(&self, d: Duration, shutdown: &CancellationToken) -> bool {
+        self.sleep_while(d, &|| !shutdown.is_cancelled())
+    }
+
+    /// Waits `d` of monotonic time while `keep_sleeping` holds; returns whether the whole
+    /// time passed. It looks every `SHUTDOWN_POLL`, which bounds how late a blocking thread
+    /// notices a shutdown or a change it waits on.
+    fn sleep_while(&self, d: Duration, keep_sleeping: &dyn Fn() -> bool) -> bool {
         let end = self.monotonic() + d;
         loop {
-            if shutdown.is_cancelled() {
+            if !keep_sleeping() {
                 return false;
             }
             let now = self.monotonic();

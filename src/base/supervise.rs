@@ -9,8 +9,8 @@ use super::Backoff;
 use std::time::Duration;
 
 /// An attempt that ran this long before failing was healthy: its failure starts the delays
-/// over. One figure for every service (capture used 60 s, broadcast outputs 30 s): half a
-/// minute of recording or broadcasting is long enough to call the cause gone.
+/// over. The default; a service whose faults recur more slowly says so with
+/// `ExponentialRetry::healthy_after`.
 pub const HEALTHY_AFTER: Duration = Duration::from_secs(30);
 
 /// How the delay before the next attempt is chosen (Vector's `RetryLogic` plays this
@@ -37,11 +37,20 @@ impl ExponentialRetry {
         ExponentialRetry::from_backoff(Backoff::new(initial, max))
     }
 
-    /// Any success starts the delays over. Right for the uploader, where one delivered
-    /// object proves the store is back; wrong for a pipeline or a connection, which can
-    /// start and fail again within a second: there only a healthy run forgives.
+    /// Any success starts the delays over, and only a success does. Right for the
+    /// uploader, where one delivered object proves the store is back, and where an attempt
+    /// that failed after a long time (a store that accepts connections and never answers)
+    /// proves nothing; wrong for a pipeline or a connection, which can start and fail again
+    /// within a second: there only a healthy run forgives.
     pub fn reset_on_success(mut self) -> ExponentialRetry {
         self.reset_on_success = true;
+        self.healthy_after = Duration::MAX;
+        self
+    }
+
+    /// An attempt that ran `d` before failing was healthy (default `HEALTHY_AFTER`).
+    pub fn healthy_after(mut self, d: Duration) -> ExponentialRetry {
+        self.healthy_after = d;
         self
     }
 
@@ -158,8 +167,9 @@ impl<P: RetryPolicy> Supervision<P> {
 
     /// The attempt works. Returns how it came back when earlier attempts had failed.
     pub fn running(&mut self, now: Duration) -> Option<Recovered> {
-        if self.phase != Phase::Running {
-            self.attempt_began = self.attempt_began.min(now);
+        if self.phase == Phase::Idle {
+            // Running without an attempt on record (a service that starts up healthy).
+            self.attempt_began = now;
         }
         self.phase = Phase::Running;
         // A success is only news to the policy after a failure.
@@ -324,6 +334,23 @@ mod tests {
         assert!(probes <= 10, "backed off rather than hammering: {probes} probes");
         // The next failure starts again from the shortest delay.
         assert_eq!(store.failed(now + secs(1)), Duration::from_millis(500));
+    }
+
+    #[test]
+    fn a_store_resets_only_on_success_however_long_a_failed_attempt_ran() {
+        // A store that accepts connections and never answers: each probe times out after
+        // two minutes. That is no healthy run: the pause keeps doubling.
+        let mut store = Supervision::new(ExponentialRetry::new(secs(1), secs(60)).reset_on_success());
+        let mut now = Duration::ZERO;
+        let mut delays = Vec::new();
+        for _ in 0..4 {
+            store.attempt(now);
+            now += secs(120);
+            let delay = store.failed(now);
+            delays.push(delay.as_secs());
+            now += delay;
+        }
+        assert_eq!(delays, vec![1, 2, 4, 8]);
     }
 
     #[test]

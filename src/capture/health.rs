@@ -2,10 +2,12 @@
 //! level of each microphone, and whether a camera's picture is black or frozen. Cheap: a
 //! camera is sampled at a few hundred pixels a few times a second.
 
+use crate::base::Clocks;
 use parking_lot::Mutex;
 use serde::Serialize;
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 /// Below this RMS level a microphone input carries no signal at all (unplugged, muted at
 /// the interface): a live microphone in a quiet room reads well above it.
@@ -56,27 +58,29 @@ impl Default for AlarmAfter {
 #[derive(Debug, Default)]
 struct State {
     health: SourceHealth,
-    problem_since: Option<Instant>,
+    /// Monotonic times (`Clocks::monotonic`).
+    problem_since: Option<Duration>,
     last_pts: Option<u64>,
     last_signature: Option<u64>,
-    unchanged_since: Option<Instant>,
+    unchanged_since: Option<Duration>,
     sum_squares: f64,
     samples: u64,
-    window_start: Option<Instant>,
+    window_start: Option<Duration>,
 }
 
 /// The health of every source of a run, written by pad probes, read by status and check.
-#[derive(Debug, Default)]
+/// Its time comes from `Clocks`, so thresholds are tested on simulated time.
 pub struct HealthBoard {
     sources: Mutex<HashMap<String, State>>,
     alarm_after: AlarmAfter,
+    clocks: Arc<dyn Clocks>,
     /// The latest scaled-down frame of every camera.
-    thumbnails: Mutex<HashMap<String, std::sync::Arc<super::thumbnail::Small>>>,
+    thumbnails: Mutex<HashMap<String, Arc<super::thumbnail::Small>>>,
 }
 
 impl HealthBoard {
-    pub fn new(alarm_after: AlarmAfter) -> HealthBoard {
-        HealthBoard { sources: Mutex::default(), alarm_after, thumbnails: Mutex::default() }
+    pub fn new(alarm_after: AlarmAfter, clocks: Arc<dyn Clocks>) -> HealthBoard {
+        HealthBoard { sources: Mutex::default(), alarm_after, clocks, thumbnails: Mutex::default() }
     }
 
     /// The latest thumbnail of a camera as a JPEG, encoded now (by the caller's thread).
@@ -86,16 +90,17 @@ impl HealthBoard {
     }
 
     fn set_thumbnail(&self, source: &str, small: super::thumbnail::Small) {
-        self.thumbnails.lock().insert(source.to_string(), std::sync::Arc::new(small));
+        self.thumbnails.lock().insert(source.to_string(), Arc::new(small));
     }
 
     pub fn snapshot(&self) -> Vec<SourceHealth> {
         let sources = self.sources.lock();
+        let now = self.clocks.monotonic();
         let mut out: Vec<SourceHealth> = sources
             .values()
             .map(|s| {
                 let mut h = s.health.clone();
-                h.problem_seconds = s.problem_since.map(|t| t.elapsed().as_secs());
+                h.problem_seconds = s.problem_since.map(|t| now.saturating_sub(t).as_secs());
                 h
             })
             .collect();
@@ -103,13 +108,14 @@ impl HealthBoard {
         out
     }
 
-    fn with(&self, source: &str, f: impl FnOnce(&mut State)) {
+    fn with(&self, source: &str, f: impl FnOnce(&mut State, Duration)) {
+        let now = self.clocks.monotonic();
         let mut sources = self.sources.lock();
         let state = sources.entry(source.to_string()).or_insert_with(|| State {
             health: SourceHealth { source: source.to_string(), ..Default::default() },
             ..Default::default()
         });
-        f(state);
+        f(state, now);
         let h = &mut state.health;
         let problem = if h.black {
             Some(("picture is black", self.alarm_after.picture))
@@ -122,17 +128,17 @@ impl HealthBoard {
         };
         match (problem, state.problem_since) {
             (Some(_), None) => {
-                state.problem_since = Some(Instant::now());
-                h.problem_since = Some(crate::base::Clocks::wall(&crate::base::RealClocks::new()).to_rfc3339());
+                state.problem_since = Some(now);
+                h.problem_since = Some(self.clocks.wall().to_rfc3339());
             }
-            (Some((what, after)), Some(since)) if h.alarm.is_none() && since.elapsed() >= after => {
+            (Some((what, after)), Some(since)) if h.alarm.is_none() && now.saturating_sub(since) >= after => {
                 let message = format!("{what} since {}", h.problem_since.as_deref().unwrap_or("?"));
                 tracing::warn!(source = %source, "ALARM: {message}");
                 h.alarm = Some(message);
             }
             (None, Some(since)) => {
                 if h.alarm.take().is_some() {
-                    tracing::info!(source = %source, after_s = since.elapsed().as_secs(), "signal is back; alarm cleared");
+                    tracing::info!(source = %source, after_s = now.saturating_sub(since).as_secs(), "signal is back; alarm cleared");
                 }
                 state.problem_since = None;
                 h.problem_since = None;
@@ -144,7 +150,7 @@ impl HealthBoard {
     /// A video frame's timestamp: a jump of more than one and a half frame durations means
     /// frames went missing.
     pub fn video_timestamp(&self, source: &str, pts: u64, frame_ns: u64) {
-        self.with(source, |s| {
+        self.with(source, |s, _| {
             if let Some(last) = s.last_pts
                 && frame_ns > 0
                 && pts > last + frame_ns * 3 / 2
@@ -158,14 +164,13 @@ impl HealthBoard {
     /// A video frame (I420/NV12: the first plane is luma).
     pub fn video_frame(&self, source: &str, luma: &[u8], width: usize, height: usize, stride: usize) {
         let Some((mean, signature)) = luma_stats(luma, width, height, stride) else { return };
-        self.with(source, |s| {
+        self.with(source, |s, now| {
             s.health.buffers += 1;
             s.health.mean_luma = Some(mean);
             s.health.black = mean < BLACK_LUMA;
-            let now = Instant::now();
             if s.last_signature == Some(signature) {
                 let since = *s.unchanged_since.get_or_insert(now);
-                s.health.frozen = now.duration_since(since) >= FROZEN_AFTER;
+                s.health.frozen = now.saturating_sub(since) >= FROZEN_AFTER;
             } else {
                 s.unchanged_since = None;
                 s.health.frozen = false;
@@ -176,15 +181,14 @@ impl HealthBoard {
 
     /// Audio samples of one microphone, as floats in [-1, 1].
     pub fn audio(&self, source: &str, samples: impl Iterator<Item = f64>) {
-        self.with(source, |s| {
+        self.with(source, |s, now| {
             s.health.buffers += 1;
             for v in samples {
                 s.sum_squares += v * v;
                 s.samples += 1;
             }
-            let now = Instant::now();
             let start = *s.window_start.get_or_insert(now);
-            if now.duration_since(start) >= LEVEL_WINDOW && s.samples > 0 {
+            if now.saturating_sub(start) >= LEVEL_WINDOW && s.samples > 0 {
                 let level = dbfs(s.sum_squares / s.samples as f64);
                 s.health.level_dbfs = Some(level);
                 s.health.silent = level < SILENT_DBFS;
@@ -292,10 +296,16 @@ pub fn luma_stats(luma: &[u8], width: usize, height: usize, stride: usize) -> Op
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::base::{SimulatedClocks, WallTime};
+
+    fn board(alarm_after: AlarmAfter) -> (HealthBoard, Arc<SimulatedClocks>) {
+        let clocks = Arc::new(SimulatedClocks::new(WallTime::from_unix_nanos(1_700_000_000_000_000_000)));
+        (HealthBoard::new(alarm_after, clocks.clone()), clocks)
+    }
 
     #[test]
     fn black_and_frozen_pictures() {
-        let board = HealthBoard::default();
+        let (board, _) = board(AlarmAfter::default());
         let black = vec![16u8; 64 * 48];
         board.video_frame("cam", &black, 64, 48, 64);
         let h = &board.snapshot()[0];
@@ -312,7 +322,7 @@ mod tests {
 
     #[test]
     fn problems_become_alarms_after_their_threshold_and_clear() {
-        let board = HealthBoard::new(AlarmAfter { silent: Duration::from_millis(300), picture: Duration::ZERO });
+        let (board, _) = board(AlarmAfter { silent: Duration::from_millis(300), picture: Duration::ZERO });
         let black = vec![16u8; 64 * 48];
         board.video_frame("cam", &black, 64, 48, 64);
         board.video_frame("cam", &black, 64, 48, 64);
@@ -332,14 +342,50 @@ mod tests {
     fn silent_and_live_microphones() {
         assert_eq!(dbfs(0.0), -150.0);
         assert!((dbfs(0.5) - -3.01).abs() < 0.01);
-        let board = HealthBoard::default();
+        let (board, clocks) = board(AlarmAfter::default());
         board.audio("mic", std::iter::repeat_n(0.0, 100));
-        std::thread::sleep(LEVEL_WINDOW);
+        clocks.advance(LEVEL_WINDOW);
         board.audio("mic", std::iter::repeat_n(0.0, 100));
         assert!(board.snapshot()[0].silent);
-        std::thread::sleep(LEVEL_WINDOW);
+        clocks.advance(LEVEL_WINDOW);
         board.audio("mic", (0..1000).map(|i| if i % 2 == 0 { 0.01 } else { -0.01 }));
         let h = &board.snapshot()[0];
         assert!(!h.silent && (h.level_dbfs.unwrap() - -40.0).abs() < 0.5, "{h:?}");
+    }
+
+    #[test]
+    fn a_frozen_picture_and_a_silent_microphone_alarm_only_after_their_thresholds() {
+        let (board, clocks) = board(AlarmAfter::default());
+        let still = vec![128u8; 64 * 48];
+        let frame = Duration::from_millis(33);
+        let mut t = Duration::ZERO;
+        while t < FROZEN_AFTER + AlarmAfter::default().picture - frame {
+            board.video_frame("cam", &still, 64, 48, 64);
+            clocks.advance(frame);
+            t += frame;
+        }
+        assert!(board.snapshot()[0].frozen, "frozen after {FROZEN_AFTER:?} of the same picture");
+        assert!(board.snapshot()[0].alarm.is_none(), "not yet an alarm");
+        clocks.advance(Duration::from_millis(100));
+        board.video_frame("cam", &still, 64, 48, 64);
+        let h = &board.snapshot()[0];
+        assert!(h.alarm.as_deref().is_some_and(|a| a.starts_with("picture is frozen since ")), "{h:?}");
+        assert_eq!(h.problem_seconds, Some(10));
+
+        // A microphone may rightly be quiet for a while: two minutes before an alarm.
+        let mut quiet = Duration::ZERO;
+        while quiet < Duration::from_secs(119) {
+            board.audio("mic", std::iter::repeat_n(0.0, 100));
+            clocks.advance(LEVEL_WINDOW);
+            quiet += LEVEL_WINDOW;
+        }
+        let mic = |b: &HealthBoard| b.snapshot().into_iter().find(|h| h.source == "mic").unwrap();
+        assert!(mic(&board).silent && mic(&board).alarm.is_none(), "{:?}", mic(&board));
+        clocks.advance(Duration::from_secs(2));
+        board.audio("mic", std::iter::repeat_n(0.0, 100));
+        assert!(mic(&board).alarm.is_some(), "silent for over two minutes");
+        clocks.advance(LEVEL_WINDOW);
+        board.audio("mic", (0..1000).map(|i| if i % 2 == 0 { 0.01 } else { -0.01 }));
+        assert!(mic(&board).alarm.is_none(), "cleared when the signal is back");
     }
 }

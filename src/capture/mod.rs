@@ -219,8 +219,11 @@ impl RunContext {
     fn stopping(&self) -> bool {
         self.stop.is_cancelled()
     }
-    fn sleep_unless_stopping(&self, d: Duration) {
-        self.clocks.sleep_unless_cancelled(d, &self.stop);
+    /// Waits `d` unless the run stops, or `device`'s pause state changes (a camera waiting
+    /// to restart is paused at once when the disk is critical, not after its back-off).
+    fn sleep_unless_stopping(&self, device: &DeviceShared, d: Duration) {
+        let paused = device.pause_reason().is_some();
+        self.clocks.sleep_while(d, &|| !self.stopping() && device.pause_reason().is_some() == paused);
     }
 }
 
@@ -298,7 +301,7 @@ impl CaptureRun {
             next_instance: AtomicU64::new(0),
             tap: params.tap.clone(),
             encoded_tap: params.encoded_tap.clone(),
-            health: Arc::new(HealthBoard::new(params.alarm_after)),
+            health: Arc::new(HealthBoard::new(params.alarm_after, clocks.clone())),
         });
         let syncer = Syncer::start(open_files, params.sync_interval, clocks.clone());
 

@@ -20,9 +20,11 @@ enum Outcome {
     Failed(String),
 }
 
-/// Restart delays: 1 s, 2 s, 4 s ... up to 30 s; back to 1 s after a healthy run.
+/// Restart delays: 1 s, 2 s, 4 s ... up to 30 s; back to 1 s after a minute of recording.
+/// A minute rather than the default half: a device fault (a USB camera that resets every
+/// 45 s) should back off, and each restart costs the record a gap.
 fn restart_policy() -> ExponentialRetry {
-    ExponentialRetry::new(Duration::from_secs(1), Duration::from_secs(30))
+    ExponentialRetry::new(Duration::from_secs(1), Duration::from_secs(30)).healthy_after(Duration::from_secs(60))
 }
 
 pub fn run_device(plan: DevicePlan, ctx: Arc<RunContext>, device: Arc<DeviceShared>) {
@@ -34,7 +36,7 @@ pub fn run_device(plan: DevicePlan, ctx: Arc<RunContext>, device: Arc<DeviceShar
     while !ctx.stopping() {
         if device.pause_reason().is_some() {
             device.update(|s| s.state = DeviceState::Paused);
-            ctx.sleep_unless_stopping(Duration::from_millis(200));
+            ctx.sleep_unless_stopping(&device, Duration::from_millis(200));
             continue;
         }
         supervision.attempt(ctx.clocks.monotonic());
@@ -58,7 +60,8 @@ pub fn run_device(plan: DevicePlan, ctx: Arc<RunContext>, device: Arc<DeviceShar
             Outcome::Failed(error) => {
                 failed(&plan, &ctx, &device, supervision.has_run(), error.clone());
                 let delay = supervision.failed(ctx.clocks.monotonic());
-                ctx.sleep_unless_stopping(delay);
+                // A pause (disk critical) ends the wait: the device then shows as paused.
+                ctx.sleep_unless_stopping(&device, delay);
             }
         }
     }

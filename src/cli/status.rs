@@ -139,14 +139,12 @@ fn print_session_status(status: &StatusReport) {
         s.stats.gaps,
         s.stats.last_error.as_deref().map(|e| format!("; last error: {e}")).unwrap_or_default()
     );
-    if let Some(captions) = &status.captions {
-        let (state, reason, finals, backlog) = match captions {
-            CaptionsReport::Running(c) => (c.state.as_str(), c.reason.as_deref(), c.finals, c.backlog),
-            CaptionsReport::Disabled(off) => (off.state.as_str(), off.reason.as_deref(), 0, 0),
-        };
-        let reason = reason.map(|r| format!(": {r}")).unwrap_or_default();
-        println!("  captions {state}{reason}; {finals} finals, {backlog} interval(s) waiting to be transcribed");
-    }
+    let (state, reason, finals, backlog) = match &status.captions {
+        CaptionsReport::Running(c) => (c.state.as_str(), c.reason.as_deref(), c.finals, c.backlog),
+        CaptionsReport::Disabled(off) => (off.state.as_str(), Some(off.reason.as_str()), 0, 0),
+    };
+    let reason = reason.map(|r| format!(": {r}")).unwrap_or_default();
+    println!("  captions {state}{reason}; {finals} finals, {backlog} interval(s) waiting to be transcribed");
     for h in &s.health {
         if let Some(alarm) = &h.alarm {
             println!("  ALARM {}: {alarm}", h.source);

@@ -14,7 +14,6 @@ use axum::response::{IntoResponse, Response};
 use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
 use nix::unistd::{Uid, User, geteuid};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use std::net::SocketAddr;
 use utoipa::ToSchema;
 
@@ -187,20 +186,63 @@ pub async fn audit(State(state): State<ApiState>, request: Request, next: Next) 
     response
 }
 
-#[derive(Deserialize, ToSchema)]
+// The answers below are shared with the client (`control::client`), which reads them back.
+// Answers that were once built with `json!` keep their fields in alphabetical order:
+// `serde_json::Value` sorted them, and the bytes on the wire stay the same.
+
+#[derive(Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SignIn {
-    name: String,
-    pin: String,
+    pub name: String,
+    pub pin: String,
 }
 
 /// A secretary signed in: the panel's session is in the cookie beside this.
-#[derive(Serialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct SignedIn {
-    name: String,
-    role: Role,
+    pub name: String,
+    pub role: Role,
     /// Send back as X-CSRF-Token on every change.
-    csrf: String,
+    pub csrf: String,
+}
+
+/// `GET /api/v1/auth/me`'s answer: who is asking, and how.
+#[derive(Serialize, ToSchema)]
+pub struct WhoAmI {
+    /// The panel session's CSRF token; null for a technician token or a local command.
+    pub csrf: Option<String>,
+    pub name: String,
+    pub role: Role,
+    /// `"panel"`, `"token"`, or `{"local_socket": {"uid": …}}`.
+    #[schema(value_type = Value)]
+    pub via: Via,
+}
+
+/// `POST /api/v1/auth/sign-out`'s answer (and what the panel's WebSocket sends when its
+/// session has ended).
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct SignedOut {
+    pub signed_out: bool,
+}
+
+/// `PUT /api/v1/people/{name}`'s answer: the person stored, and a technician's new token.
+/// No `Debug`: the token must not end up in a log line.
+#[derive(Clone, Serialize, Deserialize, ToSchema)]
+pub struct PersonStored {
+    pub name: String,
+    /// Technicians only: that the token is shown this once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    pub role: Role,
+    /// Technicians only: the new token, shown this once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+/// `DELETE /api/v1/people/{name}`'s answer.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PersonRemoved {
+    pub removed: String,
 }
 
 impl From<AuthError> for ApiError {
@@ -262,24 +304,24 @@ pub async fn sign_in(State(s): State<ApiState>, request: Request) -> Response {
 
 /// `GET /api/v1/auth/me`: who is signed in, and the CSRF token the panel must send.
 #[utoipa::path(get, path = "/api/v1/auth/me", summary = "Who is signed in (and the panel's CSRF token)", security(("panelCookie" = [], "csrf" = []), ("technicianToken" = [])),
-    responses((status = 200, description = "The principal", body = Object), Refusal))]
+    responses((status = 200, description = "The principal", body = WhoAmI), Refusal))]
 pub async fn me(
     State(s): State<ApiState>,
     headers: HeaderMap,
     axum::Extension(p): axum::Extension<Principal>,
 ) -> Response {
     let csrf = session_cookie(&headers).and_then(|id| s.auth.panel_session(&id, false)).map(|x| x.csrf);
-    Json(json!({ "name": p.name, "role": p.role, "via": p.via, "csrf": csrf })).into_response()
+    Json(WhoAmI { csrf, name: p.name, role: p.role, via: p.via }).into_response()
 }
 
 #[utoipa::path(post, path = "/api/v1/auth/sign-out", summary = "Ends the panel session", security(("panelCookie" = [], "csrf" = []), ("technicianToken" = [])),
-    responses((status = 200, description = "Signed out", body = Object), Refusal))]
+    responses((status = 200, description = "Signed out", body = SignedOut), Refusal))]
 pub async fn sign_out(State(s): State<ApiState>, headers: HeaderMap) -> Response {
     if let Some(id) = session_cookie(&headers) {
         s.auth.sign_out(&id);
     }
     let cleared = session_cookie_header(String::new(), 0, false);
-    (CookieJar::new().add(cleared), Json(json!({ "signed_out": true }))).into_response()
+    (CookieJar::new().add(cleared), Json(SignedOut { signed_out: true })).into_response()
 }
 
 /// `GET /api/v1/auth/people`: the names the panel's sign-in screen offers.
@@ -299,18 +341,19 @@ pub async fn people(State(s): State<ApiState>) -> Result<Response, ApiError> {
     Ok(Json(people).into_response())
 }
 
-#[derive(Deserialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PutPerson {
-    role: Role,
+    pub role: Role,
     /// Secretaries: the PIN (4-12 digits). Technicians get a new token in the answer.
     #[schema(pattern = "^[0-9]{4,12}$")]
-    pin: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pin: Option<String>,
 }
 
 /// `PUT /api/v1/people/{name}`: adds a person or renews their PIN or token.
 #[utoipa::path(put, path = "/api/v1/people/{name}", summary = "Add a secretary (PIN) or technician (a token is returned once) (technicians)", security(("technicianToken" = [])), params(("name" = String, Path, min_length = 1, max_length = 64)), request_body = PutPerson,
-    responses((status = 201, description = "Stored", body = Object), Refusal))]
+    responses((status = 201, description = "Stored", body = PersonStored), Refusal))]
 pub async fn put_person(
     State(s): State<ApiState>,
     axum::extract::Path(name): axum::extract::Path<String>,
@@ -318,19 +361,31 @@ pub async fn put_person(
 ) -> Result<Response, ApiError> {
     let auth = s.auth.clone();
     let answer = blocking(move || match (req.role, req.pin) {
-        (Role::Secretary, Some(pin)) => auth.set_secretary(&name, &pin).map(|_| json!({ "name": name, "role": "secretary" })),
-        (Role::Secretary, None) => Err(AuthError::Invalid("a secretary needs a PIN (\"pin\": \"4 to 12 digits\")".into())),
-        (Role::Technician, Some(_)) => Err(AuthError::Invalid("technicians get a token, not a PIN; leave \"pin\" out".into())),
-        (Role::Technician, None) => auth
-            .issue_token(&name)
-            .map(|token| json!({ "name": name, "role": "technician", "token": token, "note": "shown once; only its hash is kept" })),
+        (Role::Secretary, Some(pin)) => auth.set_secretary(&name, &pin).map(|_| PersonStored {
+            name,
+            note: None,
+            role: Role::Secretary,
+            token: None,
+        }),
+        (Role::Secretary, None) => {
+            Err(AuthError::Invalid("a secretary needs a PIN (\"pin\": \"4 to 12 digits\")".into()))
+        }
+        (Role::Technician, Some(_)) => {
+            Err(AuthError::Invalid("technicians get a token, not a PIN; leave \"pin\" out".into()))
+        }
+        (Role::Technician, None) => auth.issue_token(&name).map(|token| PersonStored {
+            name,
+            note: Some("shown once; only its hash is kept".into()),
+            role: Role::Technician,
+            token: Some(token),
+        }),
     })
     .await?;
     Ok((StatusCode::CREATED, Json(answer)).into_response())
 }
 
 #[utoipa::path(delete, path = "/api/v1/people/{name}", summary = "Remove a person (technicians)", security(("technicianToken" = [])), params(("name" = String, Path, min_length = 1, max_length = 64)),
-    responses((status = 200, description = "Removed", body = Object), Refusal))]
+    responses((status = 200, description = "Removed", body = PersonRemoved), Refusal))]
 pub async fn remove_person(
     State(s): State<ApiState>,
     axum::extract::Path(name): axum::extract::Path<String>,
@@ -341,5 +396,5 @@ pub async fn remove_person(
     if !existed {
         return Err(ApiError(StatusCode::NOT_FOUND, format!("nobody named {name:?}")));
     }
-    Ok(Json(json!({ "removed": name })).into_response())
+    Ok(Json(PersonRemoved { removed: name }).into_response())
 }

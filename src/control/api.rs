@@ -5,10 +5,12 @@ use super::openapi::{self, ApiDoc, ErrorBody, Refusal};
 use super::{access, panel, records};
 use crate::auth::{Auth, Principal};
 use crate::config::LoadedConfig;
+use crate::config::SourceSpec;
 use crate::ledger::Ledger;
-use crate::session::{MarkInfo, Recorder, SessionError, SessionInfo, StartRequest, StopInfo};
-use crate::stt::Stt;
-use crate::upload::Storage;
+use crate::session::{MarkInfo, Recorder, SessionError, SessionInfo, SessionStatus, StartRequest, StopInfo};
+use crate::stt::{Stt, SttStatus};
+use crate::upload::{Storage, StorageStatus};
+use crate::witness::WitnessStatus;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::middleware;
@@ -17,7 +19,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Json, Router};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use std::sync::Arc;
 use utoipa::{IntoParams, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -213,54 +214,130 @@ async fn health() -> Json<Health> {
 }
 
 /// `GET /api/v1/health`'s answer.
-#[derive(Serialize, ToSchema)]
-struct Health {
-    ok: bool,
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct Health {
+    pub ok: bool,
 }
+
+// The answers below are shared with the client (`control::client`), which reads them back.
+// Answers that were once built with `json!` keep their fields in alphabetical order:
+// `serde_json::Value` sorted them, and the bytes on the wire stay the same.
 
 /// The status document: the recorder's state, with what the services that may be absent
-/// (captions, storage, the witness) report added.
-#[derive(Serialize, ToSchema)]
+/// (captions, storage, the witness) report added. The daemon serializes it, the
+/// `courtbox status` command reads it back.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[schema(as = Status)]
-pub(super) struct StatusBody {
-    recording: bool,
+pub struct StatusReport {
+    pub recording: bool,
     #[schema(value_type = Option<Object>)]
-    session: Option<crate::session::SessionStatus>,
+    pub session: Option<SessionStatus>,
     /// The live broadcast: whether outputs are configured, live, the delay and rewind, the
     /// privacy mute, the camera on air and each output's state with its last error.
-    broadcast: crate::broadcast::BroadcastStatus,
-    #[schema(value_type = Object)]
-    captions: serde_json::Value,
+    pub broadcast: crate::broadcast::BroadcastStatus,
+    pub captions: CaptionsReport,
+    /// Every source of the hardware profile: name, kind (video or audio), device, role.
     #[schema(value_type = Vec<Object>)]
-    sources: serde_json::Value,
-    #[schema(value_type = Object)]
-    court: serde_json::Value,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sources: Vec<SourceSpec>,
+    pub court: CourtRoom,
+    /// Present only when central storage is configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
-    storage: Option<serde_json::Value>,
-    /// Checkpoints and timestamps: tsa (state not_configured; misconfigured with error;
-    /// not_yet_asked; answering; unreachable or refusing with since and error), stamped,
-    /// last_stamp_delay_s, unstamped, last_checkpoint_wall.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    pub storage: Option<StorageStatus>,
+    /// Present only when the witness runs. Checkpoints and timestamps: tsa (state
+    /// not_configured; misconfigured with error; not_yet_asked; answering; unreachable or
+    /// refusing with since and error), stamped, last_stamp_delay_s, unstamped,
+    /// last_checkpoint_wall.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
-    witness: Option<serde_json::Value>,
+    pub witness: Option<WitnessStatus>,
 }
 
-/// Status of the box as one JSON document (also what the panel's WebSocket sends).
-pub(super) async fn status_json(s: &ApiState) -> Result<serde_json::Value, ApiError> {
+/// Captions in the status: the speech service's status, or why there is no service.
+/// Untagged: the service's `state` is never `disabled`, so the two cannot be confused.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum CaptionsReport {
+    Running(SttStatus),
+    Disabled(CaptionsOff),
+}
+
+// Written by hand: the derive would say `oneOf`, and the service's status (a plain object
+// in the document) would then match a disabled answer too; `anyOf` is what serde reads.
+impl utoipa::PartialSchema for CaptionsReport {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{AnyOfBuilder, ObjectBuilder};
+        let running = ObjectBuilder::new().description(Some(
+            "The speech service's status: state (loading, ready, unavailable), reason, model, tracks, backlog, finals, last_error",
+        ));
+        AnyOfBuilder::new()
+            .item(running)
+            .item(utoipa::openapi::Ref::from_schema_name(CaptionsOff::name()))
+            .description(Some("The speech service's status, or why there is no service"))
+            .into()
+    }
+}
+
+impl ToSchema for CaptionsReport {
+    fn schemas(schemas: &mut Vec<(String, utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>)>) {
+        schemas.push((CaptionsOff::name().into(), <CaptionsOff as utoipa::PartialSchema>::schema()));
+        <CaptionsOff as ToSchema>::schemas(schemas);
+    }
+}
+
+/// `stt.enabled = false`: no speech service, only a state and the reason. Nothing else
+/// may be in it, so that a service status that fails to read is an error, not "disabled".
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CaptionsOff {
+    pub reason: String,
+    pub state: CaptionsOffState,
+}
+
+impl CaptionsOff {
+    /// What status says when the configuration turns captions off.
+    pub fn by_configuration() -> CaptionsOff {
+        CaptionsOff { reason: "stt.enabled = false in the configuration".into(), state: CaptionsOffState::Disabled }
+    }
+}
+
+/// The one state of captions without a speech service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum CaptionsOffState {
+    Disabled,
+}
+
+impl CaptionsOffState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CaptionsOffState::Disabled => "disabled",
+        }
+    }
+}
+
+/// Where the box stands, from its configuration.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CourtRoom {
+    pub court: String,
+    pub room: String,
+}
+
+/// The status of the box, as typed parts.
+pub(super) async fn status_report(s: &ApiState) -> Result<StatusReport, ApiError> {
     let r = s.recorder.clone();
     let status = blocking(move || Ok::<_, SessionError>(r.status())).await?;
     let captions = match &s.stt {
-        Some(stt) => serde_json::to_value(stt.status()).unwrap_or_default(),
-        None => json!({ "state": "disabled", "reason": "stt.enabled = false in the configuration" }),
+        Some(stt) => CaptionsReport::Running(stt.status()),
+        None => CaptionsReport::Disabled(CaptionsOff::by_configuration()),
     };
-    let mut body = StatusBody {
+    let mut report = StatusReport {
         recording: status.recording,
         session: status.session,
         broadcast: status.broadcast,
         captions,
-        sources: serde_json::to_value(s.cfg.profile.sources()).unwrap_or_default(),
-        court: json!({ "court": s.cfg.config.court, "room": s.cfg.config.room }),
+        sources: s.cfg.profile.sources(),
+        court: CourtRoom { court: s.cfg.config.court.clone(), room: s.cfg.config.room.clone() },
         storage: None,
         witness: None,
     };
@@ -269,7 +346,7 @@ pub(super) async fn status_json(s: &ApiState) -> Result<serde_json::Value, ApiEr
             .await
             .map_err(ApiError::internal)?
             .map_err(ApiError::internal)?;
-        body.storage = Some(serde_json::to_value(st).unwrap_or_default());
+        report.storage = Some(st);
     }
     if let Some(witness) = s.witness.clone() {
         let ledger = s.ledger.clone();
@@ -277,13 +354,20 @@ pub(super) async fn status_json(s: &ApiState) -> Result<serde_json::Value, ApiEr
             .await
             .map_err(ApiError::internal)?
             .map_err(ApiError::internal)?;
-        body.witness = Some(serde_json::to_value(st).unwrap_or_default());
+        report.witness = Some(st);
     }
-    serde_json::to_value(body).map_err(ApiError::internal)
+    Ok(report)
+}
+
+/// Status of the box as one JSON document (also what the panel's WebSocket sends). It goes
+/// through `serde_json::Value` so that every object's keys stay in the alphabetical order
+/// the document has always had.
+pub(super) async fn status_json(s: &ApiState) -> Result<serde_json::Value, ApiError> {
+    serde_json::to_value(status_report(s).await?).map_err(ApiError::internal)
 }
 
 #[utoipa::path(get, path = "/api/v1/status", summary = "Recording state, timer, per-source health and levels, devices, captions, storage, alarms", security(("panelCookie" = [], "csrf" = []), ("technicianToken" = [])),
-    responses((status = 200, description = "Status", body = StatusBody), Refusal))]
+    responses((status = 200, description = "Status", body = StatusReport), Refusal))]
 async fn status(State(s): State<ApiState>) -> Result<Response, ApiError> {
     Ok(Json(status_json(&s).await?).into_response())
 }
@@ -345,7 +429,7 @@ async fn captions_search(State(s): State<ApiState>, Query(q): Query<SearchQuery>
 }
 
 #[utoipa::path(post, path = "/api/v1/sessions/{id}/transcribe", summary = "Transcribe a session recorded without captions", security(("panelCookie" = [], "csrf" = []), ("technicianToken" = [])), params(("id" = String, Path, description = "Session id or a unique prefix", min_length = 1)),
-    responses((status = 200, description = "Queued", body = Object), Refusal))]
+    responses((status = 200, description = "Queued", body = TranscriptionQueued), Refusal))]
 async fn transcribe(State(s): State<ApiState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let stt = s
         .stt
@@ -354,10 +438,17 @@ async fn transcribe(State(s): State<ApiState>, Path(id): Path<String>) -> Result
     let ledger = s.ledger.clone();
     let queued = blocking(move || {
         let session = ledger.reader()?.find_session(&id)?;
-        stt.transcribe(session.id).map_err(SessionError::Invalid)
+        stt.transcribe(session.id).map_err(|e| SessionError::Invalid(e.to_string()))
     })
     .await?;
-    Ok(Json(json!({ "queued": queued })).into_response())
+    Ok(Json(TranscriptionQueued { queued }).into_response())
+}
+
+/// `POST /api/v1/sessions/{id}/transcribe`'s answer.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TranscriptionQueued {
+    /// How many intervals of the recording wait to be transcribed.
+    pub queued: usize,
 }
 
 #[utoipa::path(post, path = "/api/v1/sessions", summary = "Start recording a hearing", security(("panelCookie" = [], "csrf" = []), ("technicianToken" = [])), request_body = StartRequest,
@@ -375,11 +466,11 @@ async fn stop(State(s): State<ApiState>) -> Result<Response, ApiError> {
     Ok(Json(blocking(move || r.stop()).await?).into_response())
 }
 
-#[derive(Deserialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct MarkRequest {
+pub struct MarkRequest {
     #[schema(max_length = 2000)]
-    text: String,
+    pub text: String,
 }
 
 #[utoipa::path(post, path = "/api/v1/sessions/current/marks", summary = "A timestamped note on the record", security(("panelCookie" = [], "csrf" = []), ("technicianToken" = [])), request_body = MarkRequest,
@@ -407,10 +498,10 @@ async fn resume(State(s): State<ApiState>, Extension(who): Extension<Principal>)
     Ok(Json(blocking(move || r.resume(&who.describe())).await?).into_response())
 }
 
-#[derive(Deserialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct PrivacyMute {
-    muted: bool,
+pub struct PrivacyMute {
+    pub muted: bool,
 }
 
 #[utoipa::path(put, path = "/api/v1/sessions/current/privacy-mute", summary = "Switch the broadcast's privacy mute (a chain event; the record is never muted)", security(("panelCookie" = [], "csrf" = []), ("technicianToken" = [])), request_body = PrivacyMute,
@@ -424,10 +515,10 @@ async fn privacy_mute(
     Ok(Json(blocking(move || r.set_privacy_mute(req.muted, &who.describe())).await?).into_response())
 }
 
-#[derive(Deserialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct HearingAccess {
-    hearing: crate::integrity::Hearing,
+pub struct HearingAccess {
+    pub hearing: crate::integrity::Hearing,
 }
 
 /// Declares the hearing open or closed to the public; closing it ends any broadcast at once.
@@ -475,7 +566,7 @@ fn require_fault_injection(s: &ApiState) -> Result<(), ApiError> {
 
 /// Hangs the ledger writer for good, as a deadlock would (tests of the watchdog only).
 #[utoipa::path(post, path = "/api/v1/debug/stall-ledger", summary = "Hang the ledger writer (watchdog tests; technicians; only with debug.fault_injection)", security(("technicianToken" = [])),
-    responses((status = 200, description = "Stalled", body = Object), Refusal))]
+    responses((status = 200, description = "Stalled", body = LedgerStalled), Refusal))]
 async fn stall_ledger(State(s): State<ApiState>) -> Result<Response, ApiError> {
     require_fault_injection(&s)?;
     let ledger = s.ledger.clone();
@@ -487,21 +578,34 @@ async fn stall_ledger(State(s): State<ApiState>) -> Result<Response, ApiError> {
         });
     });
     tracing::error!("ledger writer stalled on purpose (fault injection)");
-    Ok(Json(json!({ "stalled": true })).into_response())
+    Ok(Json(LedgerStalled { stalled: true }).into_response())
+}
+
+/// `POST /api/v1/debug/stall-ledger`'s answer.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct LedgerStalled {
+    pub stalled: bool,
 }
 
 #[utoipa::path(post, path = "/api/v1/debug/fail-device", summary = "Fault injection for tests (technicians; only with debug.fault_injection)", security(("technicianToken" = [])), request_body = FailDevice,
-    responses((status = 200, description = "Injected", body = Object), Refusal))]
+    responses((status = 200, description = "Injected", body = FaultInjected), Refusal))]
 async fn fail_device(State(s): State<ApiState>, Json(req): Json<FailDevice>) -> Result<Response, ApiError> {
     require_fault_injection(&s)?;
     let r = s.recorder.clone();
     blocking(move || r.inject_failure(&req.device)).await?;
-    Ok(Json(json!({ "injected": true })).into_response())
+    Ok(Json(FaultInjected { injected: true }).into_response())
+}
+
+/// `POST /api/v1/debug/fail-device`'s answer.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct FaultInjected {
+    pub injected: bool,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
     use utoipa::openapi::path::Operation;
     use utoipa::openapi::{OpenApi as Document, RefOr};
 
@@ -630,5 +734,78 @@ mod tests {
         for schema in ["Error", "StartRequest", "SessionInfo", "MarkInfo", "SessionSummary", "Status"] {
             assert!(doc["components"]["schemas"][schema].is_object(), "{schema} missing");
         }
+    }
+
+    /// Every answer that once was a `json!` object is a named schema the operation refers to.
+    #[test]
+    fn the_typed_answers_are_named_schemas() {
+        let doc =
+            serde_json::to_value(public_routes().merge(signed_in_routes()).merge(technician_routes()).into_openapi())
+                .unwrap();
+        let answers = [
+            ("/api/v1/auth/me", "get", "200", "WhoAmI"),
+            ("/api/v1/auth/sign-out", "post", "200", "SignedOut"),
+            ("/api/v1/people/{name}", "put", "201", "PersonStored"),
+            ("/api/v1/people/{name}", "delete", "200", "PersonRemoved"),
+            ("/api/v1/sessions/{id}/transcribe", "post", "200", "TranscriptionQueued"),
+            ("/api/v1/debug/stall-ledger", "post", "200", "LedgerStalled"),
+            ("/api/v1/debug/fail-device", "post", "200", "FaultInjected"),
+            ("/api/v1/sessions/{id}", "get", "200", "SessionDetail"),
+            ("/api/v1/audit", "get", "200", "AuditLog"),
+            ("/api/v1/config", "put", "200", "ConfigSaved"),
+            ("/api/v1/status", "get", "200", "Status"),
+        ];
+        for (path, method, status, schema) in answers {
+            let body = &doc["paths"][path][method]["responses"][status]["content"]["application/json"]["schema"];
+            assert_eq!(body["$ref"], format!("#/components/schemas/{schema}"), "{method} {path}");
+            assert!(doc["components"]["schemas"][schema].is_object(), "{schema} missing");
+        }
+    }
+
+    /// The typed answers are the bytes the `json!` objects they replaced were.
+    #[test]
+    fn the_typed_answers_send_the_bytes_they_always_did() {
+        use crate::auth::{Role, Via};
+        fn same(typed: impl Serialize, old: serde_json::Value) {
+            assert_eq!(serde_json::to_string(&typed).unwrap(), old.to_string());
+        }
+        let who = access::WhoAmI {
+            csrf: None,
+            name: "root".into(),
+            role: Role::Technician,
+            via: Via::LocalSocket { uid: 0 },
+        };
+        same(
+            who,
+            json!({ "name": "root", "role": Role::Technician, "via": Via::LocalSocket { uid: 0 }, "csrf": null }),
+        );
+        same(access::SignedOut { signed_out: true }, json!({ "signed_out": true }));
+        let secretary = access::PersonStored { name: "Dana".into(), note: None, role: Role::Secretary, token: None };
+        same(secretary, json!({ "name": "Dana", "role": "secretary" }));
+        let technician = access::PersonStored {
+            name: "Ty".into(),
+            note: Some("shown once; only its hash is kept".into()),
+            role: Role::Technician,
+            token: Some("t0k".into()),
+        };
+        same(
+            technician,
+            json!({ "name": "Ty", "role": "technician", "token": "t0k", "note": "shown once; only its hash is kept" }),
+        );
+        same(access::PersonRemoved { removed: "Dana".into() }, json!({ "removed": "Dana" }));
+        same(TranscriptionQueued { queued: 3 }, json!({ "queued": 3 }));
+        same(LedgerStalled { stalled: true }, json!({ "stalled": true }));
+        same(FaultInjected { injected: true }, json!({ "injected": true }));
+        same(
+            records::AuditLog { entries: vec![json!({ "b": 1, "a": 2 })], faults: vec!["f".into()] },
+            json!({ "entries": [{ "a": 2, "b": 1 }], "faults": ["f"] }),
+        );
+        let saved = records::ConfigSaved { applies: "at the next restart of the service".into(), saved: true };
+        same(saved, json!({ "saved": true, "applies": "at the next restart of the service" }));
+        same(CourtRoom { court: "c".into(), room: "r".into() }, json!({ "court": "c", "room": "r" }));
+        same(
+            CaptionsOff::by_configuration(),
+            json!({ "state": "disabled", "reason": "stt.enabled = false in the configuration" }),
+        );
     }
 }

@@ -2,15 +2,14 @@
 //! over the Unix socket, where the kernel's peer credentials tell the daemon who is asking,
 //! so the command line keeps no secret. Refusals come back with the daemon's own message.
 
+use super::{
+    ErrorBody, HearingAccess, MarkRequest, PersonRemoved, PersonStored, PrivacyMute, PutPerson, StatusReport,
+    TranscriptionQueued,
+};
 use crate::auth::{Person, Role};
-use crate::base::MediaTime;
-use crate::broadcast::BroadcastStatus;
 use crate::config::LoadedConfig;
-use crate::session::{MarkInfo, SessionInfo, SessionStatus, StartRequest, StopInfo};
-use crate::stt::{CaptionKind, SttStatus};
-use crate::upload::StorageStatus;
-use crate::witness::WitnessStatus;
-use serde::Deserialize;
+use crate::session::{MarkInfo, SessionInfo, StartRequest, StopInfo};
+use crate::stt::CaptionEvent;
 use serde::de::DeserializeOwned;
 use std::time::Duration;
 use thiserror::Error;
@@ -59,7 +58,7 @@ impl Client {
         let status = resp.status();
         let body = resp.text().map_err(|e| ClientError::Http(e.to_string()))?;
         if !status.is_success() {
-            let msg = serde_json::from_str::<ErrorAnswer>(&body).map(|e| e.error).unwrap_or(body);
+            let msg = serde_json::from_str::<ErrorBody>(&body).map(|e| e.error).unwrap_or(body);
             return Err(ClientError::Refused(format!("{msg} (HTTP {})", status.as_u16())));
         }
         serde_json::from_str(&body).map_err(|e| ClientError::Http(format!("unexpected answer: {e}")))
@@ -79,16 +78,12 @@ impl Client {
     }
     pub fn privacy_mute(&self, muted: bool) -> Result<MarkInfo, ClientError> {
         self.send(
-            self.http
-                .put(format!("{}/api/v1/sessions/current/privacy-mute", self.base))
-                .json(&serde_json::json!({ "muted": muted })),
+            self.http.put(format!("{}/api/v1/sessions/current/privacy-mute", self.base)).json(&PrivacyMute { muted }),
         )
     }
     pub fn hearing(&self, hearing: crate::integrity::Hearing) -> Result<MarkInfo, ClientError> {
         self.send(
-            self.http
-                .put(format!("{}/api/v1/sessions/current/hearing", self.base))
-                .json(&serde_json::json!({ "hearing": hearing })),
+            self.http.put(format!("{}/api/v1/sessions/current/hearing", self.base)).json(&HearingAccess { hearing }),
         )
     }
     pub fn start_broadcast(&self) -> Result<MarkInfo, ClientError> {
@@ -99,10 +94,11 @@ impl Client {
     }
     /// Adds a person or renews their secret: a secretary with `pin`, a technician without
     /// (the answer carries the new token).
-    pub fn put_person(&self, name: &str, role: Role, pin: Option<&str>) -> Result<PersonAnswer, ClientError> {
-        self.send(self.http.put(self.person_url(name)?).json(&PersonRequest { role, pin }))
+    pub fn put_person(&self, name: &str, role: Role, pin: Option<&str>) -> Result<PersonStored, ClientError> {
+        let request = PutPerson { role, pin: pin.map(str::to_string) };
+        self.send(self.http.put(self.person_url(name)?).json(&request))
     }
-    pub fn remove_person(&self, name: &str) -> Result<Removed, ClientError> {
+    pub fn remove_person(&self, name: &str) -> Result<PersonRemoved, ClientError> {
         self.send(self.http.delete(self.person_url(name)?))
     }
     /// `/api/v1/people/{name}` with the name percent-encoded as one path segment.
@@ -120,7 +116,7 @@ impl Client {
         self.send(
             self.http
                 .post(format!("{}/api/v1/sessions/current/marks", self.base))
-                .json(&serde_json::json!({ "text": text })),
+                .json(&MarkRequest { text: text.to_string() }),
         )
     }
     /// The daemon's status, typed: a field the daemon renames fails here, loudly.
@@ -133,13 +129,13 @@ impl Client {
         self.send(self.http.get(format!("{}/api/v1/status", self.base)))
     }
 
-    pub fn transcribe(&self, session: &str) -> Result<Queued, ClientError> {
+    pub fn transcribe(&self, session: &str) -> Result<TranscriptionQueued, ClientError> {
         self.send(self.http.post(format!("{}/api/v1/sessions/{session}/transcribe", self.base)))
     }
 
     /// Follows the live caption stream, calling `on_caption` for each caption, until the
     /// daemon closes it.
-    pub fn follow_captions(&self, mut on_caption: impl FnMut(LiveCaption)) -> Result<(), ClientError> {
+    pub fn follow_captions(&self, mut on_caption: impl FnMut(CaptionEvent)) -> Result<(), ClientError> {
         use std::io::BufRead;
         let http = reqwest::blocking::Client::builder()
             .unix_socket(self.socket.clone())
@@ -165,94 +161,18 @@ impl Client {
     }
 }
 
-// The answers below are what the command line reads. Where the daemon serializes a type
-// that can be read back, it is used as is; the small structs here stand in for answers
-// the daemon builds ad hoc, or for types that cannot be read back yet (a `&'static str`
-// field): each says which.
-
-/// A refusal's body: `{"error": …}` (control/api.rs `ApiError`).
-#[derive(Debug, Clone, Deserialize)]
-struct ErrorAnswer {
-    error: String,
-}
-
-/// The body of `PUT /api/v1/people/{name}` (read by control/access.rs `PutPerson`).
-#[derive(Debug, Clone, serde::Serialize)]
-struct PersonRequest<'a> {
-    role: Role,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pin: Option<&'a str>,
-}
-
-/// `PUT /api/v1/people/{name}` (built ad hoc in control/access.rs).
-#[derive(Debug, Clone, Deserialize)]
-pub struct PersonAnswer {
-    pub name: String,
-    pub role: Role,
-    /// Technicians only: the new token, shown this once.
-    pub token: Option<String>,
-}
-
-/// `DELETE /api/v1/people/{name}` (built ad hoc in control/access.rs).
-#[derive(Debug, Clone, Deserialize)]
-pub struct Removed {
-    pub removed: String,
-}
-
-/// `POST /api/v1/sessions/{id}/transcribe` (built ad hoc in control/api.rs).
-#[derive(Debug, Clone, Deserialize)]
-pub struct Queued {
-    pub queued: usize,
-}
-
-/// `GET /api/v1/status`: the recorder's status (`session::Status`) with captions, storage
-/// and witness beside it (assembled in control/api.rs `status_json`).
-#[derive(Debug, Clone, Deserialize)]
-pub struct StatusReport {
-    pub recording: bool,
-    pub session: Option<SessionStatus>,
-    pub broadcast: BroadcastStatus,
-    pub captions: Option<CaptionsReport>,
-    pub storage: Option<StorageStatus>,
-    pub witness: Option<WitnessStatus>,
-}
-
-/// Captions in status: the service's status, or why there is no service.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
-pub enum CaptionsReport {
-    Running(SttStatus),
-    Disabled(CaptionsOff),
-}
-
-/// `stt.enabled = false`: no service, only a state and the reason (built ad hoc in
-/// control/api.rs `status_json`). Nothing else may be in it, so that a service status that
-/// fails to read is an error, not "disabled".
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CaptionsOff {
-    pub state: String,
-    pub reason: Option<String>,
-}
-
-/// One event of the live caption stream: `stt::CaptionEvent` read back, as far as the
-/// terminal shows it (that type cannot be, while its `origin` is a `&'static str`).
-#[derive(Debug, Clone, Deserialize)]
-pub struct LiveCaption {
-    pub kind: CaptionKind,
-    pub source: String,
-    pub role: Option<crate::config::Role>,
-    pub media_start: MediaTime,
-    pub text: String,
-    pub delayed: bool,
-}
+// Every body this client sends or reads is the daemon's own type (re-exported from
+// `control`, defined beside its handler), so a field the daemon renames fails to build or
+// to read here, loudly, instead of drifting.
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::capture::SourceHealth;
+    use crate::control::{CaptionsOff, CaptionsOffState, CaptionsReport};
     use crate::ledger::UploadBacklog;
     use crate::session::StatsInner;
+    use crate::witness::WitnessStatus;
     use serde_json::json;
 
     /// A status document as `status_json` assembles it, with the parts that have defaults
@@ -291,22 +211,61 @@ mod tests {
         let session = report.session.unwrap();
         assert_eq!(session.devices[0].state, crate::capture::DeviceState::CannotStart);
         assert_eq!(report.broadcast.outputs[0].state, crate::broadcast::OutputState::Live);
-        assert!(matches!(report.captions, Some(CaptionsReport::Running(ref c)) if c.finals == 7));
+        assert!(matches!(report.captions, CaptionsReport::Running(ref c) if c.finals == 7));
         assert!(report.storage.is_some() && report.witness.is_some());
+        assert_eq!((report.court.court.as_str(), report.court.room.as_str()), ("c", "r"));
+    }
+
+    #[test]
+    fn the_typed_report_writes_the_document_it_reads() {
+        let document = status_document(serde_json::to_value(CaptionsOff::by_configuration()).unwrap());
+        let report: StatusReport = serde_json::from_value(document.clone()).unwrap();
+        assert_eq!(serde_json::to_value(&report).unwrap(), document);
     }
 
     #[test]
     fn disabled_captions_read_as_disabled() {
         let disabled = json!({ "state": "disabled", "reason": "stt.enabled = false in the configuration" });
+        assert_eq!(serde_json::to_value(CaptionsOff::by_configuration()).unwrap(), disabled);
         let report: StatusReport = serde_json::from_value(status_document(disabled)).unwrap();
-        assert!(matches!(report.captions, Some(CaptionsReport::Disabled(ref off)) if off.state == "disabled"));
+        assert!(
+            matches!(report.captions, CaptionsReport::Disabled(ref off) if off.state == CaptionsOffState::Disabled)
+        );
+    }
+
+    #[test]
+    fn a_service_status_that_does_not_read_is_an_error_not_disabled() {
+        let broken = json!({ "state": "ready", "reason": null, "finals": "seven" });
+        assert!(serde_json::from_value::<StatusReport>(status_document(broken)).is_err());
+    }
+
+    #[test]
+    fn without_storage_or_witness_the_document_leaves_them_out() {
+        let mut document = status_document(serde_json::to_value(CaptionsOff::by_configuration()).unwrap());
+        let object = document.as_object_mut().unwrap();
+        object.remove("storage");
+        object.remove("witness");
+        let report: StatusReport = serde_json::from_value(document.clone()).unwrap();
+        assert!(report.storage.is_none() && report.witness.is_none());
+        assert_eq!(serde_json::to_value(&report).unwrap(), document);
+    }
+
+    #[test]
+    fn a_live_caption_reads_back_as_the_daemons_event() {
+        let sent = json!({ "kind": "final", "session": "0b7c4a4e-6a55-4b8e-9a53-0f3f3c1d2e10", "source": "judge",
+                           "role": "judge", "language": "en", "media_start": 1_000_000_000u64,
+                           "media_end": 2_000_000_000u64, "text": "t", "confidence": 0.5, "delayed": true,
+                           "origin": "backlog", "decode_ms": 3, "audio_ms": 4 });
+        let caption: CaptionEvent = serde_json::from_value(sent.clone()).unwrap();
+        assert_eq!(caption.origin, crate::integrity::CaptionOrigin::Backlog);
+        assert_eq!(serde_json::to_value(&caption).unwrap(), sent);
     }
 
     #[test]
     fn person_request_leaves_out_a_missing_pin() {
-        let technician = serde_json::to_value(PersonRequest { role: Role::Technician, pin: None }).unwrap();
+        let technician = serde_json::to_value(PutPerson { role: Role::Technician, pin: None }).unwrap();
         assert_eq!(technician, json!({ "role": "technician" }));
-        let secretary = serde_json::to_value(PersonRequest { role: Role::Secretary, pin: Some("2468") }).unwrap();
+        let secretary = serde_json::to_value(PutPerson { role: Role::Secretary, pin: Some("2468".into()) }).unwrap();
         assert_eq!(secretary, json!({ "role": "secretary", "pin": "2468" }));
     }
 }

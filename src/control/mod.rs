@@ -12,5 +12,15 @@ mod records;
 mod serve;
 
 pub use api::{ApiState, router};
-pub use client::{CaptionsOff, CaptionsReport, Client, ClientError, LiveCaption, StatusReport};
+pub use client::{Client, ClientError};
 pub use serve::serve;
+
+// The API's request and answer bodies: the handlers serialize them, the client reads them
+// back, so the two cannot drift apart.
+pub use access::{PersonRemoved, PersonStored, PutPerson, SignIn, SignedIn, SignedOut, WhoAmI};
+pub use api::{
+    CaptionsOff, CaptionsOffState, CaptionsReport, CourtRoom, FaultInjected, Health, HearingAccess, LedgerStalled,
+    MarkRequest, PrivacyMute, StatusReport, TranscriptionQueued,
+};
+pub use openapi::ErrorBody;
+pub use records::{AuditLog, ConfigSaved, SessionDetail, SessionEvent, SessionSummary};

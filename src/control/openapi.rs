@@ -6,7 +6,7 @@
 
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{IntoResponses, Modify, OpenApi, ToSchema};
@@ -17,8 +17,9 @@ pub const PANEL_COOKIE: &str = "panelCookie";
 pub const CSRF: &str = "csrf";
 pub const TECHNICIAN_TOKEN: &str = "technicianToken";
 
-/// What the API answers when it refuses or fails: a message a person can act on.
-#[derive(Serialize, ToSchema)]
+/// What the API answers when it refuses or fails: a message a person can act on (the
+/// client reads it back to show the daemon's own words).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[schema(as = Error)]
 pub struct ErrorBody {
     pub error: String,

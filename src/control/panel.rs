@@ -1,9 +1,9 @@
 //! The front panel: a page embedded in the binary (no CDN, works offline), its live status
 //! over a WebSocket, and camera thumbnails.
 
-use super::access::session_cookie;
+use super::access::{SignedOut, session_cookie};
 use super::api::{ApiError, ApiState, status_json};
-use super::openapi::{Binary, Refusal};
+use super::openapi::{Binary, ErrorBody, Refusal};
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -67,13 +67,14 @@ async fn push_status(s: ApiState, cookie: Option<String>, mut socket: WebSocket)
         if let Some(id) = &cookie
             && s.auth.panel_session(id, false).is_none()
         {
-            let _ = socket.send(Message::Text(r#"{"signed_out":true}"#.into())).await;
+            let signed_out = serde_json::to_string(&SignedOut { signed_out: true }).unwrap_or_default();
+            let _ = socket.send(Message::Text(signed_out.into())).await;
             let _ = socket.send(Message::Close(None)).await;
             return;
         }
         let text = match status_json(&s).await {
             Ok(v) => v.to_string(),
-            Err(ApiError(_, e)) => serde_json::json!({ "error": e }).to_string(),
+            Err(ApiError(_, error)) => serde_json::to_string(&ErrorBody { error }).unwrap_or_default(),
         };
         if socket.send(Message::Text(text.into())).await.is_err() {
             return;

@@ -3,28 +3,75 @@
 
 use super::api::{ApiError, ApiState, blocking};
 use super::openapi::{Binary, Refusal};
+use crate::base::WallTime;
 use crate::integrity::Entry;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 use std::io::Write;
 use utoipa::ToSchema;
 
-#[derive(Serialize, ToSchema)]
-struct SessionSummary {
+// The answers below are shared with the client (`control::client`). Answers that were once
+// built with `json!` keep their fields in alphabetical order: `serde_json::Value` sorted
+// them, and the bytes on the wire stay the same.
+
+/// A session as the list of sessions shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SessionSummary {
     #[schema(value_type = String)]
-    id: uuid::Uuid,
-    case: String,
-    title: String,
-    language: String,
-    hearing: String,
-    state: String,
-    started: String,
-    stopped: Option<String>,
+    pub id: uuid::Uuid,
+    pub case: String,
+    pub title: String,
+    pub language: String,
+    pub hearing: String,
+    pub state: String,
+    pub started: String,
+    pub stopped: Option<String>,
+}
+
+/// `GET /api/v1/sessions/{id}`'s answer: the session, how many records, segments and
+/// caption lines its chain holds, and its other events.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SessionDetail {
+    /// Caption lines on the record.
+    pub captions: usize,
+    /// Every record but segments, captions and the session's start, in chain order.
+    pub events: Vec<SessionEvent>,
+    pub records: usize,
+    pub segments: usize,
+    pub session: SessionSummary,
+}
+
+/// One event of a session's chain: its index, when it was written, and what it states.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SessionEvent {
+    /// The chain entry, tagged by `kind` (mark, recess, resume, gap, …).
+    #[schema(value_type = Object)]
+    pub entry: Entry,
+    pub index: u64,
+    #[schema(value_type = String)]
+    pub wall: WallTime,
+}
+
+/// `GET /api/v1/audit`'s answer: the audit chain's entries as signed, and what its check
+/// found wrong (empty when the chain verifies).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AuditLog {
+    /// Each entry's signed body, as written (who, role, action, status, time, links).
+    #[schema(value_type = Vec<Object>)]
+    pub entries: Vec<serde_json::Value>,
+    pub faults: Vec<String>,
+}
+
+/// `PUT /api/v1/config`'s answer.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ConfigSaved {
+    /// When the new configuration takes effect.
+    pub applies: String,
+    pub saved: bool,
 }
 
 fn summary(s: crate::ledger::SessionRow) -> SessionSummary {
@@ -53,7 +100,7 @@ pub async fn sessions(State(s): State<ApiState>) -> Result<Response, ApiError> {
 /// `GET /api/v1/sessions/{id}`: a session and its events (everything but segments and
 /// captions, which are counted).
 #[utoipa::path(get, path = "/api/v1/sessions/{id}", summary = "A session and its events (marks, recesses, mutes, gaps, runs)", security(("panelCookie" = [], "csrf" = []), ("technicianToken" = [])), params(("id" = String, Path, description = "Session id or a unique prefix", min_length = 1)),
-    responses((status = 200, description = "Session", body = Object), Refusal))]
+    responses((status = 200, description = "Session", body = SessionDetail), Refusal))]
 pub async fn session(State(s): State<ApiState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let ledger = s.ledger.clone();
     let (row, bodies) = blocking(move || {
@@ -66,13 +113,16 @@ pub async fn session(State(s): State<ApiState>, Path(id): Path<String>) -> Resul
     let segments = bodies.iter().filter(|b| matches!(b.entry, Entry::Segment { .. })).count();
     let captions: usize =
         bodies.iter().map(|b| if let Entry::Captions { items, .. } = &b.entry { items.len() } else { 0 }).sum();
-    let events: Vec<serde_json::Value> = bodies
-        .iter()
+    let records = bodies.len();
+    let events = bodies
+        .into_iter()
         .filter(|b| !matches!(b.entry, Entry::Segment { .. } | Entry::Captions { .. } | Entry::SessionStart { .. }))
-        .map(|b| json!({ "index": b.index, "wall": b.wall, "entry": b.entry }))
+        .map(|b| SessionEvent { entry: b.entry, index: b.index, wall: b.wall })
         .collect();
-    Ok(Json(json!({ "session": summary(row), "records": bodies.len(), "segments": segments, "captions": captions, "events": events }))
-        .into_response())
+    let detail = SessionDetail { captions, events, records, segments, session: summary(row) };
+    // Through `serde_json::Value`, as the answer always went: the nested objects' keys stay
+    // sorted and the entries' numbers are written as they were.
+    Ok(Json(serde_json::to_value(detail).map_err(ApiError::internal)?).into_response())
 }
 
 /// `GET /api/v1/sessions/{id}/export`: the session as `courtbox export` writes it, zipped
@@ -134,7 +184,7 @@ fn zip_folder(folder: &std::path::Path, out: &std::path::Path) -> std::io::Resul
 
 /// `GET /api/v1/audit`: the audit chain, newest last, with the verdict of its check.
 #[utoipa::path(get, path = "/api/v1/audit", summary = "The audit chain and the verdict of its check (technicians)", security(("technicianToken" = [])),
-    responses((status = 200, description = "Audit chain", body = Object), Refusal))]
+    responses((status = 200, description = "Audit chain", body = AuditLog), Refusal))]
 pub async fn audit_log(State(s): State<ApiState>) -> Result<Response, ApiError> {
     let (ledger, key_path) = (s.ledger.clone(), s.cfg.public_key_path());
     let (entries, faults) = tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
@@ -147,7 +197,7 @@ pub async fn audit_log(State(s): State<ApiState>) -> Result<Response, ApiError> 
     })
     .await
     .map_err(ApiError::internal)??;
-    Ok(Json(json!({ "entries": entries, "faults": faults })).into_response())
+    Ok(Json(AuditLog { entries, faults }).into_response())
 }
 
 /// `GET /api/v1/config`: the configuration file as written.
@@ -161,7 +211,7 @@ pub async fn get_config(State(s): State<ApiState>) -> Result<Response, ApiError>
 /// `PUT /api/v1/config`: a new configuration file, checked exactly as at start-up and
 /// written atomically; it applies at the next restart of the service.
 #[utoipa::path(put, path = "/api/v1/config", summary = "Replace the configuration file; checked as at start-up, applies at the next restart (technicians)", security(("technicianToken" = [])), request_body(content = String, content_type = "text/plain"),
-    responses((status = 200, description = "Saved", body = Object), Refusal))]
+    responses((status = 200, description = "Saved", body = ConfigSaved), Refusal))]
 pub async fn put_config(State(s): State<ApiState>, body: String) -> Result<Response, ApiError> {
     let path = s.cfg.path.clone();
     let outcome = tokio::task::spawn_blocking(move || -> Result<(), ApiError> {
@@ -182,5 +232,5 @@ pub async fn put_config(State(s): State<ApiState>, body: String) -> Result<Respo
     .await
     .map_err(ApiError::internal)?;
     outcome?;
-    Ok(Json(json!({ "saved": true, "applies": "at the next restart of the service" })).into_response())
+    Ok(Json(ConfigSaved { applies: "at the next restart of the service".into(), saved: true }).into_response())
 }

@@ -472,6 +472,25 @@ pub struct RecordBody {
     pub entry: Entry,
 }
 
+/// The `captions_behind` records of a chain that no `captions` record resolves (through its
+/// `backlog_of`) yet: speech announced to be transcribed later and still waiting. The
+/// speech service queues them; `verify` calls a sealed chain with any left `INCOMPLETE`.
+pub fn unresolved_captions_behind<'a, I>(records: I) -> Vec<&'a RecordBody>
+where
+    I: IntoIterator<Item = &'a RecordBody>,
+    I::IntoIter: Clone,
+{
+    let records = records.into_iter();
+    let resolved: std::collections::HashSet<u64> = records
+        .clone()
+        .filter_map(|r| match &r.entry {
+            Entry::Captions { backlog_of: Some(k), .. } => Some(*k),
+            _ => None,
+        })
+        .collect();
+    records.filter(|r| matches!(r.entry, Entry::CaptionsBehind { .. }) && !resolved.contains(&r.index)).collect()
+}
+
 /// Signed summary of a closed session: the hash of every record in order. Revision 1 is
 /// written at stop; captions transcribed afterwards are sealed by revisions 2, 3, ... (each
 /// covering the whole chain), and earlier revisions are kept.

@@ -688,16 +688,8 @@ fn check_trust_list_entry(list: &TrustList, key: &PublicKey, first: &RecordBody,
 /// naming it (`backlog_of`); until then the chain is not known to be complete (transcription
 /// pending, or the records and manifest revision that resolved it were cut off).
 fn check_announced(records: &[&RecordBody], report: &mut Report) {
-    let resolved: BTreeSet<u64> = records
+    let pending: Vec<String> = crate::integrity::unresolved_captions_behind(records.iter().copied())
         .iter()
-        .filter_map(|r| match &r.entry {
-            Entry::Captions { backlog_of: Some(i), .. } => Some(*i),
-            _ => None,
-        })
-        .collect();
-    let pending: Vec<String> = records
-        .iter()
-        .filter(|r| matches!(r.entry, Entry::CaptionsBehind { .. }) && !resolved.contains(&r.index))
         .map(|r| format!("#{}", r.index))
         .collect();
     if !pending.is_empty() {

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use thiserror::Error;
 use uuid::Uuid;
 
@@ -250,16 +250,19 @@ enum Phase {
     Recess {
         continuity: Continuity,
         since: MediaTime,
-        at: Instant,
+        /// When the recess began, in monotonic time (`Clocks::monotonic`).
+        at: Duration,
     },
 }
 
 impl Active {
     /// Media time now, whether recording or in recess.
-    fn now(&self) -> MediaTime {
+    fn now(&self, clocks: &dyn Clocks) -> MediaTime {
         match &self.phase {
             Phase::Recording { capture, .. } => capture.now(),
-            Phase::Recess { since, at, .. } => MediaTime(since.0 + at.elapsed().as_nanos() as u64),
+            Phase::Recess { since, at, .. } => {
+                MediaTime(since.0 + clocks.monotonic().saturating_sub(*at).as_nanos() as u64)
+            }
         }
     }
 
@@ -354,7 +357,7 @@ impl Recorder {
                 stats: Arc::default(),
                 privacy_muted,
                 hearing,
-                phase: Phase::Recess { continuity, since: offset, at: Instant::now() },
+                phase: Phase::Recess { continuity, since: offset, at: self.clocks.monotonic() },
             });
             return Ok(Some(session.id));
         }
@@ -487,7 +490,7 @@ impl Recorder {
         let text = check_text("mark text", text, 2000)?;
         let active = self.active.lock();
         let a = active.as_ref().ok_or(SessionError::NotRecording)?;
-        let media = a.now();
+        let media = a.now(self.clocks.as_ref());
         let id = a.session.id;
         let by = Some(by.to_string());
         let c = self.ledger.call(move |w| w.append(id, Entry::Mark { media, text, by }))?;
@@ -509,7 +512,7 @@ impl Recorder {
         let sources: Vec<String> = self.cfg.profile.sources().into_iter().map(|s| s.name).collect();
         continuity.interrupted(&sources, crate::integrity::RECESS_REASON);
         let (id, run, by) = (a.session.id, a.run, by.to_string());
-        *guard = Some(Active { phase: Phase::Recess { continuity, since, at: Instant::now() }, ..a });
+        *guard = Some(Active { phase: Phase::Recess { continuity, since, at: self.clocks.monotonic() }, ..a });
         let c = self
             .ledger
             .call(move |w| w.end_run_stating(id, run, RunEnd::Recess, Entry::Recess { media: since, by }))?;
@@ -555,7 +558,10 @@ impl Recorder {
             }
             Err(e) => {
                 // Still in recess: the session can be resumed again or stopped.
-                *guard = Some(Active { phase: Phase::Recess { continuity, since: offset, at: Instant::now() }, ..a });
+                *guard = Some(Active {
+                    phase: Phase::Recess { continuity, since: offset, at: self.clocks.monotonic() },
+                    ..a
+                });
                 Err(e)
             }
         }
@@ -569,7 +575,7 @@ impl Recorder {
     pub fn set_privacy_mute(&self, muted: bool, by: &str) -> Result<MarkInfo, SessionError> {
         let mut guard = self.active.lock();
         let a = guard.as_mut().ok_or(SessionError::NotRecording)?;
-        let media = a.now();
+        let media = a.now(self.clocks.as_ref());
         let blanked_from =
             muted.then(|| MediaTime(media.0.saturating_sub(self.broadcaster.rewind().as_nanos() as u64)));
         if let Some(from) = blanked_from {
@@ -590,7 +596,7 @@ impl Recorder {
         let mut guard = self.active.lock();
         let a = guard.take().ok_or(SessionError::NotRecording)?;
         let id = a.session.id;
-        let now = a.now();
+        let now = a.now(self.clocks.as_ref());
         self.end_broadcast(id, now, "the session was stopped");
         let (run, stop_media, mut continuity) = match a.phase {
             Phase::Recording { capture, committer } => {
@@ -641,7 +647,7 @@ impl Recorder {
         if let Some(a) = self.active.lock().take() {
             let id = a.session.id;
             let run = a.run;
-            self.end_broadcast(id, a.now(), "the daemon is stopping");
+            self.end_broadcast(id, a.now(self.clocks.as_ref()), "the daemon is stopping");
             let Phase::Recording { capture, committer } = a.phase else {
                 tracing::info!(session = %id, "daemon stopping during a recess; the session stays in recess");
                 return;
@@ -671,7 +677,7 @@ impl Recorder {
             started_wall: a.session.started_wall.clone(),
             run: a.run,
             run_started_media: a.capture().map(|c| c.t0()).unwrap_or_default(),
-            media_now: a.now(),
+            media_now: a.now(self.clocks.as_ref()),
             devices: a.capture().map(|c| c.devices()).unwrap_or_default(),
             health: a.capture().map(|c| c.health()).unwrap_or_default(),
             stats: a.stats.snapshot(),

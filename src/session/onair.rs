@@ -39,7 +39,7 @@ impl Recorder {
         if self.broadcaster.is_running() {
             return Err(SessionError::Conflict("the broadcast is already running".into()));
         }
-        let media = a.now();
+        let media = a.now(self.clocks.as_ref());
         if a.hearing == Hearing::Closed {
             return Err(self.refuse(a, media, by, SessionError::BroadcastRefused(CLOSED_REFUSAL.into())));
         }
@@ -95,7 +95,7 @@ impl Recorder {
         if !self.broadcaster.stop() {
             return Err(SessionError::Conflict("no broadcast is running".into()));
         }
-        let (id, media, by) = (a.session.id, a.now(), by.to_string());
+        let (id, media, by) = (a.session.id, a.now(self.clocks.as_ref()), by.to_string());
         let reason = "stopped".to_string();
         let c = self.ledger.call(move |w| w.append(id, Entry::BroadcastStop { media, by, reason }))?;
         Ok(MarkInfo { session: id, index: c.index, media })
@@ -110,7 +110,7 @@ impl Recorder {
             return Err(SessionError::Conflict(format!("the hearing is already {}", hearing.as_str())));
         }
         let cut = hearing == Hearing::Closed && self.broadcaster.stop();
-        let (id, media, by) = (a.session.id, a.now(), by.to_string());
+        let (id, media, by) = (a.session.id, a.now(self.clocks.as_ref()), by.to_string());
         a.hearing = hearing;
         let who = by.clone();
         let c = self.ledger.call(move |w| w.append(id, Entry::HearingAccess { media, hearing, by: who }))?;

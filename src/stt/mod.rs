@@ -13,5 +13,6 @@ pub mod stream;
 pub mod text;
 
 pub use service::{
-    CaptionEvent, CaptionKind, LoadRecognizer, MicInfo, SessionSpec, Stt, SttSettings, SttState, SttStatus, TrackStatus,
+    CaptionEvent, CaptionKind, LoadRecognizer, MicInfo, SessionSpec, Stt, SttError, SttSettings, SttState, SttStatus,
+    TrackStatus,
 };

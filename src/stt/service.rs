@@ -78,6 +78,25 @@ impl SttSettings {
     }
 }
 
+/// Why the speech service could not do what was asked.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SttError {
+    /// No speech model; the reason names the command that fixes it.
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("the speech service did not answer")]
+    NotAnswering,
+}
+
+/// Why a backlog interval could not be read from the recording.
+#[derive(Debug, thiserror::Error)]
+enum BacklogError {
+    #[error(transparent)]
+    Ledger(#[from] crate::ledger::LedgerError),
+    #[error(transparent)]
+    Read(#[from] crate::capture::ReadError),
+}
+
 /// Whether a caption may still change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -99,7 +118,7 @@ impl CaptionKind {
 }
 
 /// A caption as live listeners (panel, terminal) see it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CaptionEvent {
     pub kind: CaptionKind,
     pub session: Uuid,
@@ -111,7 +130,7 @@ pub struct CaptionEvent {
     pub text: String,
     pub confidence: f32,
     pub delayed: bool,
-    pub origin: &'static str,
+    pub origin: CaptionOrigin,
     /// Transcription time of the utterance this caption came from, and its length (ms).
     pub decode_ms: u32,
     pub audio_ms: u32,
@@ -190,7 +209,7 @@ enum Control {
     },
     Transcribe {
         session: Uuid,
-        reply: SyncSender<Result<usize, String>>,
+        reply: SyncSender<Result<usize, SttError>>,
     },
 }
 
@@ -287,10 +306,10 @@ impl Stt {
     }
 
     /// Queues everything of `session` still to be transcribed; returns how many intervals.
-    pub fn transcribe(&self, session: Uuid) -> Result<usize, String> {
+    pub fn transcribe(&self, session: Uuid) -> Result<usize, SttError> {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         self.send(Control::Transcribe { session, reply: tx });
-        rx.recv_timeout(Duration::from_secs(60)).map_err(|_| "the speech service did not answer".to_string())?
+        rx.recv_timeout(Duration::from_secs(60)).map_err(|_| SttError::NotAnswering)?
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<CaptionEvent> {
@@ -311,21 +330,22 @@ impl Stt {
 }
 
 /// Loads the speech engine, or says why captions are unavailable (with the fix).
-pub type LoadRecognizer = Box<dyn FnMut(&SttSettings) -> Result<Box<dyn Recognizer>, String> + Send>;
+pub type LoadRecognizer = Box<dyn FnMut(&SttSettings) -> Result<Box<dyn Recognizer>, SttError> + Send>;
 
 /// The daemon's engine: the pinned whisper model, its SHA-256 checked first.
-fn load_whisper(s: &SttSettings) -> Result<Box<dyn Recognizer>, String> {
+fn load_whisper(s: &SttSettings) -> Result<Box<dyn Recognizer>, SttError> {
+    let unavailable = |e: &dyn std::fmt::Display| SttError::Unavailable(e.to_string());
     match &s.model_sha256 {
-        Some(sha) => super::models::check_file(&s.model, sha, &s.model_name).map_err(|e| e.to_string())?,
+        Some(sha) => super::models::check_file(&s.model, sha, &s.model_name).map_err(|e| unavailable(&e))?,
         None => {
-            return Err(format!(
+            return Err(SttError::Unavailable(format!(
                 "{} is not a pinned model: set stt.model_sha256 to its SHA-256 (sha256sum {})",
                 s.model.display(),
                 s.model.display()
-            ));
+            )));
         }
     }
-    let whisper = Whisper::load(&s.model, s.threads, s.slowdown).map_err(|e| e.to_string())?;
+    let whisper = Whisper::load(&s.model, s.threads, s.slowdown).map_err(|e| unavailable(&e))?;
     Ok(Box::new(whisper))
 }
 
@@ -416,10 +436,10 @@ impl Worker {
                 st.reason = None;
                 tracing::info!(model = %self.settings.model.display(), "speech model loaded");
             }
-            Err(reason) => {
+            Err(e) => {
                 st.state = SttState::Unavailable;
-                tracing::error!(%reason, "captions unavailable; recording continues without them");
-                st.reason = Some(reason);
+                tracing::error!(reason = %e, "captions unavailable; recording continues without them");
+                st.reason = Some(e.to_string());
             }
         }
     }
@@ -454,7 +474,7 @@ impl Worker {
                     self.load_model();
                 }
                 let result = match &self.engine {
-                    None => Err(self.status.lock().reason.clone().unwrap_or_default()),
+                    None => Err(SttError::Unavailable(self.status.lock().reason.clone().unwrap_or_default())),
                     Some(_) => Ok(self.queue_pending(session)),
                 };
                 let _ = reply.send(result);
@@ -643,18 +663,10 @@ impl Worker {
                 _ => None,
             })
             .unwrap_or_default();
-        let resolved: HashSet<u64> = records
-            .iter()
-            .filter_map(|r| match &r.entry {
-                Entry::Captions { backlog_of: Some(k), .. } => Some(*k),
-                _ => None,
-            })
-            .collect();
         let queued: HashSet<(Uuid, u64)> = self.backlog.iter().map(|b| (b.session, b.record)).collect();
         let mut n = 0;
-        for r in &records {
+        for r in crate::integrity::unresolved_captions_behind(&records) {
             if let Entry::CaptionsBehind { source, media_start, media_end, .. } = &r.entry
-                && !resolved.contains(&r.index)
                 && !queued.contains(&(session, r.index))
             {
                 self.backlog.push_back(BacklogItem {
@@ -738,19 +750,12 @@ impl Worker {
         true
     }
 
-    fn open_backlog(&self, item: &BacklogItem) -> Result<Option<Cursor>, String> {
-        let reader = self.ledger.reader().map_err(|e| e.to_string())?;
-        let segments: Vec<_> = reader
-            .segments(item.session)
-            .map_err(|e| e.to_string())?
-            .into_iter()
-            .filter(|s| s.source == item.source)
-            .collect();
+    fn open_backlog(&self, item: &BacklogItem) -> Result<Option<Cursor>, BacklogError> {
+        let reader = self.ledger.reader()?;
+        let segments: Vec<_> = reader.segments(item.session)?.into_iter().filter(|s| s.source == item.source).collect();
         let recorded_to = segments.iter().map(|s| s.media_end_ns).max().unwrap_or(0);
-        let still_recording = reader
-            .session(item.session)
-            .map_err(|e| e.to_string())?
-            .is_some_and(|s| s.state == crate::ledger::SessionState::Recording);
+        let still_recording =
+            reader.session(item.session)?.is_some_and(|s| s.state == crate::ledger::SessionState::Recording);
         if still_recording && recorded_to < item.end.0 {
             return Ok(None);
         }
@@ -758,7 +763,7 @@ impl Worker {
         let mut stream = TrackStream::new(StreamConfig { partials: false, ..self.settings.stream.clone() });
         let mut jobs = VecDeque::new();
         for s in segments.iter().filter(|s| s.media_end_ns > item.start.0 && s.media_start_ns < item.end.0) {
-            let runs = audio::decode_segment(&spool.join(&s.file)).map_err(|e| e.to_string())?;
+            let runs = audio::decode_segment(&spool.join(&s.file))?;
             for (start, samples) in audio::cut(runs, item.start, item.end) {
                 jobs.extend(stream.push(start, &samples));
             }
@@ -834,7 +839,7 @@ fn event(
         text: c.text.clone(),
         confidence: f32::from(c.confidence) / 1000.0,
         delayed: c.delayed,
-        origin: origin.as_str(),
+        origin,
         decode_ms: 0,
         audio_ms: 0,
     }
@@ -989,7 +994,7 @@ mod tests {
     fn without_a_model_the_whole_run_is_left_to_the_backlog_with_the_reason() {
         let dir = tempfile::tempdir().unwrap();
         let (ledger, id) = ledger(dir.path());
-        let missing: LoadRecognizer = Box::new(|_| Err("no model (run models/fetch)".into()));
+        let missing: LoadRecognizer = Box::new(|_| Err(SttError::Unavailable("no model (run models/fetch)".into())));
         let stt = start(&ledger, dir.path(), Duration::from_secs(60), missing);
         wait_ready(&stt);
         assert_eq!(stt.status().state, SttState::Unavailable);

@@ -113,8 +113,10 @@ struct LockRule {
 struct DefaultRetention {
     #[serde(rename = "Mode")]
     mode: Option<String>,
+    /// Read as text: a store that writes it oddly (spaces, a non-number) still counts as
+    /// having Object Lock on, only without a known retention.
     #[serde(rename = "Days")]
-    days: Option<u32>,
+    days: Option<String>,
 }
 
 /// `ListObjectVersions`' answer. Versions and delete markers interleave in key order, so the
@@ -157,6 +159,10 @@ const NO_LOCK_CONFIGURATION: [&str; 2] = ["ObjectLockConfigurationNotFoundError"
 const ALREADY_OWNED: &str = "BucketAlreadyOwnedByYou";
 
 fn parse_lock(body: &str) -> Result<ObjectLock, quick_xml::de::DeError> {
+    // An empty answer has no configuration in it: Object Lock is off.
+    if body.trim().is_empty() {
+        return Ok(ObjectLock::Disabled);
+    }
     let config: ObjectLockConfiguration = quick_xml::de::from_str(body)?;
     if config.enabled.as_deref().map(str::trim) != Some("Enabled") {
         return Ok(ObjectLock::Disabled);
@@ -164,7 +170,7 @@ fn parse_lock(body: &str) -> Result<ObjectLock, quick_xml::de::DeError> {
     let retention = config.rule.and_then(|r| r.default_retention);
     Ok(ObjectLock::Enabled {
         mode: retention.as_ref().and_then(|r| r.mode.as_deref()).map(|m| m.trim().to_string()),
-        days: retention.and_then(|r| r.days),
+        days: retention.and_then(|r| r.days).and_then(|d| d.trim().parse().ok()),
     })
 }
 

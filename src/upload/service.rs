@@ -15,6 +15,7 @@ use super::deliver::{Delivered, Failure, deliver};
 use super::store::Store;
 use crate::base::{Backoff, Clocks, ExponentialRetry, Supervision, WallTime};
 use crate::ledger::{Ledger, UploadJob};
+use futures::FutureExt;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
@@ -301,7 +302,13 @@ async fn run(ctx: Ctx, stop: CancellationToken) {
             for job in jobs {
                 let c = ctx.clone();
                 tasks.spawn(async move {
-                    let r = deliver(&c.store, &job, &c.settings.data_dir, c.settings.multipart_threshold).await;
+                    // A panic in one delivery must not leave its job "in flight" for ever
+                    // (that slot, or the lone probe's, would never free): it is a failure.
+                    let delivery = deliver(&c.store, &job, &c.settings.data_dir, c.settings.multipart_threshold);
+                    let r = std::panic::AssertUnwindSafe(delivery)
+                        .catch_unwind()
+                        .await
+                        .unwrap_or_else(|_| Err(Failure::Retry("the upload task failed unexpectedly".into())));
                     (job, r)
                 });
             }
