@@ -3,11 +3,13 @@
 
 mod backoff;
 mod clocks;
+mod service_thread;
 pub mod supervise;
 mod time;
 
 pub use backoff::Backoff;
 pub use clocks::{Clocks, RealClocks, SimulatedClocks};
+pub use service_thread::ServiceThread;
 pub use supervise::{ExponentialRetry, Phase, RetryPolicy, Supervision};
 pub use time::{MediaTime, WallTime};
 

@@ -22,7 +22,7 @@ mod program;
 pub use blanking::BlankReason;
 pub use output::{OutputState, OutputStatus};
 
-use crate::base::{Clocks, ExponentialRetry, MediaTime, Supervision};
+use crate::base::{Clocks, ExponentialRetry, MediaTime, ServiceThread, Supervision};
 use crate::capture::{EncodedBuffer, EncodedTap};
 use crate::config::{BroadcastConfig, LoadedConfig, OutputKind};
 use blanking::Blanking;
@@ -36,7 +36,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
-use std::thread::JoinHandle;
 use std::time::Duration;
 use thiserror::Error;
 use tokio_util::sync::CancellationToken;
@@ -139,8 +138,8 @@ pub struct BroadcastStatus {
 struct Running {
     shared: Arc<Shared>,
     outputs: Vec<Arc<Output>>,
-    stop: CancellationToken,
-    releaser: JoinHandle<()>,
+    /// The delay's thread ("broadcast-delay").
+    releaser: ServiceThread,
     last_error: Arc<Mutex<Option<String>>>,
 }
 
@@ -307,7 +306,6 @@ impl Broadcaster {
         };
         let (tx, rx) = std::sync::mpsc::sync_channel(INTAKE);
         *self.intake.lock() = Some(tx);
-        let stop = CancellationToken::new();
         let last_error = Arc::new(Mutex::new(None));
         let releaser = {
             let release = Release {
@@ -317,19 +315,15 @@ impl Broadcaster {
                 shared: shared.clone(),
                 outputs: outputs.clone(),
                 clock,
-                stop: stop.clone(),
                 last_error: last_error.clone(),
                 failed: None,
                 rebuilds: Supervision::new(ExponentialRetry::new(Duration::from_millis(500), Duration::from_secs(30))),
                 clocks: self.clocks.clone(),
             };
-            std::thread::Builder::new()
-                .name("broadcast-delay".into())
-                .spawn(move || release.run())
-                .expect("spawn broadcast thread")
+            ServiceThread::spawn("broadcast-delay", move |stop| release.run(&stop))
         };
         tracing::info!(delay_s = self.cfg.delay_seconds, outputs = outputs.len(), "broadcast started");
-        *running = Some(Running { shared, outputs, stop, releaser, last_error });
+        *running = Some(Running { shared, outputs, releaser, last_error });
         Ok(())
     }
 
@@ -340,8 +334,7 @@ impl Broadcaster {
         self.intake.lock().take();
         // Outputs first: the cut must reach the servers before anything else is torn down.
         r.outputs.iter().for_each(|o| o.stop());
-        r.stop.cancel();
-        let _ = r.releaser.join();
+        r.releaser.stop();
         tracing::info!("broadcast stopped");
         true
     }
@@ -442,7 +435,6 @@ struct Release {
     shared: Arc<Shared>,
     outputs: Vec<Arc<Output>>,
     clock: gst::Clock,
-    stop: CancellationToken,
     last_error: Arc<Mutex<Option<String>>>,
     /// The programme failed and could not be rebuilt yet.
     failed: Option<String>,
@@ -452,12 +444,12 @@ struct Release {
 }
 
 impl Release {
-    fn run(mut self) {
+    fn run(mut self, stop: &CancellationToken) {
         use gst::prelude::*;
         let mut queue: VecDeque<EncodedBuffer> = VecDeque::new();
         self.rebuilds.attempt(self.clocks.monotonic());
         self.rebuilds.running(self.clocks.monotonic());
-        while !self.stop.is_cancelled() {
+        while !stop.is_cancelled() {
             let clock_now = self.clock.time().nseconds();
             if let Some(shown) = self.shared.timeline.shown(clock_now.saturating_sub(FORGET_AFTER.as_nanos() as u64)) {
                 self.shared.blanking.lock().forget_before(shown);
@@ -491,7 +483,7 @@ impl Release {
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
                     if queue.is_empty() {
-                        self.clocks.sleep_unless_cancelled(wait, &self.stop);
+                        self.clocks.sleep_unless_cancelled(wait, stop);
                     }
                 }
             }
@@ -506,19 +498,19 @@ impl Release {
                 }
             });
             if let Some(error) = error {
-                self.rebuild(error);
+                self.rebuild(error, stop);
             }
         }
         let _ = self.program.pipeline.set_state(gst::State::Null);
     }
 
-    fn rebuild(&mut self, error: String) {
+    fn rebuild(&mut self, error: String, stop: &CancellationToken) {
         use gst::prelude::*;
         let _ = self.program.pipeline.set_state(gst::State::Null);
         let pause = self.rebuilds.failed(self.clocks.monotonic());
         tracing::warn!(%error, retry_in = ?pause, "broadcast programme failed; rebuilding it");
         *self.last_error.lock() = Some(error);
-        if !self.clocks.sleep_unless_cancelled(pause, &self.stop) {
+        if !self.clocks.sleep_unless_cancelled(pause, stop) {
             return;
         }
         self.rebuilds.attempt(self.clocks.monotonic());

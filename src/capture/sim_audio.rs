@@ -5,7 +5,6 @@ use crate::config::{AudioSourceKind, HwProfile, Microphone};
 use gst::prelude::*;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -144,8 +143,7 @@ pub fn decode_to_pcm(path: &Path, rate: u32) -> Result<Vec<i16>, super::ReadErro
 
 /// Feeds an `appsrc` from a thread until stopped or the source refuses data.
 pub struct SimFeeder {
-    stop: CancellationToken,
-    thread: Option<JoinHandle<()>>,
+    _thread: crate::base::ServiceThread,
 }
 
 /// 20 ms, like a real capture period.
@@ -153,22 +151,9 @@ const BUFFER_NS: u64 = 20_000_000;
 
 impl SimFeeder {
     pub fn start(appsrc: gst_app::AppSrc, sim: SimAudio, clock: gst::Clock, base: gst::ClockTime) -> SimFeeder {
-        let stop = CancellationToken::new();
-        let stop2 = stop.clone();
-        let thread = std::thread::Builder::new()
-            .name(format!("sim-audio-{}", appsrc.name()))
-            .spawn(move || feed(appsrc, sim, clock, base, stop2))
-            .expect("spawn sim feeder");
-        SimFeeder { stop, thread: Some(thread) }
-    }
-}
-
-impl Drop for SimFeeder {
-    fn drop(&mut self) {
-        self.stop.cancel();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        let name = format!("sim-audio-{}", appsrc.name());
+        let thread = crate::base::ServiceThread::spawn(name, move |stop| feed(appsrc, sim, clock, base, stop));
+        SimFeeder { _thread: thread }
     }
 }
 

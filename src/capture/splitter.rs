@@ -4,11 +4,10 @@
 //! (`max-size-time` alone would count from each sink's first buffer and drift apart.)
 
 use super::RunClock;
-use crate::base::Clocks;
+use crate::base::{Clocks, ServiceThread};
 use gst::prelude::*;
 use parking_lot::Mutex;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -29,13 +28,12 @@ struct Shared {
     targets: Mutex<Vec<SplitTarget>>,
     /// The boundary most recently announced.
     announced: Mutex<Option<u64>>,
-    stop: CancellationToken,
     clocks: Arc<dyn Clocks>,
 }
 
 pub struct Splitter {
     shared: Arc<Shared>,
-    thread: Mutex<Option<JoinHandle<()>>>,
+    thread: ServiceThread,
 }
 
 fn announce(target: &SplitTarget, boundary: u64) {
@@ -56,12 +54,11 @@ impl Splitter {
             segment_ns,
             targets: Mutex::new(Vec::new()),
             announced: Mutex::new(None),
-            stop: CancellationToken::new(),
             clocks,
         });
         let s = shared.clone();
-        let thread = std::thread::Builder::new().name("splitter".into()).spawn(move || run(s)).expect("spawn splitter");
-        Splitter { shared, thread: Mutex::new(Some(thread)) }
+        let thread = ServiceThread::spawn("splitter", move |stop| run(s, stop));
+        Splitter { shared, thread }
     }
 
     /// Adds a (re)started pipeline's sinks. A boundary already announced but not yet
@@ -82,16 +79,7 @@ impl Splitter {
     }
 
     pub fn stop(&self) {
-        self.shared.stop.cancel();
-        if let Some(t) = self.thread.lock().take() {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Drop for Splitter {
-    fn drop(&mut self) {
-        self.stop();
+        self.thread.stop();
     }
 }
 
@@ -115,12 +103,12 @@ fn next(now: u64, last: u64, segment_ns: u64) -> Next {
     if now < announce_at { Next::Wait(Duration::from_nanos(announce_at - now)) } else { Next::Announce(boundary) }
 }
 
-fn run(s: Arc<Shared>) {
-    while !s.stop.is_cancelled() {
+fn run(s: Arc<Shared>, stop: CancellationToken) {
+    while !stop.is_cancelled() {
         let last = s.announced.lock().unwrap_or(0);
         match next(s.clock.now().0, last, s.segment_ns) {
             Next::Wait(d) => {
-                s.clocks.sleep_unless_cancelled(d, &s.stop);
+                s.clocks.sleep_unless_cancelled(d, &stop);
             }
             Next::Announce(boundary) => {
                 *s.announced.lock() = Some(boundary);

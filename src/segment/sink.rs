@@ -54,39 +54,24 @@ impl OpenFiles {
     }
 }
 
-/// Background thread flushing open segment files every `interval`.
+/// Background thread flushing open segment files every `interval`; stops when dropped.
 pub struct Syncer {
-    stop: tokio_util::sync::CancellationToken,
-    thread: Option<std::thread::JoinHandle<()>>,
+    _thread: crate::base::ServiceThread,
 }
 
 impl Syncer {
     pub fn start(files: Arc<OpenFiles>, interval: Duration, clocks: Arc<dyn crate::base::Clocks>) -> Syncer {
-        let stop = tokio_util::sync::CancellationToken::new();
-        let stopping = stop.clone();
-        let thread = std::thread::Builder::new()
-            .name("spool-sync".into())
-            .spawn(move || {
-                // One last sync after the stop, as before: what was written is on disk.
-                loop {
-                    let go_on = clocks.sleep_unless_cancelled(interval, &stopping);
-                    files.sync_all();
-                    if !go_on {
-                        break;
-                    }
+        let thread = crate::base::ServiceThread::spawn("spool-sync", move |stop| {
+            // One last sync after the stop: what was written is on disk.
+            loop {
+                let go_on = clocks.sleep_unless_cancelled(interval, &stop);
+                files.sync_all();
+                if !go_on {
+                    break;
                 }
-            })
-            .expect("spawn spool-sync");
-        Syncer { stop, thread: Some(thread) }
-    }
-}
-
-impl Drop for Syncer {
-    fn drop(&mut self) {
-        self.stop.cancel();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+            }
+        });
+        Syncer { _thread: thread }
     }
 }
 

@@ -4,15 +4,13 @@
 //! low anyway, an alarm is raised; below the critical mark cameras pause so that audio,
 //! which needs far less, records as long as any space remains.
 
-use crate::base::{Clocks, WallTime};
+use crate::base::{Clocks, ServiceThread, WallTime};
 use crate::ledger::{AlarmKind, Evictable, Ledger, LedgerError, Reader};
 use parking_lot::Mutex;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
-use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Clone)]
 pub struct DiskSettings {
@@ -89,8 +87,7 @@ pub fn choose_evictions(
 
 pub struct DiskWatch {
     state: Arc<Mutex<DiskState>>,
-    stop: CancellationToken,
-    thread: Mutex<Option<JoinHandle<()>>>,
+    thread: ServiceThread,
 }
 
 impl DiskWatch {
@@ -109,35 +106,31 @@ impl DiskWatch {
             evicted_bytes: 0,
             video_paused: false,
         }));
-        let stop = CancellationToken::new();
-        let (s, st) = (state.clone(), stop.clone());
-        let thread = std::thread::Builder::new()
-            .name("disk-watch".into())
-            .spawn(move || {
-                finish_interrupted_evictions(&ledger, &settings.data_dir);
-                let mut reader = None;
-                loop {
-                    // One connection for the life of the thread (reopened after an error).
-                    if reader.is_none() {
-                        reader = Reader::open(ledger.path())
-                            .map_err(|e| tracing::error!(error = %e, "disk check cannot read the ledger"))
-                            .ok();
-                    }
-                    let result = match &reader {
-                        Some(r) => tick(&settings, &ledger, r, clocks.as_ref(), &s, &pause_video),
-                        None => Ok(()),
-                    };
-                    if let Err(e) = result {
-                        reader = None;
-                        tracing::error!(error = %e, "disk check failed");
-                    }
-                    if !clocks.sleep_unless_cancelled(settings.interval, &st) {
-                        break;
-                    }
+        let s = state.clone();
+        let thread = ServiceThread::spawn("disk-watch", move |st| {
+            finish_interrupted_evictions(&ledger, &settings.data_dir);
+            let mut reader = None;
+            loop {
+                // One connection for the life of the thread (reopened after an error).
+                if reader.is_none() {
+                    reader = Reader::open(ledger.path())
+                        .map_err(|e| tracing::error!(error = %e, "disk check cannot read the ledger"))
+                        .ok();
                 }
-            })
-            .expect("spawn disk-watch thread");
-        DiskWatch { state, stop, thread: Mutex::new(Some(thread)) }
+                let result = match &reader {
+                    Some(r) => tick(&settings, &ledger, r, clocks.as_ref(), &s, &pause_video),
+                    None => Ok(()),
+                };
+                if let Err(e) = result {
+                    reader = None;
+                    tracing::error!(error = %e, "disk check failed");
+                }
+                if !clocks.sleep_unless_cancelled(settings.interval, &st) {
+                    break;
+                }
+            }
+        });
+        DiskWatch { state, thread }
     }
 
     pub fn state(&self) -> DiskState {
@@ -145,16 +138,7 @@ impl DiskWatch {
     }
 
     pub fn shutdown(&self) {
-        self.stop.cancel();
-        if let Some(t) = self.thread.lock().take() {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Drop for DiskWatch {
-    fn drop(&mut self) {
-        self.shutdown();
+        self.thread.stop();
     }
 }
 

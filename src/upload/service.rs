@@ -13,7 +13,7 @@
 
 use super::deliver::{Delivered, Failure, deliver};
 use super::store::Store;
-use crate::base::{Backoff, Clocks, ExponentialRetry, Supervision, WallTime};
+use crate::base::{Backoff, Clocks, ExponentialRetry, ServiceThread, Supervision, WallTime};
 use crate::ledger::{Ledger, UploadJob};
 use futures::FutureExt;
 use parking_lot::Mutex;
@@ -21,7 +21,6 @@ use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -64,8 +63,7 @@ pub struct UploaderState {
 
 pub struct Uploader {
     state: Arc<Mutex<UploaderState>>,
-    stop: CancellationToken,
-    thread: Mutex<Option<JoinHandle<()>>>,
+    thread: ServiceThread,
 }
 
 /// How often the queue is looked at when there is nothing to do.
@@ -84,18 +82,12 @@ struct Ctx {
 impl Uploader {
     pub fn start(store: Store, ledger: Arc<Ledger>, clocks: Arc<dyn Clocks>, settings: UploaderSettings) -> Uploader {
         let state = Arc::new(Mutex::new(UploaderState::default()));
-        let stop = CancellationToken::new();
-        let stop_rx = stop.clone();
         let ctx = Ctx { store, ledger, clocks, settings, state: state.clone() };
-        let thread = std::thread::Builder::new()
-            .name("upload".into())
-            .spawn(move || {
-                let runtime =
-                    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("upload runtime");
-                runtime.block_on(run(ctx, stop_rx));
-            })
-            .expect("spawn upload thread");
-        Uploader { state, stop, thread: Mutex::new(Some(thread)) }
+        let thread = ServiceThread::spawn("upload", move |stop| {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("upload runtime");
+            runtime.block_on(run(ctx, stop));
+        });
+        Uploader { state, thread }
     }
 
     pub fn state(&self) -> UploaderState {
@@ -105,16 +97,7 @@ impl Uploader {
     /// Stops at once; objects in flight are abandoned and resolved on the next start (the
     /// same bytes found under their name count as delivered).
     pub fn shutdown(&self) {
-        self.stop.cancel();
-        if let Some(t) = self.thread.lock().take() {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Drop for Uploader {
-    fn drop(&mut self) {
-        self.shutdown();
+        self.thread.stop();
     }
 }
 

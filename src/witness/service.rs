@@ -8,12 +8,11 @@
 //! unit-tested on simulated time; the thread only carries them out.
 
 use super::tsa::{TsaError, TsaPin, request_token, verify_token};
-use crate::base::{Backoff, Clocks};
+use crate::base::{Backoff, Clocks, ServiceThread};
 use crate::ledger::Ledger;
 use parking_lot::Mutex;
 use serde::Serialize;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -145,14 +144,12 @@ impl Schedule {
 }
 
 pub struct Witness {
-    stop: CancellationToken,
     status: Arc<Mutex<WitnessStatus>>,
-    thread: Mutex<Option<JoinHandle<()>>>,
+    thread: ServiceThread,
 }
 
 impl Witness {
     pub fn start(settings: WitnessSettings, ledger: Arc<Ledger>, clocks: Arc<dyn Clocks>) -> Witness {
-        let stop = CancellationToken::new();
         let status = Arc::new(Mutex::new(WitnessStatus {
             tsa: match (&settings.tsa, &settings.tsa_problem) {
                 (Some(_), _) => TsaState::NotYetAsked,
@@ -161,12 +158,9 @@ impl Witness {
             },
             ..Default::default()
         }));
-        let (token, shared) = (stop.clone(), status.clone());
-        let thread = std::thread::Builder::new()
-            .name("witness".into())
-            .spawn(move || run(settings, ledger, clocks, token, shared))
-            .expect("spawn witness thread");
-        Witness { stop, status, thread: Mutex::new(Some(thread)) }
+        let shared = status.clone();
+        let thread = ServiceThread::spawn("witness", move |token| run(settings, ledger, clocks, token, shared));
+        Witness { status, thread }
     }
 
     pub fn status(&self) -> WitnessStatus {
@@ -183,10 +177,7 @@ impl Witness {
     }
 
     pub fn shutdown(&self) {
-        self.stop.cancel();
-        if let Some(t) = self.thread.lock().take() {
-            let _ = t.join();
-        }
+        self.thread.stop();
     }
 }
 
