@@ -73,7 +73,7 @@ pub fn run_daemon(cfg: LoadedConfig) -> Result<()> {
     let served = runtime.block_on(async {
         tracing::info!(key_id = %public.key_id(), data = %cfg.data_dir.display(), socket = %cfg.socket_path().display(), "courtbox starting");
         let ready = format!("ready; API and panel on {}", cfg.config.api.listen);
-        let (watched, watched_ledger) = (recorder.clone(), ledger.clone());
+        let (watched, watched_ledger, watch_clocks) = (recorder.clone(), ledger.clone(), clocks.clone());
         let segment = std::time::Duration::from_nanos(cfg.segment_nanos());
         // READY before the first watchdog ping: systemd (and an operator reading the
         // journal) should see the daemon ready before it is reported alive.
@@ -83,7 +83,7 @@ pub fn run_daemon(cfg: LoadedConfig) -> Result<()> {
         tokio::spawn(cancel_on_signal(shutdown.clone()));
         control::serve(&cfg, state, shutdown, move || {
             courtbox::sysd::ready(&ready);
-            courtbox::sysd::start_watchdog(watched, watched_ledger, segment);
+            courtbox::sysd::start_watchdog(watched, watched_ledger, segment, watch_clocks);
         })
         .await
     });

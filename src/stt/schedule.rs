@@ -1,9 +1,11 @@
-//! The live transcription schedule: for each microphone of the session, the utterances
-//! waiting to be transcribed, the partial worth showing, and the batch of finals waiting to
-//! be committed. It decides what runs next (finals before partials, oldest first), what is
-//! shed to the backlog when more speech waits than the queue allows, and when a batch is
-//! due. Pure: no engine, no ledger; time is monotonic time passed in, so every decision is
-//! unit-tested in milliseconds. `service::Worker` is its I/O shell.
+//! What the speech service transcribes when. The live schedule: for each microphone of the
+//! session, the utterances waiting to be transcribed, the partial worth showing, and the
+//! batch of finals waiting to be committed; it decides what runs next (finals before
+//! partials, oldest first), what is shed to the backlog when more speech waits than the
+//! queue allows, and when a batch is due. The backlog: intervals to transcribe later from
+//! the recording, worked off one utterance per step. Pure: no engine, no ledger; time is
+//! monotonic time passed in, so every decision is unit-tested in milliseconds.
+//! `service::Worker` is their I/O shell.
 
 use super::stream::{Job, JobKind, StreamConfig, TrackStream};
 use crate::base::MediaTime;
@@ -11,6 +13,7 @@ use crate::config::Role;
 use crate::integrity::CaptionItem;
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
+use uuid::Uuid;
 
 /// Commit a batch of finals when it has this many captions or is this old.
 pub const BATCH_MAX: usize = 8;
@@ -312,6 +315,116 @@ impl LiveSchedule {
     }
 }
 
+/// An interval to transcribe from the recording, and the `captions_behind` record it resolves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BacklogItem {
+    pub session: Uuid,
+    pub source: String,
+    pub role: Option<Role>,
+    pub language: String,
+    pub record: u64,
+    pub start: MediaTime,
+    pub end: MediaTime,
+}
+
+impl BacklogItem {
+    /// Whether the recording covers the interval yet: while the session records, the
+    /// segment holding its end may still be open.
+    pub fn is_recorded(&self, still_recording: bool, recorded_to: MediaTime) -> bool {
+        !still_recording || recorded_to >= self.end
+    }
+}
+
+/// A backlog item being worked off: its utterances, and the captions made so far.
+#[derive(Debug)]
+pub struct Cursor {
+    pub item: BacklogItem,
+    jobs: VecDeque<Job>,
+    pub items: Vec<CaptionItem>,
+    /// The language whisper reported (for "auto").
+    pub language: String,
+}
+
+impl Cursor {
+    pub fn new(item: BacklogItem, jobs: VecDeque<Job>) -> Cursor {
+        let language = item.language.clone();
+        Cursor { item, jobs, items: Vec::new(), language }
+    }
+}
+
+/// The next piece of backlog work.
+#[derive(Debug)]
+pub enum BacklogStep {
+    /// Nothing queued.
+    Idle,
+    /// Decode this interval from the recording, then `opened` (or `not_recorded_yet`).
+    Open(BacklogItem),
+    /// Transcribe this utterance of the open item, then `transcribed`.
+    Transcribe { job: Job, language: String },
+    /// Every utterance of the item is done: commit its captions.
+    Commit(Cursor),
+}
+
+/// Speech left to be transcribed later from the recording, one item at a time.
+#[derive(Debug, Default)]
+pub struct Backlog {
+    queue: VecDeque<BacklogItem>,
+    open: Option<Cursor>,
+}
+
+impl Backlog {
+    pub fn push(&mut self, item: BacklogItem) {
+        self.queue.push_back(item);
+    }
+
+    /// Whether the `captions_behind` record `record` of `session` is queued or open.
+    pub fn contains(&self, session: Uuid, record: u64) -> bool {
+        let is = |i: &BacklogItem| i.session == session && i.record == record;
+        self.queue.iter().any(is) || self.open.as_ref().is_some_and(|c| is(&c.item))
+    }
+
+    /// Items waiting or open.
+    pub fn len(&self) -> usize {
+        self.queue.len() + usize::from(self.open.is_some())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn open_item(&self) -> Option<&BacklogItem> {
+        self.open.as_ref().map(|c| &c.item)
+    }
+
+    pub fn next_step(&mut self) -> BacklogStep {
+        let Some(cursor) = self.open.as_mut() else {
+            return self.queue.pop_front().map_or(BacklogStep::Idle, BacklogStep::Open);
+        };
+        match cursor.jobs.pop_front() {
+            Some(job) => BacklogStep::Transcribe { job, language: cursor.item.language.clone() },
+            None => BacklogStep::Commit(self.open.take().expect("open")),
+        }
+    }
+
+    /// The item given by `Open` is decoded: work it off next.
+    pub fn opened(&mut self, cursor: Cursor) {
+        self.open = Some(cursor);
+    }
+
+    /// The item given by `Open` is not recorded yet: it waits behind the others.
+    pub fn not_recorded_yet(&mut self, item: BacklogItem) {
+        self.queue.push_back(item);
+    }
+
+    /// The utterance given by `Transcribe` gave these captions, in `language`.
+    pub fn transcribed(&mut self, language: &str, items: Vec<CaptionItem>) {
+        if let Some(cursor) = self.open.as_mut() {
+            cursor.language = language.to_string();
+            cursor.items.extend(items);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -448,5 +561,54 @@ mod tests {
         assert_eq!(left.len(), 1, "{left:?}");
         assert_eq!(left[0].cause, BehindCause::StillBehindAtStop);
         assert!(s.next_work().is_none(), "partials are dropped at stop");
+    }
+
+    fn backlog_item(record: u64, end_s: u64) -> BacklogItem {
+        BacklogItem {
+            session: Uuid::nil(),
+            source: "judge".into(),
+            role: None,
+            language: "auto".into(),
+            record,
+            start: MediaTime::ZERO,
+            end: MediaTime(end_s * 1_000_000_000),
+        }
+    }
+
+    #[test]
+    fn the_backlog_works_one_item_off_utterance_by_utterance_and_lets_unrecorded_ones_wait() {
+        let mut b = Backlog::default();
+        b.push(backlog_item(3, 10));
+        b.push(backlog_item(7, 20));
+        assert!(b.contains(Uuid::nil(), 7) && !b.contains(Uuid::nil(), 4));
+        let BacklogStep::Open(first) = b.next_step() else { panic!("open the oldest") };
+        assert_eq!(first.record, 3);
+        // Still recording, and the recording has not reached its end: it waits.
+        assert!(!first.is_recorded(true, MediaTime(9_000_000_000)));
+        assert!(first.is_recorded(false, MediaTime::ZERO), "a stopped session has all it will ever have");
+        b.not_recorded_yet(first);
+        let BacklogStep::Open(second) = b.next_step() else { panic!("then the next") };
+        assert_eq!(second.record, 7);
+        let mut s = schedule(&["judge"], Duration::from_secs(60));
+        utterance(&mut s, "judge", MediaTime::ZERO, 2000);
+        utterance(&mut s, "judge", MediaTime(4_000_000_000), 2000);
+        let jobs: VecDeque<Job> = std::iter::from_fn(|| match s.next_work() {
+            Some(Work::Final { job, .. }) => Some(job),
+            _ => None,
+        })
+        .collect();
+        assert_eq!(jobs.len(), 2);
+        b.opened(Cursor::new(second, jobs));
+        assert!(b.contains(Uuid::nil(), 7), "open items count as queued");
+        for _ in 0..2 {
+            let BacklogStep::Transcribe { language, .. } = b.next_step() else { panic!("each utterance") };
+            assert_eq!(language, "auto");
+            b.transcribed("kk", vec![item("x")]);
+        }
+        let BacklogStep::Commit(done) = b.next_step() else { panic!("then commit") };
+        assert_eq!((done.item.record, done.items.len(), done.language.as_str()), (7, 2, "kk"));
+        assert_eq!(b.len(), 1, "the unrecorded one still waits");
+        assert!(matches!(b.next_step(), BacklogStep::Open(i) if i.record == 3));
+        assert!(matches!(b.next_step(), BacklogStep::Idle));
     }
 }

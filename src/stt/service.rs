@@ -10,7 +10,9 @@
 
 use super::audio;
 use super::engine::{Recognizer, Whisper};
-use super::schedule::{Behind, BehindCause, LiveSchedule, Mic, Work, samples_duration};
+use super::schedule::{
+    Backlog, BacklogItem, BacklogStep, Behind, BehindCause, Cursor, LiveSchedule, Mic, Work, samples_duration,
+};
 use super::stream::{Job, StreamConfig, TrackStream};
 use crate::base::{Clocks, MediaTime};
 use crate::capture::{AudioChunk, AudioTap};
@@ -19,7 +21,7 @@ use crate::integrity::{CaptionItem, CaptionOrigin, Entry, RecordBody};
 use crate::ledger::Ledger;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender, TryRecvError};
@@ -268,8 +270,7 @@ impl Stt {
             loader,
             engine: None,
             live: None,
-            backlog: VecDeque::new(),
-            cursor: None,
+            backlog: Backlog::default(),
         };
         let thread = std::thread::Builder::new()
             .name("stt".into())
@@ -355,26 +356,6 @@ struct Live {
     schedule: LiveSchedule,
 }
 
-/// An interval to transcribe from the recording, and the `captions_behind` record it resolves.
-#[derive(Debug, Clone)]
-struct BacklogItem {
-    session: Uuid,
-    source: String,
-    role: Option<Role>,
-    language: String,
-    record: u64,
-    start: MediaTime,
-    end: MediaTime,
-}
-
-/// A backlog item being worked off, one utterance per step.
-struct Cursor {
-    item: BacklogItem,
-    jobs: VecDeque<Job>,
-    items: Vec<CaptionItem>,
-    language: String,
-}
-
 /// The service's thread: the I/O shell around `LiveSchedule` (what to transcribe when) and
 /// the backlog. It owns the engine, writes the ledger and publishes events and status.
 struct Worker {
@@ -387,8 +368,7 @@ struct Worker {
     loader: LoadRecognizer,
     engine: Option<Box<dyn Recognizer>>,
     live: Option<Live>,
-    backlog: VecDeque<BacklogItem>,
-    cursor: Option<Cursor>,
+    backlog: Backlog,
 }
 
 /// Niceness of the speech-to-text threads (capture runs at 0).
@@ -504,7 +484,7 @@ impl Worker {
             Ok(c) => {
                 tracing::warn!(%source, from = %start, to = %end, "captions behind: {why}");
                 let track = live.schedule.track(&source);
-                self.backlog.push_back(BacklogItem {
+                self.backlog.push(BacklogItem {
                     session,
                     role: track.and_then(|t| t.role),
                     language: track.map(|t| t.language.clone()).unwrap_or_default(),
@@ -663,13 +643,12 @@ impl Worker {
                 _ => None,
             })
             .unwrap_or_default();
-        let queued: HashSet<(Uuid, u64)> = self.backlog.iter().map(|b| (b.session, b.record)).collect();
         let mut n = 0;
         for r in crate::integrity::unresolved_captions_behind(&records) {
             if let Entry::CaptionsBehind { source, media_start, media_end, .. } = &r.entry
-                && !queued.contains(&(session, r.index))
+                && !self.backlog.contains(session, r.index)
             {
-                self.backlog.push_back(BacklogItem {
+                self.backlog.push(BacklogItem {
                     session,
                     source: source.clone(),
                     role: roles.iter().find(|s| s.name == *source).and_then(|s| s.role),
@@ -685,52 +664,45 @@ impl Worker {
     }
 
     /// One step of backlog work: open an item (decode its audio) or transcribe one of its
-    /// utterances, committing the item's captions when done.
+    /// utterances, committing the item's captions when done. False when there was none.
     fn backlog_step(&mut self) -> bool {
         if self.engine.is_none() {
             return false;
         }
-        if self.cursor.is_none() {
-            let Some(item) = self.backlog.pop_front() else { return false };
-            match self.open_backlog(&item) {
-                Ok(Some(c)) => self.cursor = Some(c),
-                // Not recorded yet (the segment is still open): try again later.
+        match self.backlog.next_step() {
+            BacklogStep::Idle => return false,
+            BacklogStep::Open(item) => match self.open_backlog(&item) {
+                Ok(Some(cursor)) => self.backlog.opened(cursor),
                 Ok(None) => {
-                    self.backlog.push_back(item);
+                    self.backlog.not_recorded_yet(item);
                     return false;
                 }
-                Err(e) => {
-                    self.note_error(format!("cannot read the recording of {} for the backlog: {e}", item.source));
-                    return true;
-                }
-            }
-            return true;
+                Err(e) => self.note_error(format!("cannot read the recording of {} for the backlog: {e}", item.source)),
+            },
+            BacklogStep::Transcribe { job, language } => self.transcribe_backlog(&job, &language),
+            BacklogStep::Commit(done) => self.commit_backlog(done),
         }
-        let cursor = self.cursor.as_mut().expect("checked");
-        if let Some(job) = cursor.jobs.pop_front() {
-            let engine = self.engine.as_mut().expect("checked");
-            match engine.transcribe(&job.samples, &cursor.item.language, None) {
-                Ok(t) => {
-                    cursor.language = t.language.clone();
-                    for item in caption_items(&job, &t, self.clocks.wall(), true) {
-                        let ev = event(
-                            CaptionKind::Final,
-                            cursor.item.session,
-                            &cursor.item.source,
-                            cursor.item.role,
-                            &t.language,
-                            &item,
-                            CaptionOrigin::Backlog,
-                        );
-                        let _ = self.events.send(ev);
-                        cursor.items.push(item);
-                    }
+        true
+    }
+
+    fn transcribe_backlog(&mut self, job: &Job, language: &str) {
+        let Some(item) = self.backlog.open_item().cloned() else { return };
+        let engine = self.engine.as_mut().expect("checked by backlog_step");
+        match engine.transcribe(&job.samples, language, None) {
+            Ok(t) => {
+                let items = caption_items(job, &t, self.clocks.wall(), true);
+                for c in &items {
+                    let origin = CaptionOrigin::Backlog;
+                    let ev = event(CaptionKind::Final, item.session, &item.source, item.role, &t.language, c, origin);
+                    let _ = self.events.send(ev);
                 }
-                Err(e) => self.note_error(e.to_string()),
+                self.backlog.transcribed(&t.language, items);
             }
-            return true;
+            Err(e) => self.note_error(e.to_string()),
         }
-        let done = self.cursor.take().expect("checked");
+    }
+
+    fn commit_backlog(&mut self, done: Cursor) {
         let entry = Entry::Captions {
             source: done.item.source.clone(),
             role: done.item.role,
@@ -747,16 +719,16 @@ impl Worker {
             Err(e) => self.note_error(format!("cannot commit backlog captions: {e}")),
         }
         self.publish_status();
-        true
     }
 
+    /// The backlog item's audio, cut into utterances; None while it is not recorded yet.
     fn open_backlog(&self, item: &BacklogItem) -> Result<Option<Cursor>, BacklogError> {
         let reader = self.ledger.reader()?;
         let segments: Vec<_> = reader.segments(item.session)?.into_iter().filter(|s| s.source == item.source).collect();
-        let recorded_to = segments.iter().map(|s| s.media_end_ns).max().unwrap_or(0);
+        let recorded_to = MediaTime(segments.iter().map(|s| s.media_end_ns).max().unwrap_or(0));
         let still_recording =
             reader.session(item.session)?.is_some_and(|s| s.state == crate::ledger::SessionState::Recording);
-        if still_recording && recorded_to < item.end.0 {
+        if !item.is_recorded(still_recording, recorded_to) {
             return Ok(None);
         }
         let spool = self.data_dir.join("spool").join(item.session.to_string());
@@ -769,7 +741,7 @@ impl Worker {
             }
         }
         jobs.extend(stream.flush());
-        Ok(Some(Cursor { item: item.clone(), jobs, items: Vec::new(), language: item.language.clone() }))
+        Ok(Some(Cursor::new(item.clone(), jobs)))
     }
 
     fn note_error(&self, e: String) {
@@ -779,7 +751,7 @@ impl Worker {
 
     fn publish_status(&self) {
         let mut st = self.status.lock();
-        st.backlog = self.backlog.len() + usize::from(self.cursor.is_some());
+        st.backlog = self.backlog.len();
         if let Some(live) = &self.live {
             for (s, waiting) in live.schedule.waiting() {
                 st.tracks.entry(s.clone()).or_default().waiting_seconds = waiting.as_secs_f64();

@@ -1,10 +1,11 @@
 //! systemd integration: READY and STATUS notifications, and a watchdog that is fed only
 //! while the recording path makes progress, so that systemd restarts a hung daemon.
 
+use crate::base::Clocks;
 use crate::ledger::Ledger;
 use crate::session::Recorder;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Tells systemd (when it started us with `Type=notify`) that the daemon is ready.
 pub fn ready(status: &str) {
@@ -20,26 +21,28 @@ pub fn recording_progresses(recording: bool, since_last_commit: Duration, segmen
 }
 
 /// Starts the watchdog thread if systemd asked for one (`WatchdogSec`).
-pub fn start_watchdog(recorder: Arc<Recorder>, ledger: Arc<Ledger>, segment: Duration) {
+pub fn start_watchdog(recorder: Arc<Recorder>, ledger: Arc<Ledger>, segment: Duration, clocks: Arc<dyn Clocks>) {
     let Some(interval) = sd_notify::watchdog_enabled() else { return };
     let every = interval / 3;
     tracing::info!(interval_ms = interval.as_millis() as u64, "systemd watchdog enabled");
     let spawned = std::thread::Builder::new().name("watchdog".into()).spawn(move || {
-        let mut last = (0u64, Instant::now());
+        // The segment count last seen, and when (monotonic).
+        let mut last = (0u64, clocks.monotonic());
         let mut stalled = false;
         loop {
             // Blocks if the ledger writer hangs: then no more pings, and systemd steps in.
             if let Err(e) = ledger.call(|_| Ok(())) {
                 tracing::error!(error = %e, "ledger not answering; withholding the watchdog");
-                std::thread::sleep(every);
+                clocks.sleep(every);
                 continue;
             }
             let status = recorder.status();
             let (recording, segments) = status.session.as_ref().map_or((false, 0), |s| (true, s.stats.segments));
             if !recording || segments != last.0 {
-                last = (segments, Instant::now());
+                last = (segments, clocks.monotonic());
             }
-            if recording_progresses(recording, last.1.elapsed(), segment) {
+            let since_last_commit = clocks.monotonic().saturating_sub(last.1);
+            if recording_progresses(recording, since_last_commit, segment) {
                 stalled = false;
                 let line = match &status.session {
                     Some(s) => format!("recording session {}: {} segments committed", s.id, s.stats.segments),
@@ -49,11 +52,11 @@ pub fn start_watchdog(recorder: Arc<Recorder>, ledger: Arc<Ledger>, segment: Dur
             } else if !stalled {
                 stalled = true;
                 tracing::error!(
-                    seconds = last.1.elapsed().as_secs(),
+                    seconds = since_last_commit.as_secs(),
                     "no segment committed while recording; withholding the watchdog so that systemd restarts courtbox"
                 );
             }
-            std::thread::sleep(every);
+            clocks.sleep(every);
         }
     });
     if let Err(e) = spawned {

@@ -8,7 +8,7 @@
 //! unit-tested on simulated time; the thread only carries them out.
 
 use super::tsa::{TsaError, TsaPin, request_token, verify_token};
-use crate::base::{Backoff, Clocks, ServiceThread};
+use crate::base::{Clocks, ExponentialRetry, RetryPolicy, ServiceThread};
 use crate::ledger::Ledger;
 use parking_lot::Mutex;
 use serde::Serialize;
@@ -93,7 +93,9 @@ pub struct Schedule {
     every: Duration,
     next_checkpoint: Duration,
     next_stamp: Option<Duration>,
-    backoff: Backoff,
+    /// Between attempts to reach a TSA that does not answer: 1 s doubling to 30 s, reset by
+    /// an answer.
+    retry: ExponentialRetry,
 }
 
 /// How often the ledger is looked at for checkpoints to stamp when all is well.
@@ -105,7 +107,7 @@ impl Schedule {
             every,
             next_checkpoint: now + every,
             next_stamp: stamping.then_some(now),
-            backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(30)),
+            retry: ExponentialRetry::new(Duration::from_secs(1), Duration::from_secs(30)).reset_on_success(),
         }
     }
 
@@ -125,13 +127,13 @@ impl Schedule {
 
     /// The stamper reached the TSA (or had nothing to do): poll again shortly.
     pub fn stamped(&mut self, now: Duration) {
-        self.backoff.reset();
+        self.retry.succeeded();
         self.next_stamp = Some(now + STAMP_POLL);
     }
 
     /// The TSA did not answer: try again after a growing delay (1 s doubling to 30 s).
     pub fn stamp_failed(&mut self, now: Duration) -> Duration {
-        let delay = self.backoff.next_delay();
+        let delay = self.retry.delay_after_failure(Duration::ZERO);
         self.next_stamp = Some(now + delay);
         delay
     }
