@@ -39,7 +39,7 @@ impl Role {
 }
 
 /// How a person reached the API.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Via {
     /// Signed in on the front panel (cookie session).

@@ -61,7 +61,7 @@ impl ExponentialRetry {
         self
     }
 
-    pub fn from_backoff(backoff: Backoff) -> ExponentialRetry {
+    fn from_backoff(backoff: Backoff) -> ExponentialRetry {
         ExponentialRetry { backoff, healthy_after: HEALTHY_AFTER, reset_on_success: false }
     }
 }

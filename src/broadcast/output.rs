@@ -103,6 +103,7 @@ pub struct Output {
     clocks: Arc<dyn Clocks>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
+
 /// Connected and sending for this long without an error counts as live.
 const LIVE_AFTER: Duration = Duration::from_millis(500);
 
@@ -116,7 +117,7 @@ impl Output {
                 state: OutputState::Connecting,
                 attempts: 0,
                 last_error: None,
-                since: crate::base::WallTime::now().to_rfc3339(),
+                since: clocks.wall().to_rfc3339(),
                 sent_bytes: 0,
             }),
             target,
@@ -144,7 +145,7 @@ impl Output {
     fn set_state(&self, state: OutputState, error: Option<String>) {
         let mut s = self.status.lock();
         if s.state != state {
-            s.since = crate::base::WallTime::now().to_rfc3339();
+            s.since = self.clocks.wall().to_rfc3339();
         }
         s.state = state;
         if error.is_some() {

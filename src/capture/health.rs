@@ -19,7 +19,7 @@ pub const FROZEN_AFTER: Duration = Duration::from_secs(2);
 /// Audio level is measured over windows this long.
 const LEVEL_WINDOW: Duration = Duration::from_millis(500);
 
-#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct SourceHealth {
     pub source: String,
     /// Video frames or audio buffers seen.

@@ -187,8 +187,9 @@ pub struct Microphone {
 
 /// Who speaks into a microphone. A fixed list so that captions and the panel can label
 /// tracks in every interface language, and so that typos are caught.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
+#[schema(as = SpeakerRole)]
 pub enum Role {
     Judge,
     Prosecutor,
@@ -227,7 +228,7 @@ impl fmt::Display for Role {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum SourceKind {
     Video,
@@ -235,7 +236,7 @@ pub enum SourceKind {
 }
 
 /// A source as the record sees it: one camera or one microphone, one segment stream.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SourceSpec {
     pub name: String,

@@ -214,7 +214,6 @@ pub struct WhoAmI {
     pub name: String,
     pub role: Role,
     /// `"panel"`, `"token"`, or `{"local_socket": {"uid": …}}`.
-    #[schema(value_type = Value)]
     pub via: Via,
 }
 

@@ -230,26 +230,19 @@ pub struct Health {
 #[schema(as = Status)]
 pub struct StatusReport {
     pub recording: bool,
-    #[schema(value_type = Option<Object>)]
     pub session: Option<SessionStatus>,
     /// The live broadcast: whether outputs are configured, live, the delay and rewind, the
     /// privacy mute, the camera on air and each output's state with its last error.
     pub broadcast: crate::broadcast::BroadcastStatus,
     pub captions: CaptionsReport,
     /// Every source of the hardware profile: name, kind (video or audio), device, role.
-    #[schema(value_type = Vec<Object>)]
     pub sources: Vec<SourceSpec>,
     pub court: CourtRoom,
     /// Present only when central storage is configured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
     pub storage: Option<StorageStatus>,
-    /// Present only when the witness runs. Checkpoints and timestamps: tsa (state
-    /// not_configured; misconfigured with error; not_yet_asked; answering; unreachable or
-    /// refusing with since and error), stamped, last_stamp_delay_s, unstamped,
-    /// last_checkpoint_wall.
+    /// Present only when the witness runs: checkpoints and their timestamps.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
     pub witness: Option<WitnessStatus>,
 }
 
@@ -262,17 +255,16 @@ pub enum CaptionsReport {
     Disabled(CaptionsOff),
 }
 
-// Written by hand: the derive would say `oneOf`, and the service's status (a plain object
-// in the document) would then match a disabled answer too; `anyOf` is what serde reads.
+// Written by hand: the derive would say `oneOf`, but serde reads an untagged enum as
+// "the first that fits", which is `anyOf`. Both parts are named components, so a client
+// sees the speech service's fields, not a bare object.
 impl utoipa::PartialSchema for CaptionsReport {
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-        use utoipa::openapi::schema::{AnyOfBuilder, ObjectBuilder};
-        let running = ObjectBuilder::new().description(Some(
-            "The speech service's status: state (loading, ready, unavailable), reason, model, tracks, backlog, finals, last_error",
-        ));
+        use utoipa::openapi::Ref;
+        use utoipa::openapi::schema::AnyOfBuilder;
         AnyOfBuilder::new()
-            .item(running)
-            .item(utoipa::openapi::Ref::from_schema_name(CaptionsOff::name()))
+            .item(Ref::from_schema_name(SttStatus::name()))
+            .item(Ref::from_schema_name(CaptionsOff::name()))
             .description(Some("The speech service's status, or why there is no service"))
             .into()
     }
@@ -280,6 +272,8 @@ impl utoipa::PartialSchema for CaptionsReport {
 
 impl ToSchema for CaptionsReport {
     fn schemas(schemas: &mut Vec<(String, utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>)>) {
+        schemas.push((SttStatus::name().into(), <SttStatus as utoipa::PartialSchema>::schema()));
+        <SttStatus as ToSchema>::schemas(schemas);
         schemas.push((CaptionsOff::name().into(), <CaptionsOff as utoipa::PartialSchema>::schema()));
         <CaptionsOff as ToSchema>::schemas(schemas);
     }
@@ -760,6 +754,308 @@ mod tests {
             assert_eq!(body["$ref"], format!("#/components/schemas/{schema}"), "{method} {path}");
             assert!(doc["components"]["schemas"][schema].is_object(), "{schema} missing");
         }
+    }
+
+    /// The whole document as JSON, every route included.
+    fn document_json() -> serde_json::Value {
+        serde_json::to_value(public_routes().merge(signed_in_routes()).merge(technician_routes()).into_openapi())
+            .unwrap()
+    }
+
+    /// The named component a property refers to: directly, or beside `null` for an `Option`.
+    fn referenced_component(property: &serde_json::Value) -> Option<String> {
+        let direct = property["$ref"].as_str().map(str::to_string);
+        let in_option = || {
+            property["oneOf"]
+                .as_array()?
+                .iter()
+                .find_map(|alternative| alternative["$ref"].as_str().map(str::to_string))
+        };
+        direct.or_else(in_option).and_then(|r| r.strip_prefix("#/components/schemas/").map(str::to_string))
+    }
+
+    /// The services' parts of the status are named components, so a client sees their fields.
+    #[test]
+    fn the_status_parts_are_named_components() {
+        let doc = document_json();
+        let schemas = &doc["components"]["schemas"];
+        let properties = &schemas["Status"]["properties"];
+        let expected = [
+            ("captions", "CaptionsReport"),
+            ("session", "SessionStatus"),
+            ("storage", "StorageStatus"),
+            ("witness", "WitnessStatus"),
+        ];
+        for (property, component) in expected {
+            let named = referenced_component(&properties[property]);
+            assert_eq!(named.as_deref(), Some(component), "Status.{property}: {}", properties[property]);
+            assert!(
+                schemas[component]["type"].is_string() || schemas[component]["anyOf"].is_array(),
+                "{component} missing"
+            );
+        }
+        let captions: Vec<&serde_json::Value> =
+            schemas["CaptionsReport"]["anyOf"].as_array().unwrap().iter().map(|a| &a["$ref"]).collect();
+        assert_eq!(captions, [&json!("#/components/schemas/SttStatus"), &json!("#/components/schemas/CaptionsOff")]);
+        let named = [
+            "SttStatus",
+            "TrackStatus",
+            "SttState",
+            "StatsInner",
+            "DeviceStatus",
+            "DeviceState",
+            "SourceHealth",
+            "UploaderState",
+            "UploaderPhase",
+            "UploadBacklog",
+            "DiskState",
+            "DiskLevel",
+            "Alarm",
+            "AlarmKind",
+            "TsaState",
+            "Via",
+            "SourceSpec",
+            "SourceKind",
+            "SpeakerRole",
+        ];
+        for component in named {
+            assert!(schemas[component].is_object(), "{component} missing");
+        }
+    }
+
+    /// A status with every optional part present, as a running daemon with storage, the
+    /// witness, a broadcast and a session in progress would answer.
+    fn full_status() -> StatusReport {
+        use crate::config::{Role as Speaker, SourceKind};
+        use crate::stt::{SttState, TrackStatus};
+        use crate::witness::service::TsaState;
+        let (broadcast, session, storage) = (full_broadcast(), full_session(), full_storage());
+        let captions = SttStatus {
+            state: SttState::Ready,
+            reason: Some("r".into()),
+            model: "small".into(),
+            tracks: [("mic1".to_string(), TrackStatus { last_caption: Some("c".into()), ..TrackStatus::default() })]
+                .into(),
+            backlog: 1,
+            finals: 2,
+            last_error: Some("e".into()),
+        };
+        let tsa = TsaState::Unreachable { since: "w".into(), error: "e".into() };
+        let witness = WitnessStatus {
+            tsa,
+            last_stamp_delay_s: Some(1.5),
+            last_checkpoint_wall: Some("w".into()),
+            ..WitnessStatus::default()
+        };
+        let sources = vec![
+            SourceSpec { name: "cam1".into(), kind: SourceKind::Video, device: "cam1".into(), role: None },
+            SourceSpec {
+                name: "mic1".into(),
+                kind: SourceKind::Audio,
+                device: "usb".into(),
+                role: Some(Speaker::Judge),
+            },
+        ];
+        StatusReport {
+            recording: true,
+            session: Some(session),
+            broadcast,
+            captions: CaptionsReport::Running(captions),
+            sources,
+            court: CourtRoom { court: "c".into(), room: "r".into() },
+            storage: Some(storage),
+            witness: Some(witness),
+        }
+    }
+
+    /// The broadcast of `full_status`: live, with one output.
+    fn full_broadcast() -> crate::broadcast::BroadcastStatus {
+        use crate::base::MediaTime;
+        use crate::broadcast::{BroadcastStatus, OutputState, OutputStatus};
+        use crate::config::OutputKind;
+        let output = OutputStatus {
+            name: "youtube".into(),
+            kind: OutputKind::Rtmp,
+            state: OutputState::Live,
+            attempts: 1,
+            last_error: Some("e".into()),
+            since: "2025-11-23T12:13:20.123Z".into(),
+            sent_bytes: 10,
+        };
+        BroadcastStatus {
+            configured: true,
+            live: true,
+            since_media: Some(MediaTime(1)),
+            delay_seconds: 30,
+            rewind_seconds: 60,
+            muted: false,
+            camera: Some("cam1".into()),
+            outputs: vec![output],
+            last_error: Some("e".into()),
+        }
+    }
+
+    /// The session of `full_status`: in recess, with a device that cannot start.
+    fn full_session() -> SessionStatus {
+        use crate::base::MediaTime;
+        use crate::capture::{DeviceState, DeviceStatus, SourceHealth};
+        use crate::session::{SessionPhase, StatsInner};
+        let device = DeviceStatus {
+            name: "cam1".into(),
+            sources: vec!["cam1".into()],
+            state: DeviceState::CannotStart,
+            restarts: 2,
+            last_error: Some("e".into()),
+        };
+        let health = SourceHealth {
+            source: "mic1".into(),
+            level_dbfs: Some(-20.0),
+            mean_luma: Some(100.0),
+            problem_seconds: Some(3),
+            problem_since: Some("2025-11-23T12:13:20.123Z".into()),
+            alarm: Some("silent".into()),
+            ..SourceHealth::default()
+        };
+        let stats = StatsInner {
+            segments: 1,
+            bytes: 2,
+            gaps: 0,
+            last_media: [("cam1".to_string(), MediaTime(5))].into(),
+            last_error: Some("e".into()),
+        };
+        SessionStatus {
+            id: uuid::Uuid::nil(),
+            state: SessionPhase::Recess,
+            recess_since: Some(MediaTime(4)),
+            privacy_muted: true,
+            case: "A-1".into(),
+            title: "t".into(),
+            language: "kk".into(),
+            hearing: "open".into(),
+            started_wall: "2025-11-23T12:13:20.123Z".into(),
+            run: 1,
+            run_started_media: MediaTime(0),
+            media_now: MediaTime(9),
+            devices: vec![device],
+            health: vec![health],
+            stats,
+        }
+    }
+
+    /// The storage of `full_status`: a failing store, a low disk and its alarm.
+    fn full_storage() -> StorageStatus {
+        use crate::ledger::{Alarm, AlarmKind, UploadBacklog};
+        use crate::upload::{DiskLevel, DiskState, UploaderState};
+        let alarm =
+            Alarm { kind: AlarmKind::DiskLow, subject: "disk".into(), message: "m".into(), raised_wall: "w".into() };
+        StorageStatus {
+            store: "s3://bucket".into(),
+            uploader: UploaderState { error: Some("e".into()), ..UploaderState::default() },
+            backlog: UploadBacklog { oldest_wall: Some("w".into()), ..UploadBacklog::default() },
+            oldest_age_s: Some(3),
+            disk: Some(DiskState {
+                level: DiskLevel::Low,
+                free_bytes: 1,
+                total_bytes: 2,
+                evicted_files: 0,
+                evicted_bytes: 0,
+                video_paused: false,
+            }),
+            alarms: vec![alarm],
+        }
+    }
+
+    /// Every top-level key of a real status answer is a property of the Status schema.
+    #[test]
+    fn the_status_schema_names_every_key_the_server_sends() {
+        let doc = document_json();
+        let properties = doc["components"]["schemas"]["Status"]["properties"].as_object().unwrap();
+        let sent = serde_json::to_value(full_status()).unwrap();
+        for key in sent.as_object().unwrap().keys() {
+            assert!(properties.contains_key(key), "Status lacks {key}");
+        }
+    }
+
+    /// The schema a `$ref` names, or the schema itself.
+    fn resolved<'a>(doc: &'a serde_json::Value, schema: &'a serde_json::Value) -> &'a serde_json::Value {
+        match schema["$ref"].as_str().and_then(|r| r.strip_prefix("#/components/schemas/")) {
+            Some(name) => resolved(doc, &doc["components"]["schemas"][name]),
+            None => schema,
+        }
+    }
+
+    /// Where `value` has a key its schema does not name, or a string its enum lacks.
+    fn undocumented(
+        doc: &serde_json::Value,
+        schema: &serde_json::Value,
+        value: &serde_json::Value,
+        at: &str,
+    ) -> Vec<String> {
+        let schema = resolved(doc, schema);
+        if let Some(alternatives) = schema["oneOf"].as_array().or(schema["anyOf"].as_array()) {
+            // The value must fit one alternative; report the one it fits best.
+            let misses = alternatives.iter().map(|a| undocumented(doc, a, value, at));
+            return misses.min_by_key(Vec::len).unwrap_or_default();
+        }
+        if let (Some(allowed), Some(text)) = (schema["enum"].as_array(), value.as_str())
+            && !allowed.contains(&json!(text))
+        {
+            return vec![format!("{at}: {text:?} is not in {allowed:?}")];
+        }
+        if schema["type"] == "null" && !value.is_null() {
+            return vec![format!("{at}: not null")];
+        }
+        let mut out = Vec::new();
+        match value {
+            serde_json::Value::Object(fields) => {
+                for (key, field) in fields {
+                    let here = format!("{at}.{key}");
+                    match schema["properties"]
+                        .get(key)
+                        .or(schema["additionalProperties"].as_object().map(|_| &schema["additionalProperties"]))
+                    {
+                        Some(property) => out.extend(undocumented(doc, property, field, &here)),
+                        None => out.push(format!("{here}: not in the schema")),
+                    }
+                }
+            }
+            serde_json::Value::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    out.extend(undocumented(doc, &schema["items"], item, &format!("{at}[{i}]")));
+                }
+            }
+            _ => {}
+        }
+        out
+    }
+
+    /// Every key and enum value of a real status answer, at every depth, is in its schema:
+    /// the derived schemas describe what serde writes (renames, tags, skipped fields).
+    #[test]
+    fn the_status_schema_describes_the_whole_answer() {
+        let doc = document_json();
+        let status = &doc["components"]["schemas"]["Status"];
+        let mut answers = vec![serde_json::to_value(full_status()).unwrap()];
+        let mut quiet = full_status();
+        quiet.captions = CaptionsReport::Disabled(CaptionsOff::by_configuration());
+        quiet.session = None;
+        quiet.storage = None;
+        quiet.witness = Some(WitnessStatus::default());
+        answers.push(serde_json::to_value(quiet).unwrap());
+        for answer in answers {
+            let misses = undocumented(&doc, status, &answer, "Status");
+            assert!(misses.is_empty(), "{misses:#?}");
+        }
+        // The check itself finds an unknown key and a value outside an enum.
+        let mut wrong = serde_json::to_value(full_status()).unwrap();
+        wrong["session"]["devices"][0]["state"] = json!("cannot-start");
+        wrong["storage"]["extra"] = json!(1);
+        assert_eq!(undocumented(&doc, status, &wrong, "Status").len(), 2);
+        let via = serde_json::to_value(crate::auth::Via::LocalSocket { uid: 0 }).unwrap();
+        assert_eq!(
+            undocumented(&doc, &json!({ "$ref": "#/components/schemas/Via" }), &via, "Via"),
+            Vec::<String>::new()
+        );
     }
 
     /// The typed answers are the bytes the `json!` objects they replaced were.

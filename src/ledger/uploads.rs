@@ -98,7 +98,7 @@ pub enum Payload {
     Content(Vec<u8>),
 }
 
-#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct UploadBacklog {
     pub objects: u64,
     pub bytes: u64,
@@ -109,7 +109,7 @@ pub struct UploadBacklog {
 }
 
 /// What an alarm is about; `as_str` is the `alarms.kind` column and the status JSON.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AlarmKind {
     /// The store holds different bytes under a name this box wrote (subject: the object).
@@ -149,7 +149,7 @@ impl std::str::FromStr for AlarmKind {
     }
 }
 
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Alarm {
     pub kind: AlarmKind,
     pub subject: String,

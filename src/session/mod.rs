@@ -165,7 +165,7 @@ pub struct Stats {
     inner: Mutex<StatsInner>,
 }
 
-#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StatsInner {
     pub segments: u64,
     pub bytes: u64,
@@ -201,8 +201,9 @@ pub enum SessionPhase {
     Recess,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SessionStatus {
+    #[schema(value_type = String, format = "uuid")]
     pub id: Uuid,
     pub state: SessionPhase,
     /// Media time at which the recess began.

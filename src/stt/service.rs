@@ -138,7 +138,7 @@ pub struct CaptionEvent {
     pub audio_ms: u32,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TrackStatus {
     /// Speech waiting to be transcribed, in seconds.
     pub waiting_seconds: f64,
@@ -147,7 +147,7 @@ pub struct TrackStatus {
 }
 
 /// Whether captions can be made.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum SttState {
     /// The model is being checked and loaded.
@@ -173,7 +173,7 @@ impl std::fmt::Display for SttState {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SttStatus {
     pub state: SttState,
     /// Why captions are unavailable, with the command that fixes it.

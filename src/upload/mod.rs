@@ -68,7 +68,7 @@ pub fn open_store(cfg: &LoadedConfig) -> Result<Store, UploadError> {
 }
 
 /// Everything status shows about central storage and the local disk.
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct StorageStatus {
     pub store: String,
     pub uploader: UploaderState,

@@ -21,7 +21,7 @@ pub struct DiskSettings {
     pub interval: Duration,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum DiskLevel {
     Ok,
@@ -29,7 +29,7 @@ pub enum DiskLevel {
     Critical,
 }
 
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct DiskState {
     pub level: DiskLevel,
     pub free_bytes: u64,

@@ -47,7 +47,7 @@ pub enum UploaderPhase {
 }
 
 /// What the uploader is doing, for status and metrics.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct UploaderState {
     pub state: UploaderPhase,
     /// Why the store is failing now; cleared by the next success.

@@ -30,7 +30,7 @@ pub struct WitnessSettings {
 }
 
 /// The TSA as the box last saw it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case", tag = "state")]
 pub enum TsaState {
     #[default]
@@ -68,7 +68,7 @@ impl TsaState {
     }
 }
 
-#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct WitnessStatus {
     pub tsa: TsaState,
     /// Checkpoints stamped since the daemon started.
