@@ -287,6 +287,22 @@ mod tests {
     }
 
     #[test]
+    fn an_alarm_of_a_kind_this_release_does_not_know_is_left_out_not_fatal() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ledger, _key) = open_test_ledger(dir.path());
+        ledger.call(|w| w.raise_alarm(AlarmKind::DiskLow, "", "free space is low")).unwrap();
+        // As a newer release might have left it before a downgrade.
+        let conn = open_connection(&dir.path().join("ledger.db"), false).unwrap();
+        conn.execute(
+            "INSERT INTO alarms (kind, subject, message, raised_wall) VALUES ('disk_on_fire', '', 'x', '2026-01-01T00:00:00Z')",
+            [],
+        )
+        .unwrap();
+        let alarms = ledger.reader().unwrap().open_alarms().unwrap();
+        assert_eq!(alarms.iter().map(|a| a.kind).collect::<Vec<_>>(), vec![AlarmKind::DiskLow]);
+    }
+
+    #[test]
     fn a_session_begun_in_format_v1_is_continued_and_sealed_in_v1() {
         use crate::base::MediaTime;
         use crate::integrity::{Context, Entry, RecordBody, SignedDoc, check_signature};

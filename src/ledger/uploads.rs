@@ -3,7 +3,7 @@
 //! exact bytes (`done`) or holds different bytes under its name (`conflict`).
 
 use super::LedgerError;
-use super::read::{Reader, parsed_column};
+use super::read::Reader;
 use super::writer::Writer;
 use crate::base::WallTime;
 use rusqlite::{OptionalExtension, params};
@@ -228,11 +228,21 @@ impl Reader {
         let mut stmt = self
             .conn
             .prepare("SELECT kind, subject, message, raised_wall FROM alarms WHERE cleared_wall IS NULL ORDER BY id")?;
-        Ok(stmt
-            .query_map([], |r| {
-                Ok(Alarm { kind: parsed_column(r, 0)?, subject: r.get(1)?, message: r.get(2)?, raised_wall: r.get(3)? })
-            })?
-            .collect::<Result<_, _>>()?)
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+            .collect::<Result<Vec<(String, String, String, String)>, _>>()?;
+        // A kind this release does not know (written by a newer one before a downgrade) is
+        // left out with a warning rather than failing every status read.
+        Ok(rows
+            .into_iter()
+            .filter_map(|(kind, subject, message, raised_wall)| match kind.parse::<AlarmKind>() {
+                Ok(kind) => Some(Alarm { kind, subject, message, raised_wall }),
+                Err(e) => {
+                    tracing::warn!(error = %e, "an open alarm of an unknown kind is not shown");
+                    None
+                }
+            })
+            .collect())
     }
 
     /// Spooled segments whose exact bytes the store acknowledged, acknowledged first first.
