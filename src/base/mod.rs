@@ -15,6 +15,38 @@ pub use time::{MediaTime, WallTime};
 
 use std::path::{Path, PathBuf};
 
+/// The names of an enum's variants in text (SQLite columns, JSON, records), from one table:
+/// `ALL`, `as_str`, `Display` and a `FromStr` whose error is the tuple struct `$err(String)`
+/// holding the text it did not know. Where the enum also derives serde, its serde names
+/// must be the same words, and a test says so (`Language`, `AlarmKind`).
+macro_rules! text_names {
+    ($name:ident, $err:path, { $($variant:ident => $text:literal),+ $(,)? }) => {
+        impl $name {
+            pub const ALL: [$name; [$($text),+].len()] = [$($name::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text),+
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.pad(self.as_str())
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = $err;
+            fn from_str(s: &str) -> Result<$name, $err> {
+                $name::ALL.into_iter().find(|k| k.as_str() == s).ok_or_else(|| $err(s.to_string()))
+            }
+        }
+    };
+}
+pub(crate) use text_names;
+
 /// Names of sources, devices and roles are used in file names, pipeline descriptions and
 /// object keys, so they are restricted to a portable, quote-free alphabet.
 pub fn is_valid_name(name: &str) -> bool {

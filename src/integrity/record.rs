@@ -99,36 +99,17 @@ pub enum Language {
     Auto,
 }
 
-impl Language {
-    pub const ALL: [Language; 4] = [Language::Kk, Language::Ru, Language::En, Language::Auto];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Language::Kk => "kk",
-            Language::Ru => "ru",
-            Language::En => "en",
-            Language::Auto => "auto",
-        }
-    }
-}
-
-impl std::fmt::Display for Language {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.pad(self.as_str())
-    }
-}
+crate::base::text_names!(Language, UnknownLanguage, {
+    Kk => "kk",
+    Ru => "ru",
+    En => "en",
+    Auto => "auto",
+});
 
 /// A language code that is not one of [`Language::ALL`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0:?} is not one of kk, ru, en, auto")]
 pub struct UnknownLanguage(pub String);
-
-impl std::str::FromStr for Language {
-    type Err = UnknownLanguage;
-    fn from_str(s: &str) -> Result<Language, UnknownLanguage> {
-        Language::ALL.into_iter().find(|l| l.as_str() == s).ok_or_else(|| UnknownLanguage(s.to_string()))
-    }
-}
 
 /// A hearing state that is neither `open` nor `closed`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -396,65 +377,29 @@ pub enum RecordKind {
     SessionStop,
 }
 
-impl RecordKind {
-    pub const ALL: [RecordKind; 16] = [
-        RecordKind::SessionStart,
-        RecordKind::RunStart,
-        RecordKind::Segment,
-        RecordKind::Gap,
-        RecordKind::Mark,
-        RecordKind::Recess,
-        RecordKind::RecessEnd,
-        RecordKind::PrivacyMute,
-        RecordKind::HearingAccess,
-        RecordKind::BroadcastStart,
-        RecordKind::BroadcastStop,
-        RecordKind::BroadcastRefused,
-        RecordKind::Captions,
-        RecordKind::CaptionsBehind,
-        RecordKind::ClockJump,
-        RecordKind::SessionStop,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RecordKind::SessionStart => "session_start",
-            RecordKind::RunStart => "run_start",
-            RecordKind::Segment => "segment",
-            RecordKind::Gap => "gap",
-            RecordKind::Mark => "mark",
-            RecordKind::Recess => "recess",
-            RecordKind::RecessEnd => "recess_end",
-            RecordKind::PrivacyMute => "privacy_mute",
-            RecordKind::HearingAccess => "hearing_access",
-            RecordKind::BroadcastStart => "broadcast_start",
-            RecordKind::BroadcastStop => "broadcast_stop",
-            RecordKind::BroadcastRefused => "broadcast_refused",
-            RecordKind::Captions => "captions",
-            RecordKind::CaptionsBehind => "captions_behind",
-            RecordKind::ClockJump => "clock_jump",
-            RecordKind::SessionStop => "session_stop",
-        }
-    }
-}
-
-impl std::fmt::Display for RecordKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.pad(self.as_str())
-    }
-}
+crate::base::text_names!(RecordKind, UnknownRecordKind, {
+    SessionStart => "session_start",
+    RunStart => "run_start",
+    Segment => "segment",
+    Gap => "gap",
+    Mark => "mark",
+    Recess => "recess",
+    RecessEnd => "recess_end",
+    PrivacyMute => "privacy_mute",
+    HearingAccess => "hearing_access",
+    BroadcastStart => "broadcast_start",
+    BroadcastStop => "broadcast_stop",
+    BroadcastRefused => "broadcast_refused",
+    Captions => "captions",
+    CaptionsBehind => "captions_behind",
+    ClockJump => "clock_jump",
+    SessionStop => "session_stop",
+});
 
 /// A `records.kind` value this courtbox does not know.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0:?} is not a record kind")]
 pub struct UnknownRecordKind(pub String);
-
-impl std::str::FromStr for RecordKind {
-    type Err = UnknownRecordKind;
-    fn from_str(s: &str) -> Result<RecordKind, UnknownRecordKind> {
-        RecordKind::ALL.into_iter().find(|k| k.as_str() == s).ok_or_else(|| UnknownRecordKind(s.to_string()))
-    }
-}
 
 /// A record of the session chain. `prev` is the SHA-256 of the previous record's body
 /// (across all sources, in commit order), so no record can be removed, inserted or

@@ -98,29 +98,10 @@ pub enum SessionState {
     Stopped,
 }
 
-impl SessionState {
-    pub const ALL: [SessionState; 2] = [SessionState::Recording, SessionState::Stopped];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SessionState::Recording => "recording",
-            SessionState::Stopped => "stopped",
-        }
-    }
-}
-
-impl std::fmt::Display for SessionState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.pad(self.as_str())
-    }
-}
-
-impl std::str::FromStr for SessionState {
-    type Err = super::UnknownKind;
-    fn from_str(s: &str) -> Result<SessionState, super::UnknownKind> {
-        SessionState::ALL.into_iter().find(|k| k.as_str() == s).ok_or_else(|| super::UnknownKind(s.to_string()))
-    }
-}
+crate::base::text_names!(SessionState, super::UnknownKind, {
+    Recording => "recording",
+    Stopped => "stopped",
+});
 
 /// A text column parsed into one of the ledger's kind enums; an unknown value is a
 /// conversion failure, not a silent default.
@@ -145,24 +126,11 @@ pub enum RunEnd {
     Recess,
 }
 
-impl RunEnd {
-    pub const ALL: [RunEnd; 3] = [RunEnd::Stopped, RunEnd::Shutdown, RunEnd::Recess];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RunEnd::Stopped => "stopped",
-            RunEnd::Shutdown => "shutdown",
-            RunEnd::Recess => "recess",
-        }
-    }
-}
-
-impl std::str::FromStr for RunEnd {
-    type Err = super::UnknownKind;
-    fn from_str(s: &str) -> Result<RunEnd, super::UnknownKind> {
-        RunEnd::ALL.into_iter().find(|k| k.as_str() == s).ok_or_else(|| super::UnknownKind(s.to_string()))
-    }
-}
+crate::base::text_names!(RunEnd, super::UnknownKind, {
+    Stopped => "stopped",
+    Shutdown => "shutdown",
+    Recess => "recess",
+});
 
 #[derive(Debug, Clone)]
 pub struct RunRow {

@@ -31,49 +31,21 @@ pub enum UploadKind {
     KeyRotation,
 }
 
-impl UploadKind {
-    pub const ALL: [UploadKind; 8] = [
-        UploadKind::Record,
-        UploadKind::Segment,
-        UploadKind::Manifest,
-        UploadKind::Checkpoint,
-        UploadKind::Timestamp,
-        UploadKind::AuditEntry,
-        UploadKind::DeviceKey,
-        UploadKind::KeyRotation,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            UploadKind::Record => "record",
-            UploadKind::Segment => "segment",
-            UploadKind::Manifest => "manifest",
-            UploadKind::Checkpoint => "checkpoint",
-            UploadKind::Timestamp => "timestamp",
-            UploadKind::AuditEntry => "audit_entry",
-            UploadKind::DeviceKey => "device_key",
-            UploadKind::KeyRotation => "key_rotation",
-        }
-    }
-}
-
-impl std::fmt::Display for UploadKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.pad(self.as_str())
-    }
-}
+crate::base::text_names!(UploadKind, UnknownKind, {
+    Record => "record",
+    Segment => "segment",
+    Manifest => "manifest",
+    Checkpoint => "checkpoint",
+    Timestamp => "timestamp",
+    AuditEntry => "audit_entry",
+    DeviceKey => "device_key",
+    KeyRotation => "key_rotation",
+});
 
 /// A stored kind (upload job or alarm) this courtbox does not know.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0:?} is not a known kind")]
 pub struct UnknownKind(pub String);
-
-impl std::str::FromStr for UploadKind {
-    type Err = UnknownKind;
-    fn from_str(s: &str) -> Result<UploadKind, UnknownKind> {
-        UploadKind::ALL.into_iter().find(|k| k.as_str() == s).ok_or_else(|| UnknownKind(s.to_string()))
-    }
-}
 
 /// One object waiting for central storage.
 #[derive(Debug, Clone)]
@@ -122,32 +94,12 @@ pub enum AlarmKind {
     DiskCritical,
 }
 
-impl AlarmKind {
-    pub const ALL: [AlarmKind; 4] =
-        [AlarmKind::StoreConflict, AlarmKind::LocalDamage, AlarmKind::DiskLow, AlarmKind::DiskCritical];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AlarmKind::StoreConflict => "store_conflict",
-            AlarmKind::LocalDamage => "local_damage",
-            AlarmKind::DiskLow => "disk_low",
-            AlarmKind::DiskCritical => "disk_critical",
-        }
-    }
-}
-
-impl std::fmt::Display for AlarmKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.pad(self.as_str())
-    }
-}
-
-impl std::str::FromStr for AlarmKind {
-    type Err = UnknownKind;
-    fn from_str(s: &str) -> Result<AlarmKind, UnknownKind> {
-        AlarmKind::ALL.into_iter().find(|k| k.as_str() == s).ok_or_else(|| UnknownKind(s.to_string()))
-    }
-}
+crate::base::text_names!(AlarmKind, UnknownKind, {
+    StoreConflict => "store_conflict",
+    LocalDamage => "local_damage",
+    DiskLow => "disk_low",
+    DiskCritical => "disk_critical",
+});
 
 #[derive(Debug, Clone, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Alarm {
@@ -387,5 +339,11 @@ mod tests {
             assert_eq!(serde_json::to_value(kind).unwrap(), kind.as_str());
         }
         assert!("disk_full".parse::<AlarmKind>().is_err());
+        for state in super::super::read::SessionState::ALL {
+            assert_eq!(state.as_str().parse(), Ok(state));
+        }
+        for end in super::super::read::RunEnd::ALL {
+            assert_eq!(end.as_str().parse(), Ok(end));
+        }
     }
 }
