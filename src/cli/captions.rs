@@ -23,9 +23,21 @@ pub enum CaptionsCommand {
     },
     /// Print live captions as they are produced (Ctrl-C to stop).
     Follow,
-    /// Transcribe what a session is missing (recorded without a model, or left behind),
-    /// from its recording. The daemon does the work.
-    Transcribe { session: String },
+    /// Transcribe from the recording what a session has no captions for (recorded without
+    /// a model, left behind, refused as not speech, or in a language the model recording
+    /// it was not good enough for), with the model installed now. The daemon does the
+    /// work; the captions are sealed as a new manifest revision naming the model.
+    #[command(group(clap::ArgGroup::new("which").required(true).args(["session", "all_missing"])))]
+    Transcribe {
+        /// Session id or a unique prefix.
+        session: Option<String>,
+        /// Every session with stretches still without captions.
+        #[arg(long)]
+        all_missing: bool,
+        /// Only microphones in this language.
+        #[arg(long, value_parser = ["kk", "ru", "en"])]
+        language: Option<String>,
+    },
 }
 
 pub fn run(command: CaptionsCommand, config: &Path) -> Result<ExitCode> {
@@ -56,12 +68,18 @@ pub fn run(command: CaptionsCommand, config: &Path) -> Result<ExitCode> {
                 println!("[{} {who}] {} {mark}", c.media_start, c.text);
             })?;
         }
-        CaptionsCommand::Transcribe { session } => {
-            let r = Client::from_config(&cfg)?.transcribe(&session)?;
+        CaptionsCommand::Transcribe { session, all_missing: _, language } => {
+            let r = Client::from_config(&cfg)?.transcribe(session.as_deref(), language.as_deref())?;
             println!(
-                "{} interval(s) queued for transcription from the recording; captions are added to the record as they are done",
-                r.queued
+                "{} interval(s) of {} session(s) queued for transcription from the recording; captions are added to the record as they are done",
+                r.queued, r.sessions
             );
+            if !r.left.is_empty() {
+                println!("{} interval(s) left without captions:", r.left.len());
+                for why in &r.left {
+                    println!("  {why}");
+                }
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

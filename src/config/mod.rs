@@ -276,6 +276,23 @@ pub struct SttConfig {
     pub delayed_after_seconds: u32,
     /// Tests only: transcription takes this many times longer.
     pub slowdown: u32,
+    /// A microphone whose language the model does worse than this (1 − word error rate)
+    /// gets no live captions: the record says "not transcribed" rather than guess.
+    pub min_quality: f32,
+    /// The quality of the installed model per language, as a technician measured it, for a
+    /// model whose figures the box does not pin (or to correct them). Keyed by language.
+    pub quality: std::collections::BTreeMap<String, StatedQuality>,
+}
+
+/// A technician's figure for a model's quality in one language, with who and when.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatedQuality {
+    /// 0 to 1: one minus the word error rate the technician measured.
+    pub score: f32,
+    pub set_by: String,
+    /// The date it was measured, YYYY-MM-DD.
+    pub set_at: String,
 }
 
 impl Default for SttConfig {
@@ -290,6 +307,8 @@ impl Default for SttConfig {
             queue_seconds: 60,
             delayed_after_seconds: 10,
             slowdown: 1,
+            min_quality: 0.5,
+            quality: Default::default(),
         }
     }
 }

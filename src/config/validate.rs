@@ -73,6 +73,25 @@ pub fn validate_config(config: &Config) -> Vec<Problem> {
     p.range("stt.queue_seconds".into(), stt.queue_seconds, 5, 600);
     p.range("stt.delayed_after_seconds".into(), stt.delayed_after_seconds, 2, 600);
     p.range("stt.slowdown".into(), stt.slowdown, 1, 100);
+    if !(0.0..=1.0).contains(&stt.min_quality) {
+        p.add("stt.min_quality", "must be between 0 and 1 (one minus the word error rate)");
+    }
+    for (language, q) in &stt.quality {
+        let key = format!("stt.quality.{language}");
+        if !["kk", "ru", "en"].contains(&language.as_str()) {
+            p.add(key.clone(), "the language must be kk, ru or en");
+        }
+        if !(0.0..=1.0).contains(&q.score) {
+            p.add(format!("{key}.score"), "must be between 0 and 1 (one minus the word error rate)");
+        }
+        if q.set_by.trim().is_empty() {
+            p.add(format!("{key}.set_by"), "must name who measured it");
+        }
+        let date = time::macros::format_description!("[year]-[month]-[day]");
+        if time::Date::parse(&q.set_at, &date).is_err() {
+            p.add(format!("{key}.set_at"), "must be the date it was measured, YYYY-MM-DD");
+        }
+    }
     if let Some(sha) = &stt.model_sha256
         && (sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()))
     {

@@ -8,7 +8,7 @@ use crate::config::LoadedConfig;
 use crate::config::SourceSpec;
 use crate::ledger::Ledger;
 use crate::session::{MarkInfo, Recorder, SessionError, SessionInfo, SessionStatus, StartRequest, StopInfo};
-use crate::stt::{Stt, SttStatus};
+use crate::stt::{Stt, SttStatus, TranscribeRequest, TranscriptionQueued};
 use crate::upload::{Storage, StorageStatus};
 use crate::witness::WitnessStatus;
 use axum::extract::{Path, Query, State};
@@ -169,6 +169,7 @@ fn signed_in_routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(records::session))
         .routes(routes!(records::export_zip))
         .routes(routes!(transcribe))
+        .routes(routes!(transcribe_all))
         .routes(routes!(captions_live))
         .routes(routes!(captions_search))
 }
@@ -422,27 +423,46 @@ async fn captions_search(State(s): State<ApiState>, Query(q): Query<SearchQuery>
     Ok(Json(hits).into_response())
 }
 
-#[utoipa::path(post, path = "/api/v1/sessions/{id}/transcribe", summary = "Transcribe a session recorded without captions", security(("panelCookie" = [], "csrf" = []), ("technicianToken" = [])), params(("id" = String, Path, description = "Session id or a unique prefix", min_length = 1)),
+/// Which microphones to transcribe: only those in one language, or all.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct TranscribeQuery {
+    /// A whisper language code (kk, ru, en).
+    pub language: Option<crate::integrity::Language>,
+}
+
+#[utoipa::path(post, path = "/api/v1/sessions/{id}/transcribe", summary = "Transcribe what a session has no captions for, with the installed model", security(("panelCookie" = [], "csrf" = []), ("technicianToken" = [])), params(("id" = String, Path, description = "Session id or a unique prefix", min_length = 1), TranscribeQuery),
     responses((status = 200, description = "Queued", body = TranscriptionQueued), Refusal))]
-async fn transcribe(State(s): State<ApiState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn transcribe(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    Query(q): Query<TranscribeQuery>,
+) -> Result<Response, ApiError> {
+    transcribe_missing(s, Some(id), q).await
+}
+
+#[utoipa::path(post, path = "/api/v1/captions/transcribe-missing", summary = "Transcribe what every session has no captions for, with the installed model", security(("panelCookie" = [], "csrf" = []), ("technicianToken" = [])), params(TranscribeQuery),
+    responses((status = 200, description = "Queued", body = TranscriptionQueued), Refusal))]
+async fn transcribe_all(State(s): State<ApiState>, Query(q): Query<TranscribeQuery>) -> Result<Response, ApiError> {
+    transcribe_missing(s, None, q).await
+}
+
+async fn transcribe_missing(s: ApiState, id: Option<String>, q: TranscribeQuery) -> Result<Response, ApiError> {
     let stt = s
         .stt
         .clone()
         .ok_or_else(|| ApiError(StatusCode::CONFLICT, "captions are disabled (stt.enabled = false)".into()))?;
     let ledger = s.ledger.clone();
-    let queued = blocking(move || {
-        let session = ledger.reader()?.find_session(&id)?;
-        stt.transcribe(session.id).map_err(|e| SessionError::Invalid(e.to_string()))
+    let report = blocking(move || {
+        let session = match id {
+            Some(id) => Some(ledger.reader()?.find_session(&id)?.id),
+            None => None,
+        };
+        let language = q.language.filter(|l| *l != crate::integrity::Language::Auto).map(|l| l.as_str().to_string());
+        stt.transcribe(TranscribeRequest { session, language }).map_err(|e| SessionError::Invalid(e.to_string()))
     })
     .await?;
-    Ok(Json(TranscriptionQueued { queued }).into_response())
-}
-
-/// `POST /api/v1/sessions/{id}/transcribe`'s answer.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct TranscriptionQueued {
-    /// How many intervals of the recording wait to be transcribed.
-    pub queued: usize,
+    Ok(Json(report).into_response())
 }
 
 #[utoipa::path(post, path = "/api/v1/sessions", summary = "Start recording a hearing", security(("panelCookie" = [], "csrf" = []), ("technicianToken" = [])), request_body = StartRequest,
@@ -633,7 +653,7 @@ mod tests {
 
     /// The routes the API had when its document was written by hand (issue 18): the
     /// derived document must describe exactly these, and nothing the router lacks.
-    const ROUTES: [(&str, &str); 32] = [
+    const ROUTES: [(&str, &str); 33] = [
         ("get", "/api/v1/audit"),
         ("get", "/api/v1/auth/me"),
         ("get", "/api/v1/auth/people"),
@@ -662,6 +682,7 @@ mod tests {
         ("get", "/api/v1/sessions/{id}"),
         ("get", "/api/v1/sessions/{id}/export"),
         ("post", "/api/v1/sessions/{id}/transcribe"),
+        ("post", "/api/v1/captions/transcribe-missing"),
         ("get", "/api/v1/status"),
         ("get", "/api/v1/status/ws"),
         ("get", "/api/v1/thumbnails/{source}"),
@@ -742,6 +763,7 @@ mod tests {
             ("/api/v1/people/{name}", "put", "201", "PersonStored"),
             ("/api/v1/people/{name}", "delete", "200", "PersonRemoved"),
             ("/api/v1/sessions/{id}/transcribe", "post", "200", "TranscriptionQueued"),
+            ("/api/v1/captions/transcribe-missing", "post", "200", "TranscriptionQueued"),
             ("/api/v1/debug/stall-ledger", "post", "200", "LedgerStalled"),
             ("/api/v1/debug/fail-device", "post", "200", "FaultInjected"),
             ("/api/v1/sessions/{id}", "get", "200", "SessionDetail"),
@@ -1089,7 +1111,10 @@ mod tests {
             json!({ "name": "Ty", "role": "technician", "token": "t0k", "note": "shown once; only its hash is kept" }),
         );
         same(access::PersonRemoved { removed: "Dana".into() }, json!({ "removed": "Dana" }));
-        same(TranscriptionQueued { queued: 3 }, json!({ "queued": 3 }));
+        same(
+            TranscriptionQueued { queued: 3, sessions: 1, left: vec!["why".into()] },
+            json!({ "queued": 3, "sessions": 1, "left": ["why"] }),
+        );
         same(LedgerStalled { stalled: true }, json!({ "stalled": true }));
         same(FaultInjected { injected: true }, json!({ "injected": true }));
         same(

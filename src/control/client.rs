@@ -129,8 +129,22 @@ impl Client {
         self.send(self.http.get(format!("{}/api/v1/status", self.base)))
     }
 
-    pub fn transcribe(&self, session: &str) -> Result<TranscriptionQueued, ClientError> {
-        self.send(self.http.post(format!("{}/api/v1/sessions/{session}/transcribe", self.base)))
+    /// Asks the daemon to transcribe what one session (or, without one, every session)
+    /// has no captions for, optionally only microphones in `language`.
+    pub fn transcribe(
+        &self,
+        session: Option<&str>,
+        language: Option<&str>,
+    ) -> Result<TranscriptionQueued, ClientError> {
+        let mut url = match session {
+            Some(session) => format!("{}/api/v1/sessions/{session}/transcribe", self.base),
+            None => format!("{}/api/v1/captions/transcribe-missing", self.base),
+        };
+        // A language code is letters only (the CLI takes kk, ru or en): nothing to escape.
+        if let Some(language) = language.filter(|l| l.chars().all(|c| c.is_ascii_lowercase())) {
+            url.push_str(&format!("?language={language}"));
+        }
+        self.send(self.http.post(url))
     }
 
     /// Follows the live caption stream, calling `on_caption` for each caption, until the

@@ -17,10 +17,11 @@ pub use serve::serve;
 
 // The API's request and answer bodies: the handlers serialize them, the client reads them
 // back, so the two cannot drift apart.
+pub use crate::stt::TranscriptionQueued;
 pub use access::{PersonRemoved, PersonStored, PutPerson, SignIn, SignedIn, SignedOut, WhoAmI};
 pub use api::{
     CaptionsOff, CaptionsOffState, CaptionsReport, CourtRoom, FaultInjected, Health, HearingAccess, LedgerStalled,
-    MarkRequest, PrivacyMute, StatusReport, TranscriptionQueued,
+    MarkRequest, PrivacyMute, StatusReport,
 };
 pub use openapi::ErrorBody;
 pub use records::{AuditLog, ConfigSaved, SessionDetail, SessionEvent, SessionSummary};

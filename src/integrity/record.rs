@@ -187,6 +187,21 @@ impl CaptionOrigin {
     }
 }
 
+/// A speech model, by its name and the SHA-256 of its weights file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ModelRef {
+    pub name: String,
+    pub sha256: String,
+}
+
+impl std::fmt::Display for ModelRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let short = self.sha256.get(..12).unwrap_or(&self.sha256);
+        write!(f, "{} (SHA-256 {short}…)", self.name)
+    }
+}
+
 /// One final caption.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -308,14 +323,32 @@ pub enum Entry {
         origin: CaptionOrigin,
         backlog_of: Option<u64>,
         items: Vec<CaptionItem>,
+        /// The speech model that wrote them (absent in records older than this field).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        model: Option<ModelRef>,
     },
-    /// Live transcription could not keep up with this interval; it is transcribed later
-    /// from the committed audio (captions with origin `backlog`).
+    /// An interval of a microphone without captions, and why: live transcription could
+    /// not keep up, the model was missing or not good enough for the language, or what the
+    /// model wrote was not speech ("not transcribed: …"). A later transcription resolves
+    /// it with captions of origin `backlog`.
     CaptionsBehind {
         source: String,
         media_start: MediaTime,
         media_end: MediaTime,
         reason: String,
+        /// The model that tried and whose output was rejected, if one did.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        model: Option<ModelRef>,
+    },
+    /// From `media` on, this run gives the microphone no live captions: the installed model
+    /// is not good enough for its language. Its audio is recorded as always; the interval is
+    /// stated by a `captions_behind` record when the run ends.
+    CaptionsOff {
+        source: String,
+        language: String,
+        media: MediaTime,
+        reason: String,
+        model: ModelRef,
     },
     /// The wall clock moved by `delta_ms` more than the monotonic clock (NTP step, RTC reset).
     ClockJump {
@@ -349,6 +382,7 @@ impl Entry {
             Entry::BroadcastRefused { .. } => RecordKind::BroadcastRefused,
             Entry::Captions { .. } => RecordKind::Captions,
             Entry::CaptionsBehind { .. } => RecordKind::CaptionsBehind,
+            Entry::CaptionsOff { .. } => RecordKind::CaptionsOff,
             Entry::ClockJump { .. } => RecordKind::ClockJump,
             Entry::SessionStop { .. } => RecordKind::SessionStop,
         }
@@ -373,6 +407,7 @@ pub enum RecordKind {
     BroadcastRefused,
     Captions,
     CaptionsBehind,
+    CaptionsOff,
     ClockJump,
     SessionStop,
 }
@@ -392,6 +427,7 @@ crate::base::text_names!(RecordKind, UnknownRecordKind, {
     BroadcastRefused => "broadcast_refused",
     Captions => "captions",
     CaptionsBehind => "captions_behind",
+    CaptionsOff => "captions_off",
     ClockJump => "clock_jump",
     SessionStop => "session_stop",
 });

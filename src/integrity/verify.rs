@@ -1121,10 +1121,15 @@ fn check_manifest(
     }
 }
 
-/// After the session stop, only captions transcribed later may be added.
+/// After the session stop, only the work of a later transcription may be added: its
+/// captions, and the stretches whose output it refused as not speech.
 fn check_nothing_after_stop(records: &[&RecordBody], stop: usize, report: &mut Report) {
     for r in records.iter().filter(|r| r.index as usize > stop) {
-        if !matches!(r.entry, Entry::Captions { origin: CaptionOrigin::Backlog, .. }) {
+        let later_transcription = matches!(
+            r.entry,
+            Entry::Captions { origin: CaptionOrigin::Backlog, .. } | Entry::CaptionsBehind { model: Some(_), .. }
+        );
+        if !later_transcription {
             report.fault(
                 FaultKind::Structure,
                 format!(

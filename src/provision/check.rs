@@ -38,6 +38,7 @@ pub fn preflight(cfg: &LoadedConfig, signal_for: Duration) -> Vec<Finding> {
     lines.push(timestamp_authority(cfg));
     lines.extend(crate::upload::check_store(cfg));
     lines.push(model(cfg));
+    lines.extend(caption_languages(cfg));
     lines
 }
 
@@ -349,4 +350,31 @@ fn model(cfg: &LoadedConfig) -> Finding {
         Ok(()) => Finding::new(ITEM, Level::Ok, format!("{} present, SHA-256 verified", s.model.display())),
         Err(e) => Finding::new(ITEM, Level::Fail, format!("{e}; recording works, captions would not")),
     }
+}
+
+/// For each court language, whether the installed model may caption it live: a warning
+/// where it may not (the audio is recorded; another model can transcribe it later).
+fn caption_languages(cfg: &LoadedConfig) -> Vec<Finding> {
+    if !cfg.config.stt.enabled {
+        return Vec::new();
+    }
+    let capability = crate::stt::SttSettings::from_config(cfg).capability();
+    ["kk", "ru", "en"]
+        .into_iter()
+        .map(|language| {
+            let item = format!("captions {language}");
+            match capability.allows(language) {
+                Ok(()) => Finding::new(
+                    &item,
+                    Level::Ok,
+                    format!("live captions with {} ({})", capability.model.name, capability.rating(language)),
+                ),
+                Err(withheld) => Finding::new(
+                    &item,
+                    Level::Warn,
+                    format!("{withheld}; the audio is recorded, and a better model can transcribe it later"),
+                ),
+            }
+        })
+        .collect()
 }

@@ -426,6 +426,7 @@ impl Recorder {
         if let Some(stt) = &self.stt {
             stt.session_started(SessionSpec {
                 id,
+                run_start: capture.t0(),
                 language: session.language.clone(),
                 mics: self
                     .cfg

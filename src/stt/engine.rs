@@ -24,6 +24,22 @@ pub struct Segment {
     pub text: String,
     /// Mean probability of the segment's text tokens, 0..1.
     pub confidence: f32,
+    /// Bytes that are not UTF-8 even joined with the neighbouring segments' bytes.
+    pub broken: bool,
+    /// Decoding stopped at the token limit, or the output ended inside a character.
+    pub truncated: bool,
+}
+
+impl Segment {
+    /// What the caption filter judges.
+    pub fn facts(&self) -> super::filter::SegmentFacts<'_> {
+        super::filter::SegmentFacts {
+            text: &self.text,
+            confidence: self.confidence,
+            broken: self.broken,
+            truncated: self.truncated,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -133,7 +149,8 @@ impl Engine {
         p.set_suppress_blank(true);
         p.set_no_speech_thold(0.6);
         // Bounded output per call: whisper sometimes loops on one phrase.
-        p.set_max_tokens(((secs * 6.0) as i32).max(32));
+        let max_tokens = ((secs * 6.0) as i32).max(32);
+        p.set_max_tokens(max_tokens);
         p.set_print_special(false);
         p.set_print_progress(false);
         p.set_print_realtime(false);
@@ -142,8 +159,14 @@ impl Engine {
 
         let eot = self.ctx.token_eot();
         let mut segments = Vec::new();
+        // A character whose bytes are split between two segments: its first bytes wait here.
+        let mut carry: Vec<u8> = Vec::new();
         for seg in state.as_iter() {
-            let text = seg.to_str_lossy().map_err(|e| EngineError::Whisper(e.to_string()))?.trim().to_string();
+            let mut bytes = std::mem::take(&mut carry);
+            bytes.extend_from_slice(seg.to_bytes().map_err(|e| EngineError::Whisper(e.to_string()))?);
+            carry = bytes.split_off(complete_utf8_len(&bytes));
+            let broken = std::str::from_utf8(&bytes).is_err();
+            let text = String::from_utf8_lossy(&bytes).trim().to_string();
             let probs: Vec<f32> = (0..seg.n_tokens())
                 .filter_map(|i| seg.get_token(i))
                 .filter(|t| t.token_id() < eot)
@@ -156,7 +179,12 @@ impl Engine {
             // Timestamps are in centiseconds.
             let start = Duration::from_millis(seg.start_timestamp().max(0) as u64 * 10);
             let end = Duration::from_millis(seg.end_timestamp().max(0) as u64 * 10);
-            segments.push(Segment { start, end: end.max(start), text, confidence });
+            let truncated = probs.len() >= max_tokens as usize;
+            segments.push(Segment { start, end: end.max(start), text, confidence, broken, truncated });
+        }
+        // Output that ends inside a character was cut off (the token limit of a loop).
+        if let Some(last) = segments.last_mut().filter(|_| !carry.is_empty()) {
+            last.truncated = true;
         }
         dedupe_loops(&mut segments);
         let language = if lang == "auto" {
@@ -173,7 +201,48 @@ impl Engine {
     }
 }
 
+/// How many leading bytes end on a character boundary: all of them, unless the last
+/// character is incomplete (its remaining bytes are in the next segment, or were never
+/// written because decoding stopped).
+fn complete_utf8_len(bytes: &[u8]) -> usize {
+    // The start of the last character is at most 3 bytes before the end.
+    for back in 1..=bytes.len().min(4) {
+        let at = bytes.len() - back;
+        let b = bytes[at];
+        if b & 0b1100_0000 == 0b1000_0000 {
+            continue; // a continuation byte: the character started earlier
+        }
+        let needs = match b {
+            0x00..=0x7F => 1,
+            0xC0..=0xDF => 2,
+            0xE0..=0xEF => 3,
+            0xF0..=0xF7 => 4,
+            _ => return bytes.len(), // not a lead byte: broken, not incomplete
+        };
+        return if back < needs { at } else { bytes.len() };
+    }
+    bytes.len()
+}
+
 /// Drops a segment that repeats the one before it (a decoding loop).
 fn dedupe_loops(segments: &mut Vec<Segment>) {
     segments.dedup_by(|b, a| super::text::words(&a.text) == super::text::words(&b.text));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::complete_utf8_len;
+
+    #[test]
+    fn a_character_split_between_segments_is_joined_not_broken() {
+        let text = "кұлі".as_bytes();
+        // "і" is two bytes; cut after its first one.
+        let cut = &text[..text.len() - 1];
+        assert_eq!(complete_utf8_len(cut), text.len() - 2);
+        assert_eq!(complete_utf8_len(text), text.len());
+        assert_eq!(complete_utf8_len(b"abc"), 3);
+        assert_eq!(complete_utf8_len(&[]), 0);
+        // A stray continuation byte is broken text, not an incomplete character.
+        assert_eq!(complete_utf8_len(&[b'a', 0x80, 0x80, 0x80, 0x80]), 5);
+    }
 }

@@ -5,8 +5,10 @@
 pub mod audio;
 pub mod convert;
 pub mod engine;
+pub mod filter;
 pub mod mel;
 pub mod models;
+pub mod quality;
 pub mod schedule;
 mod service;
 pub mod stream;
@@ -14,5 +16,5 @@ pub mod text;
 
 pub use service::{
     CaptionEvent, CaptionKind, LoadRecognizer, MicInfo, SessionSpec, Stt, SttError, SttSettings, SttState, SttStatus,
-    TrackStatus,
+    TrackStatus, TranscribeRequest, TranscriptionQueued,
 };

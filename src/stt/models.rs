@@ -29,6 +29,10 @@ pub struct ModelSpec {
     pub model_bin: Vec<String>,
     pub vocabulary: String,
     pub weights: WeightType,
+    /// Quality per language (whisper code → 1 − word error rate on the project's test
+    /// speech, `courtbox bench quality`); a language not listed is unmeasured.
+    #[serde(default)]
+    pub quality: std::collections::BTreeMap<String, f32>,
     #[serde(rename = "wheel")]
     pub wheels: Vec<Wheel>,
 }
@@ -73,7 +77,7 @@ pub fn spec_for_file(file: &Path) -> Option<ModelSpec> {
     specs().into_iter().find(|m| m.file == name)
 }
 
-fn sha256_file(path: &Path) -> Result<String, ModelError> {
+pub fn sha256_file(path: &Path) -> Result<String, ModelError> {
     let mut f = std::fs::File::open(path).map_err(|e| ModelError::Io(path.to_path_buf(), e))?;
     let (_, d) = crate::integrity::digest_reader(&mut f).map_err(|e| ModelError::Io(path.to_path_buf(), e))?;
     Ok(hex::encode(d))

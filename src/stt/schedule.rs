@@ -32,7 +32,7 @@ pub fn samples_duration(n: usize) -> Duration {
 
 /// Why speech is left to be transcribed later from the recording. The text goes into the
 /// chain's `captions_behind` record.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum BehindCause {
     /// Chunks were dropped because the bounded audio queue was full.
     Overflowed,
@@ -42,6 +42,10 @@ pub enum BehindCause {
     StillBehindAtStop,
     /// No speech model while recording; the reason says why.
     NoModel(String),
+    /// The installed model is not good enough for the microphone's language.
+    Withheld(super::quality::Withheld),
+    /// The model's output for this stretch was not speech (see `filter`).
+    NotTranscribed(super::filter::Rejection),
 }
 
 impl BehindCause {
@@ -51,12 +55,21 @@ impl BehindCause {
             BehindCause::FellBehind => "transcription fell behind".into(),
             BehindCause::StillBehindAtStop => "transcription still behind when recording stopped".into(),
             BehindCause::NoModel(why) => format!("no captions while recording: {why}"),
+            BehindCause::Withheld(w) => w.to_string(),
+            BehindCause::NotTranscribed(why) => format!("not transcribed: {why}"),
         }
+    }
+
+    /// Whether the model that was there can do the stretch later. Not when it was the
+    /// model's own output that was refused, or the language it is not good enough for: that
+    /// takes another model (`courtbox captions transcribe`).
+    pub fn same_model_can_retry(&self) -> bool {
+        !matches!(self, BehindCause::Withheld(_) | BehindCause::NotTranscribed(_))
     }
 }
 
 /// Speech that will not be transcribed live.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Behind {
     pub source: String,
     pub start: MediaTime,
@@ -341,6 +354,8 @@ pub struct Cursor {
     pub item: BacklogItem,
     jobs: VecDeque<Job>,
     pub items: Vec<CaptionItem>,
+    /// Stretches whose output was refused: (start, end, why).
+    pub rejected: Vec<(MediaTime, MediaTime, BehindCause)>,
     /// The language whisper reported (for "auto").
     pub language: String,
 }
@@ -348,7 +363,7 @@ pub struct Cursor {
 impl Cursor {
     pub fn new(item: BacklogItem, jobs: VecDeque<Job>) -> Cursor {
         let language = item.language.clone();
-        Cursor { item, jobs, items: Vec::new(), language }
+        Cursor { item, jobs, items: Vec::new(), rejected: Vec::new(), language }
     }
 }
 
@@ -416,11 +431,18 @@ impl Backlog {
         self.queue.push_back(item);
     }
 
-    /// The utterance given by `Transcribe` gave these captions, in `language`.
-    pub fn transcribed(&mut self, language: &str, items: Vec<CaptionItem>) {
+    /// The utterance given by `Transcribe` gave these captions, in `language`, and these
+    /// refused stretches.
+    pub fn transcribed(
+        &mut self,
+        language: &str,
+        items: Vec<CaptionItem>,
+        rejected: Vec<(MediaTime, MediaTime, BehindCause)>,
+    ) {
         if let Some(cursor) = self.open.as_mut() {
             cursor.language = language.to_string();
             cursor.items.extend(items);
+            cursor.rejected.extend(rejected);
         }
     }
 }
@@ -603,7 +625,7 @@ mod tests {
         for _ in 0..2 {
             let BacklogStep::Transcribe { language, .. } = b.next_step() else { panic!("each utterance") };
             assert_eq!(language, "auto");
-            b.transcribed("kk", vec![item("x")]);
+            b.transcribed("kk", vec![item("x")], Vec::new());
         }
         let BacklogStep::Commit(done) = b.next_step() else { panic!("then commit") };
         assert_eq!((done.item.record, done.items.len(), done.language.as_str()), (7, 2, "kk"));

@@ -9,7 +9,8 @@
 //! backlog is worked off whenever nothing live is waiting, during or after the session.
 
 use super::audio;
-use super::engine::{Recognizer, Whisper};
+use super::engine::{Recognizer, Transcript, Whisper};
+use super::quality::{Capability, Rating, Withheld};
 use super::schedule::{
     Backlog, BacklogItem, BacklogStep, Behind, BehindCause, Cursor, LiveSchedule, Mic, Work, samples_duration,
 };
@@ -17,7 +18,7 @@ use super::stream::{Job, StreamConfig, TrackStream};
 use crate::base::{Clocks, MediaTime};
 use crate::capture::{AudioChunk, AudioTap};
 use crate::config::{LoadedConfig, Role};
-use crate::integrity::{CaptionItem, CaptionOrigin, Entry, RecordBody};
+use crate::integrity::{CaptionItem, CaptionOrigin, Entry, ModelRef, RecordBody};
 use crate::ledger::Ledger;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
@@ -44,11 +45,30 @@ pub struct SttSettings {
     pub delayed_after: Duration,
     /// Microphones whose speakers use another language than the hearing's.
     pub mic_languages: BTreeMap<String, String>,
+    /// The pinned model's measured quality per language (empty for a model not pinned).
+    pub measured_quality: BTreeMap<String, f32>,
+    /// Qualities a technician stated in the configuration.
+    pub stated_quality: BTreeMap<String, Rating>,
+    /// Below this a language gets no live captions.
+    pub min_quality: f32,
 }
 
 impl SttSettings {
     fn language_of(&self, source: &str, session_language: &str) -> String {
         self.mic_languages.get(source).cloned().unwrap_or_else(|| session_language.to_string())
+    }
+
+    /// The configured model as the record names it: its pinned name (else its file name)
+    /// and SHA-256.
+    pub fn model_ref(&self) -> ModelRef {
+        let file = self.model.file_name().map(|f| f.to_string_lossy().to_string()).unwrap_or_default();
+        let pinned = super::models::spec_for_file(&self.model).map(|p| p.name);
+        ModelRef { name: pinned.unwrap_or(file), sha256: self.model_sha256.clone().unwrap_or_default() }
+    }
+
+    /// What the configured model may caption.
+    pub fn capability(&self) -> Capability {
+        Capability::new(self.model_ref(), &self.measured_quality, self.stated_quality.clone(), self.min_quality)
     }
 }
 
@@ -59,6 +79,16 @@ impl SttSettings {
         SttSettings {
             model: cfg.stt_model.clone(),
             model_sha256: stt.model_sha256.clone().or_else(|| pinned.as_ref().map(|p| p.sha256.clone())),
+            measured_quality: pinned.as_ref().map(|p| p.quality.clone()).unwrap_or_default(),
+            stated_quality: stt
+                .quality
+                .iter()
+                .map(|(language, q)| {
+                    let rating = Rating::Stated { score: q.score, set_by: q.set_by.clone(), set_at: q.set_at.clone() };
+                    (language.clone(), rating)
+                })
+                .collect(),
+            min_quality: stt.min_quality,
             model_name: pinned.map(|p| p.name).unwrap_or_else(|| "base-q8".into()),
             threads: stt.threads,
             slowdown: stt.slowdown,
@@ -144,6 +174,13 @@ pub struct TrackStatus {
     pub waiting_seconds: f64,
     pub last_caption: Option<String>,
     pub delayed: bool,
+    /// Why this microphone has no live captions (the model is not good enough for its
+    /// language), for the panel.
+    pub no_live_captions: Option<String>,
+    /// The language of that microphone (kk, ru, en), when it has no live captions.
+    pub no_live_captions_language: Option<String>,
+    /// Stretches whose transcription was refused as not speech, this run.
+    pub not_transcribed: u64,
 }
 
 /// Whether captions can be made.
@@ -195,6 +232,8 @@ pub struct MicInfo {
 #[derive(Debug, Clone)]
 pub struct SessionSpec {
     pub id: Uuid,
+    /// Media time at which this run's capture began.
+    pub run_start: MediaTime,
     /// kk, ru, en or auto.
     pub language: String,
     pub mics: Vec<MicInfo>,
@@ -210,9 +249,30 @@ enum Control {
         reply: SyncSender<()>,
     },
     Transcribe {
-        session: Uuid,
-        reply: SyncSender<Result<usize, SttError>>,
+        request: TranscribeRequest,
+        reply: SyncSender<Result<TranscriptionQueued, SttError>>,
     },
+}
+
+/// What to transcribe from the recording.
+#[derive(Debug, Clone, Default)]
+pub struct TranscribeRequest {
+    /// One session, or every session with stretches still without captions.
+    pub session: Option<Uuid>,
+    /// Only microphones in this language.
+    pub language: Option<String>,
+}
+
+/// What a transcription request queued, and what it left and why.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TranscriptionQueued {
+    /// Intervals not queued, each with the reason (e.g. the installed model is not good
+    /// enough for the language, or it already refused that stretch).
+    pub left: Vec<String>,
+    /// Intervals queued for transcription.
+    pub queued: usize,
+    /// Sessions they belong to.
+    pub sessions: usize,
 }
 
 /// Handle to the service; cheap to share.
@@ -260,7 +320,9 @@ impl Stt {
             finals: 0,
             last_error: None,
         }));
+        let capability = settings.capability();
         let worker = Worker {
+            capability,
             settings,
             ledger,
             data_dir,
@@ -306,10 +368,11 @@ impl Stt {
         let _ = rx.recv_timeout(deadline + Duration::from_secs(30));
     }
 
-    /// Queues everything of `session` still to be transcribed; returns how many intervals.
-    pub fn transcribe(&self, session: Uuid) -> Result<usize, SttError> {
+    /// Queues what is still to be transcribed (of one session, or of all) that the
+    /// installed model can do; says what it queued and what it left.
+    pub fn transcribe(&self, request: TranscribeRequest) -> Result<TranscriptionQueued, SttError> {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        self.send(Control::Transcribe { session, reply: tx });
+        self.send(Control::Transcribe { request, reply: tx });
         rx.recv_timeout(Duration::from_secs(60)).map_err(|_| SttError::NotAnswering)?
     }
 
@@ -354,12 +417,16 @@ fn load_whisper(s: &SttSettings) -> Result<Box<dyn Recognizer>, SttError> {
 struct Live {
     spec: SessionSpec,
     schedule: LiveSchedule,
+    /// Microphones without live captions this run, and why.
+    withheld: BTreeMap<String, Withheld>,
 }
 
 /// The service's thread: the I/O shell around `LiveSchedule` (what to transcribe when) and
 /// the backlog. It owns the engine, writes the ledger and publishes events and status.
 struct Worker {
     settings: SttSettings,
+    /// What the configured model may caption.
+    capability: Capability,
     ledger: Arc<Ledger>,
     data_dir: PathBuf,
     clocks: Arc<dyn Clocks>,
@@ -429,18 +496,21 @@ impl Worker {
             Control::Start(spec) => {
                 // Whatever is left of an earlier run is already in the backlog.
                 let session = spec.id;
-                let mics = spec
-                    .mics
-                    .iter()
-                    .map(|m| Mic {
-                        source: m.source.clone(),
-                        role: m.role,
-                        language: self.settings.language_of(&m.source, &spec.language),
-                    })
-                    .collect();
+                let mut withheld = BTreeMap::new();
+                let mut mics = Vec::new();
+                for m in &spec.mics {
+                    let language = self.settings.language_of(&m.source, &spec.language);
+                    match self.capability.allows(&language) {
+                        Ok(()) => mics.push(Mic { source: m.source.clone(), role: m.role, language }),
+                        Err(w) => {
+                            withheld.insert(m.source.clone(), w);
+                        }
+                    }
+                }
+                self.announce_withheld(session, spec.run_start, &withheld);
                 let schedule = LiveSchedule::new(mics, &self.settings.stream, self.settings.queue);
-                self.live = Some(Live { spec, schedule });
-                self.queue_pending(session);
+                self.live = Some(Live { spec, schedule, withheld });
+                self.queue_pending(&TranscribeRequest { session: Some(session), language: None });
             }
             Control::FinishRun { run_start, run_end, deadline, reply } => {
                 for chunk in audio.try_iter() {
@@ -449,18 +519,48 @@ impl Worker {
                 self.finish_run(run_start, run_end, self.clocks.monotonic() + deadline);
                 let _ = reply.send(());
             }
-            Control::Transcribe { session, reply } => {
+            Control::Transcribe { request, reply } => {
                 if self.engine.is_none() {
                     self.load_model();
                 }
                 let result = match &self.engine {
                     None => Err(SttError::Unavailable(self.status.lock().reason.clone().unwrap_or_default())),
-                    Some(_) => Ok(self.queue_pending(session)),
+                    Some(_) => Ok(self.queue_pending(&request)),
                 };
                 let _ = reply.send(result);
             }
         }
         self.publish_status();
+    }
+
+    /// One `captions_off` record per microphone without live captions, at the run's start,
+    /// and the reason in status for the panel.
+    fn announce_withheld(&self, session: Uuid, run_start: MediaTime, withheld: &BTreeMap<String, Withheld>) {
+        let mut st = self.status.lock();
+        for track in st.tracks.values_mut() {
+            track.no_live_captions = None;
+            track.no_live_captions_language = None;
+            track.not_transcribed = 0;
+        }
+        for (source, w) in withheld {
+            let track = st.tracks.entry(source.clone()).or_default();
+            track.no_live_captions = Some(w.to_string());
+            track.no_live_captions_language = Some(w.language.clone());
+        }
+        drop(st);
+        for (source, w) in withheld {
+            let entry = Entry::CaptionsOff {
+                source: source.clone(),
+                language: w.language.clone(),
+                media: run_start,
+                reason: w.to_string(),
+                model: self.capability.model.clone(),
+            };
+            tracing::warn!(%source, language = %w.language, "no live captions for this microphone: {w}");
+            if let Err(e) = self.ledger.call(move |wr| wr.append(session, entry)) {
+                self.note_error(format!("cannot record that {source} has no live captions: {e}"));
+            }
+        }
     }
 
     fn on_audio(&mut self, chunk: AudioChunk) {
@@ -472,30 +572,90 @@ impl Worker {
         }
     }
 
-    /// Records that speech will be transcribed later from the recording, and queues it.
+    /// States in the chain that a stretch of `source` has no captions, and why; returns
+    /// the record's index.
+    fn state_behind(
+        &self,
+        session: Uuid,
+        source: &str,
+        start: MediaTime,
+        end: MediaTime,
+        cause: &BehindCause,
+    ) -> Option<u64> {
+        let why = cause.describe();
+        let (reason, model) = match cause.same_model_can_retry() {
+            true => (format!("{why}; transcribed later from the recording"), None),
+            false => (format!("{why}; another model can transcribe it later"), Some(self.capability.model.clone())),
+        };
+        let entry =
+            Entry::CaptionsBehind { source: source.to_string(), media_start: start, media_end: end, reason, model };
+        match self.ledger.call(move |w| w.append(session, entry)) {
+            Ok(c) => {
+                tracing::warn!(%source, from = %start, to = %end, "captions behind: {why}");
+                Some(c.index)
+            }
+            Err(e) => {
+                self.note_error(format!("cannot record captions behind: {e}"));
+                None
+            }
+        }
+    }
+
+    /// Records that speech has no live captions, and queues it for the backlog when the
+    /// same model can do it later.
     fn record_behind(&mut self, behind: Behind) {
         let Some(live) = self.live.as_ref() else { return };
         let session = live.spec.id;
         let Behind { source, start, end, cause } = behind;
-        let why = cause.describe();
-        let reason = format!("{why}; transcribed later from the recording");
-        let entry = Entry::CaptionsBehind { source: source.clone(), media_start: start, media_end: end, reason };
-        match self.ledger.call(move |w| w.append(session, entry)) {
-            Ok(c) => {
-                tracing::warn!(%source, from = %start, to = %end, "captions behind: {why}");
+        let stated = self.state_behind(session, &source, start, end, &cause);
+        match stated {
+            Some(index) if cause.same_model_can_retry() => {
                 let track = live.schedule.track(&source);
                 self.backlog.push(BacklogItem {
                     session,
                     role: track.and_then(|t| t.role),
                     language: track.map(|t| t.language.clone()).unwrap_or_default(),
                     source,
-                    record: c.index,
+                    record: index,
                     start,
                     end,
                 });
             }
-            Err(e) => self.note_error(format!("cannot record captions behind: {e}")),
+            _ => {}
         }
+    }
+
+    /// Splits a transcript into what may be sealed and the stretches refused: output that
+    /// is not speech (`filter`), or in a detected language the model is not good enough for.
+    fn screen(&self, job: &Job, t: Transcript) -> (Transcript, Vec<(MediaTime, MediaTime, BehindCause)>) {
+        let at = |d: Duration| MediaTime(job.start.0 + d.as_nanos() as u64).min(job.end());
+        let language_refused = self.capability.allows(&t.language).err();
+        let mut kept = Vec::new();
+        let mut refused: Vec<(MediaTime, MediaTime, BehindCause)> = Vec::new();
+        let mut last_refused = false;
+        for seg in t.segments {
+            let cause = match (&language_refused, super::filter::judge(seg.facts(), &t.language)) {
+                (Some(w), _) => Some(BehindCause::Withheld(w.clone())),
+                (None, Err(r)) => Some(BehindCause::NotTranscribed(r)),
+                (None, Ok(())) => None,
+            };
+            last_refused = match (cause, refused.last_mut()) {
+                // Refused segments back to back are one stretch, under the first's reason.
+                (Some(_), Some(last)) if last_refused => {
+                    last.1 = at(seg.end);
+                    true
+                }
+                (Some(cause), _) => {
+                    refused.push((at(seg.start), at(seg.end), cause));
+                    true
+                }
+                (None, _) => {
+                    kept.push(seg);
+                    false
+                }
+            };
+        }
+        (Transcript { segments: kept, ..t }, refused)
     }
 
     /// Runs the next live job (a final, else a partial); false when none waits.
@@ -518,6 +678,13 @@ impl Worker {
             Ok(t) => t,
             Err(e) => return self.note_error(e.to_string()),
         };
+        let (transcript, refused) = self.screen(job, transcript);
+        if !refused.is_empty() {
+            self.status.lock().tracks.entry(source.to_string()).or_default().not_transcribed += refused.len() as u64;
+        }
+        for (start, end, cause) in refused {
+            self.record_behind(Behind { source: source.to_string(), start, end, cause });
+        }
         let live = self.live.as_mut().expect("still live");
         let session = live.spec.id;
         let delayed = live.schedule.is_delayed(source, job, self.settings.delayed_after);
@@ -558,7 +725,8 @@ impl Worker {
         let (session, language, role, context) =
             (live.spec.id, track.language.clone(), track.role, track.context_for(job));
         let Some(engine) = self.engine.as_mut() else { return };
-        match engine.transcribe(&job.samples, &language, context.as_deref()) {
+        let transcript = engine.transcribe(&job.samples, &language, context.as_deref());
+        match transcript.map(|t| self.screen(job, t).0) {
             Ok(t) if !t.segments.is_empty() => {
                 let item = CaptionItem {
                     media_start: job.start,
@@ -587,6 +755,7 @@ impl Worker {
             origin: CaptionOrigin::Live,
             backlog_of: None,
             items: batch.items,
+            model: Some(self.capability.model.clone()),
         };
         if let Err(e) = self.ledger.call(move |w| w.commit_captions(session, entry)) {
             self.note_error(format!("cannot commit captions of {source}: {e}"));
@@ -615,6 +784,11 @@ impl Worker {
             self.live = None;
             return;
         }
+        let withheld: Vec<(String, Withheld)> = std::mem::take(&mut live.withheld).into_iter().collect();
+        for (source, w) in withheld {
+            self.record_behind(Behind { source, start: run_start, end: run_end, cause: BehindCause::Withheld(w) });
+        }
+        let Some(live) = self.live.as_mut() else { return };
         live.schedule.flush();
         while self.clocks.monotonic() < deadline && self.run_live() {}
         // What could not be done in time is transcribed later.
@@ -626,9 +800,31 @@ impl Worker {
         self.live = None;
     }
 
-    /// Queues the intervals of `session` still to be transcribed (its `captions_behind`
-    /// records not yet resolved); returns how many are queued.
-    fn queue_pending(&mut self, session: Uuid) -> usize {
+    /// Queues the stretches still without captions (unresolved `captions_behind` records)
+    /// of one session or of every session, that the installed model can do. Says what it
+    /// queued and what it left: a language the model is not good enough for, or a stretch
+    /// whose output this same model already refused (it would only refuse it again).
+    fn queue_pending(&mut self, request: &TranscribeRequest) -> TranscriptionQueued {
+        let mut report = TranscriptionQueued::default();
+        let sessions = match request.session {
+            Some(id) => vec![id],
+            None => match self.ledger.reader().and_then(|r| r.sessions()) {
+                Ok(rows) => rows.into_iter().map(|r| r.id).collect(),
+                Err(e) => {
+                    self.note_error(format!("cannot list sessions: {e}"));
+                    return report;
+                }
+            },
+        };
+        for session in sessions {
+            let queued = self.queue_session(session, request.language.as_deref(), &mut report.left);
+            report.queued += queued;
+            report.sessions += usize::from(queued > 0);
+        }
+        report
+    }
+
+    fn queue_session(&mut self, session: Uuid, only: Option<&str>, left: &mut Vec<String>) -> usize {
         let records: Vec<RecordBody> = match self.ledger.reader().and_then(|r| r.records(session)) {
             Ok(rows) => rows.iter().filter_map(|r| serde_json::from_slice(&r.body).ok()).collect(),
             Err(e) => {
@@ -643,22 +839,33 @@ impl Worker {
                 _ => None,
             })
             .unwrap_or_default();
+        let short = &session.to_string()[..8];
         let mut n = 0;
         for r in crate::integrity::unresolved_captions_behind(&records) {
-            if let Entry::CaptionsBehind { source, media_start, media_end, .. } = &r.entry
-                && !self.backlog.contains(session, r.index)
-            {
-                self.backlog.push(BacklogItem {
-                    session,
-                    source: source.clone(),
-                    role: roles.iter().find(|s| s.name == *source).and_then(|s| s.role),
-                    language: self.settings.language_of(source, &language),
-                    record: r.index,
-                    start: *media_start,
-                    end: *media_end,
-                });
-                n += 1;
+            let Entry::CaptionsBehind { source, media_start, media_end, model, .. } = &r.entry else { continue };
+            let mic_language = self.settings.language_of(source, &language);
+            if only.is_some_and(|l| l != mic_language) || self.backlog.contains(session, r.index) {
+                continue;
             }
+            let stretch = format!("session {short}, {source} {media_start}–{media_end}");
+            if let Err(w) = self.capability.allows(&mic_language) {
+                left.push(format!("{stretch}: {w}"));
+                continue;
+            }
+            if model.as_ref().is_some_and(|m| *m == self.capability.model) {
+                left.push(format!("{stretch}: the installed model {} already refused it", self.capability.model.name));
+                continue;
+            }
+            self.backlog.push(BacklogItem {
+                session,
+                source: source.clone(),
+                role: roles.iter().find(|s| s.name == *source).and_then(|s| s.role),
+                language: mic_language,
+                record: r.index,
+                start: *media_start,
+                end: *media_end,
+            });
+            n += 1;
         }
         n
     }
@@ -690,13 +897,14 @@ impl Worker {
         let engine = self.engine.as_mut().expect("checked by backlog_step");
         match engine.transcribe(&job.samples, language, None) {
             Ok(t) => {
+                let (t, refused) = self.screen(job, t);
                 let items = caption_items(job, &t, self.clocks.wall(), true);
                 for c in &items {
                     let origin = CaptionOrigin::Backlog;
                     let ev = event(CaptionKind::Final, item.session, &item.source, item.role, &t.language, c, origin);
                     let _ = self.events.send(ev);
                 }
-                self.backlog.transcribed(&t.language, items);
+                self.backlog.transcribed(&t.language, items, refused);
             }
             Err(e) => self.note_error(e.to_string()),
         }
@@ -710,13 +918,18 @@ impl Worker {
             origin: CaptionOrigin::Backlog,
             backlog_of: Some(done.item.record),
             items: done.items,
+            model: Some(self.capability.model.clone()),
         };
         let session = done.item.session;
         match self.ledger.call(move |w| w.commit_captions(session, entry)) {
             Ok(_) => {
                 tracing::info!(source = %done.item.source, from = %done.item.start, to = %done.item.end, "backlog transcribed")
             }
-            Err(e) => self.note_error(format!("cannot commit backlog captions: {e}")),
+            Err(e) => return self.note_error(format!("cannot commit backlog captions: {e}")),
+        }
+        // What this model refused stays stated, for another model to try.
+        for (start, end, cause) in &done.rejected {
+            self.state_behind(session, &done.item.source, *start, *end, cause);
         }
         self.publish_status();
     }
@@ -829,21 +1042,34 @@ mod tests {
     /// Says the same words for any audio, taking `takes` of real time to do it.
     struct Scripted {
         takes: Duration,
+        says: &'static str,
     }
+
+    impl Scripted {
+        fn loader(takes: Duration, says: &'static str) -> LoadRecognizer {
+            Box::new(move |_| Ok(Box::new(Scripted { takes, says })))
+        }
+    }
+
+    /// Russian words, as the test session's language asks.
+    const SPEECH: &str = "порядок в суде";
 
     impl Recognizer for Scripted {
         fn transcribe(&mut self, samples: &[f32], language: &str, _: Option<&str>) -> Result<Transcript, EngineError> {
             std::thread::sleep(self.takes);
             let end = samples_duration(samples.len());
-            let segments = vec![Segment { start: Duration::ZERO, end, text: "order in court".into(), confidence: 0.9 }];
+            let text = self.says.into();
+            let segments =
+                vec![Segment { start: Duration::ZERO, end, text, confidence: 0.9, broken: false, truncated: false }];
             Ok(Transcript { segments, language: language.to_string(), elapsed: self.takes })
         }
     }
 
-    fn settings(queue: Duration) -> SttSettings {
+    /// A model measured at `ru_quality` for Russian, the test session's language.
+    fn settings_with(queue: Duration, ru_quality: f32) -> SttSettings {
         SttSettings {
             model: PathBuf::from("scripted"),
-            model_sha256: None,
+            model_sha256: Some("5c".repeat(32)),
             model_name: "scripted".into(),
             threads: 1,
             slowdown: 1,
@@ -851,7 +1077,14 @@ mod tests {
             queue,
             delayed_after: Duration::from_secs(10),
             mic_languages: BTreeMap::new(),
+            measured_quality: BTreeMap::from([("ru".to_string(), ru_quality)]),
+            stated_quality: BTreeMap::new(),
+            min_quality: 0.5,
         }
+    }
+
+    fn settings(queue: Duration) -> SttSettings {
+        settings_with(queue, 0.9)
     }
 
     /// A ledger with one session recording the microphone `judge`.
@@ -878,7 +1111,8 @@ mod tests {
     }
 
     fn spec(id: Uuid) -> SessionSpec {
-        SessionSpec { id, language: "ru".into(), mics: vec![MicInfo { source: "judge".into(), role: None }] }
+        let mics = vec![MicInfo { source: "judge".into(), role: None }];
+        SessionSpec { id, run_start: MediaTime::ZERO, language: "ru".into(), mics }
     }
 
     /// `n` utterances of 3 s speech and 1.5 s silence, in 10 ms chunks; returns the end.
@@ -910,12 +1144,7 @@ mod tests {
     fn finals_are_committed_and_published_as_they_are_transcribed() {
         let dir = tempfile::tempdir().unwrap();
         let (ledger, id) = ledger(dir.path());
-        let stt = start(
-            &ledger,
-            dir.path(),
-            Duration::from_secs(60),
-            Box::new(|_| Ok(Box::new(Scripted { takes: Duration::ZERO }))),
-        );
+        let stt = start(&ledger, dir.path(), Duration::from_secs(60), Scripted::loader(Duration::ZERO, SPEECH));
         wait_ready(&stt);
         let mut events = stt.subscribe();
         stt.session_started(spec(id));
@@ -940,7 +1169,7 @@ mod tests {
     fn a_slow_engine_leaves_speech_to_the_backlog_and_the_chain_says_so() {
         let dir = tempfile::tempdir().unwrap();
         let (ledger, id) = ledger(dir.path());
-        let slow: LoadRecognizer = Box::new(|_| Ok(Box::new(Scripted { takes: Duration::from_millis(300) })));
+        let slow = Scripted::loader(Duration::from_millis(300), SPEECH);
         let stt = start(&ledger, dir.path(), Duration::from_secs(4), slow);
         wait_ready(&stt);
         stt.session_started(spec(id));
@@ -975,11 +1204,84 @@ mod tests {
         stt.finish_run(MediaTime::ZERO, end, Duration::from_secs(1));
         let behind: Vec<Entry> =
             entries(&ledger, id).into_iter().filter(|e| matches!(e, Entry::CaptionsBehind { .. })).collect();
-        let [Entry::CaptionsBehind { source, media_start, media_end, reason }] = behind.as_slice() else {
+        let [Entry::CaptionsBehind { source, media_start, media_end, reason, model: None }] = behind.as_slice() else {
             panic!("one record for the run: {behind:?}")
         };
         assert_eq!((source.as_str(), *media_start, *media_end), ("judge", MediaTime::ZERO, end));
         assert!(reason.contains("no captions while recording: no model (run models/fetch)"), "{reason}");
+        stt.shutdown();
+    }
+
+    fn behind_reasons(ledger: &Ledger, id: Uuid) -> Vec<(String, Option<ModelRef>)> {
+        entries(ledger, id)
+            .into_iter()
+            .filter_map(|e| match e {
+                Entry::CaptionsBehind { reason, model, .. } => Some((reason, model)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn has_captions(ledger: &Ledger, id: Uuid) -> bool {
+        entries(ledger, id).iter().any(|e| matches!(e, Entry::Captions { .. }))
+    }
+
+    #[test]
+    fn a_language_the_model_is_not_good_enough_for_gets_no_live_captions_and_the_chain_says_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ledger, id) = ledger(dir.path());
+        let stt = Stt::start_with(
+            settings_with(Duration::from_secs(60), 0.1),
+            ledger.clone(),
+            dir.path().to_path_buf(),
+            Arc::new(RealClocks::new()),
+            1,
+            Scripted::loader(Duration::ZERO, SPEECH),
+        );
+        wait_ready(&stt);
+        stt.session_started(spec(id));
+        let end = speak(&stt, 2);
+        stt.finish_run(MediaTime::ZERO, end, Duration::from_secs(10));
+        let off = stt.status().tracks.get("judge").and_then(|t| t.no_live_captions.clone());
+        let expected = "Russian: no live captions with the installed speech model scripted (quality 0.10, measured; the minimum is 0.50)";
+        assert_eq!(off.as_deref(), Some(expected), "the panel says why");
+        let all = entries(&ledger, id);
+        let starts: Vec<&Entry> = all.iter().filter(|e| matches!(e, Entry::CaptionsOff { .. })).collect();
+        assert!(
+            matches!(starts.as_slice(), [Entry::CaptionsOff { source, reason, media: MediaTime::ZERO, .. }] if source == "judge" && reason == expected),
+            "one record at the start says why: {starts:?}"
+        );
+        assert!(!has_captions(&ledger, id), "nothing was transcribed live");
+        let behind = behind_reasons(&ledger, id);
+        assert_eq!(behind.len(), 1, "the run's interval is stated for a later model: {behind:?}");
+        assert!(behind[0].0.starts_with(expected) && behind[0].1.is_some(), "{behind:?}");
+        assert_eq!(stt.status().backlog, 0, "the same model does not try it later");
+        stt.shutdown();
+    }
+
+    #[test]
+    fn output_that_is_not_speech_is_stated_not_sealed_and_left_for_another_model() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ledger, id) = ledger(dir.path());
+        let looping = Scripted::loader(Duration::ZERO, "да да да да да да");
+        let stt = start(&ledger, dir.path(), Duration::from_secs(60), looping);
+        wait_ready(&stt);
+        stt.session_started(spec(id));
+        let end = speak(&stt, 2);
+        stt.finish_run(MediaTime::ZERO, end, Duration::from_secs(10));
+        assert!(!has_captions(&ledger, id), "a loop is not a caption");
+        let behind = behind_reasons(&ledger, id);
+        assert_eq!(behind.len(), 2, "one stretch per utterance: {behind:?}");
+        for (reason, model) in &behind {
+            assert!(reason.starts_with("not transcribed: the model repeated 1 word(s) 6 times"), "{reason}");
+            assert_eq!(model.as_ref().map(|m| m.name.as_str()), Some("scripted"));
+        }
+        assert_eq!(stt.status().tracks["judge"].not_transcribed, 2);
+        // Asked again with the same model, nothing is queued, and the answer says why.
+        let report = stt.transcribe(TranscribeRequest { session: Some(id), language: None }).unwrap();
+        assert_eq!(report.queued, 0);
+        assert_eq!(report.left.len(), 2);
+        assert!(report.left[0].ends_with("the installed model scripted already refused it"), "{:?}", report.left);
         stt.shutdown();
     }
 }

@@ -12,6 +12,8 @@ const TEXT = {
     close_hearing: "Close hearing (no broadcast)", open_hearing: "Open hearing to the public",
     stop: "Stop", confirm_stop: "Stop recording this hearing? The record will be sealed.", yes_stop: "Yes, stop",
     cancel: "Cancel", cameras: "Cameras", microphones: "Microphones", captions: "Live captions",
+    no_live_captions: "no live captions with the installed speech model (the recording is not affected)",
+    lang_name: { kk: "Kazakh", ru: "Russian", en: "English" },
     wrong_pin: "Wrong PIN.", tries_left: "Tries left before lock-out:", locked: "Too many wrong PINs. Locked; try again in",
     seconds: "s", signed_out: "You were signed out. Please sign in again.", no_people: "No secretary is set up yet: ask the technician.",
     mark_added: "Mark added.", started: "Recording started.", stopped_ok: "Recording stopped and sealed.",
@@ -32,6 +34,8 @@ const TEXT = {
     close_hearing: "Закрыть заседание (без трансляции)", open_hearing: "Открыть заседание для публики",
     stop: "Стоп", confirm_stop: "Остановить запись заседания? Запись будет опечатана.", yes_stop: "Да, остановить",
     cancel: "Отмена", cameras: "Камеры", microphones: "Микрофоны", captions: "Субтитры",
+    no_live_captions: "нет субтитров с установленной моделью речи (запись идёт как обычно)",
+    lang_name: { kk: "Казахский", ru: "Русский", en: "Английский" },
     wrong_pin: "Неверный PIN-код.", tries_left: "Осталось попыток до блокировки:", locked: "Слишком много неверных PIN-кодов. Вход заблокирован; повторите через",
     seconds: "с", signed_out: "Сеанс завершён. Войдите снова.", no_people: "Секретари ещё не заведены: обратитесь к технику.",
     mark_added: "Отметка добавлена.", started: "Запись начата.", stopped_ok: "Запись остановлена и опечатана.",
@@ -52,6 +56,8 @@ const TEXT = {
     close_hearing: "Отырысты жабу (трансляциясыз)", open_hearing: "Отырысты жұртшылыққа ашу",
     stop: "Тоқтату", confirm_stop: "Отырыс жазбасын тоқтату керек пе? Жазба мөрленеді.", yes_stop: "Иә, тоқтату",
     cancel: "Болдырмау", cameras: "Камералар", microphones: "Микрофондар", captions: "Субтитрлер",
+    no_live_captions: "орнатылған сөйлеу моделімен субтитр жоқ (жазба әдеттегідей жүреді)",
+    lang_name: { kk: "Қазақ тілі", ru: "Орыс тілі", en: "Ағылшын тілі" },
     wrong_pin: "PIN-код қате.", tries_left: "Бұғатталғанға дейін қалған әрекет:", locked: "Қате PIN-код тым көп. Кіру бұғатталды; қайталаңыз",
     seconds: "с", signed_out: "Сеанс аяқталды. Қайта кіріңіз.", no_people: "Хатшылар әлі тіркелмеген: техникке хабарласыңыз.",
     mark_added: "Белгі қосылды.", started: "Жазу басталды.", stopped_ok: "Жазба тоқтатылып, мөрленді.",
@@ -215,6 +221,21 @@ function render(s) {
   renderMeters(session);
   renderThumbFrames(session);
   renderAlarms(s);
+  renderCaptionsOff(s);
+}
+
+// Microphones whose language the installed speech model cannot caption well enough: said
+// plainly, so that nobody waits for captions that will not come.
+function renderCaptionsOff(s) {
+  const tracks = (s.captions && s.captions.tracks) || {};
+  const lines = Object.entries(tracks).filter(([, tr]) => tr.no_live_captions).map(([source, tr]) => {
+    const code = (tr.no_live_captions_language || "");
+    const language = (t("lang_name") || {})[code] || code;
+    const who = roleName(sourceInfo(source).role) || source;
+    return `${who}${language ? ` (${language})` : ""}: ${t("no_live_captions")}`;
+  });
+  const box = $("captions-off");
+  box.replaceChildren(...lines.map((l) => { const d = document.createElement("div"); d.textContent = l; return d; }));
 }
 
 // A closed hearing offers no broadcast at all; the box refuses one anyway.
