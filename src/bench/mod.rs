@@ -545,9 +545,26 @@ fn stt(run: &SttRun) -> Result<()> {
 
     let figures = score_finals(&heard, run, schedule, speech.speech_end, started);
     print_stt_figures(run, speech.secs, &figures);
+    let refused = refused_stretches(&ledger, session)?;
+    println!(
+        "  refused as not speech (caption filter): {refused} stretch(es), against {} final(s) kept",
+        heard.finals.values().map(|(texts, _)| texts.len()).sum::<usize>()
+    );
     ledger.close();
     std::fs::remove_dir_all(&dir)?;
     Ok(())
+}
+
+/// The stretches the caption filter refused in a session ("not transcribed" records).
+fn refused_stretches(ledger: &Ledger, session: uuid::Uuid) -> Result<usize> {
+    let rows = ledger.reader()?.records(session)?;
+    Ok(rows
+        .iter()
+        .filter_map(|r| serde_json::from_slice::<crate::integrity::RecordBody>(&r.body).ok())
+        .filter(|r| {
+            matches!(&r.entry, crate::integrity::Entry::CaptionsBehind { reason, .. } if reason.starts_with("not transcribed"))
+        })
+        .count())
 }
 
 /// A speech file as 16 kHz samples.
@@ -760,6 +777,15 @@ fn print_stt_figures(run: &SttRun, secs: f64, figures: &SttFigures) {
         wers.len()
     );
     println!("  real-time factor (inference / audio): p50 {:.2}, p95 {:.2}", pct(rtfs, 0.5), pct(rtfs, 0.95));
+    // Live captions share the box with capture and run at lower priority: a model needs
+    // headroom, not just an RTF under 1, to keep up with several microphones.
+    let load = pct(rtfs, 0.95) * run.mics as f64;
+    let verdict = match load {
+        l if l < 0.5 => "keeps up, with room to spare",
+        l if l < 1.0 => "keeps up, barely: expect delayed captions when people talk over each other",
+        _ => "does not keep up: captions will fall behind and be transcribed after the session",
+    };
+    println!("  on this box, with {} microphone(s) speaking at once: {verdict}", run.mics);
     println!(
         "  latency end of speech -> final caption: p50 {:.2} s, p95 {:.2} s",
         pct(latencies, 0.5),

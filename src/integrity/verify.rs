@@ -686,10 +686,14 @@ fn check_trust_list_entry(list: &TrustList, key: &PublicKey, first: &RecordBody,
 
 /// Records that announce others: a `captions_behind` is resolved by a later `captions` record
 /// naming it (`backlog_of`); until then the chain is not known to be complete (transcription
-/// pending, or the records and manifest revision that resolved it were cut off).
+/// pending, or the records and manifest revision that resolved it were cut off). One that
+/// names a `model` announces nothing: it states that this model could not caption the
+/// stretch (a language below its quality, or output refused as not speech), and stays
+/// true whether or not another model later does.
 fn check_announced(records: &[&RecordBody], report: &mut Report) {
     let pending: Vec<String> = crate::integrity::unresolved_captions_behind(records.iter().copied())
         .iter()
+        .filter(|r| matches!(r.entry, Entry::CaptionsBehind { model: None, .. }))
         .map(|r| format!("#{}", r.index))
         .collect();
     if !pending.is_empty() {
@@ -1369,5 +1373,24 @@ mod tests {
         let records = [body(run), body(segment("judge", 0, 60)), body(segment("hall", 0, 60)), body(stop)];
         let c = coverage(&records.iter().collect::<Vec<_>>());
         assert_eq!(completeness_line(&c), "ALL SOURCES RECORDED: 2 of 2 sources recorded 60 s of the session's 60 s");
+    }
+
+    #[test]
+    fn a_stretch_a_model_could_not_caption_announces_nothing_one_left_behind_does() {
+        let behind = |model: Option<crate::integrity::ModelRef>| Entry::CaptionsBehind {
+            source: "defence".into(),
+            media_start: MediaTime::ZERO,
+            media_end: MediaTime::from_millis(60_000),
+            reason: "why".into(),
+            model,
+        };
+        let not_transcribed =
+            body(behind(Some(crate::integrity::ModelRef { name: "base-q8".into(), sha256: "ab".into() })));
+        let mut report = Report::default();
+        check_announced(&[&not_transcribed], &mut report);
+        assert!(report.open.is_empty(), "a statement that no captions exist is complete as it is");
+        let left_behind = body(behind(None));
+        check_announced(&[&left_behind], &mut report);
+        assert_eq!(report.open.len(), 1, "captions promised for later and never brought leave the chain incomplete");
     }
 }

@@ -430,7 +430,7 @@ impl Writer {
     /// Commits a batch of final captions: the record and one searchable row per caption.
     /// For a stopped session (captions transcribed later) the chain is re-sealed with the
     /// next manifest revision in the same transaction.
-    pub fn commit_captions(&mut self, session: Uuid, entry: Entry) -> Result<Committed, LedgerError> {
+    pub fn commit_captions(&mut self, session: Uuid, entry: Entry, also: Vec<Entry>) -> Result<Committed, LedgerError> {
         let Entry::Captions { source, role, language, origin, items, .. } = &entry else {
             return Err(LedgerError::Invalid("commit_captions takes a captions entry".into()));
         };
@@ -464,6 +464,11 @@ impl Writer {
                         origin
                     ],
                 )?;
+            }
+            // What the same transcription states besides (stretches it refused as not
+            // speech): in this transaction, so that one manifest revision seals it all.
+            for e in also {
+                chain.append(tx, session, e)?;
             }
             match state {
                 Some(SessionState::Recording) => {}

@@ -90,8 +90,45 @@ impl Recognizer for Whisper {
     }
 }
 
+/// A whisper model's size class, read from the file (its encoder's layer count): what the
+/// decoding settings adapt to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelSize {
+    /// tiny, base: 4 or 6 encoder layers.
+    Small,
+    /// small (12 layers).
+    Medium,
+    /// medium, large, large-v3-turbo: 24 layers or more.
+    Large,
+}
+
+impl ModelSize {
+    pub fn from_encoder_layers(layers: i32) -> ModelSize {
+        match layers {
+            ..=6 => ModelSize::Small,
+            7..=12 => ModelSize::Medium,
+            _ => ModelSize::Large,
+        }
+    }
+
+    /// Encoder frames for `secs` of audio. whisper encodes a 30 s window (1500 frames)
+    /// unless told less; a short utterance needs 50 frames a second plus a margin (less
+    /// loses words). Larger models are trained harder on the full window and hallucinate
+    /// sooner on a cut one, so they get a wider margin; the cut matters most for them,
+    /// since their encoder is most of the cost.
+    pub fn audio_ctx(self, secs: f64) -> i32 {
+        let (factor, extra) = match self {
+            ModelSize::Small => (1.3, 64.0),
+            ModelSize::Medium => (1.5, 128.0),
+            ModelSize::Large => (1.8, 256.0),
+        };
+        ((secs * 50.0 * factor + extra) as i32).min(1500)
+    }
+}
+
 pub struct Engine {
     ctx: WhisperContext,
+    size: ModelSize,
     threads: i32,
     /// Tests only: each transcription takes this many times longer (back-pressure drills).
     slowdown: u32,
@@ -107,7 +144,16 @@ impl Engine {
             path.to_str().ok_or_else(|| EngineError::Load(path.display().to_string(), "path is not UTF-8".into()))?;
         let ctx = WhisperContext::new_with_params(p, WhisperContextParameters::default())
             .map_err(|e| EngineError::Load(path.display().to_string(), e.to_string()))?;
-        Ok(Engine { ctx, threads: threads.max(1) as i32, slowdown: slowdown.max(1) })
+        let size = ModelSize::from_encoder_layers(ctx.model_n_audio_layer());
+        // More threads than cores only makes whisper's threads wait for each other.
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
+        let threads = threads.clamp(1, cores.max(1)) as i32;
+        tracing::info!(?size, threads, encoder_layers = ctx.model_n_audio_layer(), "speech model");
+        Ok(Engine { ctx, size, threads, slowdown: slowdown.max(1) })
+    }
+
+    pub fn size(&self) -> ModelSize {
+        self.size
     }
 
     pub fn is_multilingual(&self) -> bool {
@@ -138,10 +184,7 @@ impl Engine {
         p.set_n_threads(self.threads);
         let lang = if self.ctx.is_multilingual() { language } else { "en" };
         p.set_language(Some(lang));
-        // whisper always encodes a 30 s window unless told otherwise; a short utterance
-        // needs only 50 frames a second, plus a margin (smaller loses words).
-        let ctx_frames = ((secs * 50.0 * 1.3) as i32 + 64).min(1500);
-        p.set_audio_ctx(ctx_frames);
+        p.set_audio_ctx(self.size.audio_ctx(secs));
         p.set_no_context(true);
         if let Some(context) = context {
             p.set_initial_prompt(context);
@@ -232,6 +275,18 @@ fn dedupe_loops(segments: &mut Vec<Segment>) {
 #[cfg(test)]
 mod tests {
     use super::complete_utf8_len;
+
+    #[test]
+    fn the_encoder_window_grows_with_the_model() {
+        use super::ModelSize;
+        assert_eq!(ModelSize::from_encoder_layers(6), ModelSize::Small);
+        assert_eq!(ModelSize::from_encoder_layers(12), ModelSize::Medium);
+        assert_eq!(ModelSize::from_encoder_layers(32), ModelSize::Large);
+        // 3 s: the same frames for tiny and base as before sizes were told apart.
+        assert_eq!(ModelSize::Small.audio_ctx(3.0), 259);
+        assert!(ModelSize::Large.audio_ctx(3.0) > ModelSize::Medium.audio_ctx(3.0));
+        assert_eq!(ModelSize::Large.audio_ctx(30.0), 1500, "never more than the model's window");
+    }
 
     #[test]
     fn a_character_split_between_segments_is_joined_not_broken() {

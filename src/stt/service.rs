@@ -507,6 +507,7 @@ impl Worker {
                         }
                     }
                 }
+                self.state_withheld_of_interrupted_runs(session, spec.run_start);
                 self.announce_withheld(session, spec.run_start, &withheld);
                 let schedule = LiveSchedule::new(mics, &self.settings.stream, self.settings.queue);
                 self.live = Some(Live { spec, schedule, withheld });
@@ -531,6 +532,28 @@ impl Worker {
             }
         }
         self.publish_status();
+    }
+
+    /// A run killed before its end (crash, power cut) never stated the interval of its
+    /// microphones without live captions: state it now, up to what was recorded, so that a
+    /// later model finds it.
+    fn state_withheld_of_interrupted_runs(&mut self, session: Uuid, run_start: MediaTime) {
+        let records: Vec<RecordBody> = match self.ledger.reader().and_then(|r| r.records(session)) {
+            Ok(rows) => rows.iter().filter_map(|r| serde_json::from_slice(&r.body).ok()).collect(),
+            Err(e) => return self.note_error(format!("cannot read session {session}: {e}")),
+        };
+        for (source, start, end, reason, model) in unstated_withheld(&records, run_start) {
+            let entry = Entry::CaptionsBehind {
+                source,
+                media_start: start,
+                media_end: end,
+                reason: format!("{reason}; another model can transcribe it later"),
+                model: Some(model),
+            };
+            if let Err(e) = self.ledger.call(move |w| w.append(session, entry)) {
+                self.note_error(format!("cannot record captions behind: {e}"));
+            }
+        }
     }
 
     /// One `captions_off` record per microphone without live captions, at the run's start,
@@ -572,8 +595,19 @@ impl Worker {
         }
     }
 
-    /// States in the chain that a stretch of `source` has no captions, and why; returns
-    /// the record's index.
+    /// The record stating that a stretch of `source` has no captions, and why. A stretch
+    /// this model cannot do names the model (another one may, later).
+    fn behind_entry(&self, source: &str, start: MediaTime, end: MediaTime, cause: &BehindCause) -> Entry {
+        let why = cause.describe();
+        let (reason, model) = match cause.same_model_can_retry() {
+            true => (format!("{why}; transcribed later from the recording"), None),
+            false => (format!("{why}; another model can transcribe it later"), Some(self.capability.model.clone())),
+        };
+        Entry::CaptionsBehind { source: source.to_string(), media_start: start, media_end: end, reason, model }
+    }
+
+    /// States in the chain that a stretch of `source` has no captions; returns the record's
+    /// index.
     fn state_behind(
         &self,
         session: Uuid,
@@ -582,16 +616,10 @@ impl Worker {
         end: MediaTime,
         cause: &BehindCause,
     ) -> Option<u64> {
-        let why = cause.describe();
-        let (reason, model) = match cause.same_model_can_retry() {
-            true => (format!("{why}; transcribed later from the recording"), None),
-            false => (format!("{why}; another model can transcribe it later"), Some(self.capability.model.clone())),
-        };
-        let entry =
-            Entry::CaptionsBehind { source: source.to_string(), media_start: start, media_end: end, reason, model };
+        let entry = self.behind_entry(source, start, end, cause);
         match self.ledger.call(move |w| w.append(session, entry)) {
             Ok(c) => {
-                tracing::warn!(%source, from = %start, to = %end, "captions behind: {why}");
+                tracing::warn!(%source, from = %start, to = %end, "captions behind: {}", cause.describe());
                 Some(c.index)
             }
             Err(e) => {
@@ -757,7 +785,7 @@ impl Worker {
             items: batch.items,
             model: Some(self.capability.model.clone()),
         };
-        if let Err(e) = self.ledger.call(move |w| w.commit_captions(session, entry)) {
+        if let Err(e) = self.ledger.call(move |w| w.commit_captions(session, entry, Vec::new())) {
             self.note_error(format!("cannot commit captions of {source}: {e}"));
         }
     }
@@ -774,6 +802,12 @@ impl Worker {
 
     fn finish_run(&mut self, run_start: MediaTime, run_end: MediaTime, deadline: Duration) {
         let Some(live) = self.live.as_mut() else { return };
+        // Microphones without live captions: their whole run, for another model.
+        let withheld: Vec<(String, Withheld)> = std::mem::take(&mut live.withheld).into_iter().collect();
+        for (source, w) in withheld {
+            self.record_behind(Behind { source, start: run_start, end: run_end, cause: BehindCause::Withheld(w) });
+        }
+        let Some(live) = self.live.as_mut() else { return };
         if self.engine.is_none() {
             let why = self.status.lock().reason.clone().unwrap_or_else(|| "speech model unavailable".into());
             let sources: Vec<String> = live.schedule.sources().cloned().collect();
@@ -784,11 +818,6 @@ impl Worker {
             self.live = None;
             return;
         }
-        let withheld: Vec<(String, Withheld)> = std::mem::take(&mut live.withheld).into_iter().collect();
-        for (source, w) in withheld {
-            self.record_behind(Behind { source, start: run_start, end: run_end, cause: BehindCause::Withheld(w) });
-        }
-        let Some(live) = self.live.as_mut() else { return };
         live.schedule.flush();
         while self.clocks.monotonic() < deadline && self.run_live() {}
         // What could not be done in time is transcribed later.
@@ -911,6 +940,12 @@ impl Worker {
     }
 
     fn commit_backlog(&mut self, done: Cursor) {
+        // What this model refused stays stated, for another model to try.
+        let refused: Vec<Entry> = done
+            .rejected
+            .iter()
+            .map(|(start, end, cause)| self.behind_entry(&done.item.source, *start, *end, cause))
+            .collect();
         let entry = Entry::Captions {
             source: done.item.source.clone(),
             role: done.item.role,
@@ -921,15 +956,11 @@ impl Worker {
             model: Some(self.capability.model.clone()),
         };
         let session = done.item.session;
-        match self.ledger.call(move |w| w.commit_captions(session, entry)) {
+        match self.ledger.call(move |w| w.commit_captions(session, entry, refused)) {
             Ok(_) => {
                 tracing::info!(source = %done.item.source, from = %done.item.start, to = %done.item.end, "backlog transcribed")
             }
-            Err(e) => return self.note_error(format!("cannot commit backlog captions: {e}")),
-        }
-        // What this model refused stays stated, for another model to try.
-        for (start, end, cause) in &done.rejected {
-            self.state_behind(session, &done.item.source, *start, *end, cause);
+            Err(e) => self.note_error(format!("cannot commit backlog captions: {e}")),
         }
         self.publish_status();
     }
@@ -971,6 +1002,42 @@ impl Worker {
             }
         }
     }
+}
+
+/// The `captions_off` stretches of runs that began before `run_start` and whose interval
+/// no `captions_behind` states (the run was killed): (source, from, to, reason, model),
+/// `to` being the end of what the source recorded before `run_start`.
+fn unstated_withheld(
+    records: &[RecordBody],
+    run_start: MediaTime,
+) -> Vec<(String, MediaTime, MediaTime, String, ModelRef)> {
+    let stated = |source: &str, from: MediaTime| {
+        records.iter().any(|r| {
+            matches!(&r.entry, Entry::CaptionsBehind { source: s, media_start, model: Some(_), .. }
+                if s == source && *media_start == from)
+        })
+    };
+    records
+        .iter()
+        .filter_map(|r| match &r.entry {
+            Entry::CaptionsOff { source, media, reason, model, .. }
+                if *media < run_start && !stated(source, *media) =>
+            {
+                let recorded_to = records
+                    .iter()
+                    .filter_map(|r| match &r.entry {
+                        Entry::Segment { source: s, media_end, .. } if s == source && *media_end <= run_start => {
+                            Some(*media_end)
+                        }
+                        _ => None,
+                    })
+                    .max()
+                    .filter(|end| end > media)?;
+                Some((source.clone(), *media, recorded_to, reason.clone(), model.clone()))
+            }
+            _ => None,
+        })
+        .collect()
 }
 
 /// Capture comes first: on a busy box transcription waits, the recording never does.
@@ -1283,5 +1350,64 @@ mod tests {
         assert_eq!(report.left.len(), 2);
         assert!(report.left[0].ends_with("the installed model scripted already refused it"), "{:?}", report.left);
         stt.shutdown();
+    }
+
+    #[test]
+    fn a_killed_run_gets_its_stretch_without_live_captions_stated_at_the_next_start() {
+        let model = ModelRef { name: "base-q8".into(), sha256: "ab".into() };
+        let body = |entry: Entry| RecordBody {
+            v: crate::integrity::FORMAT_VERSION,
+            session: Uuid::nil(),
+            index: 0,
+            prev: String::new(),
+            device: String::new(),
+            wall: crate::base::WallTime::from_unix_nanos(0),
+            entry,
+        };
+        let off = |at: u64| {
+            body(Entry::CaptionsOff {
+                source: "defence".into(),
+                language: "kk".into(),
+                media: MediaTime::from_millis(at),
+                reason: "Kazakh: no live captions".into(),
+                model: model.clone(),
+            })
+        };
+        let segment = |from: u64, to: u64| {
+            body(Entry::Segment {
+                source: "defence".into(),
+                seq: 0,
+                file: String::new(),
+                media_start: MediaTime::from_millis(from),
+                media_end: MediaTime::from_millis(to),
+                wall_start: crate::base::WallTime::from_unix_nanos(0),
+                bytes: 0,
+                sha256: String::new(),
+                recovered: false,
+            })
+        };
+        // Run 1 ended normally (its stretch stated); run 2 was killed after 14 s.
+        let stated = body(Entry::CaptionsBehind {
+            source: "defence".into(),
+            media_start: MediaTime::ZERO,
+            media_end: MediaTime::from_millis(6_000),
+            reason: "r".into(),
+            model: Some(model.clone()),
+        });
+        let records =
+            [off(0), segment(0, 6_000), stated, off(10_000), segment(10_000, 12_000), segment(12_000, 14_000)];
+        let found = unstated_withheld(&records, MediaTime::from_millis(20_000));
+        assert_eq!(
+            found,
+            [(
+                "defence".to_string(),
+                MediaTime::from_millis(10_000),
+                MediaTime::from_millis(14_000),
+                "Kazakh: no live captions".to_string(),
+                model
+            )]
+        );
+        // The run starting now is not "killed".
+        assert!(unstated_withheld(&records, MediaTime::from_millis(10_000)).is_empty());
     }
 }
