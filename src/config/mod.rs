@@ -605,4 +605,23 @@ mod tests {
                 .contains("disk.critical_free_mib: must be below disk.warn_free_mib")
         );
     }
+
+    #[test]
+    fn a_stated_model_quality_names_who_and_when_and_stays_in_range() {
+        let base = "court = \"c\"\nroom = \"r\"\ndata_dir = \"d\"\nhw_profile = \"p.toml\"\n";
+        let problems = |extra: &str| -> String {
+            let c: Config = toml::from_str(&format!("{base}{extra}")).unwrap();
+            validate_config(&c).iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n")
+        };
+        let good = "[stt.quality.kk]\nscore = 0.8\nset_by = \"A. Technician\"\nset_at = \"2026-12-01\"\n";
+        assert_eq!(problems(good), "");
+        assert!(problems("[stt]\nmin_quality = 1.5\n").contains("stt.min_quality: must be between 0 and 1"));
+        let bad = "[stt.quality.de]\nscore = 2.0\nset_by = \" \"\nset_at = \"yesterday\"\n";
+        let found = problems(bad);
+        for key in
+            ["stt.quality.de: the language", "stt.quality.de.score", "stt.quality.de.set_by", "stt.quality.de.set_at"]
+        {
+            assert!(found.contains(key), "{key} not named in: {found}");
+        }
+    }
 }
