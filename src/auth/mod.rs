@@ -228,6 +228,8 @@ impl Auth {
         pin: &str,
         client: Option<IpAddr>,
     ) -> Result<(Principal, String, String), AuthError> {
+        // A name no person can have is refused before it is counted, stored or audited.
+        let name = &check_name(name)?;
         let now = self.clocks.monotonic();
         self.limiter.lock().admit(name, client, now).map_err(refusal)?;
         let stored = self.ledger.reader()?.credential_by_name(name)?.filter(|c| c.role == "secretary");

@@ -57,6 +57,13 @@ pub fn is_valid_name(name: &str) -> bool {
 }
 
 /// `fsync` a directory so that a file created or renamed in it survives power loss.
+/// Text as a terminal may show it: control characters (escape sequences, carriage
+/// returns, line breaks) written as `\u{1b}` and the like, so that a name someone typed
+/// cannot rewrite what an auditor reads.
+pub fn printable(text: &str) -> String {
+    text.chars().map(|c| if c.is_control() { c.escape_unicode().to_string() } else { c.to_string() }).collect()
+}
+
 pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
@@ -109,6 +116,12 @@ pub fn boot_id() -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn control_characters_are_shown_not_obeyed() {
+        assert_eq!(super::printable("Айгүл"), "Айгүл");
+        assert_eq!(super::printable("a\u{1b}[2Jb\r\nc"), "a\\u{1b}[2Jb\\u{d}\\u{a}c");
+    }
+
     use super::*;
 
     #[test]

@@ -4,6 +4,7 @@
 use super::load;
 use super::store_url::open_store_url;
 use anyhow::Result;
+use courtbox::base::printable;
 use courtbox::integrity::PublicKey;
 use courtbox::ledger::Reader;
 use std::path::{Path, PathBuf};
@@ -31,11 +32,18 @@ pub fn run(args: AuditArgs, config: &Path) -> Result<ExitCode> {
     if !verify {
         for (body, _) in &entries {
             match serde_json::from_slice::<courtbox::integrity::AuditBody>(body) {
+                // Entries carry what clients sent (names, paths): shown, never obeyed.
                 Ok(b) => println!(
                     "#{:<5} {}  {:<24} {:<11} {:<45} {} ({})",
-                    b.index, b.wall, b.actor, b.role, b.action, b.outcome, b.status
+                    b.index,
+                    b.wall,
+                    printable(&b.actor),
+                    printable(&b.role),
+                    printable(&b.action),
+                    b.outcome,
+                    b.status
                 ),
-                Err(_) => println!("(undecodable entry) {}", String::from_utf8_lossy(body)),
+                Err(_) => println!("(undecodable entry) {}", printable(&String::from_utf8_lossy(body))),
             }
         }
     }

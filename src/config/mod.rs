@@ -140,6 +140,10 @@ pub struct BroadcastOutput {
     /// hls: the folder for the playlist and segments (relative to this file).
     #[serde(default)]
     pub dir: Option<PathBuf>,
+    /// Allows an unencrypted output beyond this box: `rtmp://` (the stream key travels in
+    /// clear) or `srt://` without a passphrase. Loopback needs no permission.
+    #[serde(default)]
+    pub allow_insecure: bool,
 }
 
 /// When a source's signal problem during a session becomes an alarm (status, log).
@@ -176,6 +180,9 @@ pub struct StoreConfig {
     pub credentials_file: Option<PathBuf>,
     /// Objects uploaded at the same time.
     pub concurrency: u32,
+    /// Allows a plain `http://` endpoint beyond this box (the record's bytes would cross
+    /// the network unencrypted). Loopback needs no permission.
+    pub allow_insecure: bool,
     /// Objects this large or larger are sent in parts and read back after completion.
     pub multipart_threshold_mib: u32,
     /// First delay after a failed attempt; it doubles (with jitter) up to `retry_max_ms`.
@@ -192,6 +199,7 @@ impl Default for StoreConfig {
             region: "us-east-1".into(),
             path_style: true,
             credentials_file: None,
+            allow_insecure: false,
             concurrency: 4,
             multipart_threshold_mib: 16,
             retry_initial_ms: 500,
@@ -288,6 +296,8 @@ pub struct SttConfig {
 #[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct StatedQuality {
+    /// The SHA-256 of the model it was measured on: after a model swap it no longer applies.
+    pub model_sha256: String,
     /// 0 to 1: one minus the word error rate the technician measured.
     pub score: f32,
     pub set_by: String,
@@ -613,15 +623,73 @@ mod tests {
             let c: Config = toml::from_str(&format!("{base}{extra}")).unwrap();
             validate_config(&c).iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n")
         };
-        let good = "[stt.quality.kk]\nscore = 0.8\nset_by = \"A. Technician\"\nset_at = \"2026-12-01\"\n";
-        assert_eq!(problems(good), "");
+        let sha = "ab".repeat(32);
+        let good = format!(
+            "[stt.quality.kk]\nmodel_sha256 = \"{sha}\"\nscore = 0.8\nset_by = \"A. Technician\"\nset_at = \"2026-12-01\"\n"
+        );
+        assert_eq!(problems(&good), "");
         assert!(problems("[stt]\nmin_quality = 1.5\n").contains("stt.min_quality: must be between 0 and 1"));
-        let bad = "[stt.quality.de]\nscore = 2.0\nset_by = \" \"\nset_at = \"yesterday\"\n";
+        let bad = "[stt.quality.de]\nmodel_sha256 = \"x\"\nscore = 2.0\nset_by = \" \"\nset_at = \"yesterday\"\n";
         let found = problems(bad);
         for key in
             ["stt.quality.de: the language", "stt.quality.de.score", "stt.quality.de.set_by", "stt.quality.de.set_at"]
         {
             assert!(found.contains(key), "{key} not named in: {found}");
+        }
+    }
+
+    #[test]
+    fn nothing_secret_leaves_the_box_in_clear_unless_allowed() {
+        let base = "court = \"c\"\nroom = \"r\"\ndata_dir = \"d\"\nhw_profile = \"p.toml\"\n";
+        let problems = |extra: &str| -> String {
+            let c: Config = toml::from_str(&format!("{base}{extra}")).unwrap();
+            validate_config(&c).iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n")
+        };
+        for local in ["127.0.0.1:8089", "[::1]:8089"] {
+            assert_eq!(problems(&format!("[api]\nlisten = \"{local}\"\n")), "", "{local}");
+        }
+        let open = problems("[api]\nlisten = \"0.0.0.0:8089\"\n");
+        assert!(
+            open.contains("api.listen: 0.0.0.0:8089 is reachable beyond this box") && open.contains("tls_cert"),
+            "{open}"
+        );
+        let tls = "[api]\nlisten = \"0.0.0.0:8443\"\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\n";
+        assert_eq!(problems(tls), "");
+
+        let s3 = |endpoint: &str, allow: bool| {
+            problems(&format!("[store]\nurl = \"s3://b/p\"\nendpoint = \"{endpoint}\"\nallow_insecure = {allow}\n"))
+        };
+        assert_eq!(s3("http://127.0.0.1:8333", false), "");
+        assert_eq!(s3("http://localhost:8333", false), "");
+        assert_eq!(s3("https://s3.court.kz", false), "");
+        assert!(
+            s3("http://s3.court.kz", false)
+                .contains("store.endpoint: \"http://s3.court.kz\" is plain HTTP beyond this box")
+        );
+        assert_eq!(s3("http://s3.court.kz", true), "", "a technician may allow it");
+
+        let output = |url: &str, extra: &str| {
+            problems(&format!(
+                "[[broadcast.output]]\nname = \"o\"\nkind = \"{}\"\nurl = \"{url}\"\n{extra}",
+                &url[..url.find(':').unwrap()].trim_end_matches('s')
+            ))
+        };
+        assert_eq!(output("rtmp://127.0.0.1/live", ""), "");
+        assert!(output("rtmp://live.example.kz/app", "").contains("sends the stream key in clear"));
+        assert_eq!(output("rtmps://live.example.kz/app", ""), "");
+        assert_eq!(output("rtmp://live.example.kz/app", "allow_insecure = true\n"), "");
+        assert!(output("srt://live.example.kz:9000", "").contains("without a passphrase is unencrypted"));
+        assert_eq!(output("srt://live.example.kz:9000", "key_file = \"k\"\n"), "");
+    }
+
+    #[test]
+    fn loopback_urls() {
+        use super::validate::is_loopback_url;
+        for yes in ["http://127.0.0.1:9000/x", "http://localhost", "srt://[::1]:9000", "rtmp://u:p@127.0.0.2/app"] {
+            assert!(is_loopback_url(yes), "{yes}");
+        }
+        for no in ["http://10.0.0.1", "http://localhost.evil.kz", "http://127.0.0.1.nip.io", "nonsense"] {
+            assert!(!is_loopback_url(no), "{no}");
         }
     }
 }

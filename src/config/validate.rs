@@ -84,6 +84,9 @@ pub fn validate_config(config: &Config) -> Vec<Problem> {
         if !(0.0..=1.0).contains(&q.score) {
             p.add(format!("{key}.score"), "must be between 0 and 1 (one minus the word error rate)");
         }
+        if q.model_sha256.len() != 64 || !q.model_sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+            p.add(format!("{key}.model_sha256"), "must be the SHA-256 of the model it was measured on (64 hex digits)");
+        }
         if q.set_by.trim().is_empty() {
             p.add(format!("{key}.set_by"), "must name who measured it");
         }
@@ -123,10 +126,19 @@ pub fn validate_config(config: &Config) -> Vec<Problem> {
             format!("must be below disk.warn_free_mib ({} >= {})", disk.critical_free_mib, disk.warn_free_mib),
         );
     }
-    if config.api.listen.parse::<std::net::SocketAddr>().is_err() {
-        p.add("api.listen", format!("{:?} is not an address like 127.0.0.1:8089", config.api.listen));
-    }
     let api = &config.api;
+    match api.listen.parse::<std::net::SocketAddr>() {
+        Err(_) => p.add("api.listen", format!("{:?} is not an address like 127.0.0.1:8089", api.listen)),
+        // PINs, session cookies and tokens must not cross a network in clear.
+        Ok(addr) if !addr.ip().is_loopback() && api.tls_cert.is_none() => p.add(
+            "api.listen",
+            format!(
+                "{addr} is reachable beyond this box, and plain HTTP would carry PINs, cookies and tokens in clear: \
+                 set api.tls_cert and api.tls_key, or listen on 127.0.0.1"
+            ),
+        ),
+        Ok(_) => {}
+    }
     if api.tls_cert.is_some() != api.tls_key.is_some() {
         p.add("api.tls_cert", "tls_cert and tls_key go together: set both for HTTPS, or neither");
     }
@@ -183,6 +195,18 @@ fn validate_broadcast(p: &mut Problems, b: &BroadcastConfig) {
                     p.add(k("url"), format!("{url:?} is not a {} address", schemes.join(" or ")));
                 } else if o.kind == OutputKind::Srt && url.contains("passphrase") {
                     p.add(k("url"), "holds a passphrase: put it in key_file (mode 600) instead");
+                } else if !o.allow_insecure && !is_loopback_url(url) {
+                    if url.starts_with("rtmp://") {
+                        p.add(
+                            k("url"),
+                            "rtmp:// beyond this box sends the stream key in clear: use rtmps://, or set allow_insecure = true",
+                        );
+                    } else if o.kind == OutputKind::Srt && o.key_file.is_none() {
+                        p.add(
+                            k("key_file"),
+                            "srt:// beyond this box without a passphrase is unencrypted: set key_file, or allow_insecure = true",
+                        );
+                    }
                 }
             }
             (None, Some(_)) => p.add(k("url"), "an hls output writes to dir, not to a url"),
@@ -236,14 +260,35 @@ fn validate_store(p: &mut Problems, store: &StoreConfig) {
         }
         _ => false,
     };
-    if let Some(endpoint) = &store.endpoint
-        && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
-    {
-        p.add("store.endpoint", format!("{endpoint:?} is not an http:// or https:// address"));
+    if let Some(endpoint) = &store.endpoint {
+        if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+            p.add("store.endpoint", format!("{endpoint:?} is not an http:// or https:// address"));
+        } else if endpoint.starts_with("http://") && !is_loopback_url(endpoint) && !store.allow_insecure {
+            p.add(
+                "store.endpoint",
+                format!(
+                    "{endpoint:?} is plain HTTP beyond this box: the record would cross the network unencrypted; \
+                     use https://, or set store.allow_insecure = true for a network you trust"
+                ),
+            );
+        }
     }
     if !s3 && (store.endpoint.is_some() || store.credentials_file.is_some()) {
         p.add("store.url", "endpoint and credentials_file are set but url is not s3://bucket/prefix");
     }
+}
+
+/// Whether a URL's host is this box (localhost, 127.0.0.0/8, ::1): traffic to it never
+/// leaves the machine.
+pub fn is_loopback_url(url: &str) -> bool {
+    let Some((_, rest)) = url.split_once("://") else { return false };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = match host_port.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host_port.split(':').next().unwrap_or(""),
+    };
+    host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Checks a hardware profile. Pure: a device that is absent on this machine is not an error

@@ -274,7 +274,8 @@ pub async fn sign_in(State(s): State<ApiState>, request: Request) -> Response {
         }
     };
     let claimed = Claimed {
-        who: format!("{} (panel sign-in)", req.name.chars().take(64).collect::<String>()),
+        // Refused when it holds control characters; even so, the audit never stores them raw.
+        who: format!("{} (panel sign-in)", crate::base::printable(&req.name.chars().take(64).collect::<String>())),
         role: "secretary".into(),
     };
     let auth = s.auth.clone();

@@ -106,7 +106,7 @@ pub async fn session(State(s): State<ApiState>, Path(id): Path<String>) -> Resul
     let (row, bodies) = blocking(move || {
         let reader = ledger.reader()?;
         let row = reader.find_session(&id)?;
-        let bodies = crate::session::decode_records(&reader, row.id)?;
+        let bodies = reader.record_bodies(row.id)?;
         Ok::<_, crate::ledger::LedgerError>((row, bodies))
     })
     .await?;

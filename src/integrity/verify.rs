@@ -4,7 +4,7 @@
 
 use super::layout;
 use super::record::{
-    CONTINUITY_TOLERANCE_NS, CaptionOrigin, Context, Entry, ManifestBody, RecordBody, SignedDoc, ZERO_HASH,
+    CONTINUITY_TOLERANCE_NS, CaptionOrigin, Context, Entry, ManifestBody, ModelRef, RecordBody, SignedDoc, ZERO_HASH,
 };
 use super::trust::{Fingerprint, TrustAnchor, TrustList, fingerprint};
 use super::{PublicKey, SignedDocError};
@@ -476,6 +476,7 @@ pub fn verify(folder: &dyn SessionFolder, options: &VerifyOptions) -> Report {
     report.coverage = coverage(&valid);
     check_manifest(folder, &files, &key, session, hashes, &valid, &mut report);
     check_announced(&valid, &mut report);
+    check_caption_statements(&valid, &mut report);
     check_captions_file(folder, &valid, &mut report);
     if let (TrustAnchor::List(list), Some(first)) = (&options.anchor, valid.first()) {
         check_trust_list_entry(list, &key, first, &mut report);
@@ -1126,13 +1127,30 @@ fn check_manifest(
 }
 
 /// After the session stop, only the work of a later transcription may be added: its
-/// captions, and the stretches whose output it refused as not speech.
+/// captions, each followed by the stretches of the same interval whose output the same
+/// model refused (`captions_behind` naming it, nothing else).
 fn check_nothing_after_stop(records: &[&RecordBody], stop: usize, report: &mut Report) {
+    // The backlog captions a refused stretch after the stop belongs to: (source, model, interval).
+    let mut transcription: Option<(&str, &ModelRef, MediaTime, MediaTime)> = None;
     for r in records.iter().filter(|r| r.index as usize > stop) {
-        let later_transcription = matches!(
-            r.entry,
-            Entry::Captions { origin: CaptionOrigin::Backlog, .. } | Entry::CaptionsBehind { model: Some(_), .. }
-        );
+        let later_transcription = match &r.entry {
+            Entry::Captions { origin: CaptionOrigin::Backlog, source, model, backlog_of, .. } => {
+                let resolved = backlog_of.and_then(|k| records.iter().find(|b| b.index == k));
+                transcription = match (model, resolved.map(|b| &b.entry)) {
+                    (Some(m), Some(Entry::CaptionsBehind { media_start, media_end, .. })) => {
+                        Some((source.as_str(), m, *media_start, *media_end))
+                    }
+                    _ => None,
+                };
+                true
+            }
+            Entry::CaptionsBehind { source, media_start, media_end, model: Some(m), .. } => transcription
+                .is_some_and(|(s, tm, from, to)| s == source && tm == m && from <= *media_start && *media_end <= to),
+            _ => {
+                transcription = None;
+                false
+            }
+        };
         if !later_transcription {
             report.fault(
                 FaultKind::Structure,
@@ -1143,6 +1161,66 @@ fn check_nothing_after_stop(records: &[&RecordBody], stop: usize, report: &mut R
                 ),
             );
         }
+    }
+}
+
+/// What the caption records state must fit together: a later transcription resolves an
+/// earlier `captions_behind` of its own microphone, and a microphone stated to have no live
+/// captions in a run (`captions_off`) has none. The report says, per microphone, what no
+/// model transcribed: a verified chain may hold stretches without captions, and says so.
+fn check_caption_statements(records: &[&RecordBody], report: &mut Report) {
+    let mut not_transcribed: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+    let resolved: std::collections::HashSet<u64> = records
+        .iter()
+        .filter_map(|r| match &r.entry {
+            Entry::Captions { backlog_of: Some(k), .. } => Some(*k),
+            _ => None,
+        })
+        .collect();
+    // Microphones without live captions in the current run, from the media time stated.
+    let mut off: BTreeMap<&str, MediaTime> = BTreeMap::new();
+    for r in records {
+        match &r.entry {
+            Entry::RunStart { .. } => off.clear(),
+            Entry::CaptionsOff { source, media, .. } => {
+                off.insert(source.as_str(), *media);
+            }
+            Entry::Captions { source, origin: CaptionOrigin::Live, .. } if off.contains_key(source.as_str()) => {
+                report.fault(
+                    FaultKind::Structure,
+                    format!("record #{} holds live captions of {source}, which its run states has none", r.index),
+                );
+            }
+            Entry::Captions { source, backlog_of: Some(k), .. } => {
+                let target = records.iter().find(|b| b.index == *k);
+                let fits = target.is_some_and(|b| {
+                    b.index < r.index && matches!(&b.entry, Entry::CaptionsBehind { source: s, .. } if s == source)
+                });
+                if !fits {
+                    report.fault(
+                        FaultKind::Structure,
+                        format!(
+                            "record #{} says it transcribes record #{k}, which is no earlier captions_behind of {source}",
+                            r.index
+                        ),
+                    );
+                }
+            }
+            Entry::CaptionsBehind { source, media_start, media_end, model: Some(_), .. }
+                if !resolved.contains(&r.index) =>
+            {
+                let e = not_transcribed.entry(source.as_str()).or_default();
+                e.0 += 1;
+                e.1 += media_end.0.saturating_sub(media_start.0);
+            }
+            _ => {}
+        }
+    }
+    for (source, (stretches, ns)) in not_transcribed {
+        report.notes.push(format!(
+            "captions: {source} has {stretches} stretch(es), {:.1} s, that no model transcribed (stated in captions_behind records)",
+            ns as f64 / 1e9
+        ));
     }
 }
 
@@ -1392,5 +1470,119 @@ mod tests {
         let left_behind = body(behind(None));
         check_announced(&[&left_behind], &mut report);
         assert_eq!(report.open.len(), 1, "captions promised for later and never brought leave the chain incomplete");
+    }
+
+    fn indexed(index: u64, entry: Entry) -> RecordBody {
+        RecordBody { index, ..body(entry) }
+    }
+
+    fn behind(index: u64, source: &str, from_s: u64, to_s: u64, model: Option<&ModelRef>) -> RecordBody {
+        indexed(
+            index,
+            Entry::CaptionsBehind {
+                source: source.into(),
+                media_start: MediaTime::from_millis(from_s * 1000),
+                media_end: MediaTime::from_millis(to_s * 1000),
+                reason: "r".into(),
+                model: model.cloned(),
+            },
+        )
+    }
+
+    fn later_captions(index: u64, source: &str, of: u64, model: &ModelRef) -> RecordBody {
+        indexed(
+            index,
+            Entry::Captions {
+                source: source.into(),
+                role: None,
+                language: "kk".into(),
+                origin: CaptionOrigin::Backlog,
+                backlog_of: Some(of),
+                items: vec![],
+                model: Some(model.clone()),
+            },
+        )
+    }
+
+    #[test]
+    fn after_the_stop_only_a_later_transcription_and_what_it_refused_may_follow() {
+        let (a, b) = (
+            ModelRef { name: "base-q8".into(), sha256: "aa".into() },
+            ModelRef { name: "large".into(), sha256: "bb".into() },
+        );
+        let stop = indexed(2, Entry::SessionStop { media: MediaTime::from_millis(60_000) });
+        let faults = |after: Vec<RecordBody>| {
+            let mut all = vec![behind(0, "defence", 0, 60, Some(&a)), behind(1, "judge", 0, 60, None), stop.clone()];
+            all.extend(after);
+            let refs: Vec<&RecordBody> = all.iter().collect();
+            let mut report = Report::default();
+            check_nothing_after_stop(&refs, 2, &mut report);
+            check_caption_statements(&refs, &mut report);
+            report.faults.len()
+        };
+        // Model b transcribes the defence's stretch and refuses a part of it: fine.
+        assert_eq!(faults(vec![later_captions(3, "defence", 0, &b), behind(4, "defence", 10, 20, Some(&b))]), 0);
+        // A refusal on its own, by another model, of another source, or outside the stretch.
+        assert_eq!(faults(vec![behind(3, "defence", 10, 20, Some(&b))]), 1);
+        assert_eq!(faults(vec![later_captions(3, "defence", 0, &b), behind(4, "defence", 10, 20, Some(&a))]), 1);
+        assert_eq!(faults(vec![later_captions(3, "defence", 0, &b), behind(4, "judge", 10, 20, Some(&b))]), 1);
+        assert_eq!(faults(vec![later_captions(3, "defence", 0, &b), behind(4, "defence", 50, 70, Some(&b))]), 1);
+        // Captions that claim to resolve another microphone's promise.
+        assert_eq!(faults(vec![later_captions(3, "defence", 1, &b)]), 1);
+    }
+
+    #[test]
+    fn live_captions_of_a_microphone_stated_to_have_none_are_a_fault() {
+        let model = ModelRef { name: "base-q8".into(), sha256: "aa".into() };
+        let run = |index| {
+            indexed(
+                index,
+                Entry::RunStart {
+                    run: 1,
+                    cause: super::super::RunCause::SessionStart,
+                    media: MediaTime::ZERO,
+                    boot_id: String::new(),
+                    sources: vec!["defence".into()],
+                },
+            )
+        };
+        let off = indexed(
+            1,
+            Entry::CaptionsOff {
+                source: "defence".into(),
+                language: "kk".into(),
+                media: MediaTime::ZERO,
+                reason: "r".into(),
+                model: model.clone(),
+            },
+        );
+        let live = |index| {
+            indexed(
+                index,
+                Entry::Captions {
+                    source: "defence".into(),
+                    role: None,
+                    language: "kk".into(),
+                    origin: CaptionOrigin::Live,
+                    backlog_of: None,
+                    items: vec![],
+                    model: Some(model.clone()),
+                },
+            )
+        };
+        let check = |records: Vec<RecordBody>| {
+            let mut report = Report::default();
+            check_caption_statements(&records.iter().collect::<Vec<_>>(), &mut report);
+            report
+        };
+        assert_eq!(check(vec![run(0), off.clone(), live(2)]).faults.len(), 1);
+        assert!(check(vec![run(0), off.clone(), run(2), live(3)]).faults.is_empty(), "a later run may caption it");
+        let stated = check(vec![run(0), off, behind(2, "defence", 0, 60, Some(&model))]);
+        assert_eq!(
+            stated.notes,
+            [
+                "captions: defence has 1 stretch(es), 60.0 s, that no model transcribed (stated in captions_behind records)"
+            ]
+        );
     }
 }

@@ -225,6 +225,17 @@ impl Reader {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// The session's records, decoded; one that does not decode is an error naming it.
+    pub fn record_bodies(&self, session: Uuid) -> Result<Vec<crate::integrity::RecordBody>, LedgerError> {
+        self.records(session)?
+            .into_iter()
+            .map(|r| {
+                serde_json::from_slice(&r.body)
+                    .map_err(|e| LedgerError::Invalid(format!("record #{} does not decode: {e}", r.idx)))
+            })
+            .collect()
+    }
+
     pub fn segments(&self, session: Uuid) -> Result<Vec<SegmentRow>, LedgerError> {
         let mut stmt = self.conn.prepare(
             "SELECT source, seq, record_idx, file, media_start_ns, media_end_ns, bytes, recovered

@@ -9,7 +9,7 @@ mod onair;
 mod recovery;
 
 pub use continuity::{Continuity, GapSpec};
-pub use recovery::{decode_records, resume_offset};
+pub use recovery::resume_offset;
 
 use crate::base::{Clocks, MediaTime};
 use crate::broadcast::{BlankReason, BroadcastStatus, Broadcaster};
@@ -336,7 +336,7 @@ impl Recorder {
             failed = recovered.failed,
             "spool recovered"
         );
-        let records = recovery::decode_records(&reader, session.id)?;
+        let records = reader.record_bodies(session.id)?;
         let offset = recovery::resume_offset(&session, &records, self.clocks.wall());
         let continuity = Continuity::replay(&records);
         let privacy_muted = records
@@ -532,7 +532,7 @@ impl Recorder {
         // Everything that can fail before capture starts leaves the session in recess.
         let id = a.session.id;
         let reader = self.ledger.reader()?;
-        let records = recovery::decode_records(&reader, id)?;
+        let records = reader.record_bodies(id)?;
         let offset = recovery::resume_offset(&a.session, &records, self.clocks.wall());
         let next_seq = reader.last_seq(id)?.into_iter().map(|(k, v)| (k, v + 1)).collect();
         // A resume that failed to start capture may have left its run row: count past it.

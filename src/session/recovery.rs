@@ -31,17 +31,6 @@ pub fn find_interrupted(reader: &Reader) -> Result<Option<Interrupted>, LedgerEr
     Ok(Some(Interrupted { last_run: last.map_or(0, |r| r.run), session, cause, in_recess }))
 }
 
-pub fn decode_records(reader: &Reader, session: uuid::Uuid) -> Result<Vec<RecordBody>, LedgerError> {
-    reader
-        .records(session)?
-        .into_iter()
-        .map(|r| {
-            serde_json::from_slice(&r.body)
-                .map_err(|e| LedgerError::Invalid(format!("record #{} does not decode: {e}", r.idx)))
-        })
-        .collect()
-}
-
 #[derive(Debug, Default)]
 pub struct Recovered {
     pub committed: usize,
@@ -55,7 +44,7 @@ pub fn commit_orphans(ledger: &Ledger, data_dir: &Path, session: &SessionRow) ->
     let reader = ledger.reader()?;
     let committed: HashSet<(String, u64)> =
         reader.segments(session.id)?.into_iter().map(|s| (s.source, s.seq)).collect();
-    let mut continuity = Continuity::replay(&decode_records(&reader, session.id)?);
+    let mut continuity = Continuity::replay(&reader.record_bodies(session.id)?);
     let session_dir = data_dir.join("spool").join(session.id.to_string());
     let orphans = segment::find_orphans(&session_dir, &committed)
         .map_err(|e| LedgerError::Invalid(format!("cannot scan the spool {}: {e}", session_dir.display())))?;

@@ -16,8 +16,10 @@ pub const MIN_CONFIDENCE: f32 = 0.25;
 
 /// Letters needed before the script of a segment is judged.
 const MIN_LETTERS_FOR_SCRIPT: usize = 6;
-/// Share of a segment's letters that must be in the language's script.
-const MIN_SCRIPT_SHARE: f32 = 0.8;
+/// Share of a segment's letters that must be in the language's script: at least half, so
+/// that Russian speech naming "ООО Alpha Trading Group" in a sentence keeps its caption,
+/// while whisper's Latin fragments over Kazakh ("Гормет tessot", "counter қаха") do not.
+const MIN_SCRIPT_SHARE: f32 = 0.5;
 /// A Kazakh stretch this long (words) without one Kazakh-only letter is not Kazakh.
 const KAZAKH_WORDS_WITHOUT_KAZAKH_LETTERS: usize = 8;
 /// Letters only Kazakh writes among the Cyrillic alphabets the box meets.
@@ -280,6 +282,8 @@ mod tests {
         assert_eq!(judge(facts(russian_words), "kk"), Err(Rejection::NotKazakh));
         // Short stretches are not judged by their letters: a name, a number, "OK".
         assert_eq!(judge(facts("Да, OK."), "ru"), Ok(()));
+        // A Latin name inside a Russian sentence is Russian speech.
+        assert_eq!(judge(facts("Представитель ООО Alpha Trading Group согласен с иском."), "ru"), Ok(()));
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! `models/models.toml` carries its quality per language, measured by `courtbox bench
 //! quality` on the project's test speech (1 − word error rate, floored at 0); a language
 //! without test speech is unmeasured. A technician may state the quality of a model the
-//! box does not pin (`[stt.quality.<language>]`, with who and when). Below `[stt]
+//! box does not pin (`[stt.quality.<language>]`, with who, when, and the model's SHA-256). Below `[stt]
 //! min_quality`, a microphone in that language gets no live captions: the audio is recorded
 //! as always, the chain says why, and a capable model can transcribe it later. Pure logic.
 

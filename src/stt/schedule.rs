@@ -46,6 +46,9 @@ pub enum BehindCause {
     Withheld(super::quality::Withheld),
     /// The model's output for this stretch was not speech (see `filter`).
     NotTranscribed(super::filter::Rejection),
+    /// The speech engine failed on this stretch. Live, the backlog tries it again; a
+    /// failure in the backlog itself is left for another attempt by hand (`retry: false`).
+    EngineFailed { why: String, retry: bool },
 }
 
 impl BehindCause {
@@ -57,6 +60,7 @@ impl BehindCause {
             BehindCause::NoModel(why) => format!("no captions while recording: {why}"),
             BehindCause::Withheld(w) => w.to_string(),
             BehindCause::NotTranscribed(why) => format!("not transcribed: {why}"),
+            BehindCause::EngineFailed { why, .. } => format!("not transcribed: the speech engine failed ({why})"),
         }
     }
 
@@ -64,7 +68,11 @@ impl BehindCause {
     /// model's own output that was refused, or the language it is not good enough for: that
     /// takes another model (`courtbox captions transcribe`).
     pub fn same_model_can_retry(&self) -> bool {
-        !matches!(self, BehindCause::Withheld(_) | BehindCause::NotTranscribed(_))
+        match self {
+            BehindCause::Withheld(_) | BehindCause::NotTranscribed(_) => false,
+            BehindCause::EngineFailed { retry, .. } => *retry,
+            _ => true,
+        }
     }
 }
 

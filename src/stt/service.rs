@@ -75,14 +75,21 @@ impl SttSettings {
 impl SttSettings {
     pub fn from_config(cfg: &LoadedConfig) -> SttSettings {
         let stt = &cfg.config.stt;
-        let pinned = super::models::spec_for_file(&cfg.stt_model);
+        // The pinned figures belong to the pinned file: not to another file of the same name.
+        let pinned = super::models::spec_for_file(&cfg.stt_model)
+            .filter(|p| stt.model_sha256.as_ref().is_none_or(|sha| sha.eq_ignore_ascii_case(&p.sha256)));
         SttSettings {
             model: cfg.stt_model.clone(),
             model_sha256: stt.model_sha256.clone().or_else(|| pinned.as_ref().map(|p| p.sha256.clone())),
             measured_quality: pinned.as_ref().map(|p| p.quality.clone()).unwrap_or_default(),
+            // A figure measured on another model says nothing of this one.
             stated_quality: stt
                 .quality
                 .iter()
+                .filter(|(_, q)| {
+                    let sha = stt.model_sha256.as_ref().or(pinned.as_ref().map(|p| &p.sha256));
+                    sha.is_some_and(|sha| sha.eq_ignore_ascii_case(&q.model_sha256))
+                })
                 .map(|(language, q)| {
                     let rating = Rating::Stated { score: q.score, set_by: q.set_by.clone(), set_at: q.set_at.clone() };
                     (language.clone(), rating)
@@ -248,9 +255,10 @@ enum Control {
         deadline: Duration,
         reply: SyncSender<()>,
     },
+    /// Stretches a transcription request planned (off this thread), to queue.
     Transcribe {
-        request: TranscribeRequest,
-        reply: SyncSender<Result<TranscriptionQueued, SttError>>,
+        items: Vec<BacklogItem>,
+        reply: SyncSender<Result<usize, SttError>>,
     },
 }
 
@@ -278,6 +286,10 @@ pub struct TranscriptionQueued {
 /// Handle to the service; cheap to share.
 pub struct Stt {
     ctl: Mutex<Option<Sender<Control>>>,
+    /// For planning transcription requests on the caller's thread.
+    ledger: Arc<Ledger>,
+    settings: SttSettings,
+    capability: Capability,
     audio: SyncSender<AudioChunk>,
     events: broadcast::Sender<CaptionEvent>,
     status: Arc<Mutex<SttStatus>>,
@@ -321,6 +333,7 @@ impl Stt {
             last_error: None,
         }));
         let capability = settings.capability();
+        let handle = (ledger.clone(), settings.clone(), capability.clone());
         let worker = Worker {
             capability,
             settings,
@@ -338,7 +351,17 @@ impl Stt {
             .name("stt".into())
             .spawn(move || worker.run(ctl_rx, audio_rx))
             .expect("spawn stt thread");
-        Stt { ctl: Mutex::new(Some(ctl_tx)), audio: audio_tx, events, status, thread: Mutex::new(Some(thread)) }
+        let (ledger, settings, capability) = handle;
+        Stt {
+            ctl: Mutex::new(Some(ctl_tx)),
+            ledger,
+            settings,
+            capability,
+            audio: audio_tx,
+            events,
+            status,
+            thread: Mutex::new(Some(thread)),
+        }
     }
 
     /// Where capture sends microphone audio. Never blocks: a full queue drops the chunk.
@@ -369,11 +392,29 @@ impl Stt {
     }
 
     /// Queues what is still to be transcribed (of one session, or of all) that the
-    /// installed model can do; says what it queued and what it left.
+    /// installed model can do; says what it queued and what it left. The records are read
+    /// and planned here, on the caller's thread: live transcription does not wait for it.
     pub fn transcribe(&self, request: TranscribeRequest) -> Result<TranscriptionQueued, SttError> {
+        let unreadable = |e: crate::ledger::LedgerError| SttError::Unavailable(format!("cannot read the ledger: {e}"));
+        let reader = self.ledger.reader().map_err(unreadable)?;
+        let sessions = match request.session {
+            Some(id) => vec![id],
+            None => reader.sessions().map_err(unreadable)?.into_iter().map(|r| r.id).collect(),
+        };
+        let mut report = TranscriptionQueued::default();
+        let mut items = Vec::new();
+        for session in sessions {
+            let records = reader.record_bodies(session).map_err(unreadable)?;
+            let (planned, left) =
+                plan_stretches(session, &records, &self.settings, &self.capability, request.language.as_deref());
+            report.sessions += usize::from(!planned.is_empty());
+            report.left.extend(left);
+            items.extend(planned);
+        }
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        self.send(Control::Transcribe { request, reply: tx });
-        rx.recv_timeout(Duration::from_secs(60)).map_err(|_| SttError::NotAnswering)?
+        self.send(Control::Transcribe { items, reply: tx });
+        report.queued = rx.recv_timeout(Duration::from_secs(60)).map_err(|_| SttError::NotAnswering)??;
+        Ok(report)
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<CaptionEvent> {
@@ -511,7 +552,7 @@ impl Worker {
                 self.announce_withheld(session, spec.run_start, &withheld);
                 let schedule = LiveSchedule::new(mics, &self.settings.stream, self.settings.queue);
                 self.live = Some(Live { spec, schedule, withheld });
-                self.queue_pending(&TranscribeRequest { session: Some(session), language: None });
+                self.queue_session(session);
             }
             Control::FinishRun { run_start, run_end, deadline, reply } => {
                 for chunk in audio.try_iter() {
@@ -522,13 +563,13 @@ impl Worker {
                 self.publish_status();
                 let _ = reply.send(());
             }
-            Control::Transcribe { request, reply } => {
+            Control::Transcribe { items, reply } => {
                 if self.engine.is_none() {
                     self.load_model();
                 }
                 let result = match &self.engine {
                     None => Err(SttError::Unavailable(self.status.lock().reason.clone().unwrap_or_default())),
-                    Some(_) => Ok(self.queue_pending(&request)),
+                    Some(_) => Ok(self.queue(items)),
                 };
                 self.publish_status();
                 let _ = reply.send(result);
@@ -541,8 +582,8 @@ impl Worker {
     /// microphones without live captions: state it now, up to what was recorded, so that a
     /// later model finds it.
     fn state_withheld_of_interrupted_runs(&mut self, session: Uuid, run_start: MediaTime) {
-        let records: Vec<RecordBody> = match self.ledger.reader().and_then(|r| r.records(session)) {
-            Ok(rows) => rows.iter().filter_map(|r| serde_json::from_slice(&r.body).ok()).collect(),
+        let records = match self.ledger.reader().and_then(|r| r.record_bodies(session)) {
+            Ok(records) => records,
             Err(e) => return self.note_error(format!("cannot read session {session}: {e}")),
         };
         for (source, start, end, reason, model) in unstated_withheld(&records, run_start) {
@@ -659,7 +700,7 @@ impl Worker {
     /// Splits a transcript into what may be sealed and the stretches refused: output that
     /// is not speech (`filter`), or in a detected language the model is not good enough for.
     fn screen(&self, job: &Job, t: Transcript) -> (Transcript, Vec<(MediaTime, MediaTime, BehindCause)>) {
-        let at = |d: Duration| MediaTime(job.start.0 + d.as_nanos() as u64).min(job.end());
+        let at = |d: Duration| job.media_at(d);
         let language_refused = self.capability.allows(&t.language).err();
         let mut kept = Vec::new();
         let mut refused: Vec<(MediaTime, MediaTime, BehindCause)> = Vec::new();
@@ -707,7 +748,17 @@ impl Worker {
         let Some(engine) = self.engine.as_mut() else { return };
         let transcript = match engine.transcribe(&job.samples, &language, context.as_deref()) {
             Ok(t) => t,
-            Err(e) => return self.note_error(e.to_string()),
+            Err(e) => {
+                // Never a silent hole: the stretch is stated, and the backlog tries again.
+                self.note_error(e.to_string());
+                let cause = BehindCause::EngineFailed { why: e.to_string(), retry: true };
+                return self.record_behind(Behind {
+                    source: source.to_string(),
+                    start: job.start,
+                    end: job.end(),
+                    cause,
+                });
+            }
         };
         let (transcript, refused) = self.screen(job, transcript);
         if !refused.is_empty() {
@@ -832,72 +883,26 @@ impl Worker {
         self.live = None;
     }
 
-    /// Queues the stretches still without captions (unresolved `captions_behind` records)
-    /// of one session or of every session, that the installed model can do. Says what it
-    /// queued and what it left: a language the model is not good enough for, or a stretch
-    /// whose output this same model already refused (it would only refuse it again).
-    fn queue_pending(&mut self, request: &TranscribeRequest) -> TranscriptionQueued {
-        let mut report = TranscriptionQueued::default();
-        let sessions = match request.session {
-            Some(id) => vec![id],
-            None => match self.ledger.reader().and_then(|r| r.sessions()) {
-                Ok(rows) => rows.into_iter().map(|r| r.id).collect(),
-                Err(e) => {
-                    self.note_error(format!("cannot list sessions: {e}"));
-                    return report;
-                }
-            },
-        };
-        for session in sessions {
-            let queued = self.queue_session(session, request.language.as_deref(), &mut report.left);
-            report.queued += queued;
-            report.sessions += usize::from(queued > 0);
+    /// Queues the stretches of `session` still without captions that the installed model
+    /// may do (at a run's start: what earlier runs left).
+    fn queue_session(&mut self, session: Uuid) {
+        match self.ledger.reader().and_then(|r| r.record_bodies(session)) {
+            Ok(records) => {
+                let (items, _) = plan_stretches(session, &records, &self.settings, &self.capability, None);
+                self.queue(items);
+            }
+            Err(e) => self.note_error(format!("cannot read session {session}: {e}")),
         }
-        report
     }
 
-    fn queue_session(&mut self, session: Uuid, only: Option<&str>, left: &mut Vec<String>) -> usize {
-        let records: Vec<RecordBody> = match self.ledger.reader().and_then(|r| r.records(session)) {
-            Ok(rows) => rows.iter().filter_map(|r| serde_json::from_slice(&r.body).ok()).collect(),
-            Err(e) => {
-                self.note_error(format!("cannot read session {session}: {e}"));
-                return 0;
-            }
-        };
-        let (language, roles) = records
-            .iter()
-            .find_map(|r| match &r.entry {
-                Entry::SessionStart { language, sources, .. } => Some((language.clone(), sources.clone())),
-                _ => None,
-            })
-            .unwrap_or_default();
-        let short = &session.to_string()[..8];
+    /// Adds to the backlog the items it does not hold yet; returns how many.
+    fn queue(&mut self, items: Vec<BacklogItem>) -> usize {
         let mut n = 0;
-        for r in crate::integrity::unresolved_captions_behind(&records) {
-            let Entry::CaptionsBehind { source, media_start, media_end, model, .. } = &r.entry else { continue };
-            let mic_language = self.settings.language_of(source, &language);
-            if only.is_some_and(|l| l != mic_language) || self.backlog.contains(session, r.index) {
-                continue;
+        for item in items {
+            if !self.backlog.contains(item.session, item.record) {
+                self.backlog.push(item);
+                n += 1;
             }
-            let stretch = format!("session {short}, {source} {media_start}–{media_end}");
-            if let Err(w) = self.capability.allows(&mic_language) {
-                left.push(format!("{stretch}: {w}"));
-                continue;
-            }
-            if model.as_ref().is_some_and(|m| *m == self.capability.model) {
-                left.push(format!("{stretch}: the installed model {} already refused it", self.capability.model.name));
-                continue;
-            }
-            self.backlog.push(BacklogItem {
-                session,
-                source: source.clone(),
-                role: roles.iter().find(|s| s.name == *source).and_then(|s| s.role),
-                language: mic_language,
-                record: r.index,
-                start: *media_start,
-                end: *media_end,
-            });
-            n += 1;
         }
         n
     }
@@ -938,7 +943,13 @@ impl Worker {
                 }
                 self.backlog.transcribed(&t.language, items, refused);
             }
-            Err(e) => self.note_error(e.to_string()),
+            Err(e) => {
+                // The item is still committed (it resolves its promise): this stretch is
+                // stated as not transcribed rather than silently missing.
+                self.note_error(e.to_string());
+                let cause = BehindCause::EngineFailed { why: e.to_string(), retry: false };
+                self.backlog.transcribed(language, Vec::new(), vec![(job.start, job.end(), cause)]);
+            }
         }
     }
 
@@ -1007,6 +1018,64 @@ impl Worker {
     }
 }
 
+/// The stretches of a session still without captions (unresolved `captions_behind`
+/// records) that `capability`'s model may transcribe, as backlog items, and the others with
+/// why: a language the model is not good enough for, or output this same model already
+/// refused (it would only refuse it again). A stretch withheld for its language (it has a
+/// `captions_off` at its start) was never tried: it is queued once the language is allowed.
+fn plan_stretches(
+    session: Uuid,
+    records: &[RecordBody],
+    settings: &SttSettings,
+    capability: &Capability,
+    only: Option<&str>,
+) -> (Vec<BacklogItem>, Vec<String>) {
+    let (language, roles) = records
+        .iter()
+        .find_map(|r| match &r.entry {
+            Entry::SessionStart { language, sources, .. } => Some((language.clone(), sources.clone())),
+            _ => None,
+        })
+        .unwrap_or_default();
+    let withheld_from: std::collections::HashSet<(&str, MediaTime)> = records
+        .iter()
+        .filter_map(|r| match &r.entry {
+            Entry::CaptionsOff { source, media, .. } => Some((source.as_str(), *media)),
+            _ => None,
+        })
+        .collect();
+    let short = &session.to_string()[..8];
+    let (mut items, mut left) = (Vec::new(), Vec::new());
+    for r in crate::integrity::unresolved_captions_behind(records) {
+        let Entry::CaptionsBehind { source, media_start, media_end, model, .. } = &r.entry else { continue };
+        let mic_language = settings.language_of(source, &language);
+        if only.is_some_and(|l| l != mic_language) {
+            continue;
+        }
+        let stretch = format!("session {short}, {source} {media_start}–{media_end}");
+        if let Err(w) = capability.allows(&mic_language) {
+            left.push(format!("{stretch}: {w}"));
+            continue;
+        }
+        let refused_by_this_model = model.as_ref().is_some_and(|m| *m == capability.model)
+            && !withheld_from.contains(&(source.as_str(), *media_start));
+        if refused_by_this_model {
+            left.push(format!("{stretch}: the installed model {} already refused it", capability.model.name));
+            continue;
+        }
+        items.push(BacklogItem {
+            session,
+            source: source.clone(),
+            role: roles.iter().find(|s| s.name == *source).and_then(|s| s.role),
+            language: mic_language,
+            record: r.index,
+            start: *media_start,
+            end: *media_end,
+        });
+    }
+    (items, left)
+}
+
 /// The `captions_off` stretches of runs that began before `run_start` and whose interval
 /// no `captions_behind` states (the run was killed): (source, from, to, reason, model),
 /// `to` being the end of what the source recorded before `run_start`.
@@ -1026,10 +1095,20 @@ fn unstated_withheld(
             Entry::CaptionsOff { source, media, reason, model, .. }
                 if *media < run_start && !stated(source, *media) =>
             {
+                // That run ended where the next began (or where this one begins).
+                let run_end = records
+                    .iter()
+                    .filter_map(|r| match &r.entry {
+                        Entry::RunStart { media: next, .. } if next > media => Some(*next),
+                        _ => None,
+                    })
+                    .min()
+                    .unwrap_or(run_start)
+                    .min(run_start);
                 let recorded_to = records
                     .iter()
                     .filter_map(|r| match &r.entry {
-                        Entry::Segment { source: s, media_end, .. } if s == source && *media_end <= run_start => {
+                        Entry::Segment { source: s, media_end, .. } if s == source && *media_end <= run_end => {
                             Some(*media_end)
                         }
                         _ => None,
@@ -1060,12 +1139,11 @@ fn caption_items(
     wall: crate::base::WallTime,
     delayed: bool,
 ) -> Vec<CaptionItem> {
-    let at = |d: Duration| MediaTime(job.start.0 + d.as_nanos() as u64).min(job.end());
     t.segments
         .iter()
         .map(|seg| CaptionItem {
-            media_start: at(seg.start),
-            media_end: at(seg.end),
+            media_start: job.media_at(seg.start),
+            media_end: job.media_at(seg.end),
             wall,
             text: seg.text.clone(),
             confidence: (seg.confidence * 1000.0).round() as u16,
@@ -1419,5 +1497,62 @@ mod tests {
         );
         // The run starting now is not "killed".
         assert!(unstated_withheld(&records, MediaTime::from_millis(10_000)).is_empty());
+    }
+
+    #[test]
+    fn a_stretch_withheld_for_its_language_is_queued_once_allowed_one_refused_is_not() {
+        let model = ModelRef { name: "scripted".into(), sha256: "5c".repeat(32) };
+        let body = |index: u64, entry: Entry| RecordBody {
+            v: crate::integrity::FORMAT_VERSION,
+            session: Uuid::nil(),
+            index,
+            prev: String::new(),
+            device: String::new(),
+            wall: crate::base::WallTime::from_unix_nanos(0),
+            entry,
+        };
+        let behind = |index, from: u64, to: u64| {
+            body(
+                index,
+                Entry::CaptionsBehind {
+                    source: "judge".into(),
+                    media_start: MediaTime::from_millis(from),
+                    media_end: MediaTime::from_millis(to),
+                    reason: "r".into(),
+                    model: Some(model.clone()),
+                },
+            )
+        };
+        let start = Entry::SessionStart {
+            court: "c".into(),
+            room: "r".into(),
+            case: "1".into(),
+            title: "t".into(),
+            language: "ru".into(),
+            hearing: Hearing::Open,
+            profile: "p".into(),
+            segment_ns: 1,
+            sources: vec![],
+        };
+        let off = Entry::CaptionsOff {
+            source: "judge".into(),
+            language: "ru".into(),
+            media: MediaTime::ZERO,
+            reason: "r".into(),
+            model: model.clone(),
+        };
+        // Run 1: Russian withheld (the model measured 0.1); later, in a run where it was
+        // allowed, the model's output for 70-80 s was refused.
+        let records = [body(0, start), body(1, off), behind(2, 0, 60_000), behind(3, 70_000, 80_000)];
+        let allowed = settings(Duration::from_secs(60));
+        let (items, left) = plan_stretches(Uuid::nil(), &records, &allowed, &allowed.capability(), None);
+        assert_eq!(items.iter().map(|i| i.record).collect::<Vec<_>>(), [2], "the withheld stretch, never tried");
+        assert_eq!(left.len(), 1);
+        assert!(left[0].ends_with("the installed model scripted already refused it"), "{left:?}");
+        let low = settings_with(Duration::from_secs(60), 0.1);
+        let (items, left) = plan_stretches(Uuid::nil(), &records, &low, &low.capability(), Some("ru"));
+        assert!(items.is_empty() && left.len() == 2 && left[0].contains("Russian: no live captions"), "{left:?}");
+        let (items, left) = plan_stretches(Uuid::nil(), &records, &allowed, &allowed.capability(), Some("kk"));
+        assert!(items.is_empty() && left.is_empty(), "another language is not asked for");
     }
 }

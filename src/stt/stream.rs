@@ -71,6 +71,12 @@ impl Job {
     pub fn end(&self) -> MediaTime {
         MediaTime(self.start.0 + self.samples.len() as u64 * 1_000_000_000 / u64::from(RATE))
     }
+
+    /// The media time `offset` into this job's audio (a transcript's timestamp), never past
+    /// its end.
+    pub fn media_at(&self, offset: std::time::Duration) -> MediaTime {
+        MediaTime(self.start.0 + offset.as_nanos() as u64).min(self.end())
+    }
 }
 
 struct Utterance {

@@ -312,13 +312,20 @@ fn actions_and_refusals_are_audited_and_tampering_is_named() {
     tb.start_session();
     tb.cli_ok(&["session", "mark", "audited mark"]);
     tb.stop_session();
+    // A name that would clear an auditor's terminal and forge a line: refused, and shown
+    // escaped.
+    let sign_in = format!("http://127.0.0.1:{}/api/v1/auth/sign-in", tb.port);
+    let evil = serde_json::json!({ "name": "Evil\u{1b}[2J\n#9     root ok", "pin": "123456" });
+    assert_eq!(http.post(&sign_in).json(&evil).send().unwrap().status().as_u16(), 400);
     daemon.terminate();
 
     let out = tb.cli_ok(&["audit", "--verify"]);
     assert!(out.contains("every signature and link checks out"), "{out}");
     let log = tb.cli_ok(&["audit"]);
+    assert!(!log.contains('\u{1b}'), "a control character reached the terminal: {log:?}");
     let lines: Vec<&str> = log.lines().filter(|l| l.starts_with('#')).collect();
-    assert_eq!(lines.len(), 5, "{log}");
+    assert_eq!(lines.len(), 6, "{log}");
+    assert!(lines[5].contains("Evil\\u{1b}[2J\\u{a}#9") && lines[5].contains("refused (400)"), "{log}");
     assert!(
         lines[0].contains("anonymous")
             && lines[0].contains("POST /api/v1/sessions")
