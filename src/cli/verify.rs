@@ -128,7 +128,9 @@ fn central_session(
         None => {
             // The session id as record #0 states it; the checkpoints found must then be signed
             // by the trusted key for that very session, or verify says so.
-            let first = folder.read(&courtbox::integrity::layout::record_file(0))?.unwrap_or_default();
+            let first = folder
+                .read_doc(&courtbox::integrity::layout::record_file(0), courtbox::integrity::MAX_RECORD_BYTES)?
+                .unwrap_or_default();
             let body = first.split(|b| *b == b'\n').next().unwrap_or_default();
             let session = serde_json::from_slice::<NamesSession>(body)
                 .map(|record| record.session)

@@ -20,8 +20,8 @@ pub use record::{
 };
 pub use trust::{Fingerprint, TrustAnchor, TrustError, TrustList, TrustedKey, fingerprint};
 pub use verify::{
-    Fault, FaultKind, LocalFolder, Open, Report, SessionFolder, SourceCoverage, Verdict, VerifyOptions,
-    completeness_line, coverage, digest_reader, verify, verify_folder,
+    Fault, FaultKind, LocalFolder, MAX_DOC_BYTES, MAX_MISSING, MAX_RECORD_BYTES, Open, Report, SessionFolder,
+    SourceCoverage, Verdict, VerifyOptions, completeness_line, coverage, digest_reader, verify, verify_folder,
 };
 
 /// File layout of a session folder, shared by the spool, exports and central storage.

@@ -354,12 +354,44 @@ impl fmt::Display for Report {
     }
 }
 
+/// The most a record file may hold. The largest the box writes is a captions batch of a few
+/// kilobytes; anything near this is crafted.
+pub const MAX_RECORD_BYTES: u64 = 1 << 20;
+/// The most any other document of the record may hold (a manifest lists every record's
+/// hash: about 100 bytes each, so 64 MiB is over half a million records).
+pub const MAX_DOC_BYTES: u64 = 64 << 20;
+/// Missing record or manifest numbers `verify` accounts for one by one. A folder naming
+/// `chain/99999999.rec` or `manifest-4294967295.rec` is crafted: what lies beyond is named
+/// once and not walked.
+pub const MAX_MISSING: u64 = 100_000;
+
 /// Read access to a session folder, wherever it is stored.
 pub trait SessionFolder {
     fn describe(&self) -> String;
     /// Every file, as a path relative to the folder with `/` separators.
     fn list(&self) -> std::io::Result<Vec<String>>;
     fn read(&self, path: &str) -> std::io::Result<Option<Vec<u8>>>;
+    /// A file's size, when it can be known without reading it.
+    fn size(&self, _path: &str) -> std::io::Result<Option<u64>> {
+        Ok(None)
+    }
+    /// A document of the record (record, manifest, key, note, token, captions list), refused
+    /// when larger than `limit`: a crafted folder cannot make `verify` allocate without bound.
+    fn read_doc(&self, path: &str, limit: u64) -> std::io::Result<Option<Vec<u8>>> {
+        let too_large = |size: u64| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("{size} bytes, more than the {limit} such a file can hold"),
+            )
+        };
+        if let Some(size) = self.size(path)?.filter(|s| *s > limit) {
+            return Err(too_large(size));
+        }
+        match self.read(path)? {
+            Some(b) if b.len() as u64 > limit => Err(too_large(b.len() as u64)),
+            other => Ok(other),
+        }
+    }
     /// Size and SHA-256 of a file, streamed; `None` when absent.
     fn digest(&self, path: &str) -> std::io::Result<Option<(u64, [u8; 32])>>;
     /// The registration of a device key beside the folder (`devices/{id}.pub` in a store);
@@ -396,6 +428,13 @@ impl SessionFolder for LocalFolder {
     fn read(&self, path: &str) -> std::io::Result<Option<Vec<u8>>> {
         match std::fs::read(self.0.join(path)) {
             Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+    fn size(&self, path: &str) -> std::io::Result<Option<u64>> {
+        match std::fs::metadata(self.0.join(path)) {
+            Ok(m) => Ok(Some(m.len())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
         }
@@ -523,13 +562,32 @@ fn read_chain(
 ) -> Chain {
     let last_index = *chain_files.keys().next_back().expect("not empty");
     let mut chain = Chain { bodies: Vec::new(), hashes: Vec::new(), session: None };
+    // A run of missing records is one fault; a crafted far index is named once, not walked.
+    let (mut missing, mut missing_from) = (0u64, None);
     for i in 0..=last_index {
         let Some(path) = chain_files.get(&i) else {
-            report.fault(FaultKind::MissingRecord, format!("record #{i} is missing ({})", layout::record_file(i)));
+            missing += 1;
+            if missing > MAX_MISSING {
+                let beyond = chain_files.range(i..).count();
+                let from = chain_files.range(i..).next().map_or("?", |(_, f)| f.as_str());
+                report.fault(
+                    FaultKind::MissingRecord,
+                    format!("over {MAX_MISSING} records are missing before #{i}: the {beyond} file(s) from {from} on are not read"),
+                );
+                break;
+            }
+            missing_from.get_or_insert(i);
             chain.bodies.push(None);
             chain.hashes.push(None);
             continue;
         };
+        if let Some(first) = missing_from.take() {
+            let what = match i - first {
+                1 => format!("record #{first} is missing ({})", layout::record_file(first)),
+                n => format!("records #{first} to #{} are missing ({n} records)", i - 1),
+            };
+            report.fault(FaultKind::MissingRecord, what);
+        }
         let (hash, body) = open_record(folder, path, i, key, report);
         chain.hashes.push(hash);
         if let Some(body) = &body {
@@ -549,7 +607,7 @@ fn open_record(
     report: &mut Report,
 ) -> (Option<[u8; 32]>, Option<RecordBody>) {
     let doc = match folder
-        .read(path)
+        .read_doc(path, MAX_RECORD_BYTES)
         .map_err(|e| e.to_string())
         .and_then(|b| SignedDoc::parse(&b.unwrap_or_default()).map_err(|e| e.to_string()))
     {
@@ -733,7 +791,7 @@ fn choose_key(folder: &dyn SessionFolder, anchor: &TrustAnchor, report: &mut Rep
 
 /// The public key the folder ships, if any; one that cannot be read is a fault.
 fn read_shipped_key(folder: &dyn SessionFolder, report: &mut Report) -> Option<PublicKey> {
-    let parsed = folder.read(layout::PUBLIC_KEY).map_err(|e| e.to_string()).and_then(|bytes| {
+    let parsed = folder.read_doc(layout::PUBLIC_KEY, MAX_RECORD_BYTES).map_err(|e| e.to_string()).and_then(|bytes| {
         bytes.map(|b| PublicKey::from_pem(&String::from_utf8_lossy(&b)).map_err(|e| e.to_string())).transpose()
     });
     match parsed {
@@ -749,7 +807,7 @@ fn read_shipped_key(folder: &dyn SessionFolder, report: &mut Report) -> Option<P
 /// something else vouches for (or, with no anchor, to find one to check with).
 fn record_zero_signer(folder: &dyn SessionFolder) -> Option<String> {
     folder
-        .read(&layout::record_file(0))
+        .read_doc(&layout::record_file(0), MAX_RECORD_BYTES)
         .ok()
         .flatten()
         .and_then(|b| SignedDoc::parse(&b).ok())
@@ -1097,17 +1155,22 @@ fn check_manifest(
         return;
     }
     let newest = *manifests.keys().next_back().expect("not empty");
-    for rev in 1..newest {
-        if !manifests.contains_key(&rev) {
-            report.fault(
-                FaultKind::Manifest,
-                format!("manifest revision {rev} ({}) is missing", layout::manifest_file(rev)),
-            );
+    // Revisions missing below the newest: named as runs, and never walked further than a
+    // real chain could have revisions (a file named manifest-4294967295.rec is crafted).
+    let mut expected = 1u32;
+    for &rev in manifests.keys() {
+        if rev > expected {
+            let what = match rev - expected {
+                1 => format!("manifest revision {expected} ({}) is missing", layout::manifest_file(expected)),
+                n => format!("manifest revisions {expected} to {} are missing ({n} revisions)", rev - 1),
+            };
+            report.fault(FaultKind::Manifest, what);
         }
+        expected = rev.saturating_add(1);
     }
     for (rev, file) in &manifests {
         let body: ManifestBody = match folder
-            .read(file)
+            .read_doc(file, MAX_DOC_BYTES)
             .map_err(|e| e.to_string())
             .and_then(|b| SignedDoc::parse(&b.unwrap_or_default()).map_err(|e| e.to_string()))
             .and_then(|d| d.open(key, Context::Manifest).map_err(|e| e.to_string()))
@@ -1170,13 +1233,8 @@ fn check_nothing_after_stop(records: &[&RecordBody], stop: usize, report: &mut R
 /// model transcribed: a verified chain may hold stretches without captions, and says so.
 fn check_caption_statements(records: &[&RecordBody], report: &mut Report) {
     let mut not_transcribed: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
-    let resolved: std::collections::HashSet<u64> = records
-        .iter()
-        .filter_map(|r| match &r.entry {
-            Entry::Captions { backlog_of: Some(k), .. } => Some(*k),
-            _ => None,
-        })
-        .collect();
+    let unresolved: BTreeSet<u64> =
+        crate::integrity::unresolved_captions_behind(records.iter().copied()).iter().map(|r| r.index).collect();
     // Microphones without live captions in the current run, from the media time stated.
     let mut off: BTreeMap<&str, MediaTime> = BTreeMap::new();
     for r in records {
@@ -1207,7 +1265,7 @@ fn check_caption_statements(records: &[&RecordBody], report: &mut Report) {
                 }
             }
             Entry::CaptionsBehind { source, media_start, media_end, model: Some(_), .. }
-                if !resolved.contains(&r.index) =>
+                if unresolved.contains(&r.index) =>
             {
                 let e = not_transcribed.entry(source.as_str()).or_default();
                 e.0 += 1;
@@ -1306,7 +1364,11 @@ fn check_captions_file(folder: &dyn SessionFolder, records: &[&RecordBody], repo
         media_end_ns: u64,
         text: String,
     }
-    let Ok(Some(bytes)) = folder.read(layout::CAPTIONS_JSON) else { return };
+    let bytes = match folder.read_doc(layout::CAPTIONS_JSON, MAX_DOC_BYTES) {
+        Ok(Some(bytes)) => bytes,
+        Ok(None) => return,
+        Err(e) => return report.fault(FaultKind::Unreadable, format!("{}: {e}", layout::CAPTIONS_JSON)),
+    };
     let listed: Vec<Listed> = match serde_json::from_slice(&bytes) {
         Ok(l) => l,
         Err(e) => {

@@ -39,7 +39,7 @@ fn read_checkpoints(
         f.strip_prefix(&format!("{CHECKPOINTS_DIR}/")).is_some_and(|n| n.ends_with(&format!(".{}", checkpoint::NOTE)))
     });
     for file in notes {
-        let note = match folder.read(file) {
+        let note = match folder.read_doc(file, crate::integrity::MAX_RECORD_BYTES) {
             Ok(Some(b)) => b,
             Ok(None) => continue,
             Err(e) => {
@@ -64,7 +64,7 @@ fn read_checkpoints(
         }
         let token_file = checkpoint::checkpoint_file(cp.seq, checkpoint::TOKEN);
         let mut attested = None;
-        if let Ok(Some(token)) = folder.read(&token_file) {
+        if let Ok(Some(token)) = folder.read_doc(&token_file, crate::integrity::MAX_RECORD_BYTES) {
             match options.tsa {
                 None => unchecked_tokens += 1,
                 Some(pin) => match super::tsa::verify_token(&token, &note, pin) {
@@ -342,7 +342,8 @@ pub fn audit_against(
             last.size - 1
         ));
         for i in have..last.size {
-            let Ok(Some(bytes)) = central.read(&format!("entries/{i:08}.rec")) else { continue };
+            let entry = format!("entries/{i:08}.rec");
+            let Ok(Some(bytes)) = central.read_doc(&entry, crate::integrity::MAX_RECORD_BYTES) else { continue };
             // Only what the device key signed is quoted.
             let Ok(doc) = crate::integrity::SignedDoc::parse(&bytes) else { continue };
             if let Ok(b) = doc.open::<crate::integrity::AuditBody>(key, crate::integrity::Context::AuditEntry) {

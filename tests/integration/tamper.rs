@@ -302,3 +302,30 @@ fn an_insider_removing_a_segment_leaves_an_unexplained_gap() {
     assert!(line.contains("0:00:04") || line.contains("0:00:05"), "{line}");
     assert_detected(&dir, "missing segment", &["hall"]);
 }
+
+/// A crafted export cannot make `verify` walk a hundred million record numbers or four
+/// billion manifest revisions, nor read a 1 GB record: each is named once, and the work is
+/// bounded (the time taken is printed; on this machine well under a second).
+#[test]
+fn a_crafted_folder_is_named_without_unbounded_work() {
+    let dir = copy_of_a("crafted");
+    std::fs::write(dir.join("chain/99999999.rec"), b"{}\n").unwrap();
+    std::fs::write(dir.join("manifest-4294967295.rec"), b"{}\n").unwrap();
+    // A record of 1 GB: sparse, so it costs no disk, only what verify would read of it.
+    let huge = std::fs::OpenOptions::new().write(true).truncate(true).open(dir.join("chain/00000001.rec")).unwrap();
+    huge.set_len(1 << 30).unwrap();
+    drop(huge);
+    let started = std::time::Instant::now();
+    let (code, text) = verify(&dir, Some(&fixture().key));
+    eprintln!("crafted folder verified in {:?}", started.elapsed());
+    assert_eq!(code, 1, "{text}");
+    for named in [
+        "over 100000 records are missing before #",
+        "the 1 file(s) from chain/99999999.rec on are not read",
+        "manifest revisions 2 to 4294967294 are missing (4294967293 revisions)",
+        "chain/00000001.rec: 1073741824 bytes, more than the 1048576 such a file can hold",
+    ] {
+        assert!(text.contains(named), "not named: {named}\n{text}");
+    }
+    assert!(text.lines().count() < 200, "each fault is named once, not once per number:\n{text}");
+}
