@@ -781,6 +781,7 @@ fn print_stt_figures(run: &SttRun, secs: f64, figures: &SttFigures) {
     // headroom, not just an RTF under 1, to keep up with several microphones.
     let load = pct(rtfs, 0.95) * run.mics as f64;
     let verdict = match load {
+        _ if rtfs.is_empty() => "nothing was transcribed, so nothing to judge",
         l if l < 0.5 => "keeps up, with room to spare",
         l if l < 1.0 => "keeps up, barely: expect delayed captions when people talk over each other",
         _ => "does not keep up: captions will fall behind and be transcribed after the session",

@@ -99,9 +99,10 @@ impl Capability {
     }
 
     /// Whether captions in `language` may go into the record. "auto" is decided per
-    /// utterance, on the language whisper detects.
+    /// utterance, on the language whisper detects. A minimum of 0 turns the bar off, even
+    /// for an unmeasured language (a benchmark, or a technician's deliberate choice).
     pub fn allows(&self, language: &str) -> Result<(), Withheld> {
-        if language == "auto" {
+        if language == "auto" || self.min_quality <= 0.0 {
             return Ok(());
         }
         let rating = self.rating(language);
@@ -137,6 +138,8 @@ mod tests {
             kk.to_string(),
             "Kazakh: no live captions with the installed speech model base-q8 (quality 0.00, measured; the minimum is 0.50)"
         );
+        let off = Capability::new(c.model.clone(), &BTreeMap::new(), BTreeMap::new(), 0.0);
+        assert_eq!((off.allows("kk"), off.allows("de")), (Ok(()), Ok(())), "a minimum of 0 is no bar");
         let de = c.allows("de").unwrap_err();
         assert_eq!(de.rating, Rating::Unmeasured);
         assert!(de.to_string().contains("quality not measured"), "{de}");
