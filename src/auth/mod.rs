@@ -8,11 +8,11 @@ mod limiter;
 mod secret;
 mod sessions;
 
-pub use limiter::{LockoutPolicy, Refusal};
+pub use limiter::{LockoutPolicy, Refusal, Scope, canonical as canonical_client};
 pub use sessions::PanelSession;
 
 use crate::ledger::{Ledger, LedgerError};
-use limiter::Limiter;
+use limiter::{ALARM_AFTER_LOCKS, Limiter, NewLock};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use sessions::Sessions;
@@ -48,6 +48,18 @@ pub enum Via {
     Token,
     /// A command on the box, over the control socket, as this Unix user id.
     LocalSocket { uid: u32 },
+}
+
+/// What an accepted request presented, kept by long-lived streams (captions, status) so that
+/// they can ask again whether it still holds: a removed person stops receiving at once.
+#[derive(Debug, Clone)]
+pub enum Credential {
+    /// The control socket's peer credentials: the box's own root or service user.
+    LocalSocket,
+    /// A technician token, by its SHA-256 (the token itself is not kept).
+    Token([u8; 32]),
+    /// A panel session, by its cookie id.
+    Panel(String),
 }
 
 /// Someone whose request was accepted.
@@ -118,6 +130,7 @@ impl AuthSettings {
             lockout: LockoutPolicy {
                 failures: api.lockout_failures,
                 lock_for: Duration::from_secs(u64::from(api.lockout_minutes) * 60),
+                max_lock: MAX_LOCK,
                 per_client_per_minute: api.sign_in_per_minute as usize,
             },
             session_idle: Duration::from_secs(u64::from(api.session_idle_minutes) * 60),
@@ -135,9 +148,21 @@ pub struct Auth {
     /// SHA-256 of tokens already checked against their Argon2id hash → who; in memory only,
     /// so that a technician's script does not pay 40 ms per request.
     verified_tokens: Mutex<HashMap<[u8; 32], (String, String)>>,
+    /// Bumped whenever a person, a token or a panel session is removed, so that open streams
+    /// check their credential again at once rather than at their next tick.
+    revocations: tokio::sync::watch::Sender<u64>,
 }
 
 const TOKEN_PREFIX: &str = "cbt_";
+
+/// The longest a lock-out lasts, however many came before it: long enough to make guessing
+/// hopeless (a 6-digit PIN at a handful of tries a day), short enough that a secretary locked
+/// out remotely by someone else gets back in the next day; the box's own screen is never
+/// locked by remote tries.
+const MAX_LOCK: Duration = Duration::from_secs(24 * 3600);
+
+/// Shortest PIN: 6 digits (a million PINs; with lock-outs that double, years of guessing).
+pub const PIN_DIGITS_MIN: usize = 6;
 
 fn check_name(name: &str) -> Result<String, AuthError> {
     let n = name.trim();
@@ -148,20 +173,90 @@ fn check_name(name: &str) -> Result<String, AuthError> {
 }
 
 fn check_pin(pin: &str) -> Result<(), AuthError> {
-    if !(4..=12).contains(&pin.len()) || !pin.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(AuthError::Invalid("a PIN is 4 to 12 digits".into()));
+    if !(PIN_DIGITS_MIN..=12).contains(&pin.len()) || !pin.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(AuthError::Invalid(format!("a PIN is {PIN_DIGITS_MIN} to 12 digits")));
     }
     Ok(())
 }
 
 impl Auth {
-    pub fn new(ledger: Arc<Ledger>, settings: AuthSettings, clocks: Arc<dyn crate::base::Clocks>) -> Auth {
-        Auth {
+    /// Restores the lock-outs stored before a restart.
+    pub fn new(
+        ledger: Arc<Ledger>,
+        settings: AuthSettings,
+        clocks: Arc<dyn crate::base::Clocks>,
+    ) -> Result<Auth, AuthError> {
+        let mut limiter = Limiter::new(settings.lockout);
+        for lock in ledger.reader()?.sign_in_locks()? {
+            let at = |unix: i64| Duration::from_secs(u64::try_from(unix).unwrap_or(0));
+            let scope = if lock.local { Scope::Local } else { Scope::Remote };
+            limiter.restore(&lock.account, scope, lock.locks, at(lock.locked_until_unix), at(lock.last_lock_unix));
+        }
+        Ok(Auth {
             ledger,
             clocks,
-            limiter: Mutex::new(Limiter::new(settings.lockout)),
+            limiter: Mutex::new(limiter),
             sessions: Mutex::new(Sessions::new(settings.session_idle, settings.session_max)),
             verified_tokens: Mutex::default(),
+            revocations: tokio::sync::watch::Sender::new(0),
+        })
+    }
+
+    /// Wall time since 1970, for lock-outs that must outlast a restart.
+    fn wall(&self) -> Duration {
+        Duration::from_nanos(u64::try_from(self.clocks.wall().unix_nanos()).unwrap_or(0))
+    }
+
+    /// A wrong secret for `account`: the error to answer with. A lock-out that begins is
+    /// stored (and, after several in a row, raises the technicians' alarm).
+    fn count_failure(&self, account: &str, client: Option<IpAddr>, wrong: AuthError) -> AuthError {
+        let scope = Scope::of(client);
+        let outcome = self.limiter.lock().failed(account, scope, self.wall());
+        match outcome {
+            Ok(left) => match wrong {
+                AuthError::WrongPin(_) => AuthError::WrongPin(left),
+                other => other,
+            },
+            Err(lock) => {
+                self.store_lock(account, scope, lock);
+                AuthError::NowLocked(lock.lasts)
+            }
+        }
+    }
+
+    fn store_lock(&self, account: &str, scope: Scope, lock: NewLock) {
+        let local = scope == Scope::Local;
+        let stored = crate::ledger::SignInLock {
+            account: account.to_string(),
+            local,
+            locks: lock.in_a_row,
+            locked_until_unix: i64::try_from(lock.until.as_secs()).unwrap_or(i64::MAX),
+            last_lock_unix: i64::try_from(self.wall().as_secs()).unwrap_or(i64::MAX),
+        };
+        let alarm = (lock.in_a_row >= ALARM_AFTER_LOCKS).then(|| {
+            format!(
+                "{} sign-in of {} locked out {} times in a row (now for {} min): someone may be guessing \
+                 its secret, or keeping its owner out",
+                if local { "on-box" } else { "network" },
+                crate::base::printable(account),
+                lock.in_a_row,
+                lock.lasts.as_secs().div_ceil(60)
+            )
+        });
+        tracing::warn!(scope = ?scope, in_a_row = lock.in_a_row, minutes = lock.lasts.as_secs().div_ceil(60), "sign-in locked out");
+        if let Err(e) = self.ledger.call(move |w| w.save_sign_in_lock(&stored, alarm.as_deref())) {
+            tracing::error!(error = %e, "could not store a sign-in lock-out; it holds until the next restart only");
+        }
+    }
+
+    fn count_success(&self, account: &str, client: Option<IpAddr>) {
+        let scope = Scope::of(client);
+        if self.limiter.lock().succeeded(account, scope) {
+            let account = account.to_string();
+            let local = scope == Scope::Local;
+            if let Err(e) = self.ledger.call(move |w| w.clear_sign_in_lock(&account, local)) {
+                tracing::error!(error = %e, "could not forget a stored sign-in lock-out");
+            }
         }
     }
 
@@ -173,7 +268,7 @@ impl Auth {
         let id = secret::random_hex(6);
         let stored = name.clone();
         self.ledger.call(move |w| w.put_credential(&id, "secretary", &stored, &hash)).map_err(invalid_or_ledger)?;
-        self.sessions.lock().remove_person(&name);
+        self.forget(&name);
         Ok(())
     }
 
@@ -200,6 +295,22 @@ impl Auth {
     fn forget(&self, name: &str) {
         self.sessions.lock().remove_person(name);
         self.verified_tokens.lock().retain(|_, (_, n)| n != name);
+        self.revocations.send_modify(|generation| *generation += 1);
+    }
+
+    /// Whether what a request presented still admits it: the panel session is alive, the
+    /// token was not renewed or its holder removed. The control socket always holds.
+    pub fn is_current(&self, credential: &Credential) -> bool {
+        match credential {
+            Credential::LocalSocket => true,
+            Credential::Token(digest) => self.verified_tokens.lock().contains_key(digest),
+            Credential::Panel(id) => self.panel_session(id, false).is_some(),
+        }
+    }
+
+    /// Changes whenever a credential may have been revoked (see `is_current`).
+    pub fn revocations(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.revocations.subscribe()
     }
 
     pub fn people(&self) -> Result<Vec<Person>, AuthError> {
@@ -231,7 +342,7 @@ impl Auth {
         // A name no person can have is refused before it is counted, stored or audited.
         let name = &check_name(name)?;
         let now = self.clocks.monotonic();
-        self.limiter.lock().admit(name, client, now).map_err(refusal)?;
+        self.limiter.lock().admit(name, client, now, self.wall()).map_err(refusal)?;
         let stored = self.ledger.reader()?.credential_by_name(name)?.filter(|c| c.role == "secretary");
         let ok = match &stored {
             Some(c) => secret::verify(pin, &c.secret_hash),
@@ -240,15 +351,10 @@ impl Auth {
                 false
             }
         };
-        let mut limiter = self.limiter.lock();
         if !ok {
-            return Err(match limiter.failed(name, self.clocks.monotonic()) {
-                Ok(left) => AuthError::WrongPin(left),
-                Err(lock) => AuthError::NowLocked(lock),
-            });
+            return Err(self.count_failure(name, client, AuthError::WrongPin(0)));
         }
-        limiter.succeeded(name);
-        drop(limiter);
+        self.count_success(name, client);
         let principal = Principal { name: name.to_string(), role: Role::Secretary, via: Via::Panel };
         let (id, csrf) = self.sessions.lock().create(principal.clone(), now);
         Ok((principal, id, csrf))
@@ -261,6 +367,7 @@ impl Auth {
 
     pub fn sign_out(&self, id: &str) {
         self.sessions.lock().remove(id);
+        self.revocations.send_modify(|generation| *generation += 1);
     }
 
     pub fn session_idle(&self) -> Duration {
@@ -276,11 +383,11 @@ impl Auth {
         }
         let id = token.strip_prefix(TOKEN_PREFIX).and_then(|t| t.split_once('_')).map(|(id, _)| id).unwrap_or("");
         let account = format!("token {id}");
-        self.limiter.lock().admit(&account, client, self.clocks.monotonic()).map_err(refusal)?;
+        self.limiter.lock().admit(&account, client, self.clocks.monotonic(), self.wall()).map_err(refusal)?;
         let stored = self.ledger.reader()?.credential_by_id(id)?.filter(|c| c.role == "technician");
         match stored {
             Some(c) if secret::verify(token, &c.secret_hash) => {
-                self.limiter.lock().succeeded(&account);
+                self.count_success(&account, client);
                 self.verified_tokens.lock().insert(digest, (c.id, c.name.clone()));
                 Ok(Principal { name: c.name, role: Role::Technician, via: Via::Token })
             }
@@ -288,10 +395,7 @@ impl Auth {
                 if found.is_none() {
                     secret::verify_nothing(token);
                 }
-                match self.limiter.lock().failed(&account, self.clocks.monotonic()) {
-                    Ok(_) => Err(AuthError::WrongToken),
-                    Err(lock) => Err(AuthError::NowLocked(lock)),
-                }
+                Err(self.count_failure(&account, client, AuthError::WrongToken))
             }
         }
     }
@@ -308,5 +412,71 @@ fn invalid_or_ledger(e: LedgerError) -> AuthError {
     match e {
         LedgerError::Invalid(m) => AuthError::Invalid(m),
         e => AuthError::Ledger(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::base::{SimulatedClocks, WallTime};
+    use crate::integrity::DeviceKey;
+
+    fn settings() -> AuthSettings {
+        AuthSettings {
+            lockout: LockoutPolicy {
+                failures: 2,
+                lock_for: Duration::from_secs(60),
+                max_lock: MAX_LOCK,
+                per_client_per_minute: 1000,
+            },
+            session_idle: Duration::from_secs(600),
+            session_max: Duration::from_secs(3600),
+        }
+    }
+
+    /// Lock-outs are stored: a restarted box keeps them, they escalate, the third in a row
+    /// raises the technicians' alarm, the box's own screen is never locked by the network,
+    /// and signing in clears it all.
+    #[test]
+    fn lock_outs_outlast_a_restart_escalate_and_raise_an_alarm() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = Arc::new(DeviceKey::create(&dir.path().join("device.key")).unwrap());
+        let clocks = Arc::new(SimulatedClocks::new(WallTime::from_unix_nanos(1_800_000_000_000_000_000)));
+        let ledger = Arc::new(Ledger::open(&dir.path().join("ledger.db"), key.clone(), clocks.clone()).unwrap());
+        let auth = Auth::new(ledger.clone(), settings(), clocks.clone()).unwrap();
+        auth.set_secretary("Aigerim", "482193").unwrap();
+        assert!(matches!(auth.set_secretary("Dana", "4821"), Err(AuthError::Invalid(_))), "4 digits are too few");
+        let remote: Option<IpAddr> = Some("198.51.100.4".parse().unwrap());
+        let screen: Option<IpAddr> = Some("127.0.0.1".parse().unwrap());
+
+        let mut lasted = Vec::new();
+        for _ in 0..3 {
+            assert!(matches!(auth.sign_in("Aigerim", "000000", remote), Err(AuthError::WrongPin(1))));
+            match auth.sign_in("Aigerim", "111111", remote) {
+                Err(AuthError::NowLocked(d)) => lasted.push(d.as_secs()),
+                other => panic!("{:?}", other.map(|_| ())),
+            }
+            assert!(matches!(auth.sign_in("Aigerim", "482193", remote), Err(AuthError::Locked(_))));
+            assert!(auth.sign_in("Aigerim", "482193", screen).is_ok(), "the box's own screen still signs in");
+            clocks.advance(Duration::from_secs(lasted.last().copied().unwrap() + 1));
+        }
+        assert_eq!(lasted, [60, 120, 240]);
+        let alarms = ledger.reader().unwrap().open_alarms().unwrap();
+        assert_eq!(alarms.len(), 1, "{alarms:?}");
+        assert_eq!((alarms[0].kind, alarms[0].subject.as_str()), (crate::ledger::AlarmKind::SignInLockouts, "Aigerim"));
+
+        // A fourth lock-out, then a restart: still locked, and the next one is longer still.
+        auth.sign_in("Aigerim", "000000", remote).unwrap_err();
+        assert!(matches!(auth.sign_in("Aigerim", "111111", remote), Err(AuthError::NowLocked(d)) if d.as_secs() == 480));
+        drop(auth);
+        let auth = Auth::new(ledger.clone(), settings(), clocks.clone()).unwrap();
+        assert!(matches!(auth.sign_in("Aigerim", "482193", remote), Err(AuthError::Locked(d)) if d.as_secs() == 480));
+        clocks.advance(Duration::from_secs(481));
+        auth.sign_in("Aigerim", "000000", remote).unwrap_err();
+        assert!(matches!(auth.sign_in("Aigerim", "111111", remote), Err(AuthError::NowLocked(d)) if d.as_secs() == 960));
+        clocks.advance(Duration::from_secs(961));
+        assert!(auth.sign_in("Aigerim", "482193", remote).is_ok());
+        assert!(ledger.reader().unwrap().sign_in_locks().unwrap().is_empty());
+        assert!(ledger.reader().unwrap().open_alarms().unwrap().is_empty(), "signing in clears the alarm");
     }
 }

@@ -389,6 +389,7 @@ impl CaptureRun {
     }
 
     /// Makes a device's pipeline fail as a broken device would (tests and drills only).
+    #[cfg(feature = "fault-injection")]
     pub fn inject_failure(&self, device: &str) -> bool {
         for d in &self.devices {
             if d.status.lock().name == device

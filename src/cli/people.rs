@@ -66,7 +66,7 @@ fn read_pin(from_stdin: bool) -> Result<String> {
             rpassword::prompt_password(prompt).context("asking for the PIN on the terminal (or use --pin-stdin)")?;
         Ok(pin.trim().to_string())
     };
-    let pin = ask("PIN (4 to 12 digits): ")?;
+    let pin = ask("PIN (6 to 12 digits): ")?;
     if ask("the same PIN again: ")? != pin {
         anyhow::bail!("the two PINs differ; nothing changed");
     }

@@ -65,7 +65,7 @@ pub fn run_daemon(cfg: LoadedConfig) -> Result<()> {
         ledger.clone(),
         courtbox::auth::AuthSettings::from_config(&cfg.config.api),
         clocks.clone(),
-    ));
+    )?);
     let witness = Arc::new(witness);
     let state = ApiState::new(cfg.clone(), recorder.clone(), ledger.clone(), stt.clone(), auth)
         .with_storage(storage.clone())

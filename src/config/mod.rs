@@ -396,7 +396,9 @@ impl Default for SimConfig {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DebugConfig {
-    /// Enables `POST /api/v1/debug/fail-device`, used by tests to make a pipeline error.
+    /// Enables `POST /api/v1/debug/fail-device` and `stall-ledger`, used by tests to make a
+    /// pipeline error or hang the ledger. Only builds with the cargo feature `fault-injection`
+    /// accept it; validation refuses it elsewhere.
     pub fault_injection: bool,
 }
 

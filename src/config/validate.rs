@@ -63,6 +63,13 @@ pub fn validate_config(config: &Config) -> Vec<Problem> {
     let mut p = Problems(Vec::new());
     p.name("court".into(), &config.court);
     p.name("room".into(), &config.room);
+    if config.debug.fault_injection && !cfg!(feature = "fault-injection") {
+        p.add(
+            "debug.fault_injection",
+            "this build has no fault injection (release packages leave it out; only a build with the \
+             cargo feature `fault-injection` has it): remove the [debug] section",
+        );
+    }
     p.range("recording.segment_seconds".into(), config.recording.segment_seconds, 2, 600);
     p.range("recording.sync_interval_ms".into(), config.recording.sync_interval_ms, 100, 10_000);
     p.range("recording.start_timeout_ms".into(), config.recording.start_timeout_ms, 500, 60_000);

@@ -4,7 +4,7 @@
 
 use super::api::{ApiError, ApiState, blocking};
 use super::openapi::{ErrorBody, Refusal};
-use crate::auth::{AuthError, Principal, Role, Via};
+use crate::auth::{Auth, AuthError, Credential, Principal, Role, Via};
 use axum::Json;
 use axum::extract::connect_info::ConnectInfo;
 use axum::extract::{Request, State};
@@ -14,7 +14,9 @@ use axum::response::{IntoResponse, Response};
 use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
 use nix::unistd::{Uid, User, geteuid};
 use serde::{Deserialize, Serialize};
-use std::net::SocketAddr;
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
 use utoipa::ToSchema;
 
 pub const SESSION_COOKIE: &str = "courtbox_session";
@@ -50,6 +52,9 @@ fn refused(status: StatusCode, message: impl Into<String>, claimed: Claimed) -> 
     response
 }
 
+/// Who a wrong or revoked technician token is written down as: it names nobody.
+const TOKEN_HOLDER: &str = "token holder";
+
 fn anonymous() -> Claimed {
     Claimed { who: "anonymous".into(), role: "none".into() }
 }
@@ -83,12 +88,15 @@ fn changes_something(method: &Method) -> bool {
 /// Establishes the principal of every request behind it, or refuses with 401/403/429.
 pub async fn authenticate(State(s): State<ApiState>, mut request: Request, next: Next) -> Response {
     let changes = changes_something(request.method());
-    let principal = if let Some(ConnectInfo(peer)) = request.extensions().get::<ConnectInfo<LocalPeer>>().copied() {
+    let (principal, credential) = if let Some(ConnectInfo(peer)) =
+        request.extensions().get::<ConnectInfo<LocalPeer>>().copied()
+    {
         // The socket file is 0600; root and the service's own user are the box's technicians.
         match peer.uid {
-            Some(uid) if uid == 0 || uid == geteuid().as_raw() => {
-                Principal { name: user_name(uid), role: Role::Technician, via: Via::LocalSocket { uid } }
-            }
+            Some(uid) if uid == 0 || uid == geteuid().as_raw() => (
+                Principal { name: user_name(uid), role: Role::Technician, via: Via::LocalSocket { uid } },
+                Credential::LocalSocket,
+            ),
             uid => {
                 let who = uid.map_or("unknown local user".into(), |u| format!("{} (local)", user_name(u)));
                 return refused(
@@ -105,14 +113,15 @@ pub async fn authenticate(State(s): State<ApiState>, mut request: Request, next:
         .and_then(|v| v.strip_prefix("Bearer "))
     {
         let token = token.trim().to_string();
+        let digest = crate::integrity::sha256(token.as_bytes());
         let client = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
         let auth = s.auth.clone();
         match tokio::task::spawn_blocking(move || auth.technician(&token, client)).await {
-            Ok(Ok(p)) => p,
+            Ok(Ok(p)) => (p, Credential::Token(digest)),
             Ok(Err(e)) => {
                 let status =
                     if e.retry_after().is_some() { StatusCode::TOO_MANY_REQUESTS } else { StatusCode::UNAUTHORIZED };
-                return refused(status, e.to_string(), Claimed { who: "token holder".into(), role: "none".into() });
+                return refused(status, e.to_string(), Claimed { who: TOKEN_HOLDER.into(), role: "none".into() });
             }
             Err(e) => return ApiError::internal(e).into_response(),
         }
@@ -131,7 +140,7 @@ pub async fn authenticate(State(s): State<ApiState>, mut request: Request, next:
                 return refused(StatusCode::FORBIDDEN, "missing or wrong CSRF token; reload the panel", claimed);
             }
         }
-        session.principal
+        (session.principal, Credential::Panel(id))
     } else {
         return refused(
             StatusCode::UNAUTHORIZED,
@@ -140,9 +149,26 @@ pub async fn authenticate(State(s): State<ApiState>, mut request: Request, next:
         );
     };
     request.extensions_mut().insert(principal.clone());
+    request.extensions_mut().insert(credential);
     let mut response = next.run(request).await;
     response.extensions_mut().insert(principal);
     response
+}
+
+/// Resolves once `credential` no longer admits its holder (removed, renewed, signed out,
+/// or the panel session expired): long-lived answers end there. Checked at once on every
+/// revocation, and every few seconds for sessions that expire by time.
+pub async fn revoked(auth: std::sync::Arc<Auth>, credential: Credential) {
+    let mut revocations = auth.revocations();
+    loop {
+        tokio::select! {
+            changed = revocations.changed() => if changed.is_err() { return },
+            _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
+        }
+        if !auth.is_current(&credential) {
+            return;
+        }
+    }
 }
 
 /// Lets only technicians through (configuration, people, diagnostics).
@@ -157,11 +183,101 @@ pub async fn technicians_only(request: Request, next: Next) -> Response {
     }
 }
 
-/// Writes every request that changes something, and every refused one, to the audit chain
-/// before the answer goes out (reads that succeed are not actions).
+/// Refusals of one network client written to the audit chain one by one per minute; the
+/// rest are counted and written as one summary entry a minute (`RefusalCounter`).
+pub const AUDITED_REFUSALS_PER_CLIENT_MINUTE: u32 = 10;
+
+/// Refusals the audit chain does not get one by one: those of nobody at all (no credential,
+/// an ended session), and those of a client past its `AUDITED_REFUSALS_PER_CLIENT_MINUTE`.
+/// Anyone can send them by the thousand; written each, they would grow the ledger without
+/// bound. Pure, over given monotonic times.
+#[derive(Debug, Default)]
+pub struct RefusalCounter {
+    /// Per client: the start of its current minute, and refusals written in it.
+    written: HashMap<IpAddr, (Duration, u32)>,
+    /// Not written since the last summary: per status code, and per client.
+    unwritten: BTreeMap<u16, u64>,
+    clients: HashMap<IpAddr, u64>,
+}
+
+impl RefusalCounter {
+    /// Whether this refusal is written one by one; if not, it is counted for the summary.
+    pub fn write_one(&mut self, client: Option<IpAddr>, anonymous: bool, status: u16, now: Duration) -> bool {
+        // The box's own socket is the box's users: always written.
+        let Some(ip) = client.map(crate::auth::canonical_client) else { return true };
+        if !anonymous {
+            let (start, n) = self.written.entry(ip).or_insert((now, 0));
+            if now.saturating_sub(*start) >= Duration::from_secs(60) {
+                (*start, *n) = (now, 0);
+            }
+            if *n < AUDITED_REFUSALS_PER_CLIENT_MINUTE {
+                *n += 1;
+                return true;
+            }
+        }
+        *self.unwritten.entry(status).or_default() += 1;
+        *self.clients.entry(ip).or_default() += 1;
+        false
+    }
+
+    /// What was not written since the last summary, as one audit action and its most
+    /// frequent status; `None` if nothing. Starts counting again.
+    pub fn take_summary(&mut self, now: Duration) -> Option<(String, u16)> {
+        self.written.retain(|_, (start, _)| now.saturating_sub(*start) < Duration::from_secs(60));
+        let total: u64 = self.unwritten.values().sum();
+        if total == 0 {
+            return None;
+        }
+        let by_status = self.unwritten.iter().map(|(s, n)| format!("{s}: {n}")).collect::<Vec<_>>().join(", ");
+        let status = self.unwritten.iter().max_by_key(|(_, n)| **n).map_or(401, |(s, _)| *s);
+        let (top, top_n) = self.clients.iter().max_by_key(|(_, n)| **n).map(|(ip, n)| (*ip, *n)).expect("counted");
+        let action = format!(
+            "refused requests not written one by one: {total} ({by_status}) from {} client(s), most from {top} ({top_n})",
+            self.clients.len()
+        );
+        self.unwritten.clear();
+        self.clients.clear();
+        Some((action, status))
+    }
+}
+
+/// How often the summary of unwritten refusals is written (and once more at shutdown).
+const REFUSAL_SUMMARY_EVERY: Duration = Duration::from_secs(60);
+
+/// Writes the summary of refusals not written one by one, each minute and at shutdown.
+pub async fn write_refusal_summaries(state: ApiState, shutdown: tokio_util::sync::CancellationToken) {
+    let started = std::time::Instant::now();
+    loop {
+        let stopping = tokio::select! {
+            () = shutdown.cancelled() => true,
+            () = tokio::time::sleep(REFUSAL_SUMMARY_EVERY) => false,
+        };
+        let summary = state.refusals.lock().take_summary(started.elapsed());
+        if let Some((action, status)) = summary {
+            let ledger = state.ledger.clone();
+            let write = tokio::task::spawn_blocking(move || {
+                ledger.call_audit(move |w| w.audit("unauthenticated clients", "none", &action, status))
+            });
+            match write.await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::error!(error = %e, "could not write the summary of refused requests"),
+                Err(e) => tracing::error!(error = %e, "audit writer failed"),
+            }
+        }
+        if stopping {
+            return;
+        }
+    }
+}
+
+/// Writes every request that changes something, and refused ones, to the audit chain before
+/// the answer goes out (reads that succeed are not actions). Refusals of nobody in
+/// particular, and a client's beyond its share, are counted and summarised instead. Audit
+/// entries wait behind the record's own writes (`Ledger::call_audit`).
 pub async fn audit(State(state): State<ApiState>, request: Request, next: Next) -> Response {
     let action = format!("{} {}", request.method(), request.uri().path());
     let mutating = changes_something(request.method());
+    let client = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
     let response = next.run(request).await;
     let status = response.status();
     let refused = matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN | StatusCode::TOO_MANY_REQUESTS);
@@ -171,9 +287,17 @@ pub async fn audit(State(state): State<ApiState>, request: Request, next: Next) 
             (None, Some(p)) => (p.describe(), p.role.as_str().to_string()),
             (None, None) => ("anonymous".to_string(), "none".to_string()),
         };
-        let ledger = state.ledger.clone();
         let code = status.as_u16();
-        let write = tokio::task::spawn_blocking(move || ledger.call(move |w| w.audit(&actor, &role, &action, code)));
+        if refused {
+            let anonymous = actor == "anonymous" || actor == TOKEN_HOLDER;
+            let now = state.started.elapsed();
+            if !state.refusals.lock().write_one(client, anonymous, code, now) {
+                return response;
+            }
+        }
+        let ledger = state.ledger.clone();
+        let write =
+            tokio::task::spawn_blocking(move || ledger.call_audit(move |w| w.audit(&actor, &role, &action, code)));
         // The ledger answers in milliseconds; if it does not, the answer still goes out and
         // the entry is written when it can be.
         match tokio::time::timeout(std::time::Duration::from_secs(2), write).await {
@@ -345,8 +469,8 @@ pub async fn people(State(s): State<ApiState>) -> Result<Response, ApiError> {
 #[serde(deny_unknown_fields)]
 pub struct PutPerson {
     pub role: Role,
-    /// Secretaries: the PIN (4-12 digits). Technicians get a new token in the answer.
-    #[schema(pattern = "^[0-9]{4,12}$")]
+    /// Secretaries: the PIN (6-12 digits). Technicians get a new token in the answer.
+    #[schema(pattern = "^[0-9]{6,12}$")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pin: Option<String>,
 }
@@ -368,7 +492,7 @@ pub async fn put_person(
             token: None,
         }),
         (Role::Secretary, None) => {
-            Err(AuthError::Invalid("a secretary needs a PIN (\"pin\": \"4 to 12 digits\")".into()))
+            Err(AuthError::Invalid("a secretary needs a PIN (\"pin\": \"6 to 12 digits\")".into()))
         }
         (Role::Technician, Some(_)) => {
             Err(AuthError::Invalid("technicians get a token, not a PIN; leave \"pin\" out".into()))
@@ -397,4 +521,29 @@ pub async fn remove_person(
         return Err(ApiError(StatusCode::NOT_FOUND, format!("nobody named {name:?}")));
     }
     Ok(Json(PersonRemoved { removed: name }).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_of_nobody_and_beyond_a_client_share_are_summarised_not_written() {
+        let mut c = RefusalCounter::default();
+        let t = Duration::from_secs(100);
+        let attacker: Option<IpAddr> = Some("192.0.2.78".parse().unwrap());
+        let named: Option<IpAddr> = Some("2001:db8:5:6::1".parse().unwrap());
+        assert!((0..20_000).all(|_| !c.write_one(attacker, true, 401, t)), "anonymous: never one by one");
+        let written = (0..50).filter(|i| c.write_one(named, false, if i % 2 == 0 { 401 } else { 429 }, t)).count();
+        assert_eq!(written, AUDITED_REFUSALS_PER_CLIENT_MINUTE as usize);
+        assert!(c.write_one(None, true, 403, t), "the box's own socket is always written");
+        let (action, status) = c.take_summary(t).unwrap();
+        assert_eq!(status, 401);
+        assert!(action.contains("20040 (401: 20020, 429: 20)") && action.contains("from 2 client(s), most from 192.0.2.78 (20000)"), "{action}");
+        assert_eq!(c.take_summary(t), None, "counted once");
+        // Another address of the same /64 shares the share; a minute later it is renewed.
+        let same_64: Option<IpAddr> = Some("2001:db8:5:6::99".parse().unwrap());
+        assert!(!c.write_one(same_64, false, 401, t + Duration::from_secs(30)));
+        assert!(c.write_one(same_64, false, 401, t + Duration::from_secs(61)));
+    }
 }

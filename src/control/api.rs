@@ -35,6 +35,10 @@ pub struct ApiState {
     pub(super) auth: Arc<Auth>,
     /// Cookies are marked `Secure` when the API speaks HTTPS.
     pub(super) tls: bool,
+    /// Refusals counted rather than audited one by one (see `access::audit`).
+    pub(super) refusals: Arc<parking_lot::Mutex<access::RefusalCounter>>,
+    /// Monotonic time origin of the API's own counters.
+    pub(super) started: std::time::Instant,
 }
 
 impl ApiState {
@@ -46,7 +50,18 @@ impl ApiState {
         auth: Arc<Auth>,
     ) -> ApiState {
         let tls = cfg.tls_paths().is_some();
-        ApiState { cfg, recorder, ledger, stt, storage: None, witness: None, auth, tls }
+        ApiState {
+            cfg,
+            recorder,
+            ledger,
+            stt,
+            storage: None,
+            witness: None,
+            auth,
+            tls,
+            refusals: Arc::default(),
+            started: std::time::Instant::now(),
+        }
     }
 
     /// Adds the witness (checkpoints, TSA) to `/status`.
@@ -140,13 +155,14 @@ pub(super) async fn json_rejections(request: axum::extract::Request, next: middl
 
 /// Routes only technicians may call (configuration, people, diagnostics).
 fn technician_routes() -> OpenApiRouter<ApiState> {
-    OpenApiRouter::new()
+    let routes = OpenApiRouter::new()
         .routes(routes!(records::get_config, records::put_config))
         .routes(routes!(access::people))
         .routes(routes!(access::put_person, access::remove_person))
-        .routes(routes!(records::audit_log))
-        .routes(routes!(fail_device))
-        .routes(routes!(stall_ledger))
+        .routes(routes!(records::audit_log));
+    #[cfg(feature = "fault-injection")]
+    let routes = routes.merge(super::debug::routes());
+    routes
 }
 
 /// Routes anyone signed in may call (the panel's secretaries and technicians).
@@ -391,13 +407,19 @@ async fn metrics(State(s): State<ApiState>) -> Result<Response, ApiError> {
 /// Live captions as server-sent events: `partial` and `final`, each a JSON caption.
 #[utoipa::path(get, path = "/api/v1/captions/live", summary = "Server-sent events: partial and final captions", security(("panelCookie" = [], "csrf" = []), ("technicianToken" = [])),
     responses((status = 200, description = "Event stream", body = String, content_type = "text/event-stream"), Refusal))]
-async fn captions_live(State(s): State<ApiState>) -> Result<Response, ApiError> {
-    use tokio_stream::StreamExt;
+async fn captions_live(
+    State(s): State<ApiState>,
+    Extension(credential): Extension<crate::auth::Credential>,
+) -> Result<Response, ApiError> {
+    use futures::StreamExt;
     let stt = s.stt.ok_or_else(|| ApiError(StatusCode::NOT_FOUND, "captions are disabled".into()))?;
-    let stream = tokio_stream::wrappers::BroadcastStream::new(stt.subscribe()).filter_map(|e| {
-        let e = e.ok()?;
-        Some(Ok::<_, std::convert::Infallible>(Event::default().event(e.kind.as_str()).json_data(&e).ok()?))
-    });
+    let stream = tokio_stream::wrappers::BroadcastStream::new(stt.subscribe())
+        .filter_map(|e| {
+            let event = e.ok().and_then(|e| Event::default().event(e.kind.as_str()).json_data(&e).ok());
+            futures::future::ready(event.map(Ok::<_, std::convert::Infallible>))
+        })
+        // A listener who is removed, or whose panel session ends, stops receiving at once.
+        .take_until(access::revoked(s.auth.clone(), credential));
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
 }
 
@@ -564,58 +586,6 @@ async fn broadcast_stop(State(s): State<ApiState>, Extension(who): Extension<Pri
     Ok(Json(blocking(move || r.stop_broadcast(&who.describe())).await?).into_response())
 }
 
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-struct FailDevice {
-    device: String,
-}
-
-fn require_fault_injection(s: &ApiState) -> Result<(), ApiError> {
-    if s.cfg.config.debug.fault_injection {
-        Ok(())
-    } else {
-        Err(ApiError(StatusCode::NOT_FOUND, "fault injection is disabled (debug.fault_injection = false)".into()))
-    }
-}
-
-/// Hangs the ledger writer for good, as a deadlock would (tests of the watchdog only).
-#[utoipa::path(post, path = "/api/v1/debug/stall-ledger", summary = "Hang the ledger writer (watchdog tests; technicians; only with debug.fault_injection)", security(("technicianToken" = [])),
-    responses((status = 200, description = "Stalled", body = LedgerStalled), Refusal))]
-async fn stall_ledger(State(s): State<ApiState>) -> Result<Response, ApiError> {
-    require_fault_injection(&s)?;
-    let ledger = s.ledger.clone();
-    std::thread::spawn(move || {
-        let _ = ledger.call(|_| -> Result<(), crate::ledger::LedgerError> {
-            loop {
-                std::thread::sleep(std::time::Duration::from_secs(3600));
-            }
-        });
-    });
-    tracing::error!("ledger writer stalled on purpose (fault injection)");
-    Ok(Json(LedgerStalled { stalled: true }).into_response())
-}
-
-/// `POST /api/v1/debug/stall-ledger`'s answer.
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct LedgerStalled {
-    pub stalled: bool,
-}
-
-#[utoipa::path(post, path = "/api/v1/debug/fail-device", summary = "Fault injection for tests (technicians; only with debug.fault_injection)", security(("technicianToken" = [])), request_body = FailDevice,
-    responses((status = 200, description = "Injected", body = FaultInjected), Refusal))]
-async fn fail_device(State(s): State<ApiState>, Json(req): Json<FailDevice>) -> Result<Response, ApiError> {
-    require_fault_injection(&s)?;
-    let r = s.recorder.clone();
-    blocking(move || r.inject_failure(&req.device)).await?;
-    Ok(Json(FaultInjected { injected: true }).into_response())
-}
-
-/// `POST /api/v1/debug/fail-device`'s answer.
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct FaultInjected {
-    pub injected: bool,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -653,7 +623,7 @@ mod tests {
 
     /// The routes the API had when its document was written by hand (issue 18): the
     /// derived document must describe exactly these, and nothing the router lacks.
-    const ROUTES: [(&str, &str); 33] = [
+    const ROUTES: [(&str, &str); 31] = [
         ("get", "/api/v1/audit"),
         ("get", "/api/v1/auth/me"),
         ("get", "/api/v1/auth/people"),
@@ -663,8 +633,6 @@ mod tests {
         ("get", "/api/v1/captions/search"),
         ("get", "/api/v1/config"),
         ("put", "/api/v1/config"),
-        ("post", "/api/v1/debug/fail-device"),
-        ("post", "/api/v1/debug/stall-ledger"),
         ("get", "/api/v1/health"),
         ("get", "/api/v1/people"),
         ("delete", "/api/v1/people/{name}"),
@@ -695,6 +663,11 @@ mod tests {
         let mut listed: Vec<(String, String)> = operations(&doc).into_iter().map(|(m, p, _)| (m, p)).collect();
         listed.sort();
         let mut expected: Vec<(String, String)> = ROUTES.iter().map(|(m, p)| (m.to_string(), p.to_string())).collect();
+        if cfg!(feature = "fault-injection") {
+            for path in ["/api/v1/debug/fail-device", "/api/v1/debug/stall-ledger"] {
+                expected.push(("post".into(), path.into()));
+            }
+        }
         expected.sort();
         assert_eq!(listed, expected);
     }
@@ -764,8 +737,6 @@ mod tests {
             ("/api/v1/people/{name}", "delete", "200", "PersonRemoved"),
             ("/api/v1/sessions/{id}/transcribe", "post", "200", "TranscriptionQueued"),
             ("/api/v1/captions/transcribe-missing", "post", "200", "TranscriptionQueued"),
-            ("/api/v1/debug/stall-ledger", "post", "200", "LedgerStalled"),
-            ("/api/v1/debug/fail-device", "post", "200", "FaultInjected"),
             ("/api/v1/sessions/{id}", "get", "200", "SessionDetail"),
             ("/api/v1/audit", "get", "200", "AuditLog"),
             ("/api/v1/config", "put", "200", "ConfigSaved"),
@@ -1115,8 +1086,6 @@ mod tests {
             TranscriptionQueued { queued: 3, sessions: 1, left: vec!["why".into()] },
             json!({ "queued": 3, "sessions": 1, "left": ["why"] }),
         );
-        same(LedgerStalled { stalled: true }, json!({ "stalled": true }));
-        same(FaultInjected { injected: true }, json!({ "injected": true }));
         same(
             records::AuditLog { entries: vec![json!({ "b": 1, "a": 2 })], faults: vec!["f".into()] },
             json!({ "entries": [{ "a": 2, "b": 1 }], "faults": ["f"] }),

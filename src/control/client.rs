@@ -279,7 +279,7 @@ mod tests {
     fn person_request_leaves_out_a_missing_pin() {
         let technician = serde_json::to_value(PutPerson { role: Role::Technician, pin: None }).unwrap();
         assert_eq!(technician, json!({ "role": "technician" }));
-        let secretary = serde_json::to_value(PutPerson { role: Role::Secretary, pin: Some("2468".into()) }).unwrap();
-        assert_eq!(secretary, json!({ "role": "secretary", "pin": "2468" }));
+        let secretary = serde_json::to_value(PutPerson { role: Role::Secretary, pin: Some("246810".into()) }).unwrap();
+        assert_eq!(secretary, json!({ "role": "secretary", "pin": "246810" }));
     }
 }

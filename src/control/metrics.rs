@@ -58,6 +58,11 @@ pub fn encode(s: &Snapshot) -> String {
     counter(&mut r, "recorded_bytes", "Bytes of sealed media (all sessions)", bytes);
     counter(&mut r, "gaps", "Gap records: intervals a source did not record, each with its cause", gaps);
     gauge(&mut r, "recording", "1 while a session is recording", i64::from(s.recording));
+    r.register(
+        "segment_seal_seconds",
+        "Time to commit each segment to the ledger, queue wait included",
+        crate::session::SEAL_SECONDS.clone(),
+    );
 
     let up = Family::<SourceLabels, Gauge>::default();
     for d in &s.devices {

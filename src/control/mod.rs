@@ -5,6 +5,8 @@
 mod access;
 mod api;
 mod client;
+#[cfg(feature = "fault-injection")]
+mod debug;
 pub mod metrics;
 mod openapi;
 mod panel;
@@ -14,13 +16,15 @@ mod serve;
 pub use api::{ApiState, router};
 pub use client::{Client, ClientError};
 pub use serve::serve;
+#[cfg(feature = "fault-injection")]
+pub use debug::{FaultInjected, LedgerStalled};
 
 // The API's request and answer bodies: the handlers serialize them, the client reads them
 // back, so the two cannot drift apart.
 pub use crate::stt::TranscriptionQueued;
 pub use access::{PersonRemoved, PersonStored, PutPerson, SignIn, SignedIn, SignedOut, WhoAmI};
 pub use api::{
-    CaptionsOff, CaptionsOffState, CaptionsReport, CourtRoom, FaultInjected, Health, HearingAccess, LedgerStalled,
+    CaptionsOff, CaptionsOffState, CaptionsReport, CourtRoom, Health, HearingAccess,
     MarkRequest, PrivacyMute, StatusReport,
 };
 pub use openapi::ErrorBody;

@@ -1,10 +1,12 @@
 //! The front panel: a page embedded in the binary (no CDN, works offline), its live status
 //! over a WebSocket, and camera thumbnails.
 
-use super::access::{SignedOut, session_cookie};
+use super::access::{SignedOut, revoked};
 use super::api::{ApiError, ApiState, status_json};
 use super::openapi::{Binary, ErrorBody, Refusal};
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use crate::auth::Credential;
+use axum::Extension;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -49,28 +51,64 @@ const STATUS_EVERY: Duration = Duration::from_millis(1000);
 /// or its panel session ends.
 #[utoipa::path(get, path = "/api/v1/status/ws", summary = "WebSocket: the status document once a second", security(("panelCookie" = [], "csrf" = []), ("technicianToken" = [])),
     responses((status = 101, description = "Switching protocols"), Refusal))]
-pub async fn status_ws(State(s): State<ApiState>, headers: HeaderMap, ws: WebSocketUpgrade) -> Response {
-    let cookie = session_cookie(&headers);
-    ws.on_upgrade(move |socket| push_status(s, cookie, socket))
+pub async fn status_ws(
+    State(s): State<ApiState>,
+    headers: HeaderMap,
+    Extension(credential): Extension<Credential>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    if let Err(refusal) = same_origin(&headers, &credential) {
+        return ApiError(StatusCode::FORBIDDEN, refusal.to_string()).into_response();
+    }
+    ws.on_upgrade(move |socket| push_status(s, credential, socket))
 }
 
-async fn push_status(s: ApiState, cookie: Option<String>, mut socket: WebSocket) {
+/// Why a WebSocket upgrade from a browser was refused.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub(super) enum OriginRefusal {
+    #[error("this WebSocket comes from another site's page (Origin {origin:?} is not this box, {host:?})")]
+    OtherSite { origin: String, host: String },
+    #[error("a panel session's WebSocket must say where its page came from (no Origin header)")]
+    Missing,
+}
+
+/// A browser sends its cookies with a WebSocket upgrade from any site's page, and CORS does not
+/// apply to WebSockets: so the page's `Origin` must be this box itself. Tools that present
+/// a technician token (not a cookie) send no `Origin`; a panel session must.
+pub(super) fn same_origin(headers: &HeaderMap, credential: &Credential) -> Result<(), OriginRefusal> {
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
+    match headers.get(header::ORIGIN).map(|o| o.to_str().unwrap_or("")) {
+        None if matches!(credential, Credential::Panel(_)) => Err(OriginRefusal::Missing),
+        None => Ok(()),
+        Some(origin) => {
+            let origin_host = origin.strip_prefix("https://").or_else(|| origin.strip_prefix("http://"));
+            if origin_host.is_some_and(|o| !host.is_empty() && o.eq_ignore_ascii_case(host)) {
+                Ok(())
+            } else {
+                Err(OriginRefusal::OtherSite { origin: origin.to_string(), host: host.to_string() })
+            }
+        }
+    }
+}
+
+async fn push_status(s: ApiState, credential: Credential, mut socket: WebSocket) {
     let mut tick = tokio::time::interval(STATUS_EVERY);
+    let ended = revoked(s.auth.clone(), credential);
+    tokio::pin!(ended);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
+            () = &mut ended => {
+                // Signed out, removed, renewed or expired: the panel shows its sign-in screen.
+                let signed_out = serde_json::to_string(&SignedOut { signed_out: true }).unwrap_or_default();
+                let _ = socket.send(Message::Text(signed_out.into())).await;
+                let _ = socket.send(Message::Close(None)).await;
+                return;
+            }
             incoming = socket.recv() => match incoming {
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
                 Some(Ok(_)) => continue,
             },
-        }
-        if let Some(id) = &cookie
-            && s.auth.panel_session(id, false).is_none()
-        {
-            let signed_out = serde_json::to_string(&SignedOut { signed_out: true }).unwrap_or_default();
-            let _ = socket.send(Message::Text(signed_out.into())).await;
-            let _ = socket.send(Message::Close(None)).await;
-            return;
         }
         let text = match status_json(&s).await {
             Ok(v) => v.to_string(),
@@ -94,5 +132,38 @@ pub async fn thumbnail(State(s): State<ApiState>, Path(source): Path<String>) ->
         None => {
             Err(ApiError(StatusCode::NOT_FOUND, format!("no picture from {source:?} (not a camera, or not recording)")))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(host: &str, origin: Option<&str>) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, host.parse().unwrap());
+        if let Some(o) = origin {
+            h.insert(header::ORIGIN, o.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn a_websocket_must_come_from_the_box_own_page() {
+        let panel = Credential::Panel("id".into());
+        let token = Credential::Token([0; 32]);
+        assert_eq!(same_origin(&headers("10.0.0.5:8089", Some("http://10.0.0.5:8089")), &panel), Ok(()));
+        assert_eq!(same_origin(&headers("box.court.kz", Some("https://BOX.court.kz")), &panel), Ok(()));
+        assert!(matches!(
+            same_origin(&headers("10.0.0.5:8089", Some("https://evil.example")), &panel),
+            Err(OriginRefusal::OtherSite { .. })
+        ));
+        assert!(matches!(
+            same_origin(&headers("10.0.0.5:8089", Some("http://10.0.0.5:8089.evil.example")), &token),
+            Err(OriginRefusal::OtherSite { .. })
+        ));
+        assert!(same_origin(&headers("10.0.0.5:8089", Some("null")), &panel).is_err());
+        assert_eq!(same_origin(&headers("10.0.0.5:8089", None), &panel), Err(OriginRefusal::Missing));
+        assert_eq!(same_origin(&headers("10.0.0.5:8089", None), &token), Ok(()));
     }
 }

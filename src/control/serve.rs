@@ -1,13 +1,61 @@
 //! Where the API listens: TCP (HTTPS when `[api]` names a certificate) for the panel and
-//! technicians' tools, and a Unix socket for commands on the box.
+//! technicians' tools, and a Unix socket for commands on the box. The TCP side has its own
+//! accept loop so that a hostile network cannot starve it: a client must send its request
+//! headers within `HEADER_READ_TIMEOUT` (and finish a TLS handshake within as long), each
+//! client address (an IPv6 /64) holds at most `CONNECTIONS_PER_CLIENT` connections, the
+//! network at most `NETWORK_CONNECTIONS`, and clients on the box itself have connections of
+//! their own, so that the panel on the box's screen always gets in.
 
 use super::access::LocalPeer;
 use super::api::{ApiState, router};
+use crate::auth::canonical_client;
 use crate::config::LoadedConfig;
 use anyhow::Context;
-use std::net::SocketAddr;
+use axum::Router;
+use axum::extract::connect_info::ConnectInfo;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower::ServiceExt;
+
+/// A client must have sent its whole request head (or finished the TLS handshake) by then;
+/// hyper's own timer is off unless a timer is given, as it was under `axum::serve`.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections from the network at once (the unit's `LimitNOFILE=4096` leaves room for the
+/// recording's files, sockets and pipelines beside them).
+pub const NETWORK_CONNECTIONS: usize = 1024;
+/// Connections from clients on the box itself (loopback: the panel's screen, local tools).
+pub const LOCAL_CONNECTIONS: usize = 256;
+/// Connections one network client (one IPv4 address, one IPv6 /64) may hold at once: a panel
+/// uses a handful (page, WebSocket, captions, thumbnails).
+pub const CONNECTIONS_PER_CLIENT: usize = 32;
+/// Requests handled at once; more wait their turn (long-lived streams hold no slot once
+/// their answer has begun).
+pub const CONCURRENT_REQUESTS: usize = 64;
+
+/// A handler that has not answered by then is cut off (503), so that no request holds its
+/// connection and a concurrency slot for ever (a body sent slowly counts too: the handler
+/// reads it). Streams are not cut: their answer has begun.
+pub const REQUEST_DEADLINE: Duration = Duration::from_secs(60);
+
+async fn deadline(request: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match tokio::time::timeout(REQUEST_DEADLINE, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => super::api::ApiError(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            format!("no answer within {} s; the request was cut off", REQUEST_DEADLINE.as_secs()),
+        )
+        .into_response(),
+    }
+}
 
 /// Serves until `shutdown` is cancelled, then lets requests in flight finish.
 /// Binds the TCP port first (a second daemon fails there, before touching the socket of the
@@ -18,7 +66,10 @@ pub async fn serve(
     shutdown: CancellationToken,
     ready: impl FnOnce(),
 ) -> anyhow::Result<()> {
-    let app = router(state);
+    let summaries = tokio::spawn(super::access::write_refusal_summaries(state.clone(), shutdown.clone()));
+    let app = router(state)
+        .layer(axum::middleware::from_fn(deadline))
+        .layer(tower::limit::ConcurrencyLimitLayer::new(CONCURRENT_REQUESTS));
     let addr: SocketAddr = cfg.config.api.listen.parse().context("api.listen")?;
     let tcp = std::net::TcpListener::bind(addr)
         .with_context(|| format!("cannot listen on {addr} (api.listen); is another courtbox running?"))?;
@@ -35,40 +86,155 @@ pub async fn serve(
         .with_context(|| format!("restricting {}", socket_path.display()))?;
     let local = axum::serve(unix, app.clone().into_make_service_with_connect_info::<LocalPeer>())
         .with_graceful_shutdown(shutdown.clone().cancelled_owned());
-    let network = async {
-        match cfg.tls_paths() {
-            Some((cert, key)) => {
-                crate::base::install_tls_provider();
-                let tls =
-                    axum_server::tls_rustls::RustlsConfig::from_pem_file(&cert, &key).await.with_context(|| {
-                        format!("TLS certificate {} or key {} ([api] tls_cert, tls_key)", cert.display(), key.display())
-                    })?;
-                let handle = axum_server::Handle::new();
-                let h = handle.clone();
-                let stop = shutdown.clone();
-                tokio::spawn(async move {
-                    stop.cancelled().await;
-                    h.graceful_shutdown(Some(std::time::Duration::from_secs(5)));
-                });
-                tracing::info!(%addr, "control API and panel on https://{addr}/");
-                axum_server::from_tcp_rustls(tcp, tls)
-                    .handle(handle)
-                    .serve(app.into_make_service_with_connect_info::<SocketAddr>())
-                    .await
-                    .context("control API (HTTPS)")
-            }
-            None => {
-                let listener = tokio::net::TcpListener::from_std(tcp)?;
-                tracing::info!(%addr, "control API and panel on http://{addr}/");
-                axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-                    .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-                    .await
-                    .context("control API")
-            }
+    let tls = match cfg.tls_paths() {
+        Some((cert, key)) => {
+            crate::base::install_tls_provider();
+            let config = axum_server::tls_rustls::RustlsConfig::from_pem_file(&cert, &key).await.with_context(|| {
+                format!("TLS certificate {} or key {} ([api] tls_cert, tls_key)", cert.display(), key.display())
+            })?;
+            Some(tokio_rustls::TlsAcceptor::from(config.get_inner()))
         }
+        None => None,
     };
+    let listener = tokio::net::TcpListener::from_std(tcp)?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(%addr, "control API and panel on {scheme}://{addr}/");
+    let network = accept_loop(listener, tls, app, shutdown.clone());
     ready();
     let (a, b) = tokio::join!(network, async { local.await.context("control socket") });
     let _ = std::fs::remove_file(&socket_path);
+    // The last summary of refused requests is written before the ledger closes.
+    let _ = summaries.await;
     a.and(b)
+}
+
+/// Who holds how many network connections, and the two pools.
+struct Admission {
+    network: Arc<Semaphore>,
+    local: Arc<Semaphore>,
+    per_client: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// A connection's place: released when the connection ends.
+struct Admitted {
+    _permit: OwnedSemaphorePermit,
+    client: Option<(IpAddr, Arc<Admission>)>,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        if let Some((ip, admission)) = &self.client {
+            let mut held = admission.per_client.lock();
+            if let Some(n) = held.get_mut(ip) {
+                *n -= 1;
+                if *n == 0 {
+                    held.remove(ip);
+                }
+            }
+        }
+    }
+}
+
+impl Admission {
+    fn new() -> Arc<Admission> {
+        Arc::new(Admission {
+            network: Arc::new(Semaphore::new(NETWORK_CONNECTIONS)),
+            local: Arc::new(Semaphore::new(LOCAL_CONNECTIONS)),
+            per_client: Mutex::default(),
+        })
+    }
+
+    /// A place for a new connection from `peer`, or `None`: it is closed at once.
+    fn admit(self: &Arc<Self>, peer: IpAddr) -> Option<Admitted> {
+        let on_the_box = crate::auth::Scope::of(Some(peer)) == crate::auth::Scope::Local;
+        if on_the_box {
+            return Some(Admitted { _permit: self.local.clone().try_acquire_owned().ok()?, client: None });
+        }
+        let client = canonical_client(peer);
+        let mut held = self.per_client.lock();
+        let n = held.entry(client).or_default();
+        if *n >= CONNECTIONS_PER_CLIENT {
+            return None;
+        }
+        let permit = self.network.clone().try_acquire_owned().ok()?;
+        *n += 1;
+        Some(Admitted { _permit: permit, client: Some((client, self.clone())) })
+    }
+}
+
+async fn accept_loop(
+    listener: tokio::net::TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    app: Router,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let admission = Admission::new();
+    let connections = TaskTracker::new();
+    let mut refused_since_log = 0u64;
+    loop {
+        let (stream, peer) = tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors, or the like: wait rather than spin.
+                    tracing::warn!(error = %e, "control API: accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let Some(admitted) = admission.admit(peer.ip()) else {
+            refused_since_log += 1;
+            if refused_since_log.is_power_of_two() {
+                tracing::warn!(refused = refused_since_log, "control API: connections refused (too many from one client, or in all)");
+            }
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let tls = tls.clone();
+        let shutdown = shutdown.clone();
+        connections.spawn(async move {
+            let _admitted = admitted;
+            match tls {
+                None => serve_connection(TokioIo::new(stream), peer, app, shutdown).await,
+                Some(acceptor) => match tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream)).await {
+                    Ok(Ok(tls_stream)) => serve_connection(TokioIo::new(tls_stream), peer, app, shutdown).await,
+                    Ok(Err(e)) => tracing::debug!(error = %e, "control API: TLS handshake failed"),
+                    Err(_) => tracing::debug!("control API: TLS handshake not finished in time"),
+                },
+            }
+        });
+    }
+    connections.close();
+    // Requests in flight get a few seconds to finish, as under axum::serve.
+    let _ = tokio::time::timeout(Duration::from_secs(5), connections.wait()).await;
+    Ok(())
+}
+
+async fn serve_connection<I>(io: I, peer: SocketAddr, app: Router, shutdown: CancellationToken)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+        request.extensions_mut().insert(ConnectInfo(peer));
+        app.clone().oneshot(request.map(axum::body::Body::new))
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT).max_buf_size(64 * 1024);
+    let connection = builder.serve_connection(io, service).with_upgrades();
+    tokio::pin!(connection);
+    tokio::select! {
+        result = connection.as_mut() => {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "control API connection ended");
+            }
+        }
+        () = shutdown.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.await;
+        }
+    }
 }

@@ -9,7 +9,7 @@ mod uploads;
 mod witness;
 mod writer;
 
-pub use credentials::CredentialRow;
+pub use credentials::{CredentialRow, SignInLock};
 pub use read::{CaptionRow, Reader, RecordRow, RunEnd, RunRow, SegmentRow, SessionRow, SessionState};
 pub use uploads::{Alarm, AlarmKind, Evictable, Payload, UnknownKind, UploadBacklog, UploadJob, UploadKind};
 pub use witness::CheckpointRow;
@@ -25,7 +25,7 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use thiserror::Error;
 
-pub const SCHEMA_VERSION: i32 = 6;
+pub const SCHEMA_VERSION: i32 = 7;
 const SCHEMA: &str = include_str!("schema.sql");
 /// `(version, sql)`: the script that upgrades `version - 1` to `version`.
 const MIGRATIONS: &[(i32, &str)] = &[
@@ -35,6 +35,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (4, include_str!("migrations/004_audit.sql")),
     (5, include_str!("migrations/005_credentials.sql")),
     (6, include_str!("migrations/006_witness.sql")),
+    (7, include_str!("migrations/007_sign_in_locks.sql")),
 ];
 
 #[derive(Debug, Error)]
@@ -69,10 +70,63 @@ impl LedgerError {
 
 type Job = Box<dyn FnOnce(&mut Writer) + Send>;
 
+/// The writer thread's two queues. Whatever the record needs (segments, events, captions,
+/// checkpoints) goes ahead of the audit chain's entries, so that nobody who can make the API
+/// write audit entries can delay a seal (issue 20): the writer takes an audit job only when
+/// no other job waits.
+#[derive(Default)]
+struct Lanes {
+    record: std::collections::VecDeque<Job>,
+    audit: std::collections::VecDeque<Job>,
+    closed: bool,
+}
+
+#[derive(Default)]
+struct Queue {
+    lanes: Mutex<Lanes>,
+    ready: parking_lot::Condvar,
+}
+
+impl Queue {
+    fn push(&self, job: Job, audit: bool) -> Result<(), LedgerError> {
+        let mut lanes = self.lanes.lock();
+        if lanes.closed {
+            return Err(LedgerError::Stopped);
+        }
+        if audit { lanes.audit.push_back(job) } else { lanes.record.push_back(job) }
+        self.ready.notify_one();
+        Ok(())
+    }
+
+    /// The next job, the record's first; `None` once closed and drained.
+    fn pop(&self) -> Option<Job> {
+        let mut lanes = self.lanes.lock();
+        loop {
+            if let Some(job) = lanes.record.pop_front().or_else(|| lanes.audit.pop_front()) {
+                return Some(job);
+            }
+            if lanes.closed {
+                return None;
+            }
+            self.ready.wait(&mut lanes);
+        }
+    }
+
+    /// No more jobs are taken; `last` runs after those already queued.
+    fn close(&self, last: Job) {
+        let mut lanes = self.lanes.lock();
+        if !lanes.closed {
+            lanes.audit.push_back(last);
+            lanes.closed = true;
+        }
+        self.ready.notify_one();
+    }
+}
+
 /// Handle to the ledger's writer thread. Cheap to share behind an `Arc`.
 pub struct Ledger {
     path: PathBuf,
-    jobs: Mutex<Option<mpsc::Sender<Job>>>,
+    jobs: Arc<Queue>,
     thread: Mutex<Option<JoinHandle<()>>>,
     checkpointer: Mutex<Option<(mpsc::Sender<()>, JoinHandle<()>)>>,
 }
@@ -109,18 +163,19 @@ impl Ledger {
         let checkpointer = start_checkpointer(path)?;
         let mut writer = Writer::new(conn, key, clocks);
         writer.register_device_key()?;
-        let (tx, rx) = mpsc::channel::<Job>();
+        let jobs = Arc::new(Queue::default());
+        let queue = jobs.clone();
         let thread = std::thread::Builder::new()
             .name("ledger-writer".into())
             .spawn(move || {
-                for job in rx {
+                while let Some(job) = queue.pop() {
                     job(&mut writer);
                 }
             })
             .map_err(|e| LedgerError::Invalid(format!("cannot start writer thread: {e}")))?;
         Ok(Ledger {
             path: path.to_path_buf(),
-            jobs: Mutex::new(Some(tx)),
+            jobs,
             thread: Mutex::new(Some(thread)),
             checkpointer: Mutex::new(Some(checkpointer)),
         })
@@ -136,11 +191,27 @@ impl Ledger {
         &self,
         f: impl FnOnce(&mut Writer) -> Result<T, LedgerError> + Send + 'static,
     ) -> Result<T, LedgerError> {
+        self.queue(f, false)
+    }
+
+    /// As `call`, for the audit chain: runs only when nothing of the record waits.
+    pub fn call_audit<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Writer) -> Result<T, LedgerError> + Send + 'static,
+    ) -> Result<T, LedgerError> {
+        self.queue(f, true)
+    }
+
+    fn queue<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Writer) -> Result<T, LedgerError> + Send + 'static,
+        audit: bool,
+    ) -> Result<T, LedgerError> {
         let (reply_tx, reply_rx) = mpsc::sync_channel(1);
         let job: Job = Box::new(move |w| {
             let _ = reply_tx.send(f(w));
         });
-        self.jobs.lock().as_ref().ok_or(LedgerError::Stopped)?.send(job).map_err(|_| LedgerError::Stopped)?;
+        self.jobs.push(job, audit)?;
         reply_rx.recv().map_err(|_| LedgerError::Stopped)?
     }
 
@@ -154,9 +225,7 @@ impl Ledger {
             drop(stop);
             let _ = t.join();
         }
-        if let Some(jobs) = self.jobs.lock().take() {
-            let _ = jobs.send(Box::new(|w: &mut Writer| w.checkpoint()));
-        }
+        self.jobs.close(Box::new(|w: &mut Writer| w.checkpoint()));
         if let Some(t) = self.thread.lock().take() {
             let _ = t.join();
         }
@@ -284,6 +353,46 @@ mod tests {
         let rows = ledger.reader().unwrap().checkpoints(&crate::witness::Log::Audit).unwrap();
         assert_eq!(rows.last().unwrap().size, 6, "the periodic checkpoint covers all six entries");
         assert_eq!(ledger.call(|w| w.checkpoint_audit()).unwrap(), None, "nothing new, no checkpoint");
+    }
+
+    /// Audit entries wait while anything of the record is queued: with the writer busy, an
+    /// audit job queued first still runs after a record job queued later.
+    #[test]
+    fn the_record_goes_ahead_of_the_audit_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ledger, _key) = open_test_ledger(dir.path());
+        let ledger = Arc::new(ledger);
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let (release, hold) = mpsc::channel::<()>();
+        let busy = {
+            let l = ledger.clone();
+            std::thread::spawn(move || {
+                l.call(move |_| {
+                    hold.recv().ok();
+                    Ok(())
+                })
+            })
+        };
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let queue = |audit: bool, name: &'static str| {
+            let (l, order) = (ledger.clone(), order.clone());
+            let t = std::thread::spawn(move || {
+                let job = move |_: &mut Writer| {
+                    order.lock().push(name);
+                    Ok(())
+                };
+                if audit { l.call_audit(job) } else { l.call(job) }
+            });
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            t
+        };
+        let audit = queue(true, "audit");
+        let record = queue(false, "segment");
+        release.send(()).unwrap();
+        for t in [busy, audit, record] {
+            t.join().unwrap().unwrap();
+        }
+        assert_eq!(*order.lock(), ["segment", "audit"]);
     }
 
     #[test]

@@ -92,6 +92,9 @@ pub enum AlarmKind {
     DiskLow,
     /// Free space is below `disk.critical_free_mib`: cameras pause.
     DiskCritical,
+    /// An account was locked out several times in a row (subject: the account): someone may
+    /// be guessing its PIN or token, or keeping its owner out.
+    SignInLockouts,
 }
 
 crate::base::text_names!(AlarmKind, UnknownKind, {
@@ -99,6 +102,7 @@ crate::base::text_names!(AlarmKind, UnknownKind, {
     LocalDamage => "local_damage",
     DiskLow => "disk_low",
     DiskCritical => "disk_critical",
+    SignInLockouts => "sign_in_lockouts",
 });
 
 #[derive(Debug, Clone, Serialize, serde::Deserialize, utoipa::ToSchema)]
@@ -310,7 +314,7 @@ impl Writer {
     }
 }
 
-fn raise(
+pub(super) fn raise(
     tx: &rusqlite::Transaction,
     kind: AlarmKind,
     subject: &str,

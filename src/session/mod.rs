@@ -4,6 +4,7 @@
 
 mod clockwatch;
 mod commit;
+pub use commit::SEAL_SECONDS;
 mod continuity;
 mod onair;
 mod recovery;
@@ -702,6 +703,7 @@ impl Recorder {
         self.active.lock().as_ref()?.capture()?.thumbnail(source)
     }
 
+    #[cfg(feature = "fault-injection")]
     pub fn inject_failure(&self, device: &str) -> Result<(), SessionError> {
         let active = self.active.lock();
         let a = active.as_ref().ok_or(SessionError::NotRecording)?;

@@ -9,7 +9,7 @@ use reqwest::header::{COOKIE, SET_COOKIE};
 use serde_json::{Value, json};
 use std::time::Duration;
 
-pub const PIN: &str = "4821";
+pub const PIN: &str = "482193";
 
 /// Adds a secretary with a PIN through the CLI (the PIN on standard input).
 pub fn add_secretary(tb: &TestBox, name: &str, pin: &str) {
@@ -21,7 +21,7 @@ pub fn add_secretary(tb: &TestBox, name: &str, pin: &str) {
     assert!(child.wait().unwrap().success());
 }
 
-/// Adds secretary "Aigerim" (PIN 4821) and technician "ops"; returns the technician token.
+/// Adds secretary "Aigerim" (PIN 482193) and technician "ops"; returns the technician token.
 pub fn add_people(tb: &TestBox) -> String {
     add_secretary(tb, "Aigerim", PIN);
     let out = tb.cli_ok(&["people", "technician", "ops"]);
@@ -50,6 +50,11 @@ pub fn sign_in(http: &Client, base: &str, name: &str, pin: &str) -> Result<Panel
 }
 
 impl Panel {
+    /// The `name=value` of its session cookie.
+    pub fn cookie(&self) -> &str {
+        &self.cookie
+    }
+
     fn with(&self, rb: RequestBuilder, csrf: bool) -> RequestBuilder {
         let rb = rb.header(COOKIE, &self.cookie);
         if csrf { rb.header("X-CSRF-Token", &self.csrf) } else { rb }
@@ -287,8 +292,8 @@ fn wrong_pins_lock_the_account_and_sessions_end() {
     assert_eq!(sign_in(&http, &base, "Nobody", "1234").err().unwrap().0, 401, "unknown names answer like wrong PINs");
 
     // A second secretary is not affected; signing out ends the cookie's session.
-    add_secretary(&tb, "Dana", "97531");
-    let dana = sign_in(&http, &base, "Dana", "97531").unwrap();
+    add_secretary(&tb, "Dana", "975310");
+    let dana = sign_in(&http, &base, "Dana", "975310").unwrap();
     assert_eq!(dana.with(http.get(format!("{base}/api/v1/status")), false).send().unwrap().status(), 200);
     assert_eq!(dana.with(http.post(format!("{base}/api/v1/auth/sign-out")), true).send().unwrap().status(), 200);
     assert_eq!(dana.with(http.get(format!("{base}/api/v1/status")), false).send().unwrap().status(), 401);

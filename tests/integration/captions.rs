@@ -104,8 +104,11 @@ fn streaming_captions_of_a_session_match_offline_and_verify() {
     drop(engine);
 
     let tb = TestBox::with_captions("streaming_captions", "tests/fixtures/speech-en.toml", "");
-    let daemon = tb.start();
+    // At debug level, so that no line of any level carries what was said (issue 20, item 9).
+    let daemon = tb.start_with_env(&[("RUST_LOG", "debug")]);
     let session = tb.start_session_in("en");
+    // A closed hearing: its words are in the sealed record and nowhere else on the box.
+    tb.cli_ok(&["session", "hearing", "closed"]);
     // jfk.wav is 11 s; it plays from media time 0. Wait for its final caption.
     wait_for("the final caption of the first pass", Duration::from_secs(40), || {
         tb.status()["captions"]["finals"].as_u64().unwrap_or(0) > 0
@@ -137,6 +140,20 @@ fn streaming_captions_of_a_session_match_offline_and_verify() {
     let firsts: Vec<_> =
         captions(&records).into_iter().filter(|c| c.0 == "judge" && c.2.media_start.0 < 11_000_000_000).collect();
     assert!(!firsts.is_empty(), "no final caption of the first pass");
+    // The daemon's whole log (what systemd sends to the journal on a box), at debug level,
+    // holds none of the words spoken: captions are logged by length only, and the search's
+    // query is not logged either.
+    let log = std::fs::read_to_string(tb.root.join("daemon-1.log")).unwrap();
+    assert!(log.contains("caption (its text is in the record, never in the log)"), "no caption was logged at all");
+    let spoken: std::collections::BTreeSet<String> = captions(&records)
+        .iter()
+        .flat_map(|c| c.2.text.split_whitespace().map(|w| w.trim_matches(|c: char| !c.is_alphanumeric()).to_lowercase()))
+        .filter(|w| w.chars().count() >= 5)
+        .collect();
+    assert!(spoken.len() >= 3, "too few words to look for: {spoken:?}");
+    let lower = log.to_lowercase();
+    let leaked: Vec<&String> = spoken.iter().filter(|w| lower.contains(w.as_str())).collect();
+    assert!(leaked.is_empty(), "spoken words in the daemon's log ({} lines): {leaked:?}", log.lines().count());
     let streamed = firsts.iter().map(|c| c.2.text.as_str()).collect::<Vec<_>>().join(" ");
     let w = wer(&offline, &streamed);
     eprintln!("streamed vs offline: WER {:.1} %\n  offline:  {offline}\n  streamed: {streamed}", w * 100.0);

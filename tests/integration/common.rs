@@ -22,6 +22,37 @@ pub fn output_dir(name: &str) -> PathBuf {
     d
 }
 
+/// Extra addresses on the loopback interface (TEST-NET-1, 192.0.2.0/24), so that a test can
+/// be clients the daemon sees as coming from the network; removed again on drop.
+pub struct NetworkClients {
+    addresses: Vec<std::net::IpAddr>,
+}
+
+impl NetworkClients {
+    pub fn add(addresses: &[&str]) -> NetworkClients {
+        let addresses: Vec<std::net::IpAddr> = addresses.iter().map(|a| a.parse().unwrap()).collect();
+        for a in &addresses {
+            // "File exists" is left from a test that was killed: the address is there.
+            let out = Command::new("ip").args(["addr", "add", &format!("{a}/32"), "dev", "lo"]).output().unwrap();
+            let said = String::from_utf8_lossy(&out.stderr);
+            assert!(out.status.success() || said.contains("File exists"), "ip addr add {a}: {said}");
+        }
+        NetworkClients { addresses }
+    }
+
+    pub fn addresses(&self) -> &[std::net::IpAddr] {
+        &self.addresses
+    }
+}
+
+impl Drop for NetworkClients {
+    fn drop(&mut self) {
+        for a in &self.addresses {
+            let _ = Command::new("ip").args(["addr", "del", &format!("{a}/32"), "dev", "lo"]).output();
+        }
+    }
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }

@@ -8,6 +8,7 @@ mod common;
 mod config;
 mod crash;
 mod failure;
+mod hardening;
 mod install;
 mod ops;
 mod panel;

@@ -213,16 +213,19 @@ fn devices_lists_a_virtual_microphone_and_prints_a_valid_profile() {
     assert_eq!(pulse.mics.len() as u32, pulse.channels);
 }
 
-/// The Debian package builds (cargo-deb, from the release binary this suite uses) and holds
-/// the binary, the unit, the default configuration, the profiles, and a postinst that makes
-/// the service user.
+/// The Debian package builds (cargo-deb, a release build of its own in `target/package`,
+/// without the suite's fault-injection feature) and holds the binary, the unit, the default
+/// configuration, the profiles, and a postinst that makes the service user; its binary has
+/// no fault injection and refuses a configuration that asks for it.
 #[test]
 fn the_debian_package_builds_with_the_expected_files() {
     let out_dir = output_dir("ops_deb");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let package_target = repo().join("target/package");
     let built = std::process::Command::new(cargo)
         .current_dir(repo())
-        .args(["deb", "--no-build", "--no-strip", "--quiet", "-o"])
+        .env("CARGO_TARGET_DIR", &package_target)
+        .args(["deb", "--no-strip", "--quiet", "-o"])
         .arg(&out_dir)
         .output()
         .unwrap();
@@ -261,6 +264,18 @@ fn the_debian_package_builds_with_the_expected_files() {
     let cfg: courtbox::config::Config =
         toml::from_str(&std::fs::read_to_string(repo().join("systemd/courtbox.toml")).unwrap()).unwrap();
     assert!(courtbox::config::validate_config(&cfg).is_empty());
+    // The packaged binary was built without fault injection: a configuration that asks for
+    // it is refused, naming the key (the suite's own build accepts it).
+    let config = out_dir.join("fault-injection.toml");
+    let asks = std::fs::read_to_string(repo().join("systemd/courtbox.toml")).unwrap() + "\n[debug]\nfault_injection = true\n";
+    std::fs::write(&config, asks).unwrap();
+    let checked = std::process::Command::new(package_target.join("release/courtbox"))
+        .args(["check", "--config-only", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&checked.stdout).to_string() + &String::from_utf8_lossy(&checked.stderr);
+    assert!(!checked.status.success() && said.contains("debug.fault_injection"), "{said}");
 }
 
 /// During a session, a black camera and an unplugged microphone become alarms (status, CLI,

@@ -13,7 +13,7 @@ fn a_secretary_records_a_hearing_on_the_touchscreen() {
     let tb = TestBox::with_extra("panel_browser", "hw-profiles/sim.toml", 4, "[api]\nlockout_failures = 3\n");
     let daemon = tb.start();
     add_people(&tb);
-    add_secretary(&tb, "Dana", "97531");
+    add_secretary(&tb, "Dana", "975310");
     let shots = tb.root.join("screenshots");
     let out = Command::new("node")
         .arg(repo().join("tests/panel/drive.mjs"))

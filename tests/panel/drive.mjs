@@ -35,7 +35,7 @@ try {
   await page.waitForFunction(() => /Tries left before lock-out: 1/.test(document.querySelector("#sign-in-message").textContent));
   await pressPin("2222");
   await page.waitForFunction(() => /Locked/.test(document.querySelector("#sign-in-message").textContent));
-  await pressPin("97531");
+  await pressPin("975310");
   await page.waitForFunction(() => /Locked/.test(document.querySelector("#sign-in-message").textContent));
   found.locked_message = await text("#sign-in-message");
   found.console_hidden_while_locked = await page.locator("#console").isHidden();
@@ -43,7 +43,7 @@ try {
 
   // Aigerim signs in.
   await page.click('#names button[data-name="Aigerim"]');
-  await pressPin("4821");
+  await pressPin("482193");
   await page.waitForSelector("#console:not([hidden])");
   await page.waitForFunction(() => document.querySelector("#state").dataset.state === "stopped");
   found.signed_in_as = await text("#who");
