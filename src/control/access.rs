@@ -183,12 +183,14 @@ pub async fn technicians_only(request: Request, next: Next) -> Response {
     }
 }
 
-/// Refusals of one network client written to the audit chain one by one per minute; the
-/// rest are counted and written as one summary entry a minute (`RefusalCounter`).
+/// Refusals that name someone written to the audit chain one by one per minute and network
+/// client; the rest are counted and written as one summary entry a minute (`RefusalCounter`).
 pub const AUDITED_REFUSALS_PER_CLIENT_MINUTE: u32 = 10;
 
 /// Refusals the audit chain does not get one by one: those of nobody at all (no credential,
-/// an ended session), and those of a client past its `AUDITED_REFUSALS_PER_CLIENT_MINUTE`.
+/// a wrong token, an ended session), and those of a network client past its
+/// `AUDITED_REFUSALS_PER_CLIENT_MINUTE`. Named refusals on the box itself (its screen, its
+/// socket) are always written.
 /// Anyone can send them by the thousand; written each, they would grow the ledger without
 /// bound. Pure, over given monotonic times.
 #[derive(Debug, Default)]
@@ -205,6 +207,11 @@ impl RefusalCounter {
     pub fn write_one(&mut self, client: Option<IpAddr>, anonymous: bool, status: u16, now: Duration) -> bool {
         // The box's own socket is the box's users: always written.
         let Some(ip) = client.map(crate::auth::canonical_client) else { return true };
+        // Someone named, on the box itself (its screen): always written too.
+        let on_the_box = crate::auth::Scope::of(client) == crate::auth::Scope::Local;
+        if !anonymous && on_the_box {
+            return true;
+        }
         if !anonymous {
             let (start, n) = self.written.entry(ip).or_insert((now, 0));
             if now.saturating_sub(*start) >= Duration::from_secs(60) {
@@ -537,9 +544,15 @@ mod tests {
         let written = (0..50).filter(|i| c.write_one(named, false, if i % 2 == 0 { 401 } else { 429 }, t)).count();
         assert_eq!(written, AUDITED_REFUSALS_PER_CLIENT_MINUTE as usize);
         assert!(c.write_one(None, true, 403, t), "the box's own socket is always written");
+        let screen: Option<IpAddr> = Some("127.0.0.1".parse().unwrap());
+        assert!((0..50).all(|_| c.write_one(screen, false, 403, t)), "someone named on the box's screen: always");
+        assert!(!c.write_one(screen, true, 401, t), "but nobody on it is counted");
         let (action, status) = c.take_summary(t).unwrap();
         assert_eq!(status, 401);
-        assert!(action.contains("20040 (401: 20020, 429: 20)") && action.contains("from 2 client(s), most from 192.0.2.78 (20000)"), "{action}");
+        assert!(
+            action.contains("20041 (401: 20021, 429: 20)") && action.contains("from 3 client(s), most from 192.0.2.78 (20000)"),
+            "{action}"
+        );
         assert_eq!(c.take_summary(t), None, "counted once");
         // Another address of the same /64 shares the share; a minute later it is renewed.
         let same_64: Option<IpAddr> = Some("2001:db8:5:6::99".parse().unwrap());
