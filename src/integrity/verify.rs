@@ -649,13 +649,21 @@ fn check_placement(placement: &Placement, session: Option<Uuid>, start: Option<(
                     format!(
                         "{url} does not end in court/room/session as central storage lays sessions out; the chain is \
                          {}/{session}",
-                        start.map_or("?/?".to_string(), |(c, r)| format!("{c}/{r}"))
+                        start.map_or("?/?".to_string(), |(c, r)| format!(
+                            "{}/{}",
+                            crate::base::printable(c),
+                            crate::base::printable(r)
+                        ))
                     ),
                 );
             };
+            // Record #0 states court and room; without it only the session can be compared.
             let (chain_court, chain_room) = start.unwrap_or((court, room));
             let same_session = Uuid::parse_str(named).is_ok_and(|n| n == session);
             if court != chain_court || room != chain_room || !same_session {
+                // A chain verified without an anchor could state anything: shown escaped.
+                let (chain_court, chain_room) =
+                    (crate::base::printable(chain_court), crate::base::printable(chain_room));
                 report.fault(
                     FaultKind::Misplaced,
                     format!(
