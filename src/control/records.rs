@@ -209,7 +209,9 @@ pub async fn get_config(State(s): State<ApiState>) -> Result<Response, ApiError>
 }
 
 /// `PUT /api/v1/config`: a new configuration file, checked exactly as at start-up and
-/// written atomically; it applies at the next restart of the service.
+/// written atomically; it applies at the next restart of the service. Its `hw_profile` must
+/// lie in the running configuration's profile folders (else 400, the file not opened), and
+/// errors in the profile name file, line and column, never its content (422).
 #[utoipa::path(put, path = "/api/v1/config", summary = "Replace the configuration file; checked as at start-up, applies at the next restart (technicians)", security(("technicianToken" = [])), request_body(content = String, content_type = "text/plain"),
     responses((status = 200, description = "Saved", body = ConfigSaved), Refusal))]
 pub async fn put_config(State(s): State<ApiState>, body: String) -> Result<Response, ApiError> {
