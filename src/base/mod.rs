@@ -6,12 +6,14 @@ mod clocks;
 mod service_thread;
 pub mod supervise;
 mod time;
+mod toml_error;
 
 pub use backoff::Backoff;
 pub use clocks::{Clocks, RealClocks, SimulatedClocks};
 pub use service_thread::ServiceThread;
 pub use supervise::{ExponentialRetry, Phase, RetryPolicy, Supervision};
 pub use time::{MediaTime, WallTime};
+pub use toml_error::{Withheld, line_column};
 
 use std::path::{Path, PathBuf};
 

@@ -444,11 +444,14 @@ struct BenchBox {
 /// its configuration (with `extra` appended) written and loaded, its ledger opened.
 fn bench_box(dir: &Path, profile: &Path, sim_audio: &Path, extra: &str) -> Result<BenchBox> {
     let config = dir.join("courtbox.toml");
+    let profile = std::fs::canonicalize(profile).with_context(|| profile.display().to_string())?;
     std::fs::write(
         &config,
         format!(
-            "court = \"bench\"\nroom = \"bench\"\ndata_dir = \"data\"\nhw_profile = \"{}\"\n[sim]\naudio_dir = \"{}\"\n{extra}",
-            std::fs::canonicalize(profile).with_context(|| profile.display().to_string())?.display(),
+            "court = \"bench\"\nroom = \"bench\"\ndata_dir = \"data\"\nhw_profile = \"{}\"\nprofile_dirs = [\"{}\"]\n\
+             [sim]\naudio_dir = \"{}\"\n{extra}",
+            profile.display(),
+            profile.parent().unwrap_or(Path::new("/")).display(),
             std::fs::canonicalize(sim_audio).unwrap_or(sim_audio.to_path_buf()).display(),
         ),
     )?;

@@ -1,6 +1,7 @@
 //! `courtbox verify`: checks a session (an exported folder or its central copy) against the
 //! anchor that vouches for its device key, optionally against the checkpoints the box sent
-//! to central storage and the pinned TSA; the verdict is the exit code.
+//! to central storage and the pinned TSA; the verdict is the exit code. Where the folder or
+//! URL sits is checked against the chain's court, room and session.
 
 use super::store_url::open_store_url;
 use anyhow::{Context, Result, bail};
@@ -21,6 +22,11 @@ pub struct VerifyArgs {
     /// recording (otherwise such a chain is INCOMPLETE, exit 4).
     #[arg(long)]
     allow_open: bool,
+    /// Refuse a folder holding anything that is not part of the record (derived files such
+    /// as playable/ and the caption files, README.txt, media no record names): NOT VERIFIED
+    /// instead of a list. For a copy that should be exactly the record, as central storage.
+    #[arg(long)]
+    strict: bool,
     /// Compare with the checkpoints the box sent to central storage while it recorded:
     /// s3://bucket/prefix/court/room or file:///folder/court/room. Names a copy cut short,
     /// rewritten, or unknown to the store.
@@ -72,15 +78,22 @@ impl TrustArgs {
 }
 
 pub fn run(args: VerifyArgs, config: &Path) -> Result<ExitCode> {
-    let VerifyArgs { path, trust, allow_open, against, tsa } = args;
-    let folder: Box<dyn courtbox::integrity::SessionFolder> = if path.contains("://") {
-        Box::new(courtbox::upload::StoreFolder::new(open_store_url(&path, config)?)?)
+    let VerifyArgs { path, trust, allow_open, strict, against, tsa } = args;
+    use courtbox::integrity::Placement;
+    let (folder, placement): (Box<dyn courtbox::integrity::SessionFolder>, Placement) = if path.contains("://") {
+        // A file:// URL is checked as the folder it really is (`..` and links resolved).
+        let placement = match path.strip_prefix("file://").and_then(|p| std::fs::canonicalize(p).ok()) {
+            Some(real) => Placement::of_url(&format!("file://{}", real.display())),
+            None => Placement::of_url(&path),
+        };
+        (Box::new(courtbox::upload::StoreFolder::new(open_store_url(&path, config)?)?), placement)
     } else {
         let path = PathBuf::from(path);
         if !path.is_dir() {
             bail!("{} is not a folder", path.display());
         }
-        Box::new(courtbox::integrity::LocalFolder(path))
+        let placement = Placement::of_folder(&path);
+        (Box::new(courtbox::integrity::LocalFolder(path)), placement)
     };
     let central = match &against {
         Some(url) => Some(central_session(url, folder.as_ref(), config)?),
@@ -96,6 +109,8 @@ pub fn run(args: VerifyArgs, config: &Path) -> Result<ExitCode> {
         clock_tolerance_s: tsa
             .clock_tolerance
             .unwrap_or_else(|| cfg.as_ref().map_or(5, |c| u64::from(c.config.witness.clock_tolerance_seconds))),
+        placement,
+        strict,
     };
     let report = courtbox::integrity::verify(folder.as_ref(), &options);
     print!("{report}");

@@ -1,8 +1,11 @@
 //! Box configuration and hardware profiles: strict TOML (unknown keys are errors), loaded
 //! from files, checked by a pure `validate()` whose messages name the file, key and fault.
 
+mod locate;
 mod profile;
 mod validate;
+
+pub use locate::{LOCAL_PROFILE_DIR, SYSTEM_PROFILE_DIRS, locate_profile, profile_dirs};
 
 pub use profile::{
     AudioDevice, AudioEncoder, AudioEncoding, AudioSourceKind, Camera, CameraSource, HwProfile, InputFormat,
@@ -22,6 +25,34 @@ pub enum ConfigError {
     Parse { path: PathBuf, message: String },
     #[error("{}", format_problems(path, problems))]
     Invalid { path: PathBuf, problems: Vec<Problem> },
+    /// `hw_profile` names a file outside every profile folder; it was not opened.
+    #[error(
+        "{}: hw_profile: {given:?} is not a .toml file inside a profile folder; profiles come only from {}",
+        config.display(),
+        list_dirs(allowed)
+    )]
+    ProfileOutside { config: PathBuf, given: PathBuf, allowed: Vec<PathBuf> },
+    /// A configuration sent over the API lists a profile folder the running one does not:
+    /// only someone on the box may widen where profiles come from.
+    #[error(
+        "{}: profile_dirs: {dir:?} is not a profile folder of the running configuration ({}); \
+         a folder is added by editing the file on the box",
+        config.display(),
+        list_dirs(allowed)
+    )]
+    ProfileDirsWidened { config: PathBuf, dir: PathBuf, allowed: Vec<PathBuf> },
+}
+
+impl ConfigError {
+    /// Whether the configuration asked for something it may not (a file outside the profile
+    /// folders), rather than being malformed.
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, ConfigError::ProfileOutside { .. } | ConfigError::ProfileDirsWidened { .. })
+    }
+}
+
+fn list_dirs(dirs: &[PathBuf]) -> String {
+    dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ")
 }
 
 fn format_problems(path: &Path, problems: &[Problem]) -> String {
@@ -40,8 +71,14 @@ pub struct Config {
     pub room: String,
     /// Where the ledger, the spool and the device key live.
     pub data_dir: PathBuf,
-    /// The hardware profile (a TOML file, see `hw-profiles/`).
+    /// The hardware profile: a `.toml` file inside a profile folder (`hw-profiles/` beside
+    /// this file, `/usr/share/courtbox/hw-profiles`, `/etc/courtbox/hw-profiles`, or one of
+    /// `profile_dirs`).
     pub hw_profile: PathBuf,
+    /// More folders profiles may come from (relative to this file). `PUT /api/v1/config`
+    /// cannot add one: only an edit on the box can.
+    #[serde(default)]
+    pub profile_dirs: Vec<PathBuf>,
     /// Directory with pipeline templates overriding the built-in ones.
     #[serde(default)]
     pub pipelines_dir: Option<PathBuf>,
@@ -412,6 +449,8 @@ pub struct LoadedConfig {
     pub config: Config,
     pub profile_path: PathBuf,
     pub profile: HwProfile,
+    /// The folders `hw_profile` may come from (absolute).
+    pub profile_dirs: Vec<PathBuf>,
     pub data_dir: PathBuf,
     pub sim_audio_dir: PathBuf,
     pub pipelines_dir: Option<PathBuf>,
@@ -454,32 +493,71 @@ impl LoadedConfig {
     }
 }
 
-fn read_toml<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, ConfigError> {
+/// Whose file is being read, which decides what a parse error may show of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reader {
+    /// The file's author reads the error (the configuration given to a command or sent over
+    /// the API): the parser's message with the offending line.
+    Author,
+    /// Any other file (the profile a configuration names): line, column and the parser's
+    /// words, never the file's content.
+    Other,
+}
+
+fn read_toml<T: for<'de> Deserialize<'de>>(path: &Path, reader: Reader) -> Result<T, ConfigError> {
     let text =
         std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
     toml::from_str(&text).map_err(|e| ConfigError::Parse {
         path: path.to_path_buf(),
-        message: e.to_string().trim_end().replace('\n', "\n    "),
+        message: match reader {
+            Reader::Author => e.to_string().trim_end().replace('\n', "\n    "),
+            Reader::Other => crate::base::Withheld::new(&text, &e).to_string(),
+        },
     })
 }
 
 /// Reads and validates a hardware profile on its own (used by tests and `courtbox check`).
+/// A parse error gives the position, never the content.
 pub fn load_profile(path: &Path) -> Result<HwProfile, ConfigError> {
-    let profile: HwProfile = read_toml(path)?;
+    let profile: HwProfile = read_toml(path, Reader::Other)?;
     let problems = validate_profile(&profile);
     if problems.is_empty() { Ok(profile) } else { Err(ConfigError::Invalid { path: path.to_path_buf(), problems }) }
 }
 
+/// Which profile folders a configuration being loaded may use.
+#[derive(Debug, Clone, Copy)]
+pub enum ProfileFolders<'a> {
+    /// Those it lists itself (a file on the box: whoever wrote it could read any file anyway).
+    Own,
+    /// Those of the running configuration: one sent over the API may not add a folder.
+    Running(&'a [PathBuf]),
+}
+
 /// Reads `courtbox.toml` and the hardware profile it names; every problem found is reported.
 pub fn load(path: &Path) -> Result<LoadedConfig, ConfigError> {
-    let config: Config = read_toml(path)?;
+    load_with(path, ProfileFolders::Own)
+}
+
+/// As `load`, with the profile folders `folders` allows.
+pub fn load_with(path: &Path, folders: ProfileFolders) -> Result<LoadedConfig, ConfigError> {
+    let config: Config = read_toml(path, Reader::Author)?;
     let problems = validate_config(&config);
     if !problems.is_empty() {
         return Err(ConfigError::Invalid { path: path.to_path_buf(), problems });
     }
     let base = path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
     let base = if base.as_os_str().is_empty() { PathBuf::from(".") } else { base };
-    let profile_path = crate::base::resolve(&base, &config.hw_profile);
+    let dirs = profile_dirs(&base, &config.profile_dirs);
+    if let ProfileFolders::Running(allowed) = folders
+        && let Some(dir) = dirs.iter().find(|d| !allowed.contains(d))
+    {
+        return Err(ConfigError::ProfileDirsWidened {
+            config: path.to_path_buf(),
+            dir: dir.clone(),
+            allowed: allowed.to_vec(),
+        });
+    }
+    let profile_path = locate_profile(path, &config.hw_profile, &dirs)?;
     let profile = load_profile(&profile_path)?;
     let problems = validate_config_with_profile(&config, &profile);
     if !problems.is_empty() {
@@ -494,6 +572,7 @@ pub fn load(path: &Path) -> Result<LoadedConfig, ConfigError> {
         base_dir: base,
         profile_path,
         profile,
+        profile_dirs: dirs,
         config,
     })
 }
@@ -594,9 +673,56 @@ mod tests {
         let err = load(&path).unwrap_err().to_string();
         assert!(err.contains("courtbox.toml: court: \"Bad Court\" is not a valid name"), "{err}");
         assert!(err.contains("courtbox.toml: api.listen: \"nowhere\" is not an address"), "{err}");
-        std::fs::write(&path, "court = \"c\"\nroom = \"r\"\ndata_dir = \"d\"\nhw_profile = \"p.toml\"\n").unwrap();
+        std::fs::write(&path, "court = \"c\"\nroom = \"r\"\ndata_dir = \"d\"\nhw_profile = \"hw-profiles/p.toml\"\n")
+            .unwrap();
         let err = load(&path).unwrap_err().to_string();
         assert!(err.contains("p.toml: cannot read"), "a missing profile is named: {err}");
+    }
+
+    /// A profile outside the profile folders is refused by kind, naming the key and the
+    /// folders; one inside that does not parse is named by file, line and column, and not
+    /// one character of it is quoted.
+    #[test]
+    fn profiles_come_only_from_profile_folders_and_their_errors_quote_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("courtbox.toml");
+        let config = |profile: &str, extra: &str| {
+            std::fs::write(
+                &path,
+                format!("court = \"c\"\nroom = \"r\"\ndata_dir = \"d\"\nhw_profile = \"{profile}\"\n{extra}"),
+            )
+            .unwrap();
+        };
+        std::fs::write(dir.path().join("secret.toml"), "name = \"SECRET-MARKER\"\n").unwrap();
+        for outside in ["/etc/shadow", "secret.toml", "hw-profiles/../secret.toml"] {
+            config(outside, "");
+            let e = load(&path).unwrap_err();
+            assert!(e.is_refusal(), "{outside}: {e}");
+            let text = e.to_string();
+            assert!(text.contains("courtbox.toml: hw_profile: ") && text.contains("hw-profiles"), "{text}");
+        }
+
+        let profiles = dir.path().join("hw-profiles");
+        std::fs::create_dir(&profiles).unwrap();
+        std::fs::write(
+            profiles.join("bad.toml"),
+            "name = \"x\"\n[[camera]]\nname = \"SECRET-MARKER\"\nfps = \"SECRET-MARKER\"\n",
+        )
+        .unwrap();
+        config("hw-profiles/bad.toml", "");
+        let e = load(&path).unwrap_err();
+        assert!(matches!(e, ConfigError::Parse { .. }) && !e.is_refusal(), "{e}");
+        let text = e.to_string();
+        assert!(text.contains("bad.toml: line 4, column 7: invalid type") && !text.contains("SECRET"), "{text}");
+
+        // A folder listed by the file itself counts when the file is the box's own, and not
+        // when the configuration comes over the API.
+        config("../elsewhere/p.toml", "profile_dirs = [\"../elsewhere\"]\n");
+        let running = profile_dirs(dir.path(), &[]);
+        let e = load_with(&path, ProfileFolders::Running(&running)).unwrap_err();
+        assert!(matches!(e, ConfigError::ProfileDirsWidened { .. }), "{e}");
+        assert!(e.to_string().contains("courtbox.toml: profile_dirs: "), "{e}");
+        assert!(matches!(load(&path).unwrap_err(), ConfigError::Read { .. }), "its own folder is searched");
     }
 
     #[test]

@@ -209,20 +209,28 @@ pub async fn get_config(State(s): State<ApiState>) -> Result<Response, ApiError>
 }
 
 /// `PUT /api/v1/config`: a new configuration file, checked exactly as at start-up and
-/// written atomically; it applies at the next restart of the service.
+/// written atomically; it applies at the next restart of the service. Its `hw_profile` must
+/// lie in the running configuration's profile folders (else 400, the file not opened), and
+/// errors in the profile name file, line and column, never its content (422).
 #[utoipa::path(put, path = "/api/v1/config", summary = "Replace the configuration file; checked as at start-up, applies at the next restart (technicians)", security(("technicianToken" = [])), request_body(content = String, content_type = "text/plain"),
     responses((status = 200, description = "Saved", body = ConfigSaved), Refusal))]
 pub async fn put_config(State(s): State<ApiState>, body: String) -> Result<Response, ApiError> {
     let path = s.cfg.path.clone();
+    // The profile folders stay those of the running configuration: the new one may name a
+    // profile in them, never add a folder (or it could have the box read any file).
+    let running_dirs = s.cfg.profile_dirs.clone();
     let outcome = tokio::task::spawn_blocking(move || -> Result<(), ApiError> {
         let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
         let candidate = dir.join(format!(".courtbox-candidate-{}.toml", uuid::Uuid::new_v4()));
         std::fs::write(&candidate, &body).map_err(ApiError::internal)?;
-        let checked = crate::config::load(&candidate);
+        let checked = crate::config::load_with(&candidate, crate::config::ProfileFolders::Running(&running_dirs));
         if let Err(e) = checked {
             let _ = std::fs::remove_file(&candidate);
             let message = e.to_string().replace(&candidate.display().to_string(), "the new configuration");
-            return Err(ApiError(StatusCode::UNPROCESSABLE_ENTITY, message));
+            // Asking for a file outside the profile folders is a refused request; anything
+            // else is a configuration that does not hold.
+            let status = if e.is_refusal() { StatusCode::BAD_REQUEST } else { StatusCode::UNPROCESSABLE_ENTITY };
+            return Err(ApiError(status, message));
         }
         std::fs::File::open(&candidate).and_then(|f| f.sync_all()).map_err(ApiError::internal)?;
         std::fs::rename(&candidate, &path).map_err(ApiError::internal)?;

@@ -66,7 +66,10 @@ This folder is an export of one court session recorded by courtbox.
 
 Check everything with:  courtbox verify <this folder> --key <the box's registered public key>
    (or --fingerprint SHA256:..., or --trusted-keys <the court's list>), and add
-   --against s3://bucket/prefix/<court>/<room> to compare with the store's checkpoints
+   --against s3://bucket/prefix/<court>/<room> to compare with the store's checkpoints.
+verify lists the files that are not part of the record (playable/, the caption files, this
+README, anything added); --strict refuses a folder that has any. A folder named by a
+session id must hold that session.
 ";
 
 /// The public half of a replaced device key (`device.key.replaced-*`) with this key id.
@@ -151,15 +154,15 @@ pub fn export_session(
         let key_path = dest.join(layout::PUBLIC_KEY);
         io(&key_path, std::fs::write(&key_path, key.to_pem()))?;
     }
-    io(dest, std::fs::write(dest.join("README.txt"), README))?;
+    io(dest, std::fs::write(dest.join(layout::README), README))?;
 
     let mut playable = Vec::new();
     let mut playable_errors = Vec::new();
     if !by_source.is_empty() {
-        io(dest, std::fs::create_dir_all(dest.join("playable")))?;
+        io(dest, std::fs::create_dir_all(dest.join(layout::PLAYABLE_DIR)))?;
     }
     for (source, files) in by_source {
-        let out = dest.join("playable").join(format!("{source}.mkv"));
+        let out = dest.join(layout::PLAYABLE_DIR).join(format!("{source}.mkv"));
         match concat_segments(&files, &out) {
             Ok(()) => playable.push(out),
             Err(e) => playable_errors.push(format!("{source}: {e}")),

@@ -20,8 +20,9 @@ pub use record::{
 };
 pub use trust::{Fingerprint, TrustAnchor, TrustError, TrustList, TrustedKey, fingerprint};
 pub use verify::{
-    Fault, FaultKind, LocalFolder, MAX_DOC_BYTES, MAX_MISSING, MAX_RECORD_BYTES, Open, Report, SessionFolder,
-    SourceCoverage, Verdict, VerifyOptions, completeness_line, coverage, digest_reader, verify, verify_folder,
+    Fault, FaultKind, LocalFolder, MAX_DOC_BYTES, MAX_LISTED, MAX_MISSING, MAX_RECORD_BYTES, NotInRecord, Open,
+    Placement, Report, SessionFolder, SourceCoverage, Verdict, VerifyOptions, completeness_line, coverage,
+    digest_reader, verify, verify_folder,
 };
 
 /// File layout of a session folder, shared by the spool, exports and central storage.
@@ -32,6 +33,10 @@ pub mod layout {
     /// Derived caption files of an export; `captions.json` is checked against the chain.
     pub const CAPTIONS_DIR: &str = "captions";
     pub const CAPTIONS_JSON: &str = "captions/captions.json";
+    /// Derived files of an export: one playable file per source, not part of the record.
+    pub const PLAYABLE_DIR: &str = "playable";
+    /// An export's explanation for people, not part of the record.
+    pub const README: &str = "README.txt";
 
     /// Revision 1 is `manifest.rec`; later revisions are `manifest-N.rec` (write-once
     /// storage never overwrites the first).

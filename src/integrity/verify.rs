@@ -38,6 +38,10 @@ pub enum FaultKind {
     /// A checkpoint (in the folder or in the central store) disagrees with the chain, or a
     /// timestamp token does not verify.
     Witness,
+    /// The folder or URL the session sits under names another court, room or session.
+    Misplaced,
+    /// `--strict`: the folder holds files that are not part of the record.
+    NotPartOfRecord,
 }
 
 impl FaultKind {
@@ -57,6 +61,8 @@ impl FaultKind {
             FaultKind::Manifest => "manifest",
             FaultKind::Structure => "structure",
             FaultKind::Witness => "witness",
+            FaultKind::Misplaced => "misplaced",
+            FaultKind::NotPartOfRecord => "not part of the record",
         }
     }
 }
@@ -135,6 +141,50 @@ pub struct VerifyOptions<'a> {
     pub tsa: Option<&'a crate::witness::tsa::TsaPin>,
     /// A box clock further than this from the TSA's is flagged.
     pub clock_tolerance_s: u64,
+    /// Where the folder sits: checked against the court, room and session of its chain.
+    pub placement: Placement,
+    /// Files that are not part of the record (derived, unreferenced) are a fault, not a list.
+    pub strict: bool,
+}
+
+/// Where a session folder sits, as far as that names the session it should hold.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Placement {
+    /// Not said (a caller verifying something it made itself).
+    #[default]
+    Unknown,
+    /// A folder on this machine, by its name. An export named by a session id (as
+    /// `scripts/demo` names them) must hold that session; another name says nothing.
+    Folder(String),
+    /// A store URL, `…/{court}/{room}/{session}` as central storage lays sessions out: the
+    /// last three parts of its path (after the bucket, for s3://), where it has them.
+    Store { url: String, court: Option<String>, room: Option<String>, session: Option<String> },
+}
+
+impl Placement {
+    /// The placement of a local folder: its own name, `.` and `..` resolved.
+    pub fn of_folder(path: &Path) -> Placement {
+        let real = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        match real.file_name() {
+            Some(name) => Placement::Folder(name.to_string_lossy().into_owned()),
+            None => Placement::Unknown,
+        }
+    }
+
+    /// The placement of a store URL (`s3://bucket/prefix/court/room/session`,
+    /// `file:///folder/court/room/session`).
+    pub fn of_url(url: &str) -> Placement {
+        let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+        let mut parts: Vec<&str> = rest.split('/').filter(|p| !p.is_empty()).collect();
+        if scheme == "s3" && !parts.is_empty() {
+            parts.remove(0);
+        }
+        let mut last = parts.iter().rev().map(|p| Some(p.to_string()));
+        let session = last.next().flatten();
+        let room = last.next().flatten();
+        let court = last.next().flatten();
+        Placement::Store { url: url.to_string(), court, room, session }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -160,7 +210,32 @@ pub struct Report {
     pub notes: Vec<String>,
     /// What each source recorded: completeness, which is not integrity.
     pub coverage: Vec<SourceCoverage>,
+    /// Files that are not part of the record, the first `MAX_LISTED` of them.
+    pub unverified: Vec<(String, NotInRecord)>,
+    /// How many files are not part of the record, listed or not.
+    pub unverified_total: u64,
 }
+
+/// Why a file in a session folder is not part of the record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotInRecord {
+    /// Made from the record for people (`playable/`, caption files, `README.txt`).
+    Derived,
+    /// Anything else: media no record names, a stray file.
+    Unreferenced,
+}
+
+impl NotInRecord {
+    pub fn describe(self) -> &'static str {
+        match self {
+            NotInRecord::Derived => "derived",
+            NotInRecord::Unreferenced => "no record names it",
+        }
+    }
+}
+
+/// Files not part of the record that a report names one by one; beyond, it counts them.
+pub const MAX_LISTED: usize = 50;
 
 /// How much of the session one source recorded, from its verified records.
 #[derive(Debug, Clone, PartialEq)]
@@ -303,6 +378,16 @@ impl fmt::Display for Report {
         }
         for w in &self.witness {
             writeln!(f, "witness:  {w}")?;
+        }
+        if self.unverified_total > 0 {
+            writeln!(f, "not part of the record, not verified ({} file(s)):", self.unverified_total)?;
+            for (file, why) in &self.unverified {
+                writeln!(f, "  {} ({})", crate::base::printable(file), why.describe())?;
+            }
+            let more = self.unverified_total.saturating_sub(self.unverified.len() as u64);
+            if more > 0 {
+                writeln!(f, "  ... and {more} more")?;
+            }
         }
         // Every fault is listed; a chain re-signed with a foreign key produces one per
         // record, which is summarized after the first few of each kind.
@@ -502,6 +587,11 @@ pub fn verify(folder: &dyn SessionFolder, options: &VerifyOptions) -> Report {
     report.session = chain.session;
     report.records = chain.bodies.len() as u64;
     check_links(&chain, &mut report);
+    let start = chain.bodies.first().and_then(Option::as_ref).and_then(|r| match &r.entry {
+        Entry::SessionStart { court, room, .. } => Some((court.as_str(), room.as_str())),
+        _ => None,
+    });
+    check_placement(&options.placement, chain.session, start, &mut report);
 
     let session = chain.session;
     let hashes = &chain.hashes;
@@ -523,7 +613,69 @@ pub fn verify(folder: &dyn SessionFolder, options: &VerifyOptions) -> Report {
     if let Some(session) = session {
         crate::witness::verify::check_checkpoints(folder, &files, options, &key, session, hashes, &mut report);
     }
+    if options.strict && report.unverified_total > 0 {
+        report.fault(
+            FaultKind::NotPartOfRecord,
+            format!(
+                "--strict: {} file(s) in the folder are not part of the record and were not verified (listed above)",
+                report.unverified_total
+            ),
+        );
+    }
     report
+}
+
+/// The folder or URL the session sits under against the court, room and session its chain
+/// states (`start`: record #0's court and room, when it verifies).
+fn check_placement(placement: &Placement, session: Option<Uuid>, start: Option<(&str, &str)>, report: &mut Report) {
+    let Some(session) = session else { return };
+    match placement {
+        Placement::Unknown => {}
+        Placement::Folder(name) => match Uuid::parse_str(name) {
+            Ok(named) if named != session => report.fault(
+                FaultKind::Misplaced,
+                format!("the folder is named {named}, another session's id, but its chain is session {session}"),
+            ),
+            Ok(_) => {}
+            Err(_) => report.notes.push(format!(
+                "the folder's name {:?} is not a session id: which session it should hold is not checked",
+                crate::base::printable(name)
+            )),
+        },
+        Placement::Store { url, court, room, session: named } => {
+            let (Some(court), Some(room), Some(named)) = (court, room, named) else {
+                return report.fault(
+                    FaultKind::Misplaced,
+                    format!(
+                        "{url} does not end in court/room/session as central storage lays sessions out; the chain is \
+                         {}/{session}",
+                        start.map_or("?/?".to_string(), |(c, r)| format!(
+                            "{}/{}",
+                            crate::base::printable(c),
+                            crate::base::printable(r)
+                        ))
+                    ),
+                );
+            };
+            // Record #0 states court and room; without it only the session can be compared.
+            let (chain_court, chain_room) = start.unwrap_or((court, room));
+            let same_session = Uuid::parse_str(named).is_ok_and(|n| n == session);
+            if court != chain_court || room != chain_room || !same_session {
+                // A chain verified without an anchor could state anything: shown escaped.
+                let (chain_court, chain_room) =
+                    (crate::base::printable(chain_court), crate::base::printable(chain_room));
+                report.fault(
+                    FaultKind::Misplaced,
+                    format!(
+                        "{url} sits under {}/{}/{}, but its chain is court {chain_court}, room {chain_room}, session {session}",
+                        crate::base::printable(court),
+                        crate::base::printable(room),
+                        crate::base::printable(named)
+                    ),
+                );
+            }
+        }
+    }
 }
 
 /// The chain's record files, by the index in their name; any other file in the chain folder
@@ -943,7 +1095,7 @@ fn check_media(folder: &dyn SessionFolder, files: &[String], records: &[&RecordB
     let mut media = index_media(folder, records, report);
     check_sequences(&mut media.by_source, report);
     check_continuity(&media, report);
-    note_unreferenced(files, &media.referenced, report);
+    list_not_in_record(files, &media.referenced, report);
 }
 
 /// Indexes the media records, checking each segment file against its record on the way.
@@ -1089,17 +1241,44 @@ fn check_continuity(media: &MediaIndex, report: &mut Report) {
     }
 }
 
-/// Files in a source folder that no record names are not part of the record: a note, not a
-/// fault.
-fn note_unreferenced(files: &[String], referenced: &BTreeSet<&str>, report: &mut Report) {
+/// Lists every file that is not part of the record: derived files, media no record names,
+/// anything else `verify` does not check. Not a fault unless `--strict`.
+fn list_not_in_record(files: &[String], referenced: &BTreeSet<&str>, report: &mut Report) {
     for f in files {
-        let top = f.split('/').next().unwrap_or("");
-        let is_media = f.contains('/')
-            && ![layout::CHAIN_DIR, "playable", layout::CAPTIONS_DIR, crate::witness::checkpoint::CHECKPOINTS_DIR]
-                .contains(&top);
-        if is_media && !referenced.contains(f.as_str()) {
-            report.notes.push(format!("{f} is not referenced by any record: it is not part of the record"));
+        if let Some(why) = not_in_record(f, referenced) {
+            report.unverified_total += 1;
+            if report.unverified.len() < MAX_LISTED {
+                report.unverified.push((f.clone(), why));
+            }
         }
+    }
+}
+
+/// Why `file` is not part of the record, or `None` when `verify` checks it: a chain file
+/// (a record, or already a fault), a manifest revision, a checkpoint or its token, the
+/// shipped key, the captions list, or media a record names.
+fn not_in_record(file: &str, referenced: &BTreeSet<&str>) -> Option<NotInRecord> {
+    use crate::witness::checkpoint::{CHECKPOINTS_DIR, NOTE, TOKEN};
+    let checkpoint = file
+        .strip_prefix(CHECKPOINTS_DIR)
+        .and_then(|f| f.strip_prefix('/'))
+        .and_then(|name| name.split_once('.'))
+        .is_some_and(|(seq, ext)| {
+            seq.len() == 8 && seq.bytes().all(|b| b.is_ascii_digit()) && [NOTE, TOKEN].contains(&ext)
+        });
+    let checked = file.starts_with(&format!("{}/", layout::CHAIN_DIR))
+        || layout::manifest_revision(file).is_some()
+        || checkpoint
+        || file == layout::PUBLIC_KEY
+        || file == layout::CAPTIONS_JSON
+        || referenced.contains(file);
+    let top = file.split('/').next().unwrap_or("");
+    let derived =
+        (file.contains('/') && [layout::PLAYABLE_DIR, layout::CAPTIONS_DIR].contains(&top)) || file == layout::README;
+    match (checked, derived) {
+        (true, _) => None,
+        (false, true) => Some(NotInRecord::Derived),
+        (false, false) => Some(NotInRecord::Unreferenced),
     }
 }
 
@@ -1450,6 +1629,98 @@ mod tests {
                 .map(Verdict::exit_code),
             [0, 1, 3, 4]
         );
+    }
+
+    #[test]
+    fn only_what_verify_checks_is_part_of_the_record() {
+        let referenced: BTreeSet<&str> = ["bench/000000.mkv"].into_iter().collect();
+        for checked in [
+            "chain/00000000.rec",
+            "chain/stray",
+            "manifest.rec",
+            "manifest-2.rec",
+            "checkpoints/00000001.note",
+            "checkpoints/00000001.tsr",
+            "device.pub",
+            "captions/captions.json",
+            "bench/000000.mkv",
+        ] {
+            assert_eq!(not_in_record(checked, &referenced), None, "{checked}");
+        }
+        for derived in ["playable/bench.mkv", "captions/all.vtt", "captions/judge.srt", "README.txt"] {
+            assert_eq!(not_in_record(derived, &referenced), Some(NotInRecord::Derived), "{derived}");
+        }
+        for stray in [
+            "bench/000001.mkv",
+            "notes.txt",
+            "playable",
+            "checkpoints/1.note",
+            "checkpoints/00000001.txt",
+            "manifest-x.rec",
+            "captions",
+        ] {
+            assert_eq!(not_in_record(stray, &referenced), Some(NotInRecord::Unreferenced), "{stray}");
+        }
+    }
+
+    #[test]
+    fn the_listing_is_capped_and_strict_makes_it_a_fault_of_its_own() {
+        let files: Vec<String> = (0..MAX_LISTED + 7).map(|i| format!("playable/{i:04}.mkv")).collect();
+        let mut report = Report { trusted_by: Some("--key".into()), ..Default::default() };
+        list_not_in_record(&files, &BTreeSet::new(), &mut report);
+        assert_eq!((report.unverified.len(), report.unverified_total), (MAX_LISTED, MAX_LISTED as u64 + 7));
+        let text = report.to_string();
+        assert!(
+            text.contains(&format!("not part of the record, not verified ({} file(s)):", MAX_LISTED + 7)),
+            "{text}"
+        );
+        assert!(text.contains("  playable/0000.mkv (derived)") && text.contains("  ... and 7 more"), "{text}");
+        assert!(!text.contains(&format!("playable/{:04}.mkv", MAX_LISTED)), "{text}");
+        assert_eq!(report.verdict(), Verdict::Verified, "listed, not a fault");
+    }
+
+    #[test]
+    fn store_urls_name_court_room_and_session_from_their_end() {
+        let url = "s3://records/kz/almaty/room-1/0b6f1c9e-4d3b-4f7e-9a51-3c2d1e0f9a8b";
+        let Placement::Store { court, room, session, .. } = Placement::of_url(url) else { panic!() };
+        assert_eq!(
+            (court.as_deref(), room.as_deref(), session.as_deref()),
+            (Some("almaty"), Some("room-1"), Some("0b6f1c9e-4d3b-4f7e-9a51-3c2d1e0f9a8b"))
+        );
+        let Placement::Store { court, room, .. } = Placement::of_url("s3://bucket/room/s/") else { panic!() };
+        assert_eq!((court, room.as_deref()), (None, Some("room")), "the bucket is not a court");
+        let Placement::Store { court, .. } = Placement::of_url("file:///srv/c/r/s") else { panic!() };
+        assert_eq!(court.as_deref(), Some("c"));
+    }
+
+    #[test]
+    fn a_session_under_another_name_is_misplaced() {
+        let session = Uuid::parse_str("0b6f1c9e-4d3b-4f7e-9a51-3c2d1e0f9a8b").unwrap();
+        let other = "7d1e2f3a-0000-4000-8000-000000000001";
+        let faults = |placement: Placement| {
+            let mut report = Report::default();
+            check_placement(&placement, Some(session), Some(("almaty", "room-1")), &mut report);
+            (report.faults.iter().map(|f| (f.kind, f.message.clone())).collect::<Vec<_>>(), report.notes)
+        };
+        assert_eq!(faults(Placement::Folder(session.to_string())), (vec![], vec![]));
+        let (f, _) = faults(Placement::Folder(other.into()));
+        assert!(f.len() == 1 && f[0].0 == FaultKind::Misplaced, "{f:?}");
+        assert!(f[0].1.contains(other) && f[0].1.contains(&session.to_string()), "both named: {f:?}");
+        let (f, notes) = faults(Placement::Folder("export".into()));
+        assert!(f.is_empty() && notes[0].contains("\"export\" is not a session id"), "{notes:?}");
+
+        assert_eq!(faults(Placement::of_url(&format!("s3://b/p/almaty/room-1/{session}"))).0, vec![]);
+        for wrong in [
+            format!("s3://b/p/almaty/room-2/{session}"),
+            format!("s3://b/p/astana/room-1/{session}"),
+            format!("file:///srv/almaty/room-1/{other}"),
+        ] {
+            let (f, _) = faults(Placement::of_url(&wrong));
+            assert!(f.len() == 1 && f[0].0 == FaultKind::Misplaced, "{wrong}: {f:?}");
+            assert!(f[0].1.contains("court almaty, room room-1") && f[0].1.contains(&wrong), "{f:?}");
+        }
+        let (f, _) = faults(Placement::of_url(&format!("s3://b/{session}")));
+        assert!(f[0].1.contains("does not end in court/room/session"), "{f:?}");
     }
 
     #[test]

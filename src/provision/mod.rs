@@ -91,7 +91,16 @@ fn toml_string(s: &str) -> String {
     toml::Value::String(s.to_string()).to_string()
 }
 
-fn config_text(req: &ProvisionRequest, data_dir: &Path) -> String {
+/// The folder to list in `profile_dirs` so that the configuration in `config_dir` may use
+/// the profile `hw_profile`: none when it already lies in a profile folder.
+fn extra_profile_dir(config_dir: &Path, hw_profile: &Path) -> Option<PathBuf> {
+    let real = std::fs::canonicalize(hw_profile).unwrap_or_else(|_| hw_profile.to_path_buf());
+    let known = config::profile_dirs(config_dir, &[]);
+    let inside = known.iter().filter_map(|d| std::fs::canonicalize(d).ok()).any(|d| real.starts_with(d));
+    if inside { None } else { real.parent().map(Path::to_path_buf) }
+}
+
+fn config_text(req: &ProvisionRequest, data_dir: &Path, profile_dir: Option<&Path>) -> String {
     let mut text = format!(
         "# courtbox configuration, written by `courtbox provision`. See README.md for every key.\n\
          court = {}\nroom = {}\ndata_dir = {}\nhw_profile = {}\n",
@@ -100,6 +109,11 @@ fn config_text(req: &ProvisionRequest, data_dir: &Path) -> String {
         toml_string(&data_dir.display().to_string()),
         toml_string(&req.hw_profile.display().to_string())
     );
+    if let Some(dir) = profile_dir {
+        // The profile given is outside the usual folders: its folder becomes one, chosen here
+        // on the box (the API cannot add one).
+        text.push_str(&format!("profile_dirs = [{}]\n", toml_string(&dir.display().to_string())));
+    }
     if req.store_url.is_some() || req.endpoint.is_some() || req.credentials_file.is_some() {
         text.push_str("\n[store]\n");
         if let Some(u) = &req.store_url {
@@ -118,7 +132,8 @@ fn config_text(req: &ProvisionRequest, data_dir: &Path) -> String {
 pub fn provision(req: &ProvisionRequest) -> Result<Provisioned, ProvisionError> {
     let config_path = req.root.join("etc/courtbox/courtbox.toml");
     let data_dir = req.root.join("var/lib/courtbox");
-    let text = config_text(req, &data_dir);
+    let config_dir = config_path.parent().expect("the configuration is in a folder");
+    let text = config_text(req, &data_dir, extra_profile_dir(config_dir, &req.hw_profile).as_deref());
     // Everything is checked before anything is written.
     let parsed: Config = toml::from_str(&text).map_err(|e| ProvisionError::Invalid(e.to_string()))?;
     let problems = config::validate_config(&parsed);

@@ -57,12 +57,16 @@ impl Credentials {
     pub fn read(path: &Path) -> Result<Credentials, UploadError> {
         let bad = |message: String| UploadError::Credentials { path: path.to_path_buf(), message };
         let text = crate::base::read_secret_file(path).map_err(|e| bad(e.to_string()))?;
-        // The parser's message could quote a line of the file: say only where it failed.
+        // The parser's message could quote a line of the file, even its own words quote a
+        // value or key: say only where it failed.
         let file: CredentialsFile = toml::from_str(&text).map_err(|e| {
-            bad(format!(
-                "not a TOML file with access_key_id and secret_access_key (error at byte {:?})",
-                e.span().map(|s| s.start)
-            ))
+            let at = e.span().map(|s| crate::base::line_column(&text, s.start));
+            bad(match at {
+                Some((line, column)) => format!(
+                    "not a TOML file with access_key_id and secret_access_key (error at line {line}, column {column})"
+                ),
+                None => "not a TOML file with access_key_id and secret_access_key".to_string(),
+            })
         })?;
         Ok(Credentials { access_key_id: file.access_key_id, secret_access_key: file.secret_access_key })
     }

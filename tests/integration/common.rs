@@ -131,9 +131,11 @@ impl TestBox {
             &config,
             format!(
                 "court = \"test-court\"\nroom = \"room-1\"\ndata_dir = \"data\"\nhw_profile = \"{}\"\n\
+                 profile_dirs = [\"{}\"]\n\
                  [recording]\nsegment_seconds = {segment_seconds}\n[api]\nlisten = \"127.0.0.1:{port}\"\n{api_extra}\
                  [sim]\naudio_dir = \"{}\"\n{stt}{disk}{extra}\n",
                 repo().join(profile).display(),
+                repo().join(profile).parent().unwrap().display(),
                 repo().join(audio).display()
             ),
         )

@@ -329,3 +329,102 @@ fn a_crafted_folder_is_named_without_unbounded_work() {
     }
     assert!(text.lines().count() < 200, "each fault is named once, not once per number:\n{text}");
 }
+
+/// The session id record #0 of an export states.
+fn session_of(dir: &Path) -> uuid::Uuid {
+    read_chain(dir)[0].1.session
+}
+
+/// Derived files and stray media are listed as not part of the record, and capped; the
+/// verdict is unchanged unless `--strict`, which makes any of them a fault.
+#[test]
+fn files_outside_the_record_are_listed_and_strict_refuses_them() {
+    let key = fixture().key.to_str().unwrap();
+    let untouched = copy_of_a("listed-untouched");
+    let (code, text) = verify(&untouched, Some(&fixture().key));
+    assert_eq!(code, 0, "a normal export still verifies: {text}");
+    assert!(text.contains("not part of the record, not verified ("), "{text}");
+    assert!(text.contains("  README.txt (derived)") && text.contains("  playable/bench.mkv (derived)"), "{text}");
+    let (code, text) = verify_with(None, &untouched, &["--key", key, "--strict"]);
+    assert_eq!(code, 1, "--strict: an export's derived files are not the record: {text}");
+    assert!(text.contains("FAIL [not part of the record] --strict: "), "{text}");
+
+    let dir = copy_of_a("listed");
+    std::fs::write(dir.join("playable/extra.mkv"), b"not from the record").unwrap();
+    std::fs::write(dir.join("bench/999999.mkv"), b"stray media").unwrap();
+    let (code, text) = verify(&dir, Some(&fixture().key));
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("  playable/extra.mkv (derived)"), "{text}");
+    assert!(text.contains("  bench/999999.mkv (no record names it)"), "{text}");
+    let (code, text) = verify_with(None, &dir, &["--key", key, "--strict"]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("NOT VERIFIED"), "{text}");
+
+    // A folder crafted with thousands of files is listed up to a bound, then counted.
+    for i in 0..5000 {
+        std::fs::write(dir.join(format!("playable/{i:05}.mkv")), b"").unwrap();
+    }
+    let (code, text) = verify(&dir, Some(&fixture().key));
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("  ... and "), "{text}");
+    assert!(text.lines().count() < 200, "listed one by one:\n{text}");
+}
+
+/// An export copied under another session's id is named, with both ids; under its own id
+/// it verifies, and a folder not named by a session id is noted, not refused.
+#[test]
+fn an_export_under_another_sessions_id_is_named() {
+    let f = fixture();
+    let (a, b) = (session_of(&f.a), session_of(&f.b));
+    let renamed = f.root.join(b.to_string());
+    let _ = std::fs::remove_dir_all(&renamed);
+    copy_tree(&f.a, &renamed);
+    let line = assert_detected(&renamed, "misplaced", &[&a.to_string(), &b.to_string()]);
+    assert!(line.contains("another session's id"), "{line}");
+
+    let own = f.root.join(a.to_string());
+    let _ = std::fs::remove_dir_all(&own);
+    copy_tree(&f.a, &own);
+    let (code, text) = verify(&own, Some(&f.key));
+    assert_eq!(code, 0, "{text}");
+    assert!(!text.contains("is not a session id"), "{text}");
+    let (code, text) = verify(&f.a, Some(&f.key));
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("\"export-a\" is not a session id"), "{text}");
+}
+
+/// A central copy is checked against its court, room and session by its URL: copied under
+/// another room's prefix it is named; in its own place it verifies, even with `--strict`
+/// (central storage holds exactly the record).
+#[test]
+fn a_central_copy_under_another_room_is_named() {
+    let f = fixture();
+    let a = session_of(&f.a);
+    let key = f.key.to_str().unwrap();
+    let store = f.root.join("misplaced-store");
+    let _ = std::fs::remove_dir_all(&store);
+    let central = |room: &str| -> String {
+        let dir = store.join(format!("test-court/{room}/{a}"));
+        copy_tree(&f.a, &dir);
+        // As the uploader lays it out: no derived files and no device.pub.
+        for derived in ["playable", "captions"] {
+            let _ = std::fs::remove_dir_all(dir.join(derived));
+        }
+        for file in ["README.txt", "device.pub"] {
+            let _ = std::fs::remove_file(dir.join(file));
+        }
+        format!("file://{}", dir.display())
+    };
+    let right = central("room-1");
+    let (code, text) = verify_with(None, &right, &["--key", key, "--strict"]);
+    assert_eq!(code, 0, "{text}");
+
+    let wrong = central("room-2");
+    let (code, text) = verify_with(None, &wrong, &["--key", key]);
+    assert_eq!(code, 1, "{text}");
+    let line = text.lines().find(|l| l.contains("[misplaced]")).unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        line.contains(&format!("test-court/room-2/{a}")) && line.contains("court test-court, room room-1"),
+        "both places named: {line}"
+    );
+}
