@@ -69,14 +69,24 @@ Check everything with:  courtbox verify <this folder> --key <the box's registere
    --against s3://bucket/prefix/<court>/<room> to compare with the store's checkpoints
 ";
 
-/// The public half of a replaced device key (`device.key.replaced-*`) with this key id.
+/// The public half of a replaced device key with this key id: `device.pub.replaced-*`, which
+/// `provision --force` keeps, or a `device.key.replaced-*` private key that earlier versions
+/// left beside the new one (readable only by its owner or root).
 fn replaced_key(data_dir: &Path, key_id: &str) -> Option<PublicKey> {
+    use crate::provision::{LEGACY_REPLACED_KEY_PREFIX, REPLACED_PUBLIC_PREFIX};
     std::fs::read_dir(data_dir)
         .ok()?
         .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with("device.key.replaced-"))
-        .filter_map(|e| crate::integrity::DeviceKey::load(&e.path()).ok())
-        .map(|k| k.public())
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with(REPLACED_PUBLIC_PREFIX) {
+                PublicKey::read(&e.path()).ok()
+            } else if name.starts_with(LEGACY_REPLACED_KEY_PREFIX) {
+                crate::integrity::DeviceKey::load(&e.path()).ok().map(|k| k.public())
+            } else {
+                None
+            }
+        })
         .find(|k| k.key_id() == key_id)
 }
 
