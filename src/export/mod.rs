@@ -187,3 +187,19 @@ pub fn export_session(
         signer,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_replaced_key_is_found_by_its_public_half_or_a_legacy_private_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let kept = crate::integrity::DeviceKey::create(&dir.path().join("scratch.key")).unwrap().public();
+        std::fs::write(dir.path().join("device.pub.replaced-100"), kept.to_pem()).unwrap();
+        let legacy = crate::integrity::DeviceKey::create(&dir.path().join("device.key.replaced-50")).unwrap().public();
+        assert_eq!(replaced_key(dir.path(), &kept.key_id()), Some(kept));
+        assert_eq!(replaced_key(dir.path(), &legacy.key_id()), Some(legacy));
+        assert_eq!(replaced_key(dir.path(), "0000000000000000"), None);
+    }
+}

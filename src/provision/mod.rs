@@ -1,12 +1,15 @@
 //! Provisioning a box: the data layout, the device key, the configuration, and the device's
 //! registration (public key and signed device info) in central storage; the preflight
-//! `check`; the inventory of capture devices.
+//! `check` (with the unit's network rules against the configuration); the inventory of
+//! capture devices.
 
 mod check;
 mod devices;
+mod network;
 
 pub use check::{gstreamer_elements, preflight};
 pub use devices::{AudioInputInfo, CameraInfo, Inventory, discover, profile_snippet};
+pub use network::check_network;
 
 use crate::base::{Clocks, WallTime};
 use crate::config::{self, Config};

@@ -221,7 +221,7 @@ fn check_passes_healthy_sources_and_names_each_fault() {
     for source in ["bench", "hall", "judge", "prosecutor", "defence", "witness"] {
         assert_eq!(lines[&format!("signal {source}")].0, "ok", "{lines:#?}");
     }
-    for item in ["configuration", "disk", "central store", "speech model"] {
+    for item in ["configuration", "disk", "central store", "network", "speech model"] {
         assert_eq!(lines[item].0, "ok", "{item}: {lines:#?}");
     }
     assert!(lines["disk"].1.contains("hours of recording"), "{lines:#?}");
