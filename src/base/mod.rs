@@ -3,6 +3,8 @@
 
 mod backoff;
 mod clocks;
+pub mod mdwe;
+mod private_file;
 mod service_thread;
 pub mod supervise;
 mod time;
@@ -10,6 +12,7 @@ mod toml_error;
 
 pub use backoff::Backoff;
 pub use clocks::{Clocks, RealClocks, SimulatedClocks};
+pub use private_file::{Account, PrivateFileError, check_private_file, judge_private_file};
 pub use service_thread::ServiceThread;
 pub use supervise::{ExponentialRetry, Phase, RetryPolicy, Supervision};
 pub use time::{MediaTime, WallTime};
@@ -109,11 +112,26 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// The kernel's id for the current boot: a changed id after a restart means the box lost
-/// power or rebooted, the same id means only the daemon died.
+/// power or rebooted, the same id means only the daemon died. The unit passes it as
+/// `COURTBOX_BOOT_ID=%b` because `ProcSubset=pid` hides `/proc/sys`; either way it is written
+/// in the kernel's dashed form, so that ids stored before and after compare.
 pub fn boot_id() -> String {
+    if let Some(id) = std::env::var("COURTBOX_BOOT_ID").ok().and_then(|v| dashed_uuid(&v)) {
+        return id;
+    }
     std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| "unknown".to_string())
+}
+
+/// `0123…ef` (32 hex digits, as systemd's `%b`) or the dashed form, as the dashed form.
+fn dashed_uuid(text: &str) -> Option<String> {
+    let hex: String = text.trim().chars().filter(|c| *c != '-').collect();
+    if hex.len() != 32 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+        return None;
+    }
+    let hex = hex.to_ascii_lowercase();
+    Some(format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..]))
 }
 
 #[cfg(test)]
@@ -125,6 +143,16 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn boot_ids_from_the_unit_take_the_kernels_form() {
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
+        let kernel = kernel.trim();
+        assert_eq!(dashed_uuid(&kernel.replace('-', "")).as_deref(), Some(kernel));
+        assert_eq!(dashed_uuid(kernel).as_deref(), Some(kernel));
+        assert_eq!(dashed_uuid("%b"), None);
+        assert_eq!(dashed_uuid(""), None);
+    }
 
     #[test]
     fn names() {

@@ -25,13 +25,20 @@ pub struct ProvisionArgs {
     /// Where /etc/courtbox and /var/lib/courtbox are made (a scratch folder for a trial).
     #[arg(long, default_value = "/")]
     root: PathBuf,
-    /// Replace an existing key and configuration (the old key is kept beside the new).
+    /// Replace an existing key and configuration (the old key signs the hand-over to the new
+    /// one, then is destroyed; its public half is kept).
     #[arg(long)]
     force: bool,
+    /// The user the data folder, the key and the configuration are given to (needs root).
+    /// Default: `courtbox` when root provisions `--root /` and that user exists; otherwise
+    /// the files stay with the user who provisions.
+    #[arg(long, value_name = "USER")]
+    owner: Option<String>,
 }
 
 pub fn run(args: ProvisionArgs) -> Result<ExitCode> {
-    let ProvisionArgs { court, room, hw_profile, store, endpoint, credentials_file, root, force } = args;
+    let ProvisionArgs { court, room, hw_profile, store, endpoint, credentials_file, root, force, owner } = args;
+    let owner = courtbox::provision::Owner::for_request(owner.as_deref(), &root, nix::unistd::geteuid().as_raw())?;
     let hw_profile =
         std::fs::canonicalize(&hw_profile).with_context(|| format!("hardware profile {}", hw_profile.display()))?;
     let p = courtbox::provision::provision(&courtbox::provision::ProvisionRequest {
@@ -43,10 +50,12 @@ pub fn run(args: ProvisionArgs) -> Result<ExitCode> {
         endpoint,
         credentials_file,
         force,
+        owner: owner.clone(),
     })?;
     println!("device          {}", p.key_id);
     println!("key fingerprint {}", p.fingerprint);
-    println!("private key     {} (mode 0600, never shown)", p.data_dir.join("device.key").display());
+    let owned_by = owner.map_or_else(String::new, |o| format!(", owner {}", o.name));
+    println!("private key     {} (mode 0600{owned_by}, never shown)", p.data_dir.join("device.key").display());
     println!("configuration   {}", p.config.display());
     match p.registered {
         Ok(objects) => {

@@ -66,13 +66,32 @@ pub async fn serve(
     shutdown: CancellationToken,
     ready: impl FnOnce(),
 ) -> anyhow::Result<()> {
+    // The TLS key is held to the device key's rule (whoever reads it can impersonate the panel
+    // to the secretaries), checked before anything listens.
+    if let Some((_, key)) = cfg.tls_paths() {
+        let meta = std::fs::metadata(&key).with_context(|| format!("TLS key {} ([api] tls_key)", key.display()))?;
+        crate::base::check_private_file(&key, &meta)?;
+    }
     let summaries = tokio::spawn(super::access::write_refusal_summaries(state.clone(), shutdown.clone()));
     let app = router(state)
         .layer(axum::middleware::from_fn(deadline))
         .layer(tower::limit::ConcurrencyLimitLayer::new(CONCURRENT_REQUESTS));
     let addr: SocketAddr = cfg.config.api.listen.parse().context("api.listen")?;
-    let tcp = std::net::TcpListener::bind(addr)
-        .with_context(|| format!("cannot listen on {addr} (api.listen); is another courtbox running?"))?;
+    let tcp = std::net::TcpListener::bind(addr).map_err(|e| {
+        // EPERM (not EACCES, a privileged port): the unit allows binding only the ports it
+        // names (SocketBindAllow=).
+        let hint = if e.raw_os_error() == Some(libc::EPERM) {
+            format!(
+                "the service may not bind port {}: allow it in a drop-in (`systemctl edit courtbox`: \
+                 [Service] SocketBindAllow=tcp:{})",
+                addr.port(),
+                addr.port()
+            )
+        } else {
+            "is another courtbox running?".to_string()
+        };
+        anyhow::anyhow!("cannot listen on {addr} (api.listen): {e}; {hint}")
+    })?;
     tcp.set_nonblocking(true)?;
     let socket_path = cfg.socket_path();
     if socket_path.exists() {

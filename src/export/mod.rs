@@ -72,14 +72,24 @@ README, anything added); --strict refuses a folder that has any. A folder named 
 session id must hold that session.
 ";
 
-/// The public half of a replaced device key (`device.key.replaced-*`) with this key id.
+/// The public half of a replaced device key with this key id: `device.pub.replaced-*`, which
+/// `provision --force` keeps, or a `device.key.replaced-*` private key that earlier versions
+/// left beside the new one (readable only by its owner or root).
 fn replaced_key(data_dir: &Path, key_id: &str) -> Option<PublicKey> {
+    use crate::provision::{LEGACY_REPLACED_KEY_PREFIX, REPLACED_PUBLIC_PREFIX};
     std::fs::read_dir(data_dir)
         .ok()?
         .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with("device.key.replaced-"))
-        .filter_map(|e| crate::integrity::DeviceKey::load(&e.path()).ok())
-        .map(|k| k.public())
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with(REPLACED_PUBLIC_PREFIX) {
+                PublicKey::read(&e.path()).ok()
+            } else if name.starts_with(LEGACY_REPLACED_KEY_PREFIX) {
+                crate::integrity::DeviceKey::load(&e.path()).ok().map(|k| k.public())
+            } else {
+                None
+            }
+        })
         .find(|k| k.key_id() == key_id)
 }
 
@@ -179,4 +189,20 @@ pub fn export_session(
         shipped_key: shipped.is_some(),
         signer,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_replaced_key_is_found_by_its_public_half_or_a_legacy_private_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let kept = crate::integrity::DeviceKey::create(&dir.path().join("scratch.key")).unwrap().public();
+        std::fs::write(dir.path().join("device.pub.replaced-100"), kept.to_pem()).unwrap();
+        let legacy = crate::integrity::DeviceKey::create(&dir.path().join("device.key.replaced-50")).unwrap().public();
+        assert_eq!(replaced_key(dir.path(), &kept.key_id()), Some(kept));
+        assert_eq!(replaced_key(dir.path(), &legacy.key_id()), Some(legacy));
+        assert_eq!(replaced_key(dir.path(), "0000000000000000"), None);
+    }
 }

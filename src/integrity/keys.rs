@@ -1,11 +1,11 @@
 //! The device's Ed25519 key: the private key file (PKCS#8, mode 0600, created once and never
-//! overwritten, refused if other users can read it), signing, and the public key in the PEM
+//! overwritten, refused if the group or others have access or another user owns it), signing, and the public key in the PEM
 //! form OpenSSL reads, named in every record by its short key id.
 
 use ring::rand::SystemRandom;
 use ring::signature::{ED25519, Ed25519KeyPair, KeyPair, UnparsedPublicKey};
 use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 
@@ -18,8 +18,9 @@ pub enum KeyError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("{path}: not an Ed25519 PKCS#8 private key")]
     BadPrivateKey { path: PathBuf },
-    #[error("{path}: permissions {mode:o} let other users read the device key; it must be 0600 (chmod 600 {path})")]
-    TooOpen { path: PathBuf, mode: u32 },
+    /// Its mode or owner lets someone other than the user of the key at it.
+    #[error(transparent)]
+    NotPrivate(#[from] crate::base::PrivateFileError),
     #[error("{path}: a device key already exists; refusing to overwrite it")]
     Exists { path: PathBuf },
     #[error("not an Ed25519 public key in PEM form: {0}")]
@@ -68,10 +69,7 @@ impl DeviceKey {
 
     pub fn load(path: &Path) -> Result<DeviceKey, KeyError> {
         let meta = std::fs::metadata(path).map_err(io_err(path))?;
-        let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
-            return Err(KeyError::TooOpen { path: path.to_path_buf(), mode });
-        }
+        crate::base::check_private_file(path, &meta)?;
         let bytes = std::fs::read(path).map_err(io_err(path))?;
         Self::from_pkcs8(&bytes, path)
     }
@@ -144,6 +142,7 @@ impl PublicKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn key_file_is_private_and_never_overwritten() {
@@ -159,7 +158,9 @@ mod tests {
         assert_eq!(key.public(), again.public());
 
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        assert!(matches!(DeviceKey::load(&path), Err(KeyError::TooOpen { .. })));
+        let err = DeviceKey::load(&path).unwrap_err();
+        assert!(matches!(err, KeyError::NotPrivate(crate::base::PrivateFileError::Open { mode: 0o644, .. })), "{err}");
+        assert!(err.to_string().contains(&format!("chmod 600 {}", path.display())), "{err}");
     }
 
     #[test]

@@ -37,6 +37,7 @@ pub fn preflight(cfg: &LoadedConfig, signal_for: Duration) -> Vec<Finding> {
     lines.push(clock());
     lines.push(timestamp_authority(cfg));
     lines.extend(crate::upload::check_store(cfg));
+    lines.extend(super::network::check_network(cfg));
     lines.push(model(cfg));
     lines.extend(caption_languages(cfg));
     lines

@@ -1,12 +1,15 @@
 //! Provisioning a box: the data layout, the device key, the configuration, and the device's
 //! registration (public key and signed device info) in central storage; the preflight
-//! `check`; the inventory of capture devices.
+//! `check` (with the unit's network rules against the configuration); the inventory of
+//! capture devices.
 
 mod check;
 mod devices;
+mod network;
 
 pub use check::{gstreamer_elements, preflight};
 pub use devices::{AudioInputInfo, CameraInfo, Inventory, discover, profile_snippet};
+pub use network::check_network;
 
 use crate::base::{Clocks, WallTime};
 use crate::config::{self, Config};
@@ -20,7 +23,7 @@ use thiserror::Error;
 pub enum ProvisionError {
     #[error(
         "this box already has a device key {key_id} at {path}; provisioning again would change the identity \
-         that signs its record. Use --force only to replace it (the old key is kept beside it)"
+         that signs its record. Use --force only to replace it (the old key signs the hand-over, then is destroyed)"
     )]
     KeyExists { path: PathBuf, key_id: String },
     #[error("{path} exists; use --force to replace it")]
@@ -31,6 +34,12 @@ pub enum ProvisionError {
     Key(#[from] KeyError),
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
+    #[error("--owner {name}: no such user on this system")]
+    NoSuchUser { name: String },
+    #[error("--owner {name}: only root can give the box's files to another user")]
+    OwnerNeedsRoot { name: String },
+    #[error("{}: cannot give it to {owner} ({source}); only root can hand files to the service user", path.display())]
+    Chown { path: PathBuf, owner: String, source: std::io::Error },
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ProvisionError + '_ {
@@ -48,6 +57,93 @@ pub struct ProvisionRequest {
     pub endpoint: Option<String>,
     pub credentials_file: Option<PathBuf>,
     pub force: bool,
+    /// Who the data folder, the key and the configuration are given to; `None` leaves them
+    /// with the user who provisions (a scratch root for a trial or a test).
+    pub owner: Option<Owner>,
+}
+
+/// The user the service runs as, who must own its key, its data and its configuration (the
+/// daemon reads its key and rewrites its configuration on `PUT /api/v1/config`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// The service user the Debian package creates.
+pub const SERVICE_USER: &str = "courtbox";
+
+impl Owner {
+    /// `--owner NAME`, with that user's own group.
+    pub fn named(name: &str) -> Result<Owner, ProvisionError> {
+        match nix::unistd::User::from_name(name) {
+            Ok(Some(u)) => Ok(Owner { name: u.name, uid: u.uid.as_raw(), gid: u.gid.as_raw() }),
+            _ => Err(ProvisionError::NoSuchUser { name: name.to_string() }),
+        }
+    }
+
+    /// Whom provisioning gives the files to: the `--owner` named; else, when root provisions
+    /// the real box (`--root /`) and the service user exists, that user. A scratch root keeps
+    /// the provisioning user's ownership: its uids need not be this system's.
+    pub fn for_request(requested: Option<&str>, root: &Path, euid: u32) -> Result<Option<Owner>, ProvisionError> {
+        match requested {
+            Some(name) => {
+                let owner = Owner::named(name)?;
+                if euid != 0 && owner.uid != euid {
+                    return Err(ProvisionError::OwnerNeedsRoot { name: owner.name });
+                }
+                Ok(Some(owner))
+            }
+            None if euid == 0 && root == Path::new("/") => Ok(Owner::named(SERVICE_USER).ok()),
+            None => Ok(None),
+        }
+    }
+
+    fn give(&self, path: &Path) -> Result<(), ProvisionError> {
+        std::os::unix::fs::lchown(path, Some(self.uid), Some(self.gid)).map_err(|source| ProvisionError::Chown {
+            path: path.to_path_buf(),
+            owner: self.name.clone(),
+            source,
+        })
+    }
+
+    /// Gives `dir` and everything under it (not following links) to this user.
+    fn give_tree(&self, dir: &Path) -> Result<(), ProvisionError> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::symlink_metadata(dir).map_err(io(dir))?;
+        if meta.uid() != self.uid || meta.gid() != self.gid {
+            self.give(dir)?;
+        }
+        if meta.is_dir() {
+            for entry in std::fs::read_dir(dir).map_err(io(dir))? {
+                self.give_tree(&entry.map_err(io(dir))?.path())?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Prefix of the public half of a key that `provision --force` replaced, kept in the data
+/// folder (`device.pub.replaced-<unix seconds>`) so that exports of older sessions ship it.
+pub const REPLACED_PUBLIC_PREFIX: &str = "device.pub.replaced-";
+/// Prefix of a replaced private key as versions before the key was destroyed left it.
+pub const LEGACY_REPLACED_KEY_PREFIX: &str = "device.key.replaced-";
+
+/// Overwrites a private key file with zeros, syncs, and removes it. (On flash storage the old
+/// blocks may survive in the device; the key can no longer be read through the file system.)
+fn destroy_key_file(path: &Path) -> Result<(), ProvisionError> {
+    use std::io::Write;
+    let len = std::fs::metadata(path).map_err(io(path))?.len();
+    let mut f = std::fs::OpenOptions::new().write(true).open(path).map_err(io(path))?;
+    f.write_all(&vec![0u8; len as usize]).map_err(io(path))?;
+    f.sync_all().map_err(io(path))?;
+    drop(f);
+    std::fs::remove_file(path).map_err(io(path))?;
+    if let Some(dir) = path.parent() {
+        crate::base::sync_dir(dir).map_err(io(dir))?;
+    }
+    Ok(())
 }
 
 #[derive(Debug)]
@@ -144,6 +240,7 @@ pub fn provision(req: &ProvisionRequest) -> Result<Provisioned, ProvisionError> 
     let profile = config::load_profile(&req.hw_profile).map_err(|e| ProvisionError::Invalid(e.to_string()))?;
     let key_path = data_dir.join("device.key");
     let mut replaced = None;
+    let mut aside = None;
     if key_path.exists() {
         if !req.force {
             let key_id =
@@ -151,13 +248,14 @@ pub fn provision(req: &ProvisionRequest) -> Result<Provisioned, ProvisionError> 
             return Err(ProvisionError::KeyExists { path: key_path, key_id });
         }
         // The old key signs the hand-over (below); an unreadable old key cannot, and says so.
+        // It is moved aside only until then, and destroyed once the statement is written.
         replaced = Some(DeviceKey::load(&key_path));
-        let aside = data_dir.join(format!(
-            "device.key.replaced-{}",
+        let moved = data_dir.join(format!(
+            "{LEGACY_REPLACED_KEY_PREFIX}{}",
             crate::base::RealClocks::new().wall().unix_nanos() / 1_000_000_000
         ));
-        std::fs::rename(&key_path, &aside).map_err(io(&key_path))?;
-        tracing::warn!(old = %aside.display(), "device key replaced; the old key is kept");
+        std::fs::rename(&key_path, &moved).map_err(io(&key_path))?;
+        aside = Some(moved);
     }
     if config_path.exists() && !req.force {
         return Err(ProvisionError::ConfigExists { path: config_path });
@@ -201,7 +299,13 @@ pub fn provision(req: &ProvisionRequest) -> Result<Provisioned, ProvisionError> 
             };
             let bytes = SignedDoc::sign(&rotation, &old, crate::integrity::Context::KeyRotation).to_bytes();
             let local = data_dir.join(format!("key-rotation-{}.rec", rotation.old));
-            std::fs::write(&local, &bytes).map_err(io(&local))?;
+            write_synced(&local, &bytes)?;
+            // Exports of sessions the old key signed ship its public half.
+            let kept = data_dir.join(format!(
+                "{REPLACED_PUBLIC_PREFIX}{}",
+                crate::base::RealClocks::new().wall().unix_nanos() / 1_000_000_000
+            ));
+            write_synced(&kept, old.public().to_pem().as_bytes())?;
             extra.push(Registered {
                 key: format!("devices/{}.rotation.rec", rotation.old),
                 bytes,
@@ -213,7 +317,22 @@ pub fn provision(req: &ProvisionRequest) -> Result<Provisioned, ProvisionError> 
         }
         None => {}
     }
+    // The hand-over is on disk (or could not be signed): the old private key has no further
+    // use, and anyone who could read it later could sign as this box.
+    if let Some(old) = &aside {
+        destroy_key_file(old)?;
+        tracing::warn!(old = %old.display(), "device key replaced; the old private key was destroyed");
+    }
+    if let Some(owner) = &req.owner {
+        owner.give_tree(&data_dir)?;
+        owner.give(dir)?;
+        owner.give(&config_path)?;
+    }
     let registered = register(&config_path, &public, &info, extra);
+    // Registration into a folder store writes under the data folder too.
+    if let Some(owner) = &req.owner {
+        owner.give_tree(&data_dir)?;
+    }
     Ok(Provisioned {
         config: config_path,
         data_dir,
@@ -221,6 +340,13 @@ pub fn provision(req: &ProvisionRequest) -> Result<Provisioned, ProvisionError> 
         fingerprint: fingerprint(&public),
         registered,
     })
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), ProvisionError> {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path).map_err(io(path))?;
+    f.write_all(bytes).map_err(io(path))?;
+    f.sync_all().map_err(io(path))
 }
 
 fn set_mode(path: &Path, mode: u32) -> Result<(), ProvisionError> {
@@ -304,4 +430,41 @@ fn register(
         }
     }
     Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_service_user_gets_the_real_box_only() {
+        let real = Path::new("/");
+        let scratch = Path::new("/tmp/box");
+        let service = Owner::named(SERVICE_USER).ok();
+        assert_eq!(Owner::for_request(None, real, 0).unwrap(), service, "root provisioning the box");
+        assert_eq!(Owner::for_request(None, scratch, 0).unwrap(), None, "a scratch root keeps its owner");
+        assert_eq!(Owner::for_request(None, real, 4_000_001).unwrap(), None, "not root: nothing to give");
+        let nobody = Owner::for_request(Some("nobody"), scratch, 0).unwrap().unwrap();
+        assert_eq!((nobody.name.as_str(), nobody.uid), ("nobody", 65534));
+        assert!(matches!(
+            Owner::for_request(Some("nobody"), scratch, 4_000_001),
+            Err(ProvisionError::OwnerNeedsRoot { .. })
+        ));
+        assert_eq!(Owner::for_request(Some("nobody"), scratch, 65534).unwrap(), Some(nobody), "oneself is fine");
+        let err = Owner::for_request(Some("no-such-courtbox-user"), real, 0).unwrap_err();
+        assert_eq!(err.to_string(), "--owner no-such-courtbox-user: no such user on this system");
+    }
+
+    #[test]
+    fn a_destroyed_key_file_is_gone_and_was_zeroed_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("device.key.replaced-1");
+        std::fs::write(&path, b"secret key bytes").unwrap();
+        // A second name for the same inode sees what the overwrite left.
+        let witness = dir.path().join("hard-link");
+        std::fs::hard_link(&path, &witness).unwrap();
+        destroy_key_file(&path).unwrap();
+        assert!(!path.exists());
+        assert_eq!(std::fs::read(&witness).unwrap(), vec![0u8; 16]);
+    }
 }

@@ -7,6 +7,7 @@ use courtbox::integrity::Entry;
 use reqwest::blocking::{Client, RequestBuilder};
 use reqwest::header::{COOKIE, SET_COOKIE};
 use serde_json::{Value, json};
+use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
 pub const PIN: &str = "482193";
@@ -431,6 +432,9 @@ fn tls_when_configured() {
         "-out",
         "cert.pem",
     ]);
+    // The daemon refuses a TLS key that the group or others may read (openssl writes 0600;
+    // the test says so rather than rely on it).
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
     let tb = TestBox::with_extra(
         "access_tls",
         "tests/fixtures/light.toml",
@@ -457,4 +461,11 @@ fn tls_when_configured() {
     let plain = Client::new().get(format!("http://127.0.0.1:{}/api/v1/health", tb.port)).send();
     assert!(plain.is_err() || !plain.unwrap().status().is_success(), "plain HTTP is not served");
     drop(daemon);
+
+    // A TLS key the group may read is refused before anything listens, naming file and fix.
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let out = tb.command().arg("run").output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains(&format!("{}: mode 0640", key.display())) && err.contains("chmod 600"), "{err}");
 }

@@ -150,3 +150,99 @@ fn run_without_a_device_key_refuses_and_names_provision() {
     assert!(err.contains("this box is not provisioned") && err.contains("courtbox provision"), "{err}");
     assert!(!tb.data().join("device.key").exists(), "no key was created");
 }
+
+fn owner_of(path: &Path) -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).uid()
+}
+
+/// Every file under `dir` (links not followed).
+fn files_under(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        out.push(path.clone());
+        if std::fs::symlink_metadata(&path).unwrap().is_dir() {
+            files_under(&path, out);
+        }
+    }
+}
+
+/// Provisioning as root gives the data folder, the key, the configuration and the folder
+/// store to the service user (`--owner`; here `nobody`, which every system has). `--force`
+/// then destroys the replaced private key once the hand-over is signed: no file on the box
+/// holds its bytes any more, and its public half stays for exports of older sessions.
+#[test]
+fn provision_gives_the_box_to_the_service_user_and_destroys_a_replaced_key() {
+    use std::os::unix::fs::PermissionsExt;
+    let nobody = nix::unistd::User::from_name("nobody").unwrap().expect("the user nobody");
+    let uid = nobody.uid.as_raw();
+    let root = output_dir("provision_owner");
+    let out = provision(&root, &["--owner", "nobody"]);
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("owner nobody"), "{stdout}");
+    let old_id = key_id(&stdout);
+    let data = root.join("var/lib/courtbox");
+    let config_dir = root.join("etc/courtbox");
+    let mut owned = vec![data.clone(), config_dir.clone(), config_dir.join("courtbox.toml")];
+    files_under(&data, &mut owned);
+    assert!(owned.iter().any(|p| p.ends_with(format!("devices/{old_id}.pub"))), "the folder store: {owned:?}");
+    for path in &owned {
+        assert_eq!(owner_of(path), uid, "{} belongs to the service user", path.display());
+    }
+    let key = data.join("device.key");
+    assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+    let old_key = std::fs::read(&key).unwrap();
+
+    let forced = provision(&root, &["--owner", "nobody", "--force"]);
+    let forced_out = String::from_utf8_lossy(&forced.stdout).to_string();
+    assert!(forced.status.success(), "{forced_out}{}", String::from_utf8_lossy(&forced.stderr));
+    let mut files = Vec::new();
+    files_under(&data, &mut files);
+    let names: Vec<String> =
+        files.iter().filter_map(|p| p.file_name()).map(|n| n.to_string_lossy().into_owned()).collect();
+    assert!(!names.iter().any(|n| n.starts_with("device.key.replaced-")), "the old private key is gone: {names:?}");
+    for file in files.iter().filter(|p| p.is_file()) {
+        let bytes = std::fs::read(file).unwrap();
+        assert!(!bytes.windows(old_key.len()).any(|w| w == old_key.as_slice()), "{} holds the old key", file.display());
+        assert_eq!(owner_of(file), uid, "{}", file.display());
+    }
+    let kept = files
+        .iter()
+        .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("device.pub.replaced-")))
+        .expect("the replaced key's public half is kept");
+    assert_eq!(PublicKey::read(kept).unwrap().key_id(), old_id);
+    assert!(data.join(format!("key-rotation-{old_id}.rec")).exists());
+    assert_ne!(key_id(&forced_out), old_id);
+}
+
+/// The daemon refuses a device key it does not own, naming the file, its owner and the fix
+/// (here run as `nobody` against a key that root owns), and one the group may read.
+#[test]
+fn run_refuses_a_key_that_is_not_its_own() {
+    use std::os::unix::fs::PermissionsExt;
+    let tb = TestBox::new("run_foreign_key", "tests/fixtures/light.toml", 2);
+    let key = tb.data().join("device.key");
+    let home = tb.root.join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"])
+        .arg(BIN)
+        .arg("-c")
+        .arg(&tb.config)
+        .arg("run")
+        .env("HOME", &home)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success(), "{err}");
+    let expected = format!("{}: the private key belongs to root, but courtbox runs as nobody", key.display());
+    assert!(err.contains(&expected) && err.contains(&format!("chown nobody: {}", key.display())), "{err}");
+
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let out = tb.command().arg("run").output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains(&format!("{}: mode 0640", key.display())) && err.contains("chmod 600"), "{err}");
+}

@@ -122,3 +122,58 @@ fn sim_session_of_60_seconds() {
         .unwrap_or_else(|| panic!("no duration from gst-discoverer: {text}"));
     assert!((duration - (stop - t0) as f64 / 1e9).abs() < 10.0, "gst-discoverer: {duration} s");
 }
+
+/// The whole recording path under memory-deny-write-execute, as the unit runs it
+/// (`MemoryDenyWriteExecute=yes`; here `COURTBOX_MDWE=1`, the kernel's `PR_SET_MDWE`, which
+/// the daemon proves by being refused a writable and executable mapping). With
+/// `ORC_CODE=backup`, as the unit sets, GStreamer's ORC compiles nothing at run time, and every
+/// source is recorded, sealed, uploaded and verified. Without it, ORC still compiles, and
+/// recording works too: it writes its code into a temporary file that it maps twice, once
+/// writable and once executable, which neither `PR_SET_MDWE` nor systemd's seccomp filter
+/// forbids. So MDWE alone does not keep generated code out; `ORC_CODE=backup` does.
+#[test]
+fn recording_under_memory_deny_write_execute() {
+    for (orc, compiles) in [(Some("backup"), false), (None, true)] {
+        let name = format!("recording_mdwe_orc_{}", orc.unwrap_or("jit"));
+        let tb = TestBox::new(&name, "tests/fixtures/light.toml", 2);
+        let mut env = vec![("COURTBOX_MDWE", "1"), ("ORC_DEBUG", "3")];
+        env.extend(orc.map(|o| ("ORC_CODE", o)));
+        let daemon = tb.start_with_env(&env);
+        let session = tb.start_session();
+        std::thread::sleep(Duration::from_secs(6));
+        let stopped = tb.stop_session();
+        assert!(stopped.contains("0 gaps") && stopped.contains("sealed"), "{name}: {stopped}");
+        wait_for("the upload to the folder store", Duration::from_secs(30), || {
+            tb.status()["storage"]["backlog"]["objects"] == 0
+        });
+        assert!(daemon.terminate().success(), "{name}");
+        let log = std::fs::read_to_string(tb.root.join("daemon-1.log")).unwrap();
+        assert!(log.contains("memory-deny-write-execute on"), "{name}: {log}");
+        let compiled = log.matches("finished compiling (success)").count();
+        if compiles {
+            assert!(compiled > 0, "{name}: ORC compiled nothing; the statement above is out of date");
+        } else {
+            assert_eq!(compiled, 0, "{name}: ORC compiled code in backup mode");
+            assert!(log.contains("finished compiling (fail)"), "{name}: ORC was not used at all");
+        }
+
+        let mut by_source: BTreeMap<String, usize> = BTreeMap::new();
+        for (source, ..) in segments(&tb.records(session)) {
+            *by_source.entry(source).or_default() += 1;
+        }
+        assert_eq!(
+            by_source.keys().cloned().collect::<Vec<_>>(),
+            ["bench", "defence", "hall", "judge", "prosecutor", "witness"],
+            "{name}"
+        );
+        assert!(by_source.values().all(|n| *n >= 2), "{name}: {by_source:?}");
+        let central = tb.data().join(format!("central/test-court/room-1/{session}"));
+        let (code, text) =
+            verify_target(format!("file://{}", central.display()).as_ref(), Some(&tb.public_key()), None);
+        assert_eq!(code, 0, "{name}: the central copy verifies: {text}");
+        let export = tb.root.join("export");
+        tb.export(session, &export);
+        let (code, text) = verify(&export, Some(&tb.public_key()));
+        assert_eq!(code, 0, "{name}: the export verifies: {text}");
+    }
+}
