@@ -39,6 +39,8 @@ pub struct ApiState {
     pub(super) refusals: Arc<parking_lot::Mutex<access::RefusalCounter>>,
     /// Monotonic time origin of the API's own counters.
     pub(super) started: std::time::Instant,
+    /// One export at a time (`records::export_zip`).
+    pub(super) exports: Arc<tokio::sync::Semaphore>,
 }
 
 impl ApiState {
@@ -61,6 +63,7 @@ impl ApiState {
             tls,
             refusals: Arc::default(),
             started: std::time::Instant::now(),
+            exports: Arc::new(tokio::sync::Semaphore::new(1)),
         }
     }
 

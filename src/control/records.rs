@@ -2,7 +2,8 @@
 //! audit chain, and the box's configuration (technicians only).
 
 use super::api::{ApiError, ApiState, blocking};
-use super::openapi::{Binary, Refusal};
+use super::openapi::{Binary, ErrorBody, Refusal};
+use bytes::Bytes;
 use crate::base::WallTime;
 use crate::integrity::Entry;
 use axum::Json;
@@ -125,61 +126,113 @@ pub async fn session(State(s): State<ApiState>, Path(id): Path<String>) -> Resul
     Ok(Json(serde_json::to_value(detail).map_err(ApiError::internal)?).into_response())
 }
 
-/// `GET /api/v1/sessions/{id}/export`: the session as `courtbox export` writes it, zipped
-/// (stored, not compressed: the media is compressed already).
-#[utoipa::path(get, path = "/api/v1/sessions/{id}/export", summary = "The session as a zip that `courtbox verify` accepts", security(("panelCookie" = [], "csrf" = []), ("technicianToken" = [])), params(("id" = String, Path, description = "Session id or a unique prefix", min_length = 1)),
-    responses((status = 200, description = "Zip", body = Binary, content_type = "application/zip"), Refusal))]
+/// `GET /api/v1/sessions/{id}/export`: the session as `courtbox export` writes it, without
+/// the playable files, zipped (stored, not compressed: the media is compressed already) and
+/// streamed as it is made: the media straight from the spool, nothing copied to disk, so an
+/// export cannot fill the disk the recording needs. One export runs at a time (429 for the
+/// rest): each reads a whole session from the disk the recording writes to.
+#[utoipa::path(get, path = "/api/v1/sessions/{id}/export", summary = "The session as a zip that `courtbox verify` accepts (one export at a time)", security(("panelCookie" = [], "csrf" = []), ("technicianToken" = [])), params(("id" = String, Path, description = "Session id or a unique prefix", min_length = 1)),
+    responses((status = 200, description = "Zip", body = Binary, content_type = "application/zip"),
+        (status = 429, description = "Another export is running; see Retry-After", body = ErrorBody), Refusal))]
 pub async fn export_zip(State(s): State<ApiState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let Ok(permit) = s.exports.clone().try_acquire_owned() else {
+        let mut r = ApiError(
+            StatusCode::TOO_MANY_REQUESTS,
+            "another export is being downloaded; exports run one at a time, try again when it has finished".into(),
+        )
+        .into_response();
+        r.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from(30));
+        return Ok(r);
+    };
     let (ledger, data_dir, key_path) = (s.ledger.clone(), s.cfg.data_dir.clone(), s.cfg.public_key_path());
-    let (name, file) = tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
+    // Everything that can be refused is refused before the answer begins: afterwards an error
+    // can only cut the download short (and a zip cut short does not open).
+    let (reader, row, public) = tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
         let reader = ledger.reader().map_err(ApiError::internal)?;
         let row = reader.find_session(&id).map_err(|e| ApiError(StatusCode::NOT_FOUND, e.to_string()))?;
         let public = crate::integrity::PublicKey::read(&key_path).map_err(ApiError::internal)?;
-        let work = data_dir.join("exports").join(format!("tmp-{}", uuid::Uuid::new_v4()));
-        let folder = work.join("session");
-        let made = crate::export::export_session(&reader, &data_dir, &public, &row.id.to_string(), &folder)
-            .map_err(|e| ApiError(StatusCode::CONFLICT, e.to_string()))
-            .and_then(|_| zip_folder(&folder, &work.join("export.zip")).map_err(ApiError::internal));
-        let opened = made.and_then(|zip| std::fs::File::open(zip).map_err(ApiError::internal));
-        // The open file lives on after its folder is gone: nothing is left behind.
-        let _ = std::fs::remove_dir_all(&work);
-        let case: String = row.case_number.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
-        Ok((format!("courtbox-{case}-{}.zip", &row.id.to_string()[..8]), opened?))
+        let spool = data_dir.join("spool").join(row.id.to_string());
+        for segment in reader.segments(row.id).map_err(ApiError::internal)? {
+            if !spool.join(&segment.file).exists() {
+                let e = crate::export::ExportError::MissingLocal { file: segment.file, path: spool.clone() };
+                return Err(ApiError(StatusCode::CONFLICT, e.to_string()));
+            }
+        }
+        Ok((reader, row, public))
     })
     .await
     .map_err(ApiError::internal)??;
-    let stream = tokio_util::io::ReaderStream::new(tokio::fs::File::from_std(file));
+    let case: String = row.case_number.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
+    let name = format!("courtbox-{case}-{}.zip", &row.id.to_string()[..8]);
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
+    let data_dir = s.cfg.data_dir.clone();
+    tokio::task::spawn_blocking(move || {
+        let _one_at_a_time = permit;
+        let mut zip = zip::ZipWriter::new_stream(ChannelWriter { tx: tx.clone(), buffer: Vec::new() });
+        let made = crate::export::export_record(&reader, &data_dir, &public, &row.id.to_string(), &mut ZipSink(&mut zip))
+            .map_err(std::io::Error::other)
+            .and_then(|_| zip.finish().map_err(std::io::Error::other))
+            .and_then(|mut w| w.flush());
+        if let Err(e) = made {
+            // The client sees the download break off; a client that went away ends it too.
+            if e.kind() != std::io::ErrorKind::BrokenPipe {
+                tracing::error!(session = %row.id, error = %e, "export cut short");
+                let _ = tx.blocking_send(Err(e));
+            }
+        }
+    });
     Ok((
         [
             (header::CONTENT_TYPE, "application/zip".to_string()),
             (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{name}\"")),
         ],
-        Body::from_stream(stream),
+        Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx)),
     )
         .into_response())
 }
 
-fn zip_folder(folder: &std::path::Path, out: &std::path::Path) -> std::io::Result<std::path::PathBuf> {
-    let mut zip = zip::ZipWriter::new(std::fs::File::create(out)?);
-    let options =
-        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored).large_file(true);
-    let mut stack = vec![folder.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let mut entries: Vec<_> = std::fs::read_dir(&dir)?.collect::<Result<_, _>>()?;
-        entries.sort_by_key(|e| e.file_name());
-        for e in entries {
-            let path = e.path();
-            let name = path.strip_prefix(folder).expect("inside").to_string_lossy().to_string();
-            if e.file_type()?.is_dir() {
-                stack.push(path);
-            } else {
-                zip.start_file(name, options).map_err(std::io::Error::other)?;
-                std::io::copy(&mut std::fs::File::open(&path)?, &mut zip)?;
-            }
-        }
+/// An export into a zip, entry by entry.
+struct ZipSink<'a, W: Write>(&'a mut zip::ZipWriter<zip::write::StreamWriter<W>>);
+
+fn stored() -> zip::write::SimpleFileOptions {
+    zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored).large_file(true)
+}
+
+impl<W: Write> crate::export::ExportSink for ZipSink<'_, W> {
+    fn put(&mut self, path: &str, bytes: &[u8]) -> std::io::Result<()> {
+        self.0.start_file(path, stored()).map_err(std::io::Error::other)?;
+        self.0.write_all(bytes)
     }
-    zip.finish().map_err(std::io::Error::other)?.flush()?;
-    Ok(out.to_path_buf())
+    fn copy(&mut self, path: &str, from: &std::path::Path) -> std::io::Result<u64> {
+        self.0.start_file(path, stored()).map_err(std::io::Error::other)?;
+        std::io::copy(&mut std::fs::File::open(from)?, self.0)
+    }
+}
+
+/// The zip's bytes, in 256 KiB pieces, to the answer's body; a client that went away is a
+/// broken pipe, which ends the export.
+struct ChannelWriter {
+    tx: tokio::sync::mpsc::Sender<std::io::Result<Bytes>>,
+    buffer: Vec<u8>,
+}
+
+const PIECE: usize = 256 * 1024;
+
+impl Write for ChannelWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.buffer.extend_from_slice(bytes);
+        if self.buffer.len() >= PIECE {
+            self.flush()?;
+        }
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        let piece = Bytes::from(std::mem::take(&mut self.buffer));
+        self.tx.blocking_send(Ok(piece)).map_err(|_| std::io::Error::from(std::io::ErrorKind::BrokenPipe))
+    }
 }
 
 /// `GET /api/v1/audit`: the audit chain, newest last, with the verdict of its check.

@@ -5,7 +5,6 @@
 use crate::base::MediaTime;
 use crate::ledger::CaptionRow;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 
 fn stamp(ns: u64, comma: bool) -> String {
     let ms = ns / 1_000_000;
@@ -65,15 +64,11 @@ struct Listed<'a> {
     origin: &'a str,
 }
 
-/// Writes the caption files into `dir/captions/`; returns the files written.
-pub fn write(dir: &Path, captions: &[CaptionRow]) -> std::io::Result<Vec<PathBuf>> {
-    let out = dir.join(crate::integrity::layout::CAPTIONS_DIR);
-    std::fs::create_dir_all(&out)?;
+/// The caption files of an export: (path inside it, under `captions/`; text).
+pub fn files(captions: &[CaptionRow]) -> std::io::Result<Vec<(String, String)>> {
     let mut written = Vec::new();
     let mut put = |name: String, text: String| -> std::io::Result<()> {
-        let path = out.join(name);
-        std::fs::write(&path, text)?;
-        written.push(path);
+        written.push((format!("{}/{name}", crate::integrity::layout::CAPTIONS_DIR), text));
         Ok(())
     };
     let listed: Vec<Listed> = captions

@@ -93,8 +93,38 @@ fn replaced_key(data_dir: &Path, key_id: &str) -> Option<PublicKey> {
         .find(|k| k.key_id() == key_id)
 }
 
-/// Writes session `id` (full id or unique prefix) into `dest`, which must not exist or be
-/// empty. `data_dir` is where the spool lives.
+/// Where an export's files go: a folder (`courtbox export`), or a zip streamed to a client
+/// (`GET /api/v1/sessions/{id}/export`), which copies nothing to disk.
+pub trait ExportSink {
+    /// A file made for the export (records, manifests, checkpoints, captions, key, README).
+    fn put(&mut self, path: &str, bytes: &[u8]) -> std::io::Result<()>;
+    /// A media segment, read from the spool as it is; returns its length.
+    fn copy(&mut self, path: &str, from: &Path) -> std::io::Result<u64>;
+}
+
+/// The folder sink: files written under `dest`.
+struct Folder<'a> {
+    dest: &'a Path,
+}
+
+impl ExportSink for Folder<'_> {
+    fn put(&mut self, path: &str, bytes: &[u8]) -> std::io::Result<()> {
+        let to = self.dest.join(path);
+        if let Some(dir) = to.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(to, bytes)
+    }
+    fn copy(&mut self, path: &str, from: &Path) -> std::io::Result<u64> {
+        let to = self.dest.join(path);
+        if let Some(dir) = to.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::copy(from, to)
+    }
+}
+
+/// Exports a session into the folder `dest` (new or empty), with one playable file per source.
 pub fn export_session(
     reader: &Reader,
     data_dir: &Path,
@@ -102,55 +132,77 @@ pub fn export_session(
     id: &str,
     dest: &Path,
 ) -> Result<ExportReport, ExportError> {
-    let session = reader.find_session(id)?;
     if dest.exists() && io(dest, std::fs::read_dir(dest))?.next().is_some() {
         return Err(ExportError::NotEmpty(dest.to_path_buf()));
     }
     io(dest, std::fs::create_dir_all(dest.join(layout::CHAIN_DIR)))?;
+    let (mut report, by_source) = export_record(reader, data_dir, public, id, &mut Folder { dest })?;
+    if !by_source.is_empty() {
+        io(dest, std::fs::create_dir_all(dest.join("playable")))?;
+    }
+    for (source, files) in by_source {
+        let files: Vec<PathBuf> = files.iter().map(|f| dest.join(f)).collect();
+        let out = dest.join("playable").join(format!("{source}.mkv"));
+        match concat_segments(&files, &out) {
+            Ok(()) => report.playable.push(out),
+            Err(e) => report.playable_errors.push(format!("{source}: {e}")),
+        }
+    }
+    Ok(report)
+}
 
+/// Everything of a session that `verify` checks, and the caption files and README, into
+/// `sink`; media straight from the spool. Returns the report (no playable files yet) and
+/// each source's segment paths inside the export.
+pub fn export_record(
+    reader: &Reader,
+    data_dir: &Path,
+    public: &PublicKey,
+    id: &str,
+    sink: &mut dyn ExportSink,
+) -> Result<(ExportReport, BTreeMap<String, Vec<String>>), ExportError> {
+    let session = reader.find_session(id)?;
+    let here = Path::new(id);
     let records = reader.records(session.id)?;
     for r in &records {
         let body: RecordBody = serde_json::from_slice(&r.body).map_err(|_| ExportError::BadRecord(r.idx))?;
         let doc = SignedDoc { body: r.body.clone(), signature: r.signature, key_id: body.device };
-        let path = dest.join(layout::record_file(r.idx));
-        io(&path, std::fs::write(&path, doc.to_bytes()))?;
+        let path = layout::record_file(r.idx);
+        io(Path::new(&path), sink.put(&path, &doc.to_bytes()))?;
     }
 
     let spool = data_dir.join("spool").join(session.id.to_string());
     let mut bytes = 0;
-    let mut by_source: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
+    let mut by_source: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let segments = reader.segments(session.id)?;
     for s in &segments {
         let from = spool.join(&s.file);
         if !from.exists() {
             return Err(ExportError::MissingLocal { file: s.file.clone(), path: from });
         }
-        let to = dest.join(&s.file);
-        io(&to, std::fs::create_dir_all(to.parent().expect("segment files are in a folder")))?;
-        bytes += io(&to, std::fs::copy(&from, &to))?;
-        by_source.entry(s.source.clone()).or_default().push(to);
+        bytes += io(&from, sink.copy(&s.file, &from))?;
+        by_source.entry(s.source.clone()).or_default().push(s.file.clone());
     }
     let manifests = reader.manifests(session.id)?;
     for (revision, body) in &manifests {
-        let path = dest.join(layout::manifest_file(*revision));
-        io(&path, std::fs::write(&path, body))?;
+        let path = layout::manifest_file(*revision);
+        io(Path::new(&path), sink.put(&path, body))?;
     }
     let checkpoints = reader.checkpoints(&crate::witness::Log::Session(session.id))?;
-    if !checkpoints.is_empty() {
-        io(dest, std::fs::create_dir_all(dest.join(crate::witness::checkpoint::CHECKPOINTS_DIR)))?;
-    }
     for c in &checkpoints {
         use crate::witness::checkpoint::{NOTE, TOKEN, checkpoint_file};
-        let path = dest.join(checkpoint_file(c.seq, NOTE));
-        io(&path, std::fs::write(&path, &c.note))?;
+        let path = checkpoint_file(c.seq, NOTE);
+        io(Path::new(&path), sink.put(&path, &c.note))?;
         if let Some(token) = &c.token {
-            let path = dest.join(checkpoint_file(c.seq, TOKEN));
-            io(&path, std::fs::write(&path, token))?;
+            let path = checkpoint_file(c.seq, TOKEN);
+            io(Path::new(&path), sink.put(&path, token))?;
         }
     }
     let captions = reader.captions(session.id)?;
     if !captions.is_empty() {
-        io(dest, captions::write(dest, &captions))?;
+        for (path, text) in io(here, captions::files(&captions))? {
+            io(Path::new(&path), sink.put(&path, text.as_bytes()))?;
+        }
     }
     // The key that signed this session: the box's own, or, for a session recorded before
     // `provision --force`, the replaced key kept beside it.
@@ -161,34 +213,21 @@ pub fn export_session(
         .unwrap_or_else(|| public.key_id());
     let shipped = if signer == public.key_id() { Some(*public) } else { replaced_key(data_dir, &signer) };
     if let Some(key) = shipped {
-        let key_path = dest.join(layout::PUBLIC_KEY);
-        io(&key_path, std::fs::write(&key_path, key.to_pem()))?;
+        io(Path::new(layout::PUBLIC_KEY), sink.put(layout::PUBLIC_KEY, key.to_pem().as_bytes()))?;
     }
-    io(dest, std::fs::write(dest.join(layout::README), README))?;
-
-    let mut playable = Vec::new();
-    let mut playable_errors = Vec::new();
-    if !by_source.is_empty() {
-        io(dest, std::fs::create_dir_all(dest.join(layout::PLAYABLE_DIR)))?;
-    }
-    for (source, files) in by_source {
-        let out = dest.join(layout::PLAYABLE_DIR).join(format!("{source}.mkv"));
-        match concat_segments(&files, &out) {
-            Ok(()) => playable.push(out),
-            Err(e) => playable_errors.push(format!("{source}: {e}")),
-        }
-    }
-    Ok(ExportReport {
+    io(Path::new("README.txt"), sink.put("README.txt", README.as_bytes()))?;
+    let report = ExportReport {
         records: records.len(),
         segments: segments.len(),
         captions: captions.len(),
         bytes,
         closed: !manifests.is_empty(),
-        playable,
-        playable_errors,
+        playable: Vec::new(),
+        playable_errors: Vec::new(),
         shipped_key: shipped.is_some(),
         signer,
-    })
+    };
+    Ok((report, by_source))
 }
 
 #[cfg(test)]

@@ -347,3 +347,56 @@ fn a_network_lock_out_spares_the_box_screen_and_outlasts_a_restart() {
     assert!(sign_in(&screen, &base, "Aigerim", PIN).is_ok());
     drop(daemon);
 }
+
+/// Exports stream from the spool and run one at a time: while one downloads, a second is
+/// refused with 429 and Retry-After; nothing is copied to disk; the zip verifies; a client
+/// that goes away mid-download frees the export for the next.
+#[test]
+fn exports_run_one_at_a_time_and_copy_nothing() {
+    let tb = TestBox::new("hardening_export", "hw-profiles/sim.toml", 4);
+    let daemon = tb.start();
+    let token = add_people(&tb);
+    let session = tb.start_session();
+    std::thread::sleep(Duration::from_secs(20));
+    tb.stop_session();
+    let spooled: u64 = walk(&tb.data().join("spool").join(session.to_string())).iter().map(|f| f.metadata().unwrap().len()).sum();
+    let http = Client::builder().timeout(None).build().unwrap();
+    let export = || {
+        http.get(format!("http://127.0.0.1:{}/api/v1/sessions/{session}/export", tb.port))
+            .header("authorization", format!("Bearer {token}"))
+            .send()
+            .unwrap()
+    };
+    // The first is not read yet: more than the sockets hold, so it is still running.
+    assert!(spooled > 6_000_000, "the session is too small to keep an export running: {spooled} bytes");
+    let mut first = export();
+    assert_eq!(first.status(), 200);
+    std::thread::sleep(Duration::from_millis(500));
+    let second = export();
+    assert_eq!(second.status(), 429);
+    assert!(second.headers().contains_key("retry-after"));
+    assert!(!tb.data().join("exports").exists(), "nothing is copied to disk");
+    let mut bytes = Vec::new();
+    first.read_to_end(&mut bytes).unwrap();
+    assert!(bytes.len() as u64 > spooled, "{} bytes for {spooled} spooled", bytes.len());
+    let out = tb.root.join("export-from-api");
+    zip::ZipArchive::new(std::io::Cursor::new(bytes)).unwrap().extract(&out).unwrap();
+    let (code, report) = verify(&out, Some(&tb.public_key()));
+    assert_eq!(code, 0, "{report}");
+
+    // A client that goes away after 1 MB: the next export can start at once.
+    let mut dropped = export();
+    let mut piece = vec![0u8; 1_000_000];
+    dropped.read_exact(&mut piece).unwrap();
+    drop(dropped);
+    wait_for("the export to be free again", Duration::from_secs(10), || export().status() == 200);
+    drop(daemon);
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        if e.file_type().unwrap().is_dir() { out.extend(walk(&e.path())) } else { out.push(e.path()) }
+    }
+    out
+}
