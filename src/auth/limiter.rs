@@ -111,7 +111,13 @@ impl Limiter {
 
     /// Called before a secret is checked; counts the attempt against the client. `now` is
     /// monotonic (the per-minute window), `wall` the wall time since 1970 (lock-outs).
-    pub fn admit(&mut self, account: &str, client: Option<IpAddr>, now: Duration, wall: Duration) -> Result<(), Refusal> {
+    pub fn admit(
+        &mut self,
+        account: &str,
+        client: Option<IpAddr>,
+        now: Duration,
+        wall: Duration,
+    ) -> Result<(), Refusal> {
         let scope = Scope::of(client);
         if let Some(until) = self.accounts.get(&(account.to_string(), scope)).and_then(|a| a.locked_until)
             && until > wall

@@ -467,13 +467,17 @@ mod tests {
 
         // A fourth lock-out, then a restart: still locked, and the next one is longer still.
         auth.sign_in("Aigerim", "000000", remote).unwrap_err();
-        assert!(matches!(auth.sign_in("Aigerim", "111111", remote), Err(AuthError::NowLocked(d)) if d.as_secs() == 480));
+        assert!(
+            matches!(auth.sign_in("Aigerim", "111111", remote), Err(AuthError::NowLocked(d)) if d.as_secs() == 480)
+        );
         drop(auth);
         let auth = Auth::new(ledger.clone(), settings(), clocks.clone()).unwrap();
         assert!(matches!(auth.sign_in("Aigerim", "482193", remote), Err(AuthError::Locked(d)) if d.as_secs() == 480));
         clocks.advance(Duration::from_secs(481));
         auth.sign_in("Aigerim", "000000", remote).unwrap_err();
-        assert!(matches!(auth.sign_in("Aigerim", "111111", remote), Err(AuthError::NowLocked(d)) if d.as_secs() == 960));
+        assert!(
+            matches!(auth.sign_in("Aigerim", "111111", remote), Err(AuthError::NowLocked(d)) if d.as_secs() == 960)
+        );
         clocks.advance(Duration::from_secs(961));
         assert!(auth.sign_in("Aigerim", "482193", remote).is_ok());
         assert!(ledger.reader().unwrap().sign_in_locks().unwrap().is_empty());

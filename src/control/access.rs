@@ -550,7 +550,8 @@ mod tests {
         let (action, status) = c.take_summary(t).unwrap();
         assert_eq!(status, 401);
         assert!(
-            action.contains("20041 (401: 20021, 429: 20)") && action.contains("from 3 client(s), most from 192.0.2.78 (20000)"),
+            action.contains("20041 (401: 20021, 429: 20)")
+                && action.contains("from 3 client(s), most from 192.0.2.78 (20000)"),
             "{action}"
         );
         assert_eq!(c.take_summary(t), None, "counted once");

@@ -15,17 +15,17 @@ mod serve;
 
 pub use api::{ApiState, router};
 pub use client::{Client, ClientError};
-pub use serve::serve;
 #[cfg(feature = "fault-injection")]
 pub use debug::{FaultInjected, LedgerStalled};
+pub use serve::serve;
 
 // The API's request and answer bodies: the handlers serialize them, the client reads them
 // back, so the two cannot drift apart.
 pub use crate::stt::TranscriptionQueued;
 pub use access::{PersonRemoved, PersonStored, PutPerson, SignIn, SignedIn, SignedOut, WhoAmI};
 pub use api::{
-    CaptionsOff, CaptionsOffState, CaptionsReport, CourtRoom, Health, HearingAccess,
-    MarkRequest, PrivacyMute, StatusReport,
+    CaptionsOff, CaptionsOffState, CaptionsReport, CourtRoom, Health, HearingAccess, MarkRequest, PrivacyMute,
+    StatusReport,
 };
 pub use openapi::ErrorBody;
 pub use records::{AuditLog, ConfigSaved, SessionDetail, SessionEvent, SessionSummary};

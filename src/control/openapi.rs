@@ -45,6 +45,8 @@ pub struct Binary(Vec<u8>);
         description = "The box's HTTP + WebSocket API for the front panel, technicians' tools and the `courtbox` commands. Secretaries sign in with a PIN (cookie session; send X-CSRF-Token on every change); technicians send `Authorization: Bearer <token>`; commands on the box use the Unix socket. Every change and every refusal is written to the signed audit chain."
     ),
     servers((url = "/")),
+    // Types that only query parameters name: utoipa refers to them but does not collect them.
+    components(schemas(crate::integrity::Language)),
     security(("panelCookie" = [], "csrf" = []), ("technicianToken" = [])),
     modifiers(&SecuritySchemes)
 )]

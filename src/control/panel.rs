@@ -4,9 +4,9 @@
 use super::access::{SignedOut, revoked};
 use super::api::{ApiError, ApiState, status_json};
 use super::openapi::{Binary, ErrorBody, Refusal};
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use crate::auth::Credential;
 use axum::Extension;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};

@@ -3,7 +3,6 @@
 
 use super::api::{ApiError, ApiState, blocking};
 use super::openapi::{Binary, ErrorBody, Refusal};
-use bytes::Bytes;
 use crate::base::WallTime;
 use crate::integrity::Entry;
 use axum::Json;
@@ -11,6 +10,7 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use utoipa::ToSchema;
@@ -169,10 +169,11 @@ pub async fn export_zip(State(s): State<ApiState>, Path(id): Path<String>) -> Re
     tokio::task::spawn_blocking(move || {
         let _one_at_a_time = permit;
         let mut zip = zip::ZipWriter::new_stream(ChannelWriter { tx: tx.clone(), buffer: Vec::new() });
-        let made = crate::export::export_record(&reader, &data_dir, &public, &row.id.to_string(), &mut ZipSink(&mut zip))
-            .map_err(std::io::Error::other)
-            .and_then(|_| zip.finish().map_err(std::io::Error::other))
-            .and_then(|mut w| w.flush());
+        let made =
+            crate::export::export_record(&reader, &data_dir, &public, &row.id.to_string(), &mut ZipSink(&mut zip))
+                .map_err(std::io::Error::other)
+                .and_then(|_| zip.finish().map_err(std::io::Error::other))
+                .and_then(|mut w| w.flush());
         if let Err(e) = made {
             // The client sees the download break off; a client that went away ends it too.
             if e.kind() != std::io::ErrorKind::BrokenPipe {

@@ -108,10 +108,14 @@ pub async fn serve(
     let tls = match cfg.tls_paths() {
         Some((cert, key)) => {
             crate::base::install_tls_provider();
-            let config = axum_server::tls_rustls::RustlsConfig::from_pem_file(&cert, &key).await.with_context(|| {
-                format!("TLS certificate {} or key {} ([api] tls_cert, tls_key)", cert.display(), key.display())
-            })?;
-            Some(tokio_rustls::TlsAcceptor::from(config.get_inner()))
+            let config =
+                axum_server::tls_rustls::RustlsConfig::from_pem_file(&cert, &key).await.with_context(|| {
+                    format!("TLS certificate {} or key {} ([api] tls_cert, tls_key)", cert.display(), key.display())
+                })?;
+            // HTTP/1.1 only: that is what the accept loop speaks (axum-server offers h2 too).
+            let mut server = (*config.get_inner()).clone();
+            server.alpn_protocols = vec![b"http/1.1".to_vec()];
+            Some(tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(server)))
         }
         None => None,
     };
@@ -206,7 +210,10 @@ async fn accept_loop(
         let Some(admitted) = admission.admit(peer.ip()) else {
             refused_since_log += 1;
             if refused_since_log.is_power_of_two() {
-                tracing::warn!(refused = refused_since_log, "control API: connections refused (too many from one client, or in all)");
+                tracing::warn!(
+                    refused = refused_since_log,
+                    "control API: connections refused (too many from one client, or in all)"
+                );
             }
             drop(stream);
             continue;

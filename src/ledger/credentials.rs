@@ -57,9 +57,8 @@ pub struct SignInLock {
 
 impl Reader {
     pub fn sign_in_locks(&self) -> Result<Vec<SignInLock>, LedgerError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT account, scope, locks, locked_until_unix, last_lock_unix FROM sign_in_locks")?;
+        let mut stmt =
+            self.conn.prepare("SELECT account, scope, locks, locked_until_unix, last_lock_unix FROM sign_in_locks")?;
         let rows = stmt.query_map([], |r| {
             Ok(SignInLock {
                 account: r.get(0)?,

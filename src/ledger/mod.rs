@@ -93,7 +93,11 @@ impl Queue {
         if lanes.closed {
             return Err(LedgerError::Stopped);
         }
-        if audit { lanes.audit.push_back(job) } else { lanes.record.push_back(job) }
+        if audit {
+            lanes.audit.push_back(job)
+        } else {
+            lanes.record.push_back(job)
+        }
         self.ready.notify_one();
         Ok(())
     }

@@ -147,7 +147,9 @@ fn streaming_captions_of_a_session_match_offline_and_verify() {
     assert!(log.contains("caption (its text is in the record, never in the log)"), "no caption was logged at all");
     let spoken: std::collections::BTreeSet<String> = captions(&records)
         .iter()
-        .flat_map(|c| c.2.text.split_whitespace().map(|w| w.trim_matches(|c: char| !c.is_alphanumeric()).to_lowercase()))
+        .flat_map(|c| {
+            c.2.text.split_whitespace().map(|w| w.trim_matches(|c: char| !c.is_alphanumeric()).to_lowercase())
+        })
         .filter(|w| w.chars().count() >= 5)
         .collect();
     assert!(spoken.len() >= 3, "too few words to look for: {spoken:?}");

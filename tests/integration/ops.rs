@@ -346,7 +346,8 @@ fn the_debian_package_builds_with_the_expected_files() {
     // The packaged binary was built without fault injection: a configuration that asks for
     // it is refused, naming the key (the suite's own build accepts it).
     let config = out_dir.join("fault-injection.toml");
-    let asks = std::fs::read_to_string(repo().join("systemd/courtbox.toml")).unwrap() + "\n[debug]\nfault_injection = true\n";
+    let asks =
+        std::fs::read_to_string(repo().join("systemd/courtbox.toml")).unwrap() + "\n[debug]\nfault_injection = true\n";
     std::fs::write(&config, asks).unwrap();
     let checked = std::process::Command::new(package_target.join("release/courtbox"))
         .args(["check", "--config-only", "--config"])
@@ -426,7 +427,8 @@ fn actions_and_refusals_are_audited_and_tampering_is_named() {
     assert!(lines[1].contains("/marks") && lines[2].contains("/stop"), "{log}");
     assert!(lines[3].contains("Evil\\u{1b}[2J\\u{a}#9") && lines[3].contains("(400)"), "{log}");
     assert!(
-        lines[4].contains("refused requests not written one by one: 2 (401: 2) from 1 client(s), most from 127.0.0.1 (2)")
+        lines[4]
+            .contains("refused requests not written one by one: 2 (401: 2) from 1 client(s), most from 127.0.0.1 (2)")
             && lines[4].contains("refused (401)"),
         "{log}"
     );

@@ -2,7 +2,7 @@
 //! from tests/panel/drive.mjs), and the API fuzzed by schemathesis from its OpenAPI document.
 //! Screenshots of the main states land in target/test-output/panel_browser/screenshots.
 
-use crate::access::{add_people, add_secretary};
+use crate::access::{PIN, add_people, add_secretary, sign_in};
 use crate::common::*;
 use courtbox::integrity::Entry;
 use serde_json::Value;
@@ -108,12 +108,14 @@ fn a_secretary_records_a_hearing_on_the_touchscreen() {
 }
 
 /// schemathesis generates requests from the OpenAPI document (a bounded number per
-/// operation) while a session records: no answer is a 5xx, the daemon stays up, and the
-/// recording has no gap. Operations that end or pause the recording on purpose (stop,
-/// recess), fault injection, and those that would change who may sign in or the
-/// configuration are left out.
+/// operation) while a session records, signed in as a technician (token) and as a secretary
+/// (panel cookie and CSRF token), and checks every answer against the document: no 5xx, and
+/// status code, content type, headers and body schema as documented. The daemon stays up
+/// and the recording has no gap. Operations that end or pause the recording on purpose
+/// (stop, recess), fault injection, and those that would change who may sign in or the
+/// configuration are left out, and so are the two streams (WebSocket, SSE).
 #[test]
-fn fuzzing_the_api_finds_no_server_error_and_leaves_the_recording_alone() {
+fn fuzzing_the_api_signed_in_finds_no_server_error_and_no_answer_the_document_does_not_describe() {
     let schemathesis = repo().join("var/tools/schemathesis/bin/schemathesis");
     assert!(schemathesis.exists(), "run scripts/setup --tests (installs schemathesis 4.32.5)");
     let tb = TestBox::new("panel_fuzz", "tests/fixtures/light.toml", 2);
@@ -121,26 +123,37 @@ fn fuzzing_the_api_finds_no_server_error_and_leaves_the_recording_alone() {
     let token = add_people(&tb);
     let session = tb.start_session();
     let base = format!("http://127.0.0.1:{}", tb.port);
-    let report = tb.root.join("schemathesis");
-    let out = Command::new(&schemathesis)
-        .current_dir(&tb.root)
-        .args(["run", &format!("{base}/api/v1/openapi.json"), "--url", &base])
-        .args(["--checks", "not_a_server_error", "--max-examples", "25", "--seed", "1", "--workers", "1"])
-        .args(["--header", &format!("Authorization: Bearer {token}")])
-        .args(["--exclude-path-regex", "/current/(stop|recess)|/debug/|/people/|/config|/status/ws|/captions/live"])
-        .args(["--request-timeout", "20", "--report", "junit", "--report-dir"])
-        .arg(&report)
-        .env("SCHEMATHESIS_HOOKS", "")
-        .output()
-        .unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    std::fs::write(tb.root.join("schemathesis.log"), &text).unwrap();
-    assert!(out.status.success(), "schemathesis found failures:\n{text}");
-    // "863 generated, 863 passed": every generated request was answered without a 5xx.
-    let counts = text.lines().find(|l| l.contains(" generated, ")).unwrap_or_else(|| panic!("no summary:\n{text}"));
-    println!("schemathesis: {}", counts.trim());
-    let numbers: Vec<u64> = counts.split(|c: char| !c.is_ascii_digit()).filter_map(|n| n.parse().ok()).collect();
-    assert!(numbers.len() == 2 && numbers[0] == numbers[1] && numbers[0] >= 200, "{counts}");
+    let http = reqwest::blocking::Client::new();
+    let secretary = sign_in(&http, &base, "Aigerim", PIN).unwrap();
+    let technician = vec![format!("Authorization: Bearer {token}")];
+    let panel = vec![format!("Cookie: {}", secretary.cookie()), format!("X-CSRF-Token: {}", secretary.csrf)];
+    for (who, headers) in [("technician", technician), ("secretary", panel)] {
+        let report = tb.root.join(format!("schemathesis-{who}"));
+        let mut command = Command::new(&schemathesis);
+        command
+            .current_dir(&tb.root)
+            .args(["run", &format!("{base}/api/v1/openapi.json"), "--url", &base])
+            .args(["--checks", CHECKS, "--max-examples", "25", "--seed", "1", "--workers", "1"])
+            .args([
+                "--exclude-path-regex",
+                "/current/(stop|recess)|/debug/|/people/|/config|/status/ws|/captions/live|/auth/sign-out",
+            ])
+            .args(["--request-timeout", "20", "--report", "junit", "--report-dir"])
+            .arg(&report)
+            .env("SCHEMATHESIS_HOOKS", "");
+        for h in &headers {
+            command.args(["--header", h]);
+        }
+        let out = command.output().unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        std::fs::write(tb.root.join(format!("schemathesis-{who}.log")), &text).unwrap();
+        assert!(out.status.success(), "schemathesis found failures as a {who}:\n{text}");
+        // "863 generated, 863 passed": every generated request was answered as documented.
+        let counts = text.lines().find(|l| l.contains(" generated, ")).unwrap_or_else(|| panic!("no summary:\n{text}"));
+        println!("schemathesis as a {who}: {}", counts.trim());
+        let numbers: Vec<u64> = counts.split(|c: char| !c.is_ascii_digit()).filter_map(|n| n.parse().ok()).collect();
+        assert!(numbers.len() == 2 && numbers[0] == numbers[1] && numbers[0] >= 200, "{counts}");
+    }
 
     let status = tb.status();
     assert_eq!(
@@ -156,6 +169,9 @@ fn fuzzing_the_api_finds_no_server_error_and_leaves_the_recording_alone() {
     assert_eq!(code, 0, "{report}");
     drop(daemon);
 }
+
+/// What schemathesis checks of every answer: beyond "no 5xx", that the document describes it.
+const CHECKS: &str = "not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance";
 
 fn verify_session(tb: &TestBox, session: uuid::Uuid) -> (i32, String) {
     let dir = tb.root.join("export");
