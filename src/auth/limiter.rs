@@ -24,8 +24,8 @@ pub struct LockoutPolicy {
 /// Lock-outs in a row from which technicians get an alarm.
 pub const ALARM_AFTER_LOCKS: u32 = 3;
 
-/// A day without a lock-out forgets the account's earlier ones.
-const FORGET_LOCKS_AFTER: Duration = Duration::from_secs(24 * 3600);
+/// A day without a lock-out (counted from when the last one ended) forgets the earlier ones.
+pub const FORGET_LOCKS_AFTER: Duration = Duration::from_secs(24 * 3600);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
@@ -65,10 +65,12 @@ pub struct NewLock {
 
 #[derive(Debug, Default, Clone)]
 struct Account {
+    /// Failures since the last lock-out began (none can be counted while it lasts: `admit`
+    /// refuses first).
     failures: u32,
-    /// Lock-outs in a row, and when the last began (wall time since 1970).
+    /// Lock-outs in a row.
     locks: u32,
-    last_lock: Duration,
+    /// When the latest lock-out ends (or ended): wall time since 1970.
     locked_until: Option<Duration>,
 }
 
@@ -101,12 +103,15 @@ impl Limiter {
         Limiter { policy, accounts: HashMap::new(), clients: HashMap::new() }
     }
 
-    /// A lock-out stored before a restart (times are wall times since 1970).
-    pub fn restore(&mut self, account: &str, scope: Scope, locks: u32, locked_until: Duration, last_lock: Duration) {
-        self.accounts.insert(
-            (account.to_string(), scope),
-            Account { failures: 0, locks, last_lock, locked_until: Some(locked_until) },
-        );
+    /// A lock-out stored before a restart (wall time since 1970).
+    pub fn restore(&mut self, account: &str, scope: Scope, locks: u32, locked_until: Duration) {
+        self.accounts
+            .insert((account.to_string(), scope), Account { failures: 0, locks, locked_until: Some(locked_until) });
+    }
+
+    /// Wrong secrets in a row that lock an account.
+    pub fn failures_allowed(&self) -> u32 {
+        self.policy.failures
     }
 
     /// Called before a secret is checked; counts the attempt against the client. `now` is
@@ -119,16 +124,28 @@ impl Limiter {
         wall: Duration,
     ) -> Result<(), Refusal> {
         let scope = Scope::of(client);
-        if let Some(until) = self.accounts.get(&(account.to_string(), scope)).and_then(|a| a.locked_until)
+        if let Some(a) = self.accounts.get_mut(&(account.to_string(), scope))
+            && let Some(until) = a.locked_until
             && until > wall
         {
-            return Err(Refusal::Locked(until - wall));
+            // The wall clock set back must not lengthen a lock-out beyond the longest.
+            let left = (until - wall).min(self.policy.max_lock);
+            a.locked_until = Some(wall + left);
+            return Err(Refusal::Locked(left));
         }
         if let Some(ip) = client.map(canonical) {
             let recent = self.clients.entry(ip).or_default();
             while recent.front().is_some_and(|t| now.saturating_sub(*t) >= MINUTE) {
                 recent.pop_front();
             }
+            if recent.is_empty() {
+                // Clients whose minute has passed are dropped now and then, not kept for ever.
+                let minute_ago = now.saturating_sub(MINUTE);
+                if self.clients.len() > 1024 {
+                    self.clients.retain(|_, r| r.back().is_some_and(|t| *t > minute_ago));
+                }
+            }
+            let recent = self.clients.entry(ip).or_default();
             if recent.len() >= self.policy.per_client_per_minute {
                 let oldest = *recent.front().expect("non-empty at the limit");
                 return Err(Refusal::TooFast(MINUTE - now.saturating_sub(oldest)));
@@ -141,11 +158,7 @@ impl Limiter {
     /// A wrong secret: how many tries are left before the lock, or the lock that began.
     pub fn failed(&mut self, account: &str, scope: Scope, wall: Duration) -> Result<u32, NewLock> {
         let a = self.accounts.entry((account.to_string(), scope)).or_default();
-        if a.locked_until.is_some_and(|u| u <= wall) {
-            a.locked_until = None;
-            a.failures = 0;
-        }
-        if a.locks > 0 && wall.saturating_sub(a.last_lock) >= FORGET_LOCKS_AFTER {
+        if a.locks > 0 && a.locked_until.is_some_and(|u| wall.saturating_sub(u) >= FORGET_LOCKS_AFTER) {
             a.locks = 0;
         }
         a.failures += 1;
@@ -154,7 +167,6 @@ impl Limiter {
         }
         a.failures = 0;
         a.locks += 1;
-        a.last_lock = wall;
         let doubled = self.policy.lock_for.saturating_mul(1u32 << (a.locks - 1).min(20));
         let lasts = doubled.min(self.policy.max_lock);
         a.locked_until = Some(wall + lasts);
@@ -215,7 +227,13 @@ mod tests {
             t = lock.until + Duration::from_secs(1);
         }
         assert_eq!(lasted, [(300, 1), (600, 2), (1200, 3), (2400, 4), (3600, 5)]);
-        t += Duration::from_secs(24 * 3600);
+        // Just under a day after the last one ended: still in a row.
+        t += Duration::from_secs(24 * 3600 - 10);
+        l.failed("a", Scope::Remote, t).unwrap();
+        l.failed("a", Scope::Remote, t).unwrap();
+        let lock = l.failed("a", Scope::Remote, t).unwrap_err();
+        assert_eq!(lock.in_a_row, 6);
+        t = lock.until + Duration::from_secs(24 * 3600);
         l.failed("a", Scope::Remote, t).unwrap();
         l.failed("a", Scope::Remote, t).unwrap();
         assert_eq!(l.failed("a", Scope::Remote, t).unwrap_err().in_a_row, 1);
@@ -242,7 +260,7 @@ mod tests {
     fn a_stored_lock_out_holds_after_a_restart() {
         let mut l = Limiter::new(policy());
         let t = Duration::from_secs(10_000);
-        l.restore("a", Scope::Remote, 2, t + Duration::from_secs(60), t);
+        l.restore("a", Scope::Remote, 2, t + Duration::from_secs(60));
         assert_eq!(l.admit("a", REMOTE, Duration::ZERO, t), Err(Refusal::Locked(Duration::from_secs(60))));
         let later = t + Duration::from_secs(61);
         for _ in 0..2 {

@@ -187,10 +187,16 @@ impl Auth {
         clocks: Arc<dyn crate::base::Clocks>,
     ) -> Result<Auth, AuthError> {
         let mut limiter = Limiter::new(settings.lockout);
+        let now = Duration::from_nanos(u64::try_from(clocks.wall().unix_nanos()).unwrap_or(0));
+        // Lock-outs that ended a day ago are forgotten (`Limiter::failed` would forget them).
+        let forget_before = i64::try_from(now.saturating_sub(limiter::FORGET_LOCKS_AFTER).as_secs()).unwrap_or(0);
+        ledger.call_audit(move |w| w.forget_sign_in_locks(forget_before))?;
         for lock in ledger.reader()?.sign_in_locks()? {
             let at = |unix: i64| Duration::from_secs(u64::try_from(unix).unwrap_or(0));
             let scope = if lock.local { Scope::Local } else { Scope::Remote };
-            limiter.restore(&lock.account, scope, lock.locks, at(lock.locked_until_unix), at(lock.last_lock_unix));
+            // A clock set back (no RTC before NTP) must not make a stored lock-out last longer.
+            let until = at(lock.locked_until_unix).min(now + settings.lockout.max_lock);
+            limiter.restore(&lock.account, scope, lock.locks, until);
         }
         Ok(Auth {
             ledger,
@@ -244,7 +250,7 @@ impl Auth {
             )
         });
         tracing::warn!(scope = ?scope, in_a_row = lock.in_a_row, minutes = lock.lasts.as_secs().div_ceil(60), "sign-in locked out");
-        if let Err(e) = self.ledger.call(move |w| w.save_sign_in_lock(&stored, alarm.as_deref())) {
+        if let Err(e) = self.ledger.call_audit(move |w| w.save_sign_in_lock(&stored, alarm.as_deref())) {
             tracing::error!(error = %e, "could not store a sign-in lock-out; it holds until the next restart only");
         }
     }
@@ -254,7 +260,7 @@ impl Auth {
         if self.limiter.lock().succeeded(account, scope) {
             let account = account.to_string();
             let local = scope == Scope::Local;
-            if let Err(e) = self.ledger.call(move |w| w.clear_sign_in_lock(&account, local)) {
+            if let Err(e) = self.ledger.call_audit(move |w| w.clear_sign_in_lock(&account, local)) {
                 tracing::error!(error = %e, "could not forget a stored sign-in lock-out");
             }
         }
@@ -352,7 +358,13 @@ impl Auth {
             }
         };
         if !ok {
-            return Err(self.count_failure(name, client, AuthError::WrongPin(0)));
+            // Only an account that exists is counted and locked: names nobody has would
+            // otherwise make the limiter (and the ledger's lock-outs) grow without bound.
+            // Names are public (the sign-in screen lists them), so this tells nothing.
+            return Err(match stored {
+                Some(_) => self.count_failure(name, client, AuthError::WrongPin(0)),
+                None => AuthError::WrongPin(self.limiter.lock().failures_allowed().saturating_sub(1)),
+            });
         }
         self.count_success(name, client);
         let principal = Principal { name: name.to_string(), role: Role::Secretary, via: Via::Panel };
@@ -382,20 +394,25 @@ impl Auth {
             return Ok(Principal { name: name.clone(), role: Role::Technician, via: Via::Token });
         }
         let id = token.strip_prefix(TOKEN_PREFIX).and_then(|t| t.split_once('_')).map(|(id, _)| id).unwrap_or("");
-        let account = format!("token {id}");
+        // An id this box could have issued (`secret::random_hex(6)`), or nothing to look up.
+        let issued_form = id.len() == 12 && id.bytes().all(|b| b.is_ascii_hexdigit());
+        let account = if issued_form { format!("token {id}") } else { "token (not one this box issues)".into() };
         self.limiter.lock().admit(&account, client, self.clocks.monotonic(), self.wall()).map_err(refusal)?;
-        let stored = self.ledger.reader()?.credential_by_id(id)?.filter(|c| c.role == "technician");
+        let stored = match issued_form {
+            true => self.ledger.reader()?.credential_by_id(id)?.filter(|c| c.role == "technician"),
+            false => None,
+        };
         match stored {
             Some(c) if secret::verify(token, &c.secret_hash) => {
                 self.count_success(&account, client);
                 self.verified_tokens.lock().insert(digest, (c.id, c.name.clone()));
                 Ok(Principal { name: c.name, role: Role::Technician, via: Via::Token })
             }
-            found => {
-                if found.is_none() {
-                    secret::verify_nothing(token);
-                }
-                Err(self.count_failure(&account, client, AuthError::WrongToken))
+            Some(_) => Err(self.count_failure(&account, client, AuthError::WrongToken)),
+            // A token of nobody locks nobody (see `sign_in`).
+            None => {
+                secret::verify_nothing(token);
+                Err(AuthError::WrongToken)
             }
         }
     }

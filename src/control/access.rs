@@ -160,6 +160,10 @@ pub async fn authenticate(State(s): State<ApiState>, mut request: Request, next:
 /// revocation, and every few seconds for sessions that expire by time.
 pub async fn revoked(auth: std::sync::Arc<Auth>, credential: Credential) {
     let mut revocations = auth.revocations();
+    // Revoked between the request's check and now: no revocation would wake us for it.
+    if !auth.is_current(&credential) {
+        return;
+    }
     loop {
         tokio::select! {
             changed = revocations.changed() => if changed.is_err() { return },
@@ -186,6 +190,10 @@ pub async fn technicians_only(request: Request, next: Next) -> Response {
 /// Refusals that name someone written to the audit chain one by one per minute and network
 /// client; the rest are counted and written as one summary entry a minute (`RefusalCounter`).
 pub const AUDITED_REFUSALS_PER_CLIENT_MINUTE: u32 = 10;
+/// And per minute from all network clients together (many addresses are cheap in IPv6).
+pub const AUDITED_REFUSALS_PER_MINUTE: u32 = 100;
+/// How much of a request's path an audit entry keeps.
+const AUDITED_PATH_CHARS: usize = 200;
 
 /// Refusals the audit chain does not get one by one: those of nobody at all (no credential,
 /// a wrong token, an ended session), and those of a network client past its
@@ -197,6 +205,8 @@ pub const AUDITED_REFUSALS_PER_CLIENT_MINUTE: u32 = 10;
 pub struct RefusalCounter {
     /// Per client: the start of its current minute, and refusals written in it.
     written: HashMap<IpAddr, (Duration, u32)>,
+    /// The same for all network clients together.
+    written_in_all: (Duration, u32),
     /// Not written since the last summary: per status code, and per client.
     unwritten: BTreeMap<u16, u64>,
     clients: HashMap<IpAddr, u64>,
@@ -213,12 +223,17 @@ impl RefusalCounter {
             return true;
         }
         if !anonymous {
+            let (all_start, all) = &mut self.written_in_all;
+            if now.saturating_sub(*all_start) >= Duration::from_secs(60) {
+                (*all_start, *all) = (now, 0);
+            }
             let (start, n) = self.written.entry(ip).or_insert((now, 0));
             if now.saturating_sub(*start) >= Duration::from_secs(60) {
                 (*start, *n) = (now, 0);
             }
-            if *n < AUDITED_REFUSALS_PER_CLIENT_MINUTE {
+            if *n < AUDITED_REFUSALS_PER_CLIENT_MINUTE && *all < AUDITED_REFUSALS_PER_MINUTE {
                 *n += 1;
+                *all += 1;
                 return true;
             }
         }
@@ -282,20 +297,25 @@ pub async fn write_refusal_summaries(state: ApiState, shutdown: tokio_util::sync
 /// particular, and a client's beyond its share, are counted and summarised instead. Audit
 /// entries wait behind the record's own writes (`Ledger::call_audit`).
 pub async fn audit(State(state): State<ApiState>, request: Request, next: Next) -> Response {
-    let action = format!("{} {}", request.method(), request.uri().path());
+    // The path as sent, cut short: an unknown client chooses it.
+    let path: String = request.uri().path().chars().take(AUDITED_PATH_CHARS).collect();
+    let action = format!("{} {path}", request.method());
     let mutating = changes_something(request.method());
     let client = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
     let response = next.run(request).await;
     let status = response.status();
     let refused = matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN | StatusCode::TOO_MANY_REQUESTS);
-    if mutating || refused {
+    // Whoever is not signed in and was not answered with success (a refusal, but also a 400,
+    // 404 or 405 that anyone can provoke) is held to the same bounds as a refusal.
+    let unauthenticated_failure = response.extensions().get::<Principal>().is_none() && !status.is_success();
+    if mutating || refused || unauthenticated_failure {
         let (actor, role) = match (response.extensions().get::<Claimed>(), response.extensions().get::<Principal>()) {
             (Some(c), _) => (c.who.clone(), c.role.clone()),
             (None, Some(p)) => (p.describe(), p.role.as_str().to_string()),
             (None, None) => ("anonymous".to_string(), "none".to_string()),
         };
         let code = status.as_u16();
-        if refused {
+        if refused || unauthenticated_failure {
             let anonymous = actor == "anonymous" || actor == TOKEN_HOLDER;
             let now = state.started.elapsed();
             if !state.refusals.lock().write_one(client, anonymous, code, now) {
@@ -559,5 +579,15 @@ mod tests {
         let same_64: Option<IpAddr> = Some("2001:db8:5:6::99".parse().unwrap());
         assert!(!c.write_one(same_64, false, 401, t + Duration::from_secs(30)));
         assert!(c.write_one(same_64, false, 401, t + Duration::from_secs(61)));
+
+        // Many addresses together: at most 100 a minute, whatever their number.
+        let mut c = RefusalCounter::default();
+        let written = (0..1000u32)
+            .filter(|i| {
+                let ip = std::net::Ipv6Addr::new(0x2001, 0xdb8, *i as u16, 0, 0, 0, 0, 1);
+                c.write_one(Some(IpAddr::V6(ip)), false, 401, t)
+            })
+            .count();
+        assert_eq!(written, AUDITED_REFUSALS_PER_MINUTE as usize);
     }
 }

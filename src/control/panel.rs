@@ -55,12 +55,17 @@ pub async fn status_ws(
     State(s): State<ApiState>,
     headers: HeaderMap,
     Extension(credential): Extension<Credential>,
+    slot: Option<Extension<super::serve::ConnectionSlot>>,
     ws: WebSocketUpgrade,
 ) -> Response {
     if let Err(refusal) = same_origin(&headers, &credential) {
         return ApiError(StatusCode::FORBIDDEN, refusal.to_string()).into_response();
     }
-    ws.on_upgrade(move |socket| push_status(s, credential, socket))
+    ws.on_upgrade(move |socket| async move {
+        // The socket keeps its connection's place under the caps until it closes.
+        let _slot = slot;
+        push_status(s, credential, socket).await
+    })
 }
 
 /// Why a WebSocket upgrade from a browser was refused.

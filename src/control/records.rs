@@ -134,7 +134,11 @@ pub async fn session(State(s): State<ApiState>, Path(id): Path<String>) -> Resul
 #[utoipa::path(get, path = "/api/v1/sessions/{id}/export", summary = "The session as a zip that `courtbox verify` accepts (one export at a time)", security(("panelCookie" = [], "csrf" = []), ("technicianToken" = [])), params(("id" = String, Path, description = "Session id or a unique prefix", min_length = 1)),
     responses((status = 200, description = "Zip", body = Binary, content_type = "application/zip"),
         (status = 429, description = "Another export is running; see Retry-After", body = ErrorBody), Refusal))]
-pub async fn export_zip(State(s): State<ApiState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+pub async fn export_zip(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    axum::Extension(credential): axum::Extension<crate::auth::Credential>,
+) -> Result<Response, ApiError> {
     let Ok(permit) = s.exports.clone().try_acquire_owned() else {
         let mut r = ApiError(
             StatusCode::TOO_MANY_REQUESTS,
@@ -165,10 +169,12 @@ pub async fn export_zip(State(s): State<ApiState>, Path(id): Path<String>) -> Re
     let case: String = row.case_number.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
     let name = format!("courtbox-{case}-{}.zip", &row.id.to_string()[..8]);
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
-    let data_dir = s.cfg.data_dir.clone();
+    let (data_dir, auth) = (s.cfg.data_dir.clone(), s.auth.clone());
     tokio::task::spawn_blocking(move || {
         let _one_at_a_time = permit;
-        let mut zip = zip::ZipWriter::new_stream(ChannelWriter { tx: tx.clone(), buffer: Vec::new() });
+        let runtime = tokio::runtime::Handle::current();
+        let writer = ChannelWriter { tx: tx.clone(), buffer: Vec::new(), runtime, auth, credential };
+        let mut zip = zip::ZipWriter::new_stream(writer);
         let made =
             crate::export::export_record(&reader, &data_dir, &public, &row.id.to_string(), &mut ZipSink(&mut zip))
                 .map_err(std::io::Error::other)
@@ -176,7 +182,7 @@ pub async fn export_zip(State(s): State<ApiState>, Path(id): Path<String>) -> Re
                 .and_then(|mut w| w.flush());
         if let Err(e) = made {
             // The client sees the download break off; a client that went away ends it too.
-            if e.kind() != std::io::ErrorKind::BrokenPipe {
+            if !matches!(e.kind(), std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::TimedOut) {
                 tracing::error!(session = %row.id, error = %e, "export cut short");
                 let _ = tx.blocking_send(Err(e));
             }
@@ -211,13 +217,18 @@ impl<W: Write> crate::export::ExportSink for ZipSink<'_, W> {
 }
 
 /// The zip's bytes, in 256 KiB pieces, to the answer's body; a client that went away is a
-/// broken pipe, which ends the export.
+/// broken pipe, and one that stops reading for `STALLED_CLIENT` a timeout: either ends the
+/// export, and frees it for the next. So does its downloader being removed or signed out.
 struct ChannelWriter {
     tx: tokio::sync::mpsc::Sender<std::io::Result<Bytes>>,
     buffer: Vec<u8>,
+    runtime: tokio::runtime::Handle,
+    auth: std::sync::Arc<crate::auth::Auth>,
+    credential: crate::auth::Credential,
 }
 
 const PIECE: usize = 256 * 1024;
+const STALLED_CLIENT: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl Write for ChannelWriter {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
@@ -231,8 +242,15 @@ impl Write for ChannelWriter {
         if self.buffer.is_empty() {
             return Ok(());
         }
+        if !self.auth.is_current(&self.credential) {
+            return Err(std::io::Error::new(std::io::ErrorKind::PermissionDenied, "the downloader was signed out"));
+        }
         let piece = Bytes::from(std::mem::take(&mut self.buffer));
-        self.tx.blocking_send(Ok(piece)).map_err(|_| std::io::Error::from(std::io::ErrorKind::BrokenPipe))
+        match self.runtime.block_on(tokio::time::timeout(STALLED_CLIENT, self.tx.send(Ok(piece)))) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(std::io::Error::from(std::io::ErrorKind::BrokenPipe)),
+            Err(_) => Err(std::io::Error::from(std::io::ErrorKind::TimedOut)),
+        }
     }
 }
 

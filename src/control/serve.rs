@@ -73,9 +73,11 @@ pub async fn serve(
         crate::base::check_private_file(&key, &meta)?;
     }
     let summaries = tokio::spawn(super::access::write_refusal_summaries(state.clone(), shutdown.clone()));
+    // One limit shared by every route (a plain ConcurrencyLimitLayer would give each route its
+    // own), inside the deadline, so that a request waiting for its turn is cut off too.
     let app = router(state)
-        .layer(axum::middleware::from_fn(deadline))
-        .layer(tower::limit::ConcurrencyLimitLayer::new(CONCURRENT_REQUESTS));
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(CONCURRENT_REQUESTS))
+        .layer(axum::middleware::from_fn(deadline));
     let addr: SocketAddr = cfg.config.api.listen.parse().context("api.listen")?;
     let tcp = std::net::TcpListener::bind(addr).map_err(|e| {
         // EPERM (not EACCES, a privileged port): the unit allows binding only the ports it
@@ -138,7 +140,8 @@ struct Admission {
     per_client: Mutex<HashMap<IpAddr, usize>>,
 }
 
-/// A connection's place: released when the connection ends.
+/// A connection's place: released when the connection ends, or, for a WebSocket, when the
+/// socket it became is closed (`ConnectionSlot`).
 struct Admitted {
     _permit: OwnedSemaphorePermit,
     client: Option<(IpAddr, Arc<Admission>)>,
@@ -158,6 +161,13 @@ impl Drop for Admitted {
     }
 }
 
+/// A connection's place, in its requests' extensions: a WebSocket handler keeps it for as long
+/// as the socket lives. (hyper lets go of a connection once it is upgraded, so without this
+/// WebSockets would escape the caps and could use up the file descriptors the recording
+/// needs.)
+#[derive(Clone)]
+pub(super) struct ConnectionSlot(#[allow(dead_code)] Arc<Admitted>);
+
 impl Admission {
     fn new() -> Arc<Admission> {
         Arc::new(Admission {
@@ -175,12 +185,11 @@ impl Admission {
         }
         let client = canonical_client(peer);
         let mut held = self.per_client.lock();
-        let n = held.entry(client).or_default();
-        if *n >= CONNECTIONS_PER_CLIENT {
+        if held.get(&client).is_some_and(|n| *n >= CONNECTIONS_PER_CLIENT) {
             return None;
         }
         let permit = self.network.clone().try_acquire_owned().ok()?;
-        *n += 1;
+        *held.entry(client).or_default() += 1;
         Some(Admitted { _permit: permit, client: Some((client, self.clone())) })
     }
 }
@@ -223,11 +232,11 @@ async fn accept_loop(
         let tls = tls.clone();
         let shutdown = shutdown.clone();
         connections.spawn(async move {
-            let _admitted = admitted;
+            let slot = ConnectionSlot(Arc::new(admitted));
             match tls {
-                None => serve_connection(TokioIo::new(stream), peer, app, shutdown).await,
+                None => serve_connection(TokioIo::new(stream), peer, slot, app, shutdown).await,
                 Some(acceptor) => match tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream)).await {
-                    Ok(Ok(tls_stream)) => serve_connection(TokioIo::new(tls_stream), peer, app, shutdown).await,
+                    Ok(Ok(tls_stream)) => serve_connection(TokioIo::new(tls_stream), peer, slot, app, shutdown).await,
                     Ok(Err(e)) => tracing::debug!(error = %e, "control API: TLS handshake failed"),
                     Err(_) => tracing::debug!("control API: TLS handshake not finished in time"),
                 },
@@ -240,12 +249,13 @@ async fn accept_loop(
     Ok(())
 }
 
-async fn serve_connection<I>(io: I, peer: SocketAddr, app: Router, shutdown: CancellationToken)
+async fn serve_connection<I>(io: I, peer: SocketAddr, slot: ConnectionSlot, app: Router, shutdown: CancellationToken)
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
         request.extensions_mut().insert(ConnectInfo(peer));
+        request.extensions_mut().insert(slot.clone());
         app.clone().oneshot(request.map(axum::body::Body::new))
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
@@ -262,5 +272,23 @@ where
             connection.as_mut().graceful_shutdown();
             let _ = connection.await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_network_client_gets_its_share_and_the_box_its_own() {
+        let admission = Admission::new();
+        let attacker: IpAddr = "192.0.2.7".parse().unwrap();
+        let held: Vec<Admitted> = (0..CONNECTIONS_PER_CLIENT).map(|_| admission.admit(attacker).unwrap()).collect();
+        assert!(admission.admit(attacker).is_none(), "beyond its share");
+        assert!(admission.admit("2001:db8::1".parse().unwrap()).is_some(), "another client");
+        assert!(admission.admit("127.0.0.1".parse().unwrap()).is_some(), "the box's own screen");
+        drop(held);
+        assert!(admission.admit(attacker).is_some(), "places come back when connections end");
+        assert!(admission.per_client.lock().len() <= 1, "no empty entries are kept");
     }
 }

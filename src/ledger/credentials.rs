@@ -93,6 +93,14 @@ impl Writer {
         })
     }
 
+    /// Forgets lock-outs that ended before `unix` (a day without a lock-out forgets them).
+    pub fn forget_sign_in_locks(&mut self, unix: i64) -> Result<(), LedgerError> {
+        self.transact(|tx, _, _| {
+            tx.execute("DELETE FROM sign_in_locks WHERE locked_until_unix < ?1", [unix])?;
+            Ok(())
+        })
+    }
+
     /// Forgets an account's lock-outs after it signed in (and clears its alarm).
     pub fn clear_sign_in_lock(&mut self, account: &str, local: bool) -> Result<(), LedgerError> {
         self.transact(|tx, _, wall| {
