@@ -355,17 +355,25 @@ fn slow_clients_are_cut_off_and_the_panel_still_answers() {
     drop(slow);
 
     // A WebSocket keeps its connection's place: 32 status sockets from one network address
-    // fill its share, and its next connection is closed unanswered until they go.
+    // fill its share, and its next connection is closed unanswered until they go. (The
+    // client above is dropped first: its idle keep-alive connection holds a place too.)
+    drop(remote);
+    std::thread::sleep(Duration::from_millis(500));
+    let remote =
+        Client::builder().local_address(clients.addresses()[20]).timeout(Duration::from_secs(5)).build().unwrap();
     let from = clients.addresses()[20];
     let bearer = format!("Bearer {token}");
     let sockets: Vec<_> = (0..32)
-        .map(|_| {
+        .map(|i| {
             let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
             socket.bind(&std::net::SocketAddr::new(from, 0).into()).unwrap();
             socket.connect(&std::net::SocketAddr::from(([127, 0, 0, 1], tb.port)).into()).unwrap();
             let mut request = format!("ws://127.0.0.1:{}/api/v1/status/ws", tb.port).into_client_request().unwrap();
             request.headers_mut().insert("authorization", bearer.parse().unwrap());
-            tungstenite::client::client(request, TcpStream::from(socket)).expect("a WebSocket within the share").0
+            match tungstenite::client::client(request, TcpStream::from(socket)) {
+                Ok((ws, _)) => ws,
+                Err(e) => panic!("WebSocket {i} of 32 refused: {e}"),
+            }
         })
         .collect();
     assert!(remote.get(format!("http://127.0.0.1:{}/api/v1/health", tb.port)).send().is_err(), "a 33rd connection");
