@@ -345,7 +345,8 @@ impl Auth {
         pin: &str,
         client: Option<IpAddr>,
     ) -> Result<(Principal, String, String), AuthError> {
-        // A name no person can have is refused before it is counted, stored or audited.
+        // A name no person can have is refused before it is counted or stored (its 400 is
+        // audited within the bounds of `control::access::RefusalCounter`).
         let name = &check_name(name)?;
         let now = self.clocks.monotonic();
         self.limiter.lock().admit(name, client, now, self.wall()).map_err(refusal)?;
