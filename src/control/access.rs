@@ -39,6 +39,9 @@ impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, toki
 pub struct Claimed {
     pub who: String,
     pub role: String,
+    /// Whether `who` names someone (a person, a local user), or nobody at all (no credential,
+    /// a wrong token): the audit writes refusals of nobody only as counts.
+    pub names_someone: bool,
 }
 
 /// The account name of `uid`, from the system's user database (NSS, not only /etc/passwd).
@@ -56,7 +59,7 @@ fn refused(status: StatusCode, message: impl Into<String>, claimed: Claimed) -> 
 const TOKEN_HOLDER: &str = "token holder";
 
 fn anonymous() -> Claimed {
-    Claimed { who: "anonymous".into(), role: "none".into() }
+    Claimed { who: "anonymous".into(), role: "none".into(), names_someone: false }
 }
 
 /// The panel session id the request's cookies carry, if any.
@@ -102,7 +105,7 @@ pub async fn authenticate(State(s): State<ApiState>, mut request: Request, next:
                 return refused(
                     StatusCode::FORBIDDEN,
                     "only root or the courtbox service user may use the control socket",
-                    Claimed { who, role: "none".into() },
+                    Claimed { who, role: "none".into(), names_someone: true },
                 );
             }
         }
@@ -121,7 +124,11 @@ pub async fn authenticate(State(s): State<ApiState>, mut request: Request, next:
             Ok(Err(e)) => {
                 let status =
                     if e.retry_after().is_some() { StatusCode::TOO_MANY_REQUESTS } else { StatusCode::UNAUTHORIZED };
-                return refused(status, e.to_string(), Claimed { who: TOKEN_HOLDER.into(), role: "none".into() });
+                return refused(
+                    status,
+                    e.to_string(),
+                    Claimed { who: TOKEN_HOLDER.into(), role: "none".into(), names_someone: false },
+                );
             }
             Err(e) => return ApiError::internal(e).into_response(),
         }
@@ -133,7 +140,11 @@ pub async fn authenticate(State(s): State<ApiState>, mut request: Request, next:
                 anonymous(),
             );
         };
-        let claimed = Claimed { who: session.principal.describe(), role: session.principal.role.as_str().into() };
+        let claimed = Claimed {
+            who: session.principal.describe(),
+            role: session.principal.role.as_str().into(),
+            names_someone: true,
+        };
         if changes {
             let presented = request.headers().get(CSRF_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("");
             if !crate::base::constant_time_eq(presented.as_bytes(), session.csrf.as_bytes()) {
@@ -180,7 +191,7 @@ pub async fn technicians_only(request: Request, next: Next) -> Response {
     match request.extensions().get::<Principal>() {
         Some(p) if p.role == Role::Technician => next.run(request).await,
         Some(p) => {
-            let claimed = Claimed { who: p.describe(), role: p.role.as_str().into() };
+            let claimed = Claimed { who: p.describe(), role: p.role.as_str().into(), names_someone: true };
             refused(StatusCode::FORBIDDEN, format!("{} may not do this: technicians only", p.role.as_str()), claimed)
         }
         None => refused(StatusCode::UNAUTHORIZED, "sign in first", anonymous()),
@@ -307,16 +318,16 @@ pub async fn audit(State(state): State<ApiState>, request: Request, next: Next) 
     let refused = matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN | StatusCode::TOO_MANY_REQUESTS);
     // Whoever is not signed in and was not answered with success (a refusal, but also a 400,
     // 404 or 405 that anyone can provoke) is held to the same bounds as a refusal.
-    let unauthenticated_failure = response.extensions().get::<Principal>().is_none() && !status.is_success();
+    let (claimed, principal) = (response.extensions().get::<Claimed>(), response.extensions().get::<Principal>());
+    let unauthenticated_failure = principal.is_none() && !status.is_success();
     if mutating || refused || unauthenticated_failure {
-        let (actor, role) = match (response.extensions().get::<Claimed>(), response.extensions().get::<Principal>()) {
-            (Some(c), _) => (c.who.clone(), c.role.clone()),
-            (None, Some(p)) => (p.describe(), p.role.as_str().to_string()),
-            (None, None) => ("anonymous".to_string(), "none".to_string()),
+        let (actor, role, anonymous) = match (claimed, principal) {
+            (Some(c), _) => (c.who.clone(), c.role.clone(), !c.names_someone),
+            (None, Some(p)) => (p.describe(), p.role.as_str().to_string(), false),
+            (None, None) => ("anonymous".to_string(), "none".to_string(), true),
         };
         let code = status.as_u16();
         if refused || unauthenticated_failure {
-            let anonymous = actor == "anonymous" || actor == TOKEN_HOLDER;
             let now = state.started.elapsed();
             if !state.refusals.lock().write_one(client, anonymous, code, now) {
                 return response;
@@ -428,6 +439,7 @@ pub async fn sign_in(State(s): State<ApiState>, request: Request) -> Response {
         // Refused when it holds control characters; even so, the audit never stores them raw.
         who: format!("{} (panel sign-in)", crate::base::printable(&req.name.chars().take(64).collect::<String>())),
         role: "secretary".into(),
+        names_someone: true,
     };
     let auth = s.auth.clone();
     let outcome = tokio::task::spawn_blocking(move || auth.sign_in(&req.name, &req.pin, client)).await;
