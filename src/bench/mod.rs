@@ -232,7 +232,12 @@ fn seal(segments: usize, bytes: usize, dir: Option<PathBuf>) -> Result<()> {
         f.write_all(&data[cut..])?;
 
         let t0 = Instant::now();
-        let sealed = crate::segment::seal(&mut f, &path, Some(crate::segment::Sealed { bytes: bytes as u64, sha256 }))?;
+        let written = Some(crate::segment::Sealed { bytes: bytes as u64, sha256 });
+        let crate::segment::Sealing::Whole(sealed) =
+            crate::segment::seal(&mut f, &path, written, crate::segment::Durability::default())?
+        else {
+            anyhow::bail!("a sync of {} failed", path.display());
+        };
         let t1 = Instant::now();
         let c = SegmentCommit {
             source: "cam".into(),

@@ -58,7 +58,7 @@ use serde::Serialize;
 use splitter::Splitter;
 use std::collections::HashMap;
 use std::fs::File;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::Sender;
@@ -88,9 +88,21 @@ pub struct ClosedFragment {
     pub sha256: Option<[u8; 32]>,
     /// False when the pipeline failed while writing it: readable, but cut short.
     pub complete: bool,
+    /// What the periodic syncs made durable of it (the sealer settles it).
+    pub durability: crate::segment::DurabilityTicket,
     pub media_start: MediaTime,
     pub media_end: MediaTime,
     pub wall_start: WallTime,
+}
+
+/// What stopped a device, as far as the recorder acts on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// The device, its driver or its pipeline: restarted with back-off.
+    Device,
+    /// Its segment file could not be written for lack of space: the recorder answers it as
+    /// it answers the critical disk watermark (cameras pause, audio records on).
+    DiskFull,
 }
 
 #[derive(Debug)]
@@ -106,6 +118,7 @@ pub enum CaptureEvent {
         sources: Vec<String>,
         at: MediaTime,
         error: String,
+        kind: FailureKind,
         /// Whether the device had recorded in this run before it failed.
         had_run: bool,
     },
@@ -213,7 +226,12 @@ pub struct RunContext {
     tap: Option<AudioTap>,
     encoded_tap: Option<EncodedTap>,
     health: Arc<HealthBoard>,
+    on_disk_full: Option<DiskFullHook>,
 }
+
+/// Called with what failed when a device could not write its segment for lack of space.
+/// It must not block: it runs on the device's thread.
+pub type DiskFullHook = Arc<dyn Fn(String) + Send + Sync>;
 
 impl RunContext {
     fn stopping(&self) -> bool {
@@ -246,6 +264,9 @@ pub struct RunParams {
     pub encoded_tap: Option<EncodedTap>,
     /// Cameras start paused, for this reason (the disk is nearly full).
     pub video_paused: Option<String>,
+    /// Told at once, from the device's thread, when a segment cannot be written for lack
+    /// of space (the disk watch pauses the cameras, as at the critical watermark).
+    pub on_disk_full: Option<DiskFullHook>,
     /// When a signal problem becomes an alarm.
     pub alarm_after: AlarmAfter,
 }
@@ -285,7 +306,10 @@ impl CaptureRun {
             std::fs::create_dir_all(&dir).map_err(|source| CaptureError::Spool { path: dir.clone(), source })?;
             tracks.insert(t.source.clone(), Arc::new(track));
         }
-        for dir in [Some(params.session_dir.as_path()), params.session_dir.parent()].into_iter().flatten() {
+        // Each new folder's name is durable only once its parent is synced: the session's
+        // folder in spool/, spool/ in the data folder (a power cut must not take the spool).
+        let spool = params.session_dir.parent();
+        for dir in [Some(params.session_dir.as_path()), spool, spool.and_then(Path::parent)].into_iter().flatten() {
             crate::base::sync_dir(dir).map_err(|source| CaptureError::Spool { path: dir.to_path_buf(), source })?;
         }
         let open_files = Arc::new(OpenFiles::default());
@@ -302,6 +326,7 @@ impl CaptureRun {
             tap: params.tap.clone(),
             encoded_tap: params.encoded_tap.clone(),
             health: Arc::new(HealthBoard::new(params.alarm_after, clocks.clone())),
+            on_disk_full: params.on_disk_full.clone(),
         });
         let syncer = Syncer::start(open_files, params.sync_interval, clocks.clone());
 

@@ -8,7 +8,7 @@
 use super::elements;
 use super::pipeline::{self, BuildError, describe_error};
 use super::plan::DevicePlan;
-use super::{CaptureEvent, DeviceShared, DeviceState, RunContext};
+use super::{CaptureEvent, DeviceShared, DeviceState, FailureKind, RunContext};
 use crate::base::{ExponentialRetry, Supervision};
 use gst::prelude::*;
 use std::sync::Arc;
@@ -17,7 +17,7 @@ use std::time::Duration;
 enum Outcome {
     Stopped,
     Paused(String),
-    Failed(String),
+    Failed(String, FailureKind),
 }
 
 /// Restart delays: 1 s, 2 s, 4 s ... up to 30 s; back to 1 s after a minute of recording.
@@ -52,13 +52,13 @@ pub fn run_device(plan: DevicePlan, ctx: Arc<RunContext>, device: Arc<DeviceShar
                 pipeline::teardown(instance, &ctx, &device);
                 outcome
             }
-            Err(e) => Outcome::Failed(e),
+            Err(e) => Outcome::Failed(e, FailureKind::Device),
         };
         match outcome {
             Outcome::Stopped => break,
             Outcome::Paused(reason) => paused(&plan, &ctx, reason),
-            Outcome::Failed(error) => {
-                failed(&plan, &ctx, &device, supervision.has_run(), error.clone());
+            Outcome::Failed(error, kind) => {
+                failed(&plan, &ctx, &device, supervision.has_run(), error.clone(), kind);
                 let delay = supervision.failed(ctx.clocks.monotonic());
                 // A pause (disk critical) ends the wait: the device then shows as paused.
                 ctx.sleep_unless_stopping(&device, delay);
@@ -101,7 +101,7 @@ fn paused(plan: &DevicePlan, ctx: &RunContext, reason: String) {
     });
 }
 
-fn failed(plan: &DevicePlan, ctx: &RunContext, device: &DeviceShared, had_run: bool, error: String) {
+fn failed(plan: &DevicePlan, ctx: &RunContext, device: &DeviceShared, had_run: bool, error: String, kind: FailureKind) {
     let at = ctx.clock.now();
     tracing::error!(device = %plan.name, %error, "device failed; the others keep recording");
     let _ = ctx.events.send(CaptureEvent::DeviceFailed {
@@ -109,8 +109,14 @@ fn failed(plan: &DevicePlan, ctx: &RunContext, device: &DeviceShared, had_run: b
         sources: plan.tracks.iter().map(|t| t.source.clone()).collect(),
         at,
         error: error.clone(),
+        kind,
         had_run,
     });
+    if kind == FailureKind::DiskFull
+        && let Some(hook) = &ctx.on_disk_full
+    {
+        hook(format!("disk full: device {} could not write at {at}: {error}", plan.name));
+    }
     device.update(|s| {
         s.state = DeviceState::Restarting;
         s.last_error = Some(error);
@@ -157,9 +163,19 @@ fn watch(pipeline: &gst::Pipeline, ctx: &RunContext, device: &DeviceShared) -> O
         let types = [gst::MessageType::Error, gst::MessageType::Eos, gst::MessageType::Warning];
         if let Some(msg) = bus.timed_pop_filtered(gst::ClockTime::from_mseconds(100), &types) {
             match msg.view() {
-                gst::MessageView::Error(e) => return Outcome::Failed(describe_error(e)),
+                gst::MessageView::Error(e) => {
+                    // The spool sink posts NoSpaceLeft for ENOSPC (by the error's code).
+                    let kind = match e.error().kind::<gst::ResourceError>() {
+                        Some(gst::ResourceError::NoSpaceLeft) => FailureKind::DiskFull,
+                        _ => FailureKind::Device,
+                    };
+                    return Outcome::Failed(describe_error(e), kind);
+                }
                 gst::MessageView::Eos(_) => {
-                    return Outcome::Failed("the source stopped delivering (end of stream)".into());
+                    return Outcome::Failed(
+                        "the source stopped delivering (end of stream)".into(),
+                        FailureKind::Device,
+                    );
                 }
                 gst::MessageView::Warning(w) => {
                     let src = w.src().map(|s| s.name().to_string()).unwrap_or_default();

@@ -171,6 +171,7 @@ impl Track {
             bytes: f.bytes,
             sha256: f.sha256,
             complete: f.complete,
+            durability: f.durability,
             media_start: open.media_start,
             media_end,
             wall_start: open.wall_start,

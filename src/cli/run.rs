@@ -19,6 +19,10 @@ pub fn run_daemon(cfg: LoadedConfig) -> Result<()> {
     let cfg = Arc::new(cfg);
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("creating data directory {}", cfg.data_dir.display()))?;
+    // Best effort: the folder above may be the system's, read-only to the service.
+    if let Some(parent) = cfg.data_dir.parent() {
+        let _ = courtbox::base::sync_dir(parent);
+    }
     let clocks: Arc<dyn Clocks> = Arc::new(RealClocks::new());
     // Only `provision` makes a key: it registers it centrally, and a key that appeared by
     // itself would be a second identity no court has registered.
@@ -34,8 +38,10 @@ pub fn run_daemon(cfg: LoadedConfig) -> Result<()> {
         Err(e) => return Err(e.into()),
     };
     let public = key.public();
-    if !cfg.public_key_path().exists() {
-        std::fs::write(cfg.public_key_path(), public.to_pem()).context("writing the public key")?;
+    // Rewritten when missing or not this key's (a power cut can leave an empty file).
+    let pem = public.to_pem();
+    if std::fs::read_to_string(cfg.public_key_path()).ok().as_deref() != Some(pem.as_str()) {
+        courtbox::base::write_durably(&cfg.public_key_path(), pem.as_bytes()).context("writing the public key")?;
     }
     let ledger = Arc::new(Ledger::open(&cfg.ledger_path(), Arc::new(key), clocks.clone())?);
     let stt = cfg.config.stt.enabled.then(|| {
@@ -43,6 +49,14 @@ pub fn run_daemon(cfg: LoadedConfig) -> Result<()> {
         Arc::new(Stt::start(SttSettings::from_config(&cfg), ledger.clone(), cfg.data_dir.clone(), clocks.clone(), mics))
     });
     let recorder = Arc::new(Recorder::new(cfg.clone(), ledger.clone(), clocks.clone(), stt.clone()));
+    // A segment refused for lack of space is news for the disk watch, which starts below
+    // (after recovery, which may already record).
+    let disk_watch: Arc<std::sync::OnceLock<Arc<Storage>>> = Arc::default();
+    let told = disk_watch.clone();
+    recorder.on_disk_full(Arc::new(move |why| match told.get() {
+        Some(storage) => storage.disk_full(why),
+        None => tracing::error!(%why, "a segment could not be written for lack of space"),
+    }));
     if let Some(id) = recorder.recover()? {
         tracing::warn!(session = %id, "resumed the interrupted session");
     }
@@ -58,6 +72,7 @@ pub fn run_daemon(cfg: LoadedConfig) -> Result<()> {
         .context("central storage ([store] in the configuration)")?,
     );
 
+    let _ = disk_watch.set(storage.clone());
     let witness = courtbox::witness::Witness::start(witness_settings(&cfg), ledger.clone(), clocks.clone());
 
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
@@ -81,6 +96,7 @@ pub fn run_daemon(cfg: LoadedConfig) -> Result<()> {
         // requests, and the services below are then shut down in order.
         let shutdown = CancellationToken::new();
         tokio::spawn(cancel_on_signal(shutdown.clone()));
+        tokio::spawn(cancel_on_ledger_failure(ledger.failure().token(), shutdown.clone()));
         control::serve(&cfg, state, shutdown, move || {
             courtbox::sysd::ready(&ready);
             courtbox::sysd::start_watchdog(watched, watched_ledger, segment, watch_clocks);
@@ -95,6 +111,11 @@ pub fn run_daemon(cfg: LoadedConfig) -> Result<()> {
         stt.shutdown();
     }
     ledger.close();
+    if let Some(reason) = ledger.failure().reason() {
+        // Not a clean stop: systemd (`Restart=always`) starts the daemon again, and its
+        // recovery reads what is really on the disk.
+        bail!("stopped because the ledger's storage failed ({reason}); restart the daemon to recover");
+    }
     served
 }
 
@@ -124,6 +145,15 @@ fn witness_settings(cfg: &LoadedConfig) -> courtbox::witness::WitnessSettings {
         tsa,
         tsa_problem,
     }
+}
+
+/// Stops the daemon when the ledger's storage fails: a record that cannot be committed
+/// safely is not recorded on. What is in the spool is committed by the next start.
+async fn cancel_on_ledger_failure(failed: CancellationToken, shutdown: CancellationToken) {
+    failed.cancelled().await;
+    courtbox::sysd::status("STOPPED: the ledger's storage failed; restarting through recovery (check the data disk)");
+    tracing::error!("stopping: the ledger's storage failed; the daemon exits so that it restarts through recovery");
+    shutdown.cancel();
 }
 
 /// Cancels `shutdown` at SIGTERM or Ctrl-C.

@@ -181,7 +181,11 @@ pub fn export_record(
             return Err(ExportError::MissingLocal { file: s.file.clone(), path: from });
         }
         bytes += io(&from, sink.copy(&s.file, &from))?;
-        by_source.entry(s.source.clone()).or_default().push(s.file.clone());
+        // A segment cut back to nothing readable (a failed sync) has an empty span: it is
+        // part of the record, not of the playable file.
+        if s.media_end_ns > s.media_start_ns {
+            by_source.entry(s.source.clone()).or_default().push(s.file.clone());
+        }
     }
     let manifests = reader.manifests(session.id)?;
     for (revision, body) in &manifests {

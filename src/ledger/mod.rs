@@ -4,12 +4,14 @@
 
 mod audit;
 mod credentials;
+mod failure;
 mod read;
 mod uploads;
 mod witness;
 mod writer;
 
 pub use credentials::{CredentialRow, SignInLock};
+pub use failure::{LedgerFailure, is_disk_full, is_storage_failure};
 pub use read::{CaptionRow, Reader, RecordRow, RunEnd, RunRow, SegmentRow, SessionRow, SessionState};
 pub use uploads::{Alarm, AlarmKind, Evictable, Payload, UnknownKind, UploadBacklog, UploadJob, UploadKind};
 pub use witness::CheckpointRow;
@@ -59,6 +61,10 @@ pub enum LedgerError {
     UnknownSession(uuid::Uuid),
     #[error("ledger: {0}")]
     Invalid(String),
+    /// The ledger's storage failed earlier in this process (`ledger::failure`): it takes no
+    /// more writes until the daemon restarts.
+    #[error("ledger: its storage failed ({0}); no more writes until the daemon restarts and recovers")]
+    Failed(String),
 }
 
 impl LedgerError {
@@ -130,6 +136,7 @@ impl Queue {
 /// Handle to the ledger's writer thread. Cheap to share behind an `Arc`.
 pub struct Ledger {
     path: PathBuf,
+    failure: Arc<LedgerFailure>,
     jobs: Arc<Queue>,
     thread: Mutex<Option<JoinHandle<()>>>,
     checkpointer: Mutex<Option<(mpsc::Sender<()>, JoinHandle<()>)>>,
@@ -139,14 +146,25 @@ pub struct Ledger {
 /// that no commit ever pays for a checkpoint (WAL checkpoints run beside writers).
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
-fn start_checkpointer(path: &Path) -> Result<(mpsc::Sender<()>, JoinHandle<()>), LedgerError> {
+fn start_checkpointer(
+    path: &Path,
+    failure: Arc<LedgerFailure>,
+) -> Result<(mpsc::Sender<()>, JoinHandle<()>), LedgerError> {
     let conn = open_connection(path, false)?;
     let (tx, rx) = mpsc::channel::<()>();
     let thread = std::thread::Builder::new()
         .name("ledger-checkpoint".into())
         .spawn(move || {
             while let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(CHECKPOINT_EVERY) {
+                if failure.reason().is_some() {
+                    break;
+                }
                 if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                    let e = LedgerError::from(e);
+                    if is_storage_failure(&e) {
+                        failure.fail(&e);
+                        break;
+                    }
                     tracing::warn!(error = %e, "ledger checkpoint failed; will retry");
                 }
             }
@@ -162,11 +180,36 @@ impl Ledger {
             std::fs::create_dir_all(dir).map_err(|e| LedgerError::Invalid(format!("{}: {e}", dir.display())))?;
         }
         let mut conn = open_connection(path, false)?;
+        let noted_failure = failure::noted(path);
+        if noted_failure.is_some() {
+            // The last daemon stopped on a failed sync. Its failed transaction may still be
+            // in the WAL as the page cache holds it, though not on the disk: WAL recovery
+            // would take it as committed, and commits appended after it would be lost with
+            // it at the next power cut. Folding the WAL into the database (and syncing it)
+            // first makes what SQLite sees now the durable state.
+            let busy: i64 = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))?;
+            if busy != 0 {
+                return Err(LedgerError::Invalid(format!(
+                    "{}: the WAL could not be folded in after the last daemon's failure (another process has the ledger open)",
+                    path.display()
+                )));
+            }
+        }
         migrate(&mut conn, path)?;
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
-        let checkpointer = start_checkpointer(path)?;
-        let mut writer = Writer::new(conn, key, clocks);
+        if let Some(dir) = path.parent() {
+            // The database's name is durable before anything is committed in it.
+            crate::base::sync_dir(dir).map_err(|e| LedgerError::Invalid(format!("{}: {e}", dir.display())))?;
+        }
+        let failure = Arc::new(LedgerFailure::new(path));
+        let checkpointer = start_checkpointer(path, failure.clone())?;
+        let mut writer = Writer::new(conn, key, clocks, failure.clone());
         writer.register_device_key()?;
+        if let Some(noted) = noted_failure {
+            tracing::error!(failure = %noted, "ALARM: the previous daemon stopped because the ledger's storage failed");
+            writer.raise_alarm(AlarmKind::DiskFailure, "", &noted)?;
+            failure::forget_noted(path);
+        }
         let jobs = Arc::new(Queue::default());
         let queue = jobs.clone();
         let thread = std::thread::Builder::new()
@@ -179,6 +222,7 @@ impl Ledger {
             .map_err(|e| LedgerError::Invalid(format!("cannot start writer thread: {e}")))?;
         Ok(Ledger {
             path: path.to_path_buf(),
+            failure,
             jobs,
             thread: Mutex::new(Some(thread)),
             checkpointer: Mutex::new(Some(checkpointer)),
@@ -187,6 +231,11 @@ impl Ledger {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The ledger's storage failure, if one happened in this process.
+    pub fn failure(&self) -> &LedgerFailure {
+        &self.failure
     }
 
     /// Runs `f` on the writer thread and waits for its result. Blocking: from async code,

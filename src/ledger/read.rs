@@ -256,6 +256,16 @@ impl Reader {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// `(file, sealed bytes)` of the session's segments whose file should be on the box
+    /// (not yet evicted after upload); `file` is relative to the session's spool folder.
+    pub fn spooled_segments(&self, session: Uuid) -> Result<Vec<(String, u64)>, LedgerError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT file, bytes FROM segments WHERE session_id = ?1 AND local_state = 'spooled' ORDER BY record_idx",
+        )?;
+        let rows = stmt.query_map([session.to_string()], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     pub fn runs(&self, session: Uuid) -> Result<Vec<RunRow>, LedgerError> {
         let mut stmt = self.conn.prepare(
             "SELECT run, boot_id, started_wall, media_offset_ns, ended_wall, end_reason FROM runs WHERE session_id = ?1 ORDER BY run",

@@ -95,6 +95,10 @@ pub enum AlarmKind {
     /// An account was locked out several times in a row (subject: the account): someone may
     /// be guessing its PIN or token, or keeping its owner out.
     SignInLockouts,
+    /// The data disk failed a write or a sync of the ledger: the daemon stopped recording
+    /// and restarted through recovery (`ledger::failure`). Cleared after an hour without
+    /// another.
+    DiskFailure,
 }
 
 crate::base::text_names!(AlarmKind, UnknownKind, {
@@ -103,6 +107,7 @@ crate::base::text_names!(AlarmKind, UnknownKind, {
     DiskLow => "disk_low",
     DiskCritical => "disk_critical",
     SignInLockouts => "sign_in_lockouts",
+    DiskFailure => "disk_failure",
 });
 
 #[derive(Debug, Clone, Serialize, serde::Deserialize, utoipa::ToSchema)]

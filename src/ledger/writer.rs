@@ -36,6 +36,7 @@ pub struct NewSession {
 }
 
 /// A sealed segment file (already fsynced and hashed) to commit.
+#[derive(Debug, Clone)]
 pub struct SegmentCommit {
     pub source: String,
     pub seq: u64,
@@ -74,6 +75,7 @@ pub struct Writer {
     pub(super) key: Arc<DeviceKey>,
     clocks: Arc<dyn Clocks>,
     heads: HashMap<Uuid, Head>,
+    failure: Arc<super::LedgerFailure>,
 }
 
 /// Appends records within one transaction.
@@ -220,18 +222,27 @@ pub(super) fn insert_upload_job(
 }
 
 impl Writer {
-    pub(super) fn new(conn: Connection, key: Arc<DeviceKey>, clocks: Arc<dyn Clocks>) -> Writer {
-        Writer { conn, key, clocks, heads: HashMap::new() }
+    pub(super) fn new(
+        conn: Connection,
+        key: Arc<DeviceKey>,
+        clocks: Arc<dyn Clocks>,
+        failure: Arc<super::LedgerFailure>,
+    ) -> Writer {
+        Writer { conn, key, clocks, heads: HashMap::new(), failure }
     }
 
     /// Runs `f` in an immediate transaction. The chain-head cache is dropped if anything
-    /// fails, so it is re-read from the database rather than trusted.
+    /// fails, so it is re-read from the database rather than trusted. A failure of the
+    /// ledger's storage ends all writing in this process (`ledger::failure`).
     pub(super) fn transact<T>(
         &mut self,
         f: impl FnOnce(&Transaction, &mut Chain, WallTime) -> Result<T, LedgerError>,
     ) -> Result<T, LedgerError> {
+        if let Some(refused) = self.failure.refusal() {
+            return Err(refused);
+        }
         let wall = self.clocks.wall();
-        let Writer { conn, key, heads, .. } = self;
+        let Writer { conn, key, heads, failure, .. } = self;
         let mut chain = Chain { key, wall, heads, witness: Vec::new() };
         let result = (|| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -240,13 +251,20 @@ impl Writer {
             tx.commit()?;
             Ok(value)
         })();
-        if result.is_err() {
+        if let Err(e) = &result {
             heads.clear();
+            if super::is_storage_failure(e) {
+                failure.fail(e);
+            }
         }
         result
     }
 
     pub(super) fn checkpoint(&mut self) {
+        if self.failure.reason().is_some() {
+            // Nothing more touches a ledger whose storage failed; the next start recovers.
+            return;
+        }
         if let Err(e) = self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())) {
             tracing::warn!(error = %e, "final ledger checkpoint failed; the WAL will be folded in on the next start");
         }

@@ -211,6 +211,7 @@ fn record_briefly(
         tap: None,
         encoded_tap: None,
         video_paused: None,
+        on_disk_full: None,
         alarm_after: Default::default(),
     };
     let run = CaptureRun::start(plans, params, std::sync::Arc::new(crate::base::RealClocks::new()), tx)?;

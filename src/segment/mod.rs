@@ -13,7 +13,7 @@ mod probe;
 mod sink;
 
 pub use probe::media_span;
-pub use sink::{OpenFiles, SpoolFile, SpoolSink, Syncer};
+pub use sink::{Durability, DurabilityTicket, OpenFiles, SpoolFile, SpoolSink, Syncer};
 
 use crate::base::sync_dir;
 use crate::integrity::digest_reader;
@@ -29,15 +29,44 @@ pub struct Sealed {
     pub sha256: [u8; 32],
 }
 
-/// Steps 1 and 2 of the commit point: fsync the file, fsync its directory, hash it. The
-/// caller commits the result (step 3). `written` is the size and SHA-256 the writer computed
-/// while appending; it is used when the file on disk has exactly that size, otherwise the
-/// file is read back and hashed.
-pub fn seal(file: &mut File, path: &Path, written: Option<Sealed>) -> std::io::Result<Sealed> {
-    file.sync_all()?;
-    if let Some(dir) = path.parent() {
-        sync_dir(dir)?;
+/// How a closed segment file was sealed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sealing {
+    /// Every byte written is on the disk.
+    Whole(Sealed),
+    /// A sync of the file failed, so only the file up to its last durable point can be
+    /// trusted: it was cut back to that point (empty, when no sync had succeeded) and sealed
+    /// as such. It is still committed, so that no segment number is ever skipped. `why` is
+    /// the failure.
+    CutBack { kept: Sealed, why: String },
+}
+
+/// Steps 1 and 2 of the commit point for a segment just closed: fsync the file, fsync its
+/// directory, hash it. The caller commits the result (step 3). `written` is the size and
+/// SHA-256 the writer computed while appending; `durability` is what the periodic syncs
+/// achieved.
+///
+/// A failed sync, earlier or now, is never retried as if it had worked: after a failed
+/// fsync the kernel may have dropped the data, and the next fsync reports success. The file
+/// is cut back to its last durable point, and that is sealed ([`Sealing::CutBack`]).
+pub fn seal(file: &mut File, path: &Path, written: Option<Sealed>, durability: Durability) -> std::io::Result<Sealing> {
+    let failure = durability.failure.or_else(|| sync_file_and_dir(file, path).err().map(|e| e.to_string()));
+    match failure {
+        None => Ok(Sealing::Whole(hash_synced(file, written)?)),
+        Some(why) => Ok(Sealing::CutBack { kept: cut_back(file, path, durability.durable_bytes)?, why }),
     }
+}
+
+fn sync_file_and_dir(file: &File, path: &Path) -> std::io::Result<()> {
+    file.sync_all()?;
+    match path.parent() {
+        Some(dir) => sync_dir(dir),
+        None => Ok(()),
+    }
+}
+
+/// The hash of a synced file: the writer's, when the file on disk has exactly its size.
+fn hash_synced(file: &mut File, written: Option<Sealed>) -> std::io::Result<Sealed> {
     if let Some(w) = written
         && file.metadata()?.len() == w.bytes
     {
@@ -48,10 +77,21 @@ pub fn seal(file: &mut File, path: &Path, written: Option<Sealed>) -> std::io::R
     Ok(Sealed { bytes, sha256 })
 }
 
-/// Opens, reads back and seals an existing file (recovery after a crash).
+/// Cuts a file whose sync failed back to the bytes a successful sync covered, makes that
+/// durable and hashes it as it is now. The cut comes first: if the sync fails again, the
+/// file left for recovery at the next start holds no byte beyond the durable point.
+fn cut_back(file: &mut File, path: &Path, durable_bytes: u64) -> std::io::Result<Sealed> {
+    file.set_len(durable_bytes)?;
+    sync_file_and_dir(file, path)?;
+    hash_synced(file, None)
+}
+
+/// Opens, reads back and seals an existing file (recovery after a crash). A sync that fails
+/// here is an error: the file stays where it is.
 pub fn seal_path(path: &Path) -> std::io::Result<Sealed> {
     let mut file = File::options().read(true).write(true).open(path)?;
-    seal(&mut file, path, None)
+    sync_file_and_dir(&file, path)?;
+    hash_synced(&mut file, None)
 }
 
 /// A spool file that the ledger does not know: written before a crash, never committed.
@@ -135,8 +175,32 @@ mod tests {
         // A hash computed while writing is trusted only if the size on disk matches.
         let mut f = File::options().read(true).write(true).open(&path).unwrap();
         let stale = Sealed { bytes: 12, sha256: [0; 32] };
-        assert_eq!(seal(&mut f, &path, Some(stale)).unwrap(), sealed);
+        assert_eq!(seal(&mut f, &path, Some(stale), Durability::default()).unwrap(), Sealing::Whole(sealed));
         let good = Sealed { bytes: 13, sha256: [1; 32] };
-        assert_eq!(seal(&mut f, &path, Some(good)).unwrap(), good);
+        assert_eq!(seal(&mut f, &path, Some(good), Durability::default()).unwrap(), Sealing::Whole(good));
+    }
+
+    #[test]
+    fn a_failed_sync_cuts_the_file_back_to_its_last_durable_point() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("000000.mkv");
+        std::fs::write(&path, b"durable part, then bytes a failed sync may have lost").unwrap();
+        let mut f = File::options().read(true).write(true).open(&path).unwrap();
+        let failed = Durability { durable_bytes: 12, failure: Some("Input/output error (os error 5)".into()) };
+        // The writer's hash of the whole file is not what is sealed: the sync that would
+        // have made it durable failed.
+        let whole = Sealed { bytes: 52, sha256: crate::integrity::sha256(&std::fs::read(&path).unwrap()) };
+        let Sealing::CutBack { kept, why } = seal(&mut f, &path, Some(whole), failed).unwrap() else {
+            panic!("a failed sync must not seal the whole file")
+        };
+        assert!(why.contains("os error 5"), "{why}");
+        assert_eq!(std::fs::read(&path).unwrap(), b"durable part");
+        assert_eq!(kept, Sealed { bytes: 12, sha256: crate::integrity::sha256(b"durable part") });
+
+        // Nothing durable: the file stays, empty, so that its number is not skipped.
+        let none = Durability { durable_bytes: 0, failure: Some("EIO".into()) };
+        let empty = Sealed { bytes: 0, sha256: crate::integrity::sha256(b"") };
+        assert_eq!(seal(&mut f, &path, None, none).unwrap(), Sealing::CutBack { kept: empty, why: "EIO".into() });
+        assert_eq!(std::fs::read(&path).unwrap(), b"");
     }
 }

@@ -12,7 +12,7 @@ use gst::subclass::prelude::*;
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::fs::File;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,30 +26,136 @@ pub struct SpoolFile {
     /// SHA-256 of the bytes written, when they were written strictly in order.
     pub sha256: Option<[u8; 32]>,
     pub complete: bool,
+    /// How much of the file the periodic syncs made durable, and whether one failed.
+    pub durability: DurabilityTicket,
 }
 
 pub type CloseHandler = Arc<dyn Fn(SpoolFile) + Send + Sync>;
 
-/// Files being written, so that a [`Syncer`] can flush them periodically.
+/// What the periodic syncs of one segment file achieved.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Durability {
+    /// Bytes from the start of the file that a successful sync covered (the file's name
+    /// included: its directory was synced too).
+    pub durable_bytes: u64,
+    /// The first sync that failed. After it, what was written beyond `durable_bytes` may
+    /// never reach the disk, and a later sync that succeeds does not prove otherwise (Linux
+    /// reports a writeback error once, then forgets it).
+    pub failure: Option<String>,
+}
+
+struct Open {
+    file: File,
+    durability: Durability,
+    /// The directory entry is durable (synced once after the first data sync).
+    named: bool,
+    /// The sink handed the file over: no new sync starts, the sealer takes the result.
+    closed: bool,
+    /// A sync of it is running (the sealer waits for its result).
+    syncing: bool,
+}
+
+/// Files being written, so that a [`Syncer`] can flush them periodically, and what each
+/// sync achieved, until the sealer takes it ([`DurabilityTicket::settle`]).
 #[derive(Default)]
-pub struct OpenFiles(Mutex<HashMap<PathBuf, File>>);
+pub struct OpenFiles {
+    files: Mutex<HashMap<PathBuf, Open>>,
+    settled: parking_lot::Condvar,
+}
 
 impl OpenFiles {
     fn add(&self, path: PathBuf, file: File) {
-        self.0.lock().insert(path, file);
+        let open = Open { file, durability: Durability::default(), named: false, closed: false, syncing: false };
+        self.files.lock().insert(path, open);
     }
-    fn remove(&self, path: &PathBuf) {
-        self.0.lock().remove(path);
+
+    /// The sink is done with the file; never blocks (it runs on the streaming thread).
+    fn close(self: &Arc<Self>, path: &Path) -> DurabilityTicket {
+        if let Some(o) = self.files.lock().get_mut(path) {
+            o.closed = true;
+        }
+        DurabilityTicket { files: Some(self.clone()), path: path.to_path_buf() }
     }
-    /// `fdatasync` every open file. Clones of the descriptors are used so that writers are
-    /// never blocked by a sync in progress.
+
+    /// `fdatasync` every open file (and, once, its directory), noting how far each is
+    /// durable. Clones of the descriptors are used so that writers are never blocked by a
+    /// sync in progress.
     pub fn sync_all(&self) {
-        let files: Vec<(PathBuf, File)> =
-            self.0.lock().iter().filter_map(|(p, f)| f.try_clone().ok().map(|f| (p.clone(), f))).collect();
-        for (path, file) in files {
-            if let Err(e) = file.sync_data() {
-                tracing::warn!(path = %path.display(), error = %e, "periodic sync of an open segment failed");
+        let files: Vec<(PathBuf, File, bool)> = {
+            let mut open = self.files.lock();
+            open.iter_mut()
+                .filter(|(_, o)| !o.closed && !o.syncing && o.durability.failure.is_none())
+                .filter_map(|(p, o)| {
+                    let clone = o.file.try_clone().ok()?;
+                    o.syncing = true;
+                    Some((p.clone(), clone, o.named))
+                })
+                .collect()
+        };
+        for (path, file, named) in files {
+            // Whatever was written before the sync began is what it covers.
+            let result = file.metadata().map(|m| m.len()).and_then(|len| {
+                file.sync_data()?;
+                if !named && let Some(dir) = path.parent() {
+                    crate::base::sync_dir(dir)?;
+                }
+                Ok(len)
+            });
+            let mut open = self.files.lock();
+            if let Some(o) = open.get_mut(&path) {
+                o.syncing = false;
+                match result {
+                    Ok(len) => {
+                        o.durability.durable_bytes = len;
+                        o.named = true;
+                    }
+                    Err(e) => {
+                        tracing::error!(path = %path.display(), error = %e, "a sync of an open segment failed: what it held after its last durable point is treated as lost");
+                        o.durability.failure = Some(e.to_string());
+                    }
+                }
             }
+            self.settled.notify_all();
+        }
+    }
+}
+
+/// The sealer's claim on what the periodic syncs of one closed file achieved.
+#[derive(Debug)]
+pub struct DurabilityTicket {
+    files: Option<Arc<OpenFiles>>,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for OpenFiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenFiles").field("files", &self.files.lock().len()).finish()
+    }
+}
+
+impl DurabilityTicket {
+    /// A file no syncer watched (tests, recovery): nothing is known to have failed.
+    pub fn unwatched(path: &Path) -> DurabilityTicket {
+        DurabilityTicket { files: None, path: path.to_path_buf() }
+    }
+
+    /// Waits for a sync of the file still running, then takes its result. Called by the
+    /// sealer, never on the streaming thread.
+    pub fn settle(mut self) -> Durability {
+        let Some(files) = self.files.take() else { return Durability::default() };
+        let mut open = files.files.lock();
+        while open.get(&self.path).is_some_and(|o| o.syncing) {
+            files.settled.wait(&mut open);
+        }
+        open.remove(&self.path).map(|o| o.durability).unwrap_or_default()
+    }
+}
+
+impl Drop for DurabilityTicket {
+    /// A file given up without sealing (an empty fragment, removed) leaves the list.
+    fn drop(&mut self) {
+        if let Some(files) = self.files.take() {
+            files.files.lock().remove(&self.path);
         }
     }
 }
@@ -129,8 +235,8 @@ mod imp {
                 let sha256 = hash.map(|h| h.finish().as_ref().try_into().expect("32 bytes"));
                 let hooks = self.hooks.lock();
                 if let Some(h) = hooks.as_ref() {
-                    h.open_files.remove(&path);
-                    (h.on_close)(SpoolFile { path, file, bytes: size, sha256, complete });
+                    let durability = h.open_files.close(&path);
+                    (h.on_close)(SpoolFile { path, file, bytes: size, sha256, complete, durability });
                 }
             }
         }
@@ -209,15 +315,16 @@ mod imp {
                 .lock()
                 .clone()
                 .ok_or_else(|| gst::error_msg!(gst::ResourceError::Settings, ["no location set"]))?;
-            let file = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create_new(true)
-                .mode(0o640)
-                .open(&path)
-                .map_err(|e| {
-                    gst::error_msg!(gst::ResourceError::OpenWrite, ["cannot create segment {}: {}", path.display(), e])
-                })?;
+            let file =
+                std::fs::OpenOptions::new().read(true).write(true).create_new(true).mode(0o640).open(&path).map_err(
+                    |e| {
+                        let code = match e.kind() {
+                            std::io::ErrorKind::StorageFull => gst::ResourceError::NoSpaceLeft,
+                            _ => gst::ResourceError::OpenWrite,
+                        };
+                        gst::error_msg!(code, ["cannot create segment {}: {}", path.display(), e])
+                    },
+                )?;
             if let Some(h) = self.hooks.lock().as_ref()
                 && let Ok(clone) = file.try_clone()
             {
@@ -244,7 +351,13 @@ mod imp {
             };
             let map = buffer.map_readable().map_err(|_| gst::FlowError::Error)?;
             if let Err(e) = file.write_all(&map) {
-                gst::element_imp_error!(self, gst::ResourceError::Write, ["writing {} failed: {}", path.display(), e]);
+                // A full disk is told apart (by its error code, not its text): the recorder
+                // answers it as it answers the critical watermark.
+                let code = match e.kind() {
+                    std::io::ErrorKind::StorageFull => gst::ResourceError::NoSpaceLeft,
+                    _ => gst::ResourceError::Write,
+                };
+                gst::element_imp_error!(self, code, ["writing {} failed: {}", path.display(), e]);
                 return Err(gst::FlowError::Error);
             }
             let pos = file.stream_position().unwrap_or(*size);

@@ -5,7 +5,7 @@
 use super::continuity::Continuity;
 use super::{Stats, clockwatch::ClockWatch};
 use crate::base::{Clocks, MediaTime};
-use crate::capture::{CaptureEvent, ClosedFragment};
+use crate::capture::{CaptureEvent, ClosedFragment, FailureKind};
 use crate::integrity::{Entry, RunCause};
 use crate::ledger::{Ledger, SegmentCommit};
 use crate::segment;
@@ -105,12 +105,15 @@ struct DeviceTroubles {
 impl DeviceTroubles {
     fn handle(&mut self, ctx: &CommitContext, continuity: &mut Continuity, event: CaptureEvent) {
         match event {
-            CaptureEvent::DeviceFailed { device, sources, at, error, had_run } => {
-                let what = if had_run {
-                    format!("device {device} failed at {at}: {error}")
-                } else {
-                    format!("device {device} could not start at {at}: {error}")
+            CaptureEvent::DeviceFailed { device, sources, at, error, kind, had_run } => {
+                let what = match (kind, had_run) {
+                    (FailureKind::DiskFull, _) => {
+                        format!("disk full: device {device} could not write at {at}: {error}")
+                    }
+                    (FailureKind::Device, true) => format!("device {device} failed at {at}: {error}"),
+                    (FailureKind::Device, false) => format!("device {device} could not start at {at}: {error}"),
                 };
+
                 ctx.stats.note_error(&format!("{what}; retrying"));
                 continuity.device_stopped(&sources, &what);
                 self.failed.insert(device, (sources, what));
@@ -150,10 +153,35 @@ fn event_media(event: &CaptureEvent) -> MediaTime {
     }
 }
 
+/// How long a commit refused for lack of space (SQLite's "database or disk is full") is
+/// retried before its segment is left in the spool for recovery. The cameras pause on a
+/// full disk, so room often comes back; a record that waits here keeps its place in the
+/// order (the committer commits nothing else meanwhile).
+const ROOM_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Runs `job` on the ledger, again every half second while it is refused for lack of space.
+fn call_with_room<T: Send + 'static>(
+    ctx: &CommitContext,
+    job: impl Fn(&mut crate::ledger::Writer) -> Result<T, crate::ledger::LedgerError> + Send + Sync + 'static,
+) -> Result<T, crate::ledger::LedgerError> {
+    let job = Arc::new(job);
+    let since = ctx.clocks.monotonic();
+    loop {
+        let attempt = job.clone();
+        match ctx.ledger.call(move |w| attempt(w)) {
+            Err(e) if crate::ledger::is_disk_full(&e) && ctx.clocks.monotonic().saturating_sub(since) < ROOM_WAIT => {
+                tracing::warn!(error = %e, "the ledger is refused for lack of space; trying again");
+                ctx.clocks.sleep(std::time::Duration::from_millis(500));
+            }
+            result => return result,
+        }
+    }
+}
+
 fn record(ctx: &CommitContext, entry: Entry) {
     let session = ctx.session;
     let kind = entry.kind();
-    if let Err(e) = ctx.ledger.call(move |w| w.append(session, entry)) {
+    if let Err(e) = call_with_room(ctx, move |w| w.append(session, entry.clone())) {
         ctx.stats.note_error(&format!("could not commit a {kind} record: {e}"));
         tracing::error!(error = %e, kind, "could not commit a record");
     }
@@ -167,14 +195,29 @@ fn commit_fragment(ctx: &CommitContext, continuity: &mut Continuity, f: ClosedFr
         mut file,
         bytes,
         sha256,
-        complete,
+        mut complete,
+        durability,
         mut media_start,
         mut media_end,
         wall_start,
     } = f;
     let written = sha256.map(|sha256| segment::Sealed { bytes, sha256 });
-    let sealed = match segment::seal(&mut file, &path, written) {
-        Ok(s) => s,
+    let local_path = path.strip_prefix(&ctx.data_dir).unwrap_or(&path).display().to_string();
+    // Why the rest of this segment is missing, when a sync of it failed.
+    let mut lost = None;
+    let sealed = match segment::seal(&mut file, &path, written, durability.settle()) {
+        Ok(segment::Sealing::Whole(s)) => s,
+        Ok(segment::Sealing::CutBack { kept, why }) => {
+            let what = format!(
+                "disk: a sync of {local_path} failed ({why}); the segment is kept only up to its last durable point, \
+                 the rest of it may never have reached the disk"
+            );
+            tracing::error!(path = %path.display(), error = %why, kept = kept.bytes, "a segment's sync failed: cut back to what is durable");
+            ctx.stats.note_error(&what);
+            complete = false;
+            lost = Some(what);
+            kept
+        }
         Err(e) => {
             // The file stays in the spool; startup recovery will seal it.
             ctx.stats.note_error(&format!("cannot seal {}: {e}", path.display()));
@@ -184,12 +227,16 @@ fn commit_fragment(ctx: &CommitContext, continuity: &mut Continuity, f: ClosedFr
     };
     drop(file);
     if !complete {
-        // The muxer was not finalized: what counts is what is in the file.
+        // The muxer was not finalized, or the file was cut back: what counts is what is in
+        // the file.
         match segment::media_span(&path) {
             Ok(Some((a, b))) => {
                 media_start = media_start.min(a);
                 media_end = b;
             }
+            // No frame survived the cut back: the file is committed as it is (its number is
+            // never skipped) with an empty span, and the gap after it covers the interval.
+            _ if lost.is_some() => media_end = media_start,
             Ok(None) => tracing::warn!(path = %path.display(), "cut-short segment holds no frame"),
             Err(e) => tracing::warn!(path = %path.display(), error = %e, "cannot read cut-short segment"),
         }
@@ -199,7 +246,10 @@ fn commit_fragment(ctx: &CommitContext, continuity: &mut Continuity, f: ClosedFr
         ctx.stats.gap();
         record(ctx, Entry::Gap { source: gap.source, media_start: gap.start, media_end: gap.end, reason: gap.reason });
     }
-    let local_path = path.strip_prefix(&ctx.data_dir).unwrap_or(&path).display().to_string();
+    if let Some(what) = &lost {
+        // The hole between this segment's durable end and the next segment says why.
+        continuity.interrupted(std::slice::from_ref(&source), what);
+    }
     let commit = SegmentCommit {
         source: source.clone(),
         seq,
@@ -213,7 +263,7 @@ fn commit_fragment(ctx: &CommitContext, continuity: &mut Continuity, f: ClosedFr
     };
     let session = ctx.session;
     let sealing = std::time::Instant::now();
-    let committed = ctx.ledger.call(move |w| w.commit_segment(session, commit));
+    let committed = call_with_room(ctx, move |w| w.commit_segment(session, commit.clone()));
     SEAL_SECONDS.observe(sealing.elapsed().as_secs_f64());
     match committed {
         Ok(c) => {

@@ -14,6 +14,7 @@ pub use recovery::resume_offset;
 
 use crate::base::{Clocks, MediaTime};
 use crate::broadcast::{BlankReason, BroadcastStatus, Broadcaster};
+pub use crate::capture::DiskFullHook;
 use crate::capture::{CaptureError, CaptureRun, DeviceStatus, RunParams, Templates, plan_devices};
 use crate::config::LoadedConfig;
 use crate::integrity::{Entry, Hearing, Language, RecordKind, RunCause, UnknownLanguage};
@@ -286,6 +287,8 @@ pub struct Recorder {
     active: Mutex<Option<Active>>,
     /// Why cameras must not record now (disk nearly full), applied to every run.
     video_paused: Mutex<Option<String>>,
+    /// Who hears that a segment could not be written for lack of space (the disk watch).
+    disk_full: Mutex<Option<DiskFullHook>>,
 }
 
 /// How long stopping a session waits for captions of what was just said; what remains is
@@ -312,6 +315,7 @@ impl Recorder {
             broadcaster,
             active: Mutex::new(None),
             video_paused: Mutex::new(None),
+            disk_full: Mutex::new(None),
         }
     }
 
@@ -331,10 +335,12 @@ impl Recorder {
         let session = interrupted.session;
         tracing::warn!(session = %session.id, cause = ?interrupted.cause, "a session was interrupted; recovering its spool and resuming");
         let recovered = recovery::commit_orphans(&self.ledger, &self.cfg.data_dir, &session)?;
+        let damaged = recovery::check_committed_files(&self.ledger, &self.cfg.data_dir, session.id)?;
         tracing::info!(
             committed = recovered.committed,
             quarantined = recovered.quarantined,
             failed = recovered.failed,
+            damaged,
             "spool recovered"
         );
         let records = reader.record_bodies(session.id)?;
@@ -411,6 +417,7 @@ impl Recorder {
             tap: self.stt.as_ref().map(|s| s.tap()),
             encoded_tap: self.broadcaster.configured().then(|| self.broadcaster.tap()),
             video_paused: self.video_paused.lock().clone(),
+            on_disk_full: self.disk_full.lock().clone(),
             alarm_after: crate::capture::AlarmAfter {
                 silent: Duration::from_secs(self.cfg.config.health.silent_alarm_seconds.into()),
                 picture: Duration::from_secs(self.cfg.config.health.picture_alarm_seconds.into()),
@@ -686,6 +693,12 @@ impl Recorder {
             stats: a.stats.snapshot(),
         });
         Status { recording: session.is_some(), session, broadcast: self.broadcaster.status() }
+    }
+
+    /// Who to tell when a segment cannot be written for lack of space; runs started after
+    /// this call tell it.
+    pub fn on_disk_full(&self, hook: DiskFullHook) {
+        *self.disk_full.lock() = Some(hook);
     }
 
     /// Pauses the cameras for `reason` (they finalize their segments; the interval becomes

@@ -14,6 +14,13 @@ pub fn ready(status: &str) {
     }
 }
 
+/// Tells systemd what the daemon is doing now (`systemctl status` shows it).
+pub fn status(status: &str) {
+    if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Status(status)]) {
+        tracing::warn!(error = %e, "could not notify systemd");
+    }
+}
+
 /// Whether recording is making progress: during a session, some segment must have been
 /// committed within two segment lengths plus a margin (slow starts, device restarts).
 pub fn recording_progresses(recording: bool, since_last_commit: Duration, segment: Duration) -> bool {

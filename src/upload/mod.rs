@@ -131,6 +131,11 @@ impl Storage {
         Ok(Storage { store_url, uploader, disk, ledger, clocks })
     }
 
+    /// A segment could not be written for lack of space (see [`DiskWatch::disk_full`]).
+    pub fn disk_full(&self, why: String) {
+        self.disk.disk_full(why);
+    }
+
     pub fn status(&self) -> Result<StorageStatus, crate::ledger::LedgerError> {
         let reader = self.ledger.reader()?;
         let backlog = reader.upload_backlog()?;

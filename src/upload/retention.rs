@@ -85,8 +85,21 @@ pub fn choose_evictions(
     chosen
 }
 
+/// After a write failed for lack of space, the cameras stay paused for this many checks of
+/// the disk, however much space it reports: a disk that said it had room and then refused
+/// a write (reserved blocks, quotas, fragmentation) is not believed at once.
+const FULL_HOLD_CHECKS: u32 = 10;
+
+/// A `disk_failure` alarm (`ledger::failure`) is cleared after this long without another.
+const DISK_FAILURE_CLEARS_AFTER: Duration = Duration::from_secs(3600);
+
 pub struct DiskWatch {
     state: Arc<Mutex<DiskState>>,
+    /// Checks left during which a full disk keeps the cameras paused.
+    full_hold: Arc<std::sync::atomic::AtomicU32>,
+    ledger: Arc<Ledger>,
+    clocks: Arc<dyn Clocks>,
+    pause_video: PauseVideo,
     thread: ServiceThread,
 }
 
@@ -107,10 +120,18 @@ impl DiskWatch {
             video_paused: false,
         }));
         let s = state.clone();
+        let full_hold = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let (hold, watch_ledger, watch_clocks, pause) =
+            (full_hold.clone(), ledger.clone(), clocks.clone(), pause_video.clone());
         let thread = ServiceThread::spawn("disk-watch", move |st| {
             finish_interrupted_evictions(&ledger, &settings.data_dir);
             let mut reader = None;
+            let started = clocks.monotonic();
+            let mut disk_failure_cleared = false;
             loop {
+                if !disk_failure_cleared && clocks.monotonic().saturating_sub(started) >= DISK_FAILURE_CLEARS_AFTER {
+                    disk_failure_cleared = ledger.call(|w| w.clear_alarm(AlarmKind::DiskFailure, "")).is_ok();
+                }
                 // One connection for the life of the thread (reopened after an error).
                 if reader.is_none() {
                     reader = Reader::open(ledger.path())
@@ -118,7 +139,7 @@ impl DiskWatch {
                         .ok();
                 }
                 let result = match &reader {
-                    Some(r) => tick(&settings, &ledger, r, clocks.as_ref(), &s, &pause_video),
+                    Some(r) => tick(&settings, &ledger, r, clocks.as_ref(), &s, &hold, &pause_video),
                     None => Ok(()),
                 };
                 if let Err(e) = result {
@@ -130,11 +151,45 @@ impl DiskWatch {
                 }
             }
         });
-        DiskWatch { state, thread }
+        DiskWatch { state, full_hold, ledger: watch_ledger, clocks: watch_clocks, pause_video: pause, thread }
     }
 
     pub fn state(&self) -> DiskState {
         self.state.lock().clone()
+    }
+
+    /// A segment could not be written for lack of space (`why` says which): the disk is
+    /// critical now, whatever it last reported. The cameras pause at once and the alarm is
+    /// raised; they record again once the disk has had room for [`FULL_HOLD_CHECKS`] checks.
+    pub fn disk_full(&self, why: String) {
+        self.full_hold.store(FULL_HOLD_CHECKS, std::sync::atomic::Ordering::SeqCst);
+        let mut s = self.state.lock();
+        if s.level == DiskLevel::Critical {
+            return;
+        }
+        s.level = DiskLevel::Critical;
+        s.video_paused = true;
+        drop(s);
+        let message = format!("{why}; cameras paused so that audio keeps recording while there is room");
+        tracing::error!("ALARM: {message}");
+        // On a thread of its own: the caller is the committer, and pausing goes through the
+        // recorder, which may be waiting for the committer to finish (a session stopping).
+        let (pause, ledger, clocks) = (self.pause_video.clone(), self.ledger.clone(), self.clocks.clone());
+        let spawned = std::thread::Builder::new().name("disk-full".into()).spawn(move || {
+            pause(Some(message.clone()));
+            // The ledger may itself be short of room until the cameras stop writing.
+            for _ in 0..120 {
+                let text = message.clone();
+                match ledger.call(move |w| w.raise_alarm(AlarmKind::DiskCritical, "", &text)) {
+                    Err(e) if crate::ledger::is_disk_full(&e) => clocks.sleep(Duration::from_millis(500)),
+                    Err(e) => return tracing::error!(error = %e, "cannot record the disk-full alarm"),
+                    Ok(_) => return,
+                }
+            }
+        });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start the thread that pauses the cameras");
+        }
     }
 
     pub fn shutdown(&self) {
@@ -156,6 +211,7 @@ fn tick(
     reader: &Reader,
     clocks: &dyn Clocks,
     state: &Mutex<DiskState>,
+    full_hold: &std::sync::atomic::AtomicU32,
     pause_video: &PauseVideo,
 ) -> Result<(), LedgerError> {
     let dir = &settings.data_dir;
@@ -190,7 +246,13 @@ fn tick(
     s.total_bytes = total;
     s.evicted_files += files;
     s.evicted_bytes += bytes;
-    let level = level_for(free, s.level, settings.warn_free, settings.critical_free);
+    let mut level = level_for(free, s.level, settings.warn_free, settings.critical_free);
+    // After a write refused for lack of space, stay critical for a while whatever the disk says.
+    let held = full_hold
+        .fetch_update(std::sync::atomic::Ordering::SeqCst, std::sync::atomic::Ordering::SeqCst, |n| n.checked_sub(1));
+    if held.is_ok() && s.level == DiskLevel::Critical {
+        level = DiskLevel::Critical;
+    }
     if level == s.level {
         return Ok(());
     }

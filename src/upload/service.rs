@@ -194,6 +194,13 @@ impl UploadSchedule {
         }
     }
 
+    /// A delivery the ledger could not record (it is full or failing): nothing more is sent
+    /// until the store's back-off has passed. The job stays pending; sent again, it finds
+    /// its bytes in the store and is acknowledged then.
+    pub fn unrecorded(&mut self, now: Duration) -> Duration {
+        self.store.failed(now)
+    }
+
     pub fn in_flight(&self) -> usize {
         self.in_flight.len()
     }
@@ -305,7 +312,12 @@ async fn run(ctx: Ctx, stop: CancellationToken) {
             Some(done) = tasks.join_next(), if !tasks.is_empty() => {
                 let Ok((job, result)) = done else { continue };
                 let verdict = schedule.returned(job.id, result, ctx.clocks.monotonic());
-                act_on(&ctx, &job, verdict).await;
+                if !act_on(&ctx, &job, verdict).await {
+                    // The ledger could not take the result (full or failing): back off as
+                    // after a store failure, rather than send the same objects again at once.
+                    let pause = schedule.unrecorded(ctx.clocks.monotonic());
+                    tracing::warn!(pause_ms = pause.as_millis() as u64, "the ledger cannot record uploads; pausing");
+                }
             }
             _ = tokio::time::sleep(schedule.wait(now)) => {}
             _ = stop.cancelled() => {}
@@ -316,7 +328,8 @@ async fn run(ctx: Ctx, stop: CancellationToken) {
 }
 
 /// Records in the ledger (and the log) what `UploadSchedule` decided about a returned job.
-async fn act_on(ctx: &Ctx, job: &UploadJob, verdict: Verdict) {
+/// False when a delivery could not be acknowledged in the ledger.
+async fn act_on(ctx: &Ctx, job: &UploadJob, verdict: Verdict) -> bool {
     match verdict {
         Verdict::Delivered { how, cleared_local_damage, store_back } => {
             if cleared_local_damage {
@@ -329,7 +342,7 @@ async fn act_on(ctx: &Ctx, job: &UploadJob, verdict: Verdict) {
             if store_back {
                 tracing::info!(store = %ctx.store.url, "store reachable again; draining the backlog");
             }
-            acknowledge(ctx, job, how).await;
+            return acknowledge(ctx, job, how).await;
         }
         Verdict::StoreFailed { error, pause } => failed(ctx, job, &error, Some(pause)).await,
         Verdict::LocalDamage { error, .. } => {
@@ -353,9 +366,10 @@ async fn act_on(ctx: &Ctx, job: &UploadJob, verdict: Verdict) {
             }
         }
     }
+    true
 }
 
-async fn acknowledge(ctx: &Ctx, job: &UploadJob, how: Delivered) {
+async fn acknowledge(ctx: &Ctx, job: &UploadJob, how: Delivered) -> bool {
     let id = job.id;
     match ledger_call(&ctx.ledger, move |l| l.call(move |w| w.upload_done(id))).await {
         Ok(()) => {
@@ -366,9 +380,13 @@ async fn acknowledge(ctx: &Ctx, job: &UploadJob, how: Delivered) {
             s.last_success = Some(ctx.clocks.wall().to_rfc3339());
             s.error = None;
             s.error_since = None;
+            true
         }
         // The object is stored; the next attempt finds the same bytes and acknowledges.
-        Err(e) => tracing::error!(object = %job.object_key, error = %e, "uploaded but could not record it"),
+        Err(e) => {
+            tracing::error!(object = %job.object_key, error = %e, "uploaded but could not record it");
+            false
+        }
     }
 }
 

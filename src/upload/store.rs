@@ -134,8 +134,11 @@ impl Store {
             let dir = PathBuf::from(url.strip_prefix("file://").unwrap_or(url));
             std::fs::create_dir_all(&dir)
                 .map_err(|e| UploadError::Open { url: dir.display().to_string(), message: e.to_string() })?;
+            // An acknowledged object may be evicted from the spool: it must be on disk, not
+            // in the page cache, when the store says it has it (as S3's does).
             let inner = LocalFileSystem::new_with_prefix(&dir)
-                .map_err(|e| UploadError::Open { url: dir.display().to_string(), message: e.to_string() })?;
+                .map_err(|e| UploadError::Open { url: dir.display().to_string(), message: e.to_string() })?
+                .with_fsync(true);
             Ok(Store {
                 inner: Arc::new(inner),
                 url: dir.join(root).display().to_string(),

@@ -75,6 +75,20 @@ impl Daemon {
         c.kill().unwrap();
         c.wait().unwrap();
     }
+    /// Waits up to `timeout` for the daemon to exit by itself; its status if it did.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        let child = self.child.as_mut()?;
+        while Instant::now() < deadline {
+            if let Some(status) = child.try_wait().unwrap() {
+                self.child = None;
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
     /// A service stop (SIGTERM), waiting for the daemon to exit.
     pub fn terminate(mut self) -> std::process::ExitStatus {
         let mut c = self.child.take().unwrap();
