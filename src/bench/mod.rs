@@ -401,7 +401,7 @@ fn record(profile: &Path, sim_audio: &Path, seconds: u64, captions: bool) -> Res
     let BenchBox { cfg, clocks, ledger } =
         bench_box(&dir, profile, sim_audio, &format!("[stt]\nmodel = \"{}\"\n", model.display()))?;
     let stt = captions.then(|| {
-        let mics = cfg.profile.audio_devices.iter().map(|d| d.mics.len()).sum();
+        let mics = cfg.profile.voices().len();
         Arc::new(Stt::start(SttSettings::from_config(&cfg), ledger.clone(), cfg.data_dir.clone(), clocks.clone(), mics))
     });
     let recorder = Recorder::new(cfg.clone(), ledger.clone(), clocks, stt.clone());

@@ -159,14 +159,16 @@ pub struct Broadcaster {
 impl Broadcaster {
     pub fn new(cfg: &LoadedConfig, clocks: Arc<dyn Clocks>) -> Broadcaster {
         let profile = &cfg.profile;
-        let cameras: Vec<String> = profile.cameras.iter().map(|c| c.name.clone()).collect();
-        let mics = profile.audio_devices.iter().flat_map(|d| &d.mics);
-        let mic_camera = mics.clone().map(|m| profile.cameras.iter().position(|c| c.roles.contains(&m.role))).collect();
+        let pictures = profile.pictures();
+        let cameras: Vec<String> = pictures.iter().map(|(name, _)| name.to_string()).collect();
+        let voices = profile.voices();
+        let mic_camera =
+            voices.iter().map(|m| pictures.iter().position(|(_, roles)| roles.contains(&m.role))).collect();
         Broadcaster {
             cfg: cfg.config.broadcast.clone(),
             config_path: cfg.path.clone(),
             base_dir: cfg.base_dir.clone(),
-            mics: mics.map(|m| m.name.clone()).collect(),
+            mics: voices.iter().map(|m| m.name.to_string()).collect(),
             cameras,
             mic_camera,
             intake: Arc::default(),

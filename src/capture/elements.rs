@@ -17,6 +17,8 @@ pub enum Need {
     Sim,
     /// Real cameras and audio interfaces (V4L2, ALSA, PulseAudio).
     Devices,
+    /// Network sources: RTSP cameras, SRT and RTMP remote participants.
+    Network,
     /// Live broadcast: the programme and its outputs.
     Broadcast,
     /// `courtbox bench broadcast` and the tests: playing the published streams back.
@@ -30,6 +32,7 @@ impl Need {
             Need::Recording => "recording",
             Need::Sim => "the sim profile",
             Need::Devices => "real cameras and microphones",
+            Need::Network => "network cameras and remote participants",
             Need::Broadcast => "the live broadcast",
             Need::Bench => "courtbox bench and the tests",
         }
@@ -70,6 +73,7 @@ pub const ELEMENTS: &[Element] = &[
     el("audioconvert", BASE, Need::Recording),
     el("audioresample", BASE, Need::Recording),
     el("videoconvert", BASE, Need::Recording),
+    el("videoscale", BASE, Need::Recording),
     el("decodebin", BASE, Need::Recording),
     el("opusenc", BASE, Need::Recording),
     el("opusdec", BASE, Need::Recording),
@@ -92,10 +96,20 @@ pub const ELEMENTS: &[Element] = &[
     el("jpegdec", GOOD, Need::Devices),
     el("alsasrc", "gstreamer1.0-alsa", Need::Devices),
     el("pulsesrc", GOOD, Need::Devices),
+    // Network sources: received, depayloaded and parsed (passed through); keyframes decoded
+    // for health and thumbnails.
+    el("rtspsrc", GOOD, Need::Network),
+    el("rtph264depay", GOOD, Need::Network),
+    el("rtph265depay", GOOD, Need::Network),
+    el("h265parse", BAD, Need::Network),
+    el("avdec_h265", "gstreamer1.0-libav", Need::Network),
+    el("srtsrc", BAD, Need::Network),
+    el("tsdemux", BAD, Need::Network),
+    el("rtmp2src", BAD, Need::Network),
+    el("flvdemux", GOOD, Need::Network),
     // Broadcast: programme (slate, mixer, scaling) and outputs.
     el("audiotestsrc", BASE, Need::Broadcast),
     el("audiomixer", BASE, Need::Broadcast),
-    el("videoscale", BASE, Need::Broadcast),
     el("avdec_h264", "gstreamer1.0-libav", Need::Broadcast),
     el("flvmux", GOOD, Need::Broadcast),
     el("rtmp2sink", BAD, Need::Broadcast),
@@ -103,10 +117,7 @@ pub const ELEMENTS: &[Element] = &[
     el("srtsink", BAD, Need::Broadcast),
     el("hlssink2", BAD, Need::Broadcast),
     // Playing the published streams back (bench and tests).
-    el("rtmp2src", BAD, Need::Bench),
-    el("flvdemux", GOOD, Need::Bench),
     el("udpsrc", GOOD, Need::Bench),
-    el("tsdemux", BAD, Need::Bench),
 ];
 
 /// The package that provides `element`, if courtbox knows it.

@@ -39,6 +39,42 @@ pub struct SourceHealth {
     pub alarm: Option<String>,
     /// Video frames missing between timestamps (the source or the system dropped them).
     pub dropped_frames: u64,
+    /// A picture recorded as its network source sends it: what it sends and how steadily.
+    pub stream: Option<StreamHealth>,
+}
+
+/// A passed-through picture as it arrives from the network.
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct StreamHealth {
+    /// What the stream's parameters say, e.g. `H.264 High 1920x1080 25 fps`.
+    pub format: String,
+    /// Received over the last window of about two seconds.
+    pub bitrate_kbps: Option<f64>,
+    /// Between the last two keyframes (the GOP), in media time.
+    pub keyframe_interval_ms: Option<u64>,
+    /// Since the last frame arrived, when this was read.
+    pub last_frame_age_ms: u64,
+    /// RTP packets that never arrived, this connection (RTSP; over TCP there are none).
+    pub packets_lost: Option<u64>,
+    /// Share of packets lost over the last window of about two seconds, percent.
+    pub loss_percent: Option<f64>,
+    /// Mean interarrival jitter, ms.
+    pub jitter_ms: Option<f64>,
+}
+
+/// Packet loss at which a network picture is in trouble: artefacts in every GOP.
+const LOSSY_PERCENT: f64 = 5.0;
+/// Received bytes are counted over windows this long.
+const BITRATE_WINDOW: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Default)]
+struct StreamState {
+    /// RTP counters at the start of the current loss window, and when it started.
+    loss_window: Option<(super::network::RtpCounters, Duration)>,
+    last_keyframe_pts: Option<u64>,
+    last_frame_at: Option<Duration>,
+    window_start: Option<Duration>,
+    window_bytes: u64,
 }
 
 /// How long a problem lasts before it is an alarm: a microphone may rightly be quiet for a
@@ -66,6 +102,7 @@ struct State {
     sum_squares: f64,
     samples: u64,
     window_start: Option<Duration>,
+    stream: StreamState,
 }
 
 /// The health of every source of a run, written by pad probes, read by status and check.
@@ -101,6 +138,9 @@ impl HealthBoard {
             .map(|s| {
                 let mut h = s.health.clone();
                 h.problem_seconds = s.problem_since.map(|t| now.saturating_sub(t).as_secs());
+                if let (Some(stream), Some(at)) = (h.stream.as_mut(), s.stream.last_frame_at) {
+                    stream.last_frame_age_ms = now.saturating_sub(at).as_millis() as u64;
+                }
                 h
             })
             .collect();
@@ -123,6 +163,8 @@ impl HealthBoard {
             Some(("picture is frozen", self.alarm_after.picture))
         } else if h.silent {
             Some(("no signal from the microphone", self.alarm_after.silent))
+        } else if h.stream.as_ref().and_then(|s| s.loss_percent).is_some_and(|p| p >= LOSSY_PERCENT) {
+            Some(("the network link loses more than 5 % of packets", self.alarm_after.picture))
         } else {
             None
         };
@@ -158,6 +200,59 @@ impl HealthBoard {
                 s.health.dropped_frames += (pts - last + frame_ns / 2) / frame_ns - 1;
             }
             s.last_pts = Some(pts);
+        });
+    }
+
+    /// A compressed frame of a passed-through picture: its size, whether it is a keyframe,
+    /// its timestamp (ns) and what the stream's caps describe.
+    pub fn stream_frame(&self, source: &str, bytes: usize, keyframe: bool, pts: Option<u64>, format: &str) {
+        self.with(source, |s, now| {
+            let health = s.health.stream.get_or_insert_with(StreamHealth::default);
+            if health.format != format {
+                health.format = format.to_string();
+            }
+            let st = &mut s.stream;
+            st.last_frame_at = Some(now);
+            if keyframe && let Some(pts) = pts {
+                if let Some(last) = st.last_keyframe_pts.filter(|last| pts > *last) {
+                    health.keyframe_interval_ms = Some((pts - last) / 1_000_000);
+                }
+                st.last_keyframe_pts = Some(pts);
+            }
+            st.window_bytes += bytes as u64;
+            let start = *st.window_start.get_or_insert(now);
+            let elapsed = now.saturating_sub(start);
+            if elapsed >= BITRATE_WINDOW {
+                health.bitrate_kbps = Some(st.window_bytes as f64 * 8.0 / 1000.0 / elapsed.as_secs_f64());
+                st.window_bytes = 0;
+                st.window_start = Some(now);
+            }
+        });
+    }
+
+    /// The RTP counters of a network source's connection (read about every 100 ms): loss
+    /// over windows of `BITRATE_WINDOW`, and jitter. Counters that go back mean a new
+    /// connection, which starts a new window.
+    pub fn rtp_counters(&self, source: &str, counters: super::network::RtpCounters) {
+        self.with(source, |s, now| {
+            let health = s.health.stream.get_or_insert_with(StreamHealth::default);
+            health.packets_lost = Some(counters.lost);
+            health.jitter_ms = Some(counters.jitter_ns as f64 / 1e6);
+            match s.stream.loss_window {
+                Some((start, _)) if counters.lost < start.lost || counters.pushed < start.pushed => {
+                    s.stream.loss_window = Some((counters, now));
+                }
+                Some((start, since)) if now.saturating_sub(since) >= BITRATE_WINDOW => {
+                    let lost = counters.lost - start.lost;
+                    let total = lost + (counters.pushed - start.pushed);
+                    if total > 0 {
+                        health.loss_percent = Some(lost as f64 * 100.0 / total as f64);
+                    }
+                    s.stream.loss_window = Some((counters, now));
+                }
+                Some(_) => {}
+                None => s.stream.loss_window = Some((counters, now)),
+            }
         });
     }
 
@@ -200,21 +295,47 @@ impl HealthBoard {
     }
 }
 
-/// Measures what passes `pad` (a device's raw output, after the recording gate).
-pub fn attach_probe(pad: &gst::Pad, plan: &super::DevicePlan, board: std::sync::Arc<HealthBoard>) {
+/// How often the health probe looks at a picture.
+#[derive(Debug, Clone, Copy)]
+pub struct Sampling {
+    /// One frame in this many is measured (black, frozen).
+    pub measure_every: u64,
+    /// One frame in this many becomes the thumbnail.
+    pub thumbnail_every: u64,
+    /// Whether every frame passes, so that a jump in timestamps means frames were lost.
+    pub counts_drops: bool,
+}
+
+impl Sampling {
+    /// Every raw frame passes the probe: a few samples a second are plenty to see black or
+    /// frozen pictures, and a thumbnail every 64 frames (about 2 s) is plenty for the panel.
+    pub const EVERY_FRAME: Sampling = Sampling { measure_every: 8, thumbnail_every: 64, counts_drops: true };
+    /// Only decoded keyframes pass (about one a second): each is measured, and every
+    /// second one is the thumbnail.
+    pub const KEYFRAMES: Sampling = Sampling { measure_every: 1, thumbnail_every: 2, counts_drops: false };
+}
+
+/// Measures what passes `pad` (raw data of `tracks`, after the recording gate).
+pub fn attach_probe(
+    pad: &gst::Pad,
+    tracks: Vec<super::TrackPlan>,
+    sampling: Sampling,
+    board: std::sync::Arc<HealthBoard>,
+) {
     use gst::prelude::*;
     use gst_video::prelude::VideoFrameExt;
-    let video = plan.tracks.iter().find(|t| t.kind == crate::config::SourceKind::Video).map(|t| t.source.clone());
+    let video = tracks.iter().find(|t| t.kind == crate::config::SourceKind::Video).map(|t| t.source.clone());
     // Interleaved channel index (from 0) → microphone.
     let mics: Vec<(usize, String)> =
-        plan.tracks.iter().filter_map(|t| t.channel.map(|c| (c as usize - 1, t.source.clone()))).collect();
+        tracks.iter().filter_map(|t| t.channel.map(|c| (c as usize - 1, t.source.clone()))).collect();
     let frames = std::sync::atomic::AtomicU64::new(0);
     pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
         let Some(gst::PadProbeData::Buffer(buffer)) = &info.data else { return gst::PadProbeReturn::Ok };
         let Some(caps) = pad.current_caps() else { return gst::PadProbeReturn::Ok };
         if let Some(source) = &video {
-            if let (Some(pts), Some(fps)) =
-                (buffer.pts(), caps.structure(0).and_then(|s| s.get::<gst::Fraction>("framerate").ok()))
+            if sampling.counts_drops
+                && let (Some(pts), Some(fps)) =
+                    (buffer.pts(), caps.structure(0).and_then(|s| s.get::<gst::Fraction>("framerate").ok()))
                 && fps.numer() > 0
             {
                 let frame_ns = 1_000_000_000u64 * fps.denom() as u64 / fps.numer() as u64;
@@ -223,7 +344,7 @@ pub fn attach_probe(pad: &gst::Pad, plan: &super::DevicePlan, board: std::sync::
             // A few samples a second are plenty to see black or frozen pictures; a
             // thumbnail every 64 frames (about 2 s) is plenty for the panel.
             let n = frames.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            if !n.is_multiple_of(8) {
+            if !n.is_multiple_of(sampling.measure_every) {
                 return gst::PadProbeReturn::Ok;
             }
             if let Ok(vinfo) = gst_video::VideoInfo::from_caps(&caps)
@@ -232,7 +353,7 @@ pub fn attach_probe(pad: &gst::Pad, plan: &super::DevicePlan, board: std::sync::
             {
                 let stride = frame.plane_stride()[0] as usize;
                 board.video_frame(source, plane, vinfo.width() as usize, vinfo.height() as usize, stride);
-                if n.is_multiple_of(64)
+                if n.is_multiple_of(sampling.thumbnail_every)
                     && vinfo.format() == gst_video::VideoFormat::I420
                     && let (Ok(u), Ok(v)) = (frame.plane_data(1), frame.plane_data(2))
                 {
@@ -270,6 +391,48 @@ pub fn attach_probe(pad: &gst::Pad, plan: &super::DevicePlan, board: std::sync::
 }
 
 /// Mean square → dBFS, floored at -150.
+/// Measures a passed-through picture as it is recorded (after the gate): bitrate, GOP, the
+/// age of the last frame, and the format its caps describe.
+pub fn attach_stream_probe(pad: &gst::Pad, source: String, board: std::sync::Arc<HealthBoard>) {
+    use gst::prelude::*;
+    pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
+        let Some(gst::PadProbeData::Buffer(buffer)) = &info.data else { return gst::PadProbeReturn::Ok };
+        let format = pad.current_caps().map(|caps| describe_stream(&caps)).unwrap_or_default();
+        let keyframe = !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT);
+        board.stream_frame(&source, buffer.size(), keyframe, buffer.pts().map(|p| p.nseconds()), &format);
+        gst::PadProbeReturn::Ok
+    });
+}
+
+/// `H.264 High 1920x1080 25 fps` from parsed H.264/H.265 caps; what is unknown is left out.
+pub fn describe_stream(caps: &gst::CapsRef) -> String {
+    let Some(s) = caps.structure(0) else { return String::new() };
+    let codec = match s.name().as_str() {
+        "video/x-h264" => "H.264",
+        "video/x-h265" => "H.265",
+        other => other,
+    };
+    let mut parts = vec![codec.to_string()];
+    if let Ok(profile) = s.get::<&str>("profile") {
+        // Caps say `constrained-baseline`; people (and ffprobe) say `Constrained Baseline`.
+        let words = profile.split('-').map(|w| {
+            let mut chars = w.chars();
+            chars.next().map(|c| c.to_uppercase().chain(chars).collect::<String>()).unwrap_or_default()
+        });
+        parts.push(words.collect::<Vec<_>>().join(" "));
+    }
+    if let (Ok(w), Ok(h)) = (s.get::<i32>("width"), s.get::<i32>("height")) {
+        parts.push(format!("{w}x{h}"));
+    }
+    if let Ok(fps) = s.get::<gst::Fraction>("framerate")
+        && fps.numer() > 0
+        && fps.denom() > 0
+    {
+        parts.push(format!("{:.4} fps", f64::from(fps.numer()) / f64::from(fps.denom())).replace(".0000", ""));
+    }
+    parts.join(" ")
+}
+
 pub fn dbfs(mean_square: f64) -> f64 {
     if mean_square <= 0.0 { -150.0 } else { (10.0 * mean_square.log10()).max(-150.0) }
 }
@@ -318,6 +481,38 @@ mod tests {
         let h = &board.snapshot()[0];
         assert!(!h.black && !h.frozen && h.problem_seconds.is_none(), "{h:?}");
         assert_eq!(luma_stats(&[0; 10], 64, 48, 64), None);
+    }
+
+    #[test]
+    fn a_passed_through_stream_reports_its_bitrate_gop_and_last_frame_age() {
+        let (board, clocks) = board(AlarmAfter::default());
+        let frame = Duration::from_millis(40);
+        // 3 s of 25 fps, a keyframe every 25 frames, 5,000 bytes a frame (1,000 kbit/s).
+        for n in 0..75u64 {
+            let pts = n * frame.as_nanos() as u64;
+            board.stream_frame("ipcam", 5_000, n % 25 == 0, Some(pts), "H.264 High 640x360 25 fps");
+            clocks.advance(frame);
+        }
+        clocks.advance(Duration::from_millis(500));
+        let h = &board.snapshot()[0];
+        let stream = h.stream.as_ref().unwrap();
+        assert_eq!(stream.format, "H.264 High 640x360 25 fps");
+        assert_eq!(stream.keyframe_interval_ms, Some(1_000));
+        let kbps = stream.bitrate_kbps.unwrap();
+        assert!((kbps - 1_000.0).abs() < 30.0, "{kbps}");
+        assert_eq!(stream.last_frame_age_ms, 540);
+
+        // RTP counters: 5 lost of 100 over a window is 5 %; a new connection restarts.
+        let counters = |pushed, lost| crate::capture::network::RtpCounters { pushed, lost, jitter_ns: 3_000_000 };
+        board.rtp_counters("ipcam", counters(1_000, 10));
+        clocks.advance(BITRATE_WINDOW);
+        board.rtp_counters("ipcam", counters(1_095, 15));
+        let stream = board.snapshot()[0].stream.clone().unwrap();
+        assert_eq!((stream.packets_lost, stream.loss_percent, stream.jitter_ms), (Some(15), Some(5.0), Some(3.0)));
+        board.rtp_counters("ipcam", counters(10, 0));
+        clocks.advance(BITRATE_WINDOW);
+        board.rtp_counters("ipcam", counters(110, 0));
+        assert_eq!(board.snapshot()[0].stream.as_ref().unwrap().loss_percent, Some(0.0));
     }
 
     #[test]

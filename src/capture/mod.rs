@@ -6,6 +6,7 @@
 
 pub mod elements;
 mod health;
+mod network;
 mod pipeline;
 mod plan;
 mod reader;
@@ -16,7 +17,8 @@ mod template;
 mod thumbnail;
 mod track;
 
-pub use health::{AlarmAfter, BLACK_LUMA, HealthBoard, SILENT_DBFS, SourceHealth};
+pub use health::{AlarmAfter, BLACK_LUMA, HealthBoard, SILENT_DBFS, SourceHealth, StreamHealth};
+pub use network::NetworkFault;
 pub use pipeline::{describe_error, first_error, running_time};
 pub use plan::{DevicePlan, TrackPlan, plan_devices};
 pub use reader::{ReadError, read_file};
@@ -111,6 +113,8 @@ pub enum CaptureEvent {
     Started {
         t0: MediaTime,
         sources: Vec<String>,
+        /// Passed-through pictures: each begins at its camera's first keyframe after `t0`.
+        keyframe_sources: Vec<String>,
     },
     Fragment(ClosedFragment),
     DeviceFailed {
@@ -196,6 +200,15 @@ pub struct DeviceShared {
     pipeline: Mutex<Option<gst::Pipeline>>,
     /// Running time of the first buffer the device delivered in this run.
     first_raw: AtomicU64,
+    /// Raw clock time (`RunClock::raw_now`) the last buffer reached an anchor, or the
+    /// pipeline started: how long a network source has been silent.
+    last_data: AtomicU64,
+    /// Whether the current pipeline has delivered anything yet.
+    delivered: std::sync::atomic::AtomicBool,
+    /// The video streams a network source's sender described in the current connection.
+    offered: Mutex<Vec<String>>,
+    /// The jitter buffers of an RTSP source's current connection (their packet counters).
+    jitterbuffers: Mutex<Vec<gst::glib::WeakRef<gst::Element>>>,
     has_video: bool,
     /// Why the device must not record now, if it must not.
     paused: Mutex<Option<String>>,
@@ -333,6 +346,10 @@ impl CaptureRun {
         let mut devices = Vec::new();
         let mut threads = Vec::new();
         let sources: Vec<String> = plans.iter().flat_map(|p| p.tracks.iter().map(|t| t.source.clone())).collect();
+        let keyframe_sources: Vec<String> = plans
+            .iter()
+            .flat_map(|p| p.anchors.iter().filter(|a| a.starts_on_keyframe).flat_map(|a| a.sources.clone()))
+            .collect();
         for plan in plans {
             let shared = Arc::new(DeviceShared {
                 status: Mutex::new(DeviceStatus {
@@ -344,6 +361,10 @@ impl CaptureRun {
                 }),
                 pipeline: Mutex::new(None),
                 first_raw: AtomicU64::new(u64::MAX),
+                last_data: AtomicU64::new(0),
+                delivered: std::sync::atomic::AtomicBool::new(false),
+                offered: Mutex::new(Vec::new()),
+                jitterbuffers: Mutex::new(Vec::new()),
                 has_video: plan.tracks.iter().any(|t| t.kind == crate::config::SourceKind::Video),
                 paused: Mutex::new(None),
             });
@@ -378,7 +399,7 @@ impl CaptureRun {
         let first = devices.iter().map(|d| d.first_raw.load(Ordering::SeqCst)).filter(|t| *t != u64::MAX).max();
         let t0_raw = first.unwrap_or(0).max(clock.raw_now()) + START_MARGIN.as_nanos() as u64;
         let t0 = MediaTime(t0_raw + clock.offset.0);
-        let _ = events.send(CaptureEvent::Started { t0, sources });
+        let _ = events.send(CaptureEvent::Started { t0, sources, keyframe_sources });
         ctx.gate.store(t0_raw, Ordering::SeqCst);
         Ok(CaptureRun { ctx, devices, threads, _syncer: syncer, t0, stopped: false })
     }

@@ -1,14 +1,15 @@
 //! One running instance of a device's pipeline: parsed from its plan, put on the run's
 //! shared clock, its tracks attached to splitmuxsinks, gated until recording starts.
 
-use super::plan::{ANCHOR, DevicePlan, out_element, stt_element};
+use super::health::Sampling;
+use super::plan::{AnchorPlan, DevicePlan, out_element, stt_element};
 use super::sim_audio::SimFeeder;
 use super::splitter::SplitTarget;
 use super::{DeviceShared, RunContext};
 use crate::config::SourceKind;
 use gst::prelude::*;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use thiserror::Error;
 
 pub struct Instance {
@@ -68,39 +69,12 @@ pub fn build(plan: &DevicePlan, ctx: &RunContext, device: &Arc<DeviceShared>) ->
     pipeline.set_base_time(ctx.clock.base);
     pipeline.set_start_time(gst::ClockTime::NONE);
 
-    let anchor = pipeline.by_name(ANCHOR).ok_or("no anchor element")?;
-    let gate = ctx.gate.clone();
-    let first = device.clone();
-    anchor.static_pad("sink").ok_or("anchor has no sink pad")?.add_probe(
-        gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
-        move |pad, info| {
-            let pts = match &info.data {
-                Some(gst::PadProbeData::Buffer(b)) => b.pts(),
-                Some(gst::PadProbeData::BufferList(l)) => l.get(0).and_then(|b| b.pts()),
-                _ => None,
-            };
-            let Some(pts) = pts else { return gst::PadProbeReturn::Ok };
-            let rt = pad
-                .sticky_event::<gst::event::Segment>(0)
-                .and_then(|s| s.segment().downcast_ref::<gst::ClockTime>().and_then(|s| s.to_running_time(pts)))
-                .unwrap_or(pts)
-                .nseconds();
-            let _ = first.first_raw.compare_exchange(u64::MAX, rt, Ordering::SeqCst, Ordering::SeqCst);
-            // Until recording starts, and for anything older than its start, drop. The data is
-            // consumed here and the probe returns Handled: returning Drop instead makes
-            // GStreamer 1.22 unref a NULL buffer behind an appsrc (a CRITICAL per device).
-            if rt < gate.load(Ordering::SeqCst) {
-                info.data.take();
-                gst::PadProbeReturn::Handled
-            } else {
-                gst::PadProbeReturn::Ok
-            }
-        },
-    );
-    // Media time continues across runs of a session: shift everything after the anchor.
-    let anchor_src = anchor.static_pad("src").ok_or("anchor has no src pad")?;
-    anchor_src.set_offset(ctx.clock.offset.0 as i64);
-    super::health::attach_probe(&anchor_src, plan, ctx.health.clone());
+    for anchor in &plan.anchors {
+        gate_anchor(&pipeline, anchor, plan, ctx, device)?;
+    }
+    if let Some(network) = &plan.network {
+        super::network::configure(&pipeline, network, device).map_err(BuildError::Failed)?;
+    }
 
     let id = ctx.next_instance.fetch_add(1, Ordering::SeqCst);
     let mut targets = Vec::new();
@@ -124,6 +98,80 @@ pub fn build(plan: &DevicePlan, ctx: &RunContext, device: &Arc<DeviceShared>) ->
         });
     }
     Ok(Instance { id, pipeline, targets, feeder: None })
+}
+
+/// Gates one stream of the device at its anchor: nothing before recording starts (and, for
+/// passed-through video, nothing before the first keyframe from then on), media time
+/// shifted to continue the session, and the health probe attached.
+fn gate_anchor(
+    pipeline: &gst::Pipeline,
+    anchor: &AnchorPlan,
+    plan: &DevicePlan,
+    ctx: &RunContext,
+    device: &Arc<DeviceShared>,
+) -> Result<(), BuildError> {
+    let element = pipeline.by_name(&anchor.element).ok_or_else(|| format!("no anchor element {}", anchor.element))?;
+    let gate = ctx.gate.clone();
+    let shared = device.clone();
+    let clock = ctx.clock.clone();
+    let starts_on_keyframe = anchor.starts_on_keyframe;
+    // Per pipeline instance: a reconnected camera starts again on a keyframe.
+    let keyframe_seen = AtomicBool::new(false);
+    element.static_pad("sink").ok_or("anchor has no sink pad")?.add_probe(
+        gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
+        move |pad, info| {
+            let first = match &info.data {
+                Some(gst::PadProbeData::Buffer(b)) => Some(b.as_ref()),
+                Some(gst::PadProbeData::BufferList(l)) => l.get(0),
+                _ => None,
+            };
+            let Some((pts, delta)) =
+                first.and_then(|b| Some((b.pts()?, b.flags().contains(gst::BufferFlags::DELTA_UNIT))))
+            else {
+                return gst::PadProbeReturn::Ok;
+            };
+            shared.last_data.store(clock.raw_now(), Ordering::SeqCst);
+            shared.delivered.store(true, Ordering::SeqCst);
+            let rt = pad
+                .sticky_event::<gst::event::Segment>(0)
+                .and_then(|s| s.segment().downcast_ref::<gst::ClockTime>().and_then(|s| s.to_running_time(pts)))
+                .unwrap_or(pts)
+                .nseconds();
+            let _ = shared.first_raw.compare_exchange(u64::MAX, rt, Ordering::SeqCst, Ordering::SeqCst);
+            let waiting_for_keyframe = starts_on_keyframe && !keyframe_seen.load(Ordering::SeqCst);
+            // Until recording starts, and for anything older than its start, drop. The data is
+            // consumed here and the probe returns Handled: returning Drop instead makes
+            // GStreamer 1.22 unref a NULL buffer behind an appsrc (a CRITICAL per device).
+            if rt < gate.load(Ordering::SeqCst) || (waiting_for_keyframe && delta) {
+                info.data.take();
+                return gst::PadProbeReturn::Handled;
+            }
+            if waiting_for_keyframe {
+                keyframe_seen.store(true, Ordering::SeqCst);
+            }
+            gst::PadProbeReturn::Ok
+        },
+    );
+    // Media time continues across runs of a session: shift everything after the anchor.
+    let anchor_src = element.static_pad("src").ok_or("anchor has no src pad")?;
+    anchor_src.set_offset(ctx.clock.offset.0 as i64);
+    let tracks: Vec<_> = plan.tracks.iter().filter(|t| anchor.sources.contains(&t.source)).cloned().collect();
+    if anchor.starts_on_keyframe
+        && let Some(video) = tracks.first()
+    {
+        super::health::attach_stream_probe(&anchor_src, video.source.clone(), ctx.health.clone());
+    }
+    match &anchor.health_element {
+        None => super::health::attach_probe(&anchor_src, tracks, Sampling::EVERY_FRAME, ctx.health.clone()),
+        Some(name) => {
+            let pad = pipeline
+                .by_name(name)
+                .and_then(|e| e.static_pad("src"))
+                .ok_or_else(|| format!("no health element {name}"))?;
+            super::health::attach_probe(&pad, tracks, Sampling::KEYFRAMES, ctx.health.clone());
+        }
+    }
+    Ok(())
 }
 
 /// Hands each speech buffer of a microphone to the tap, stamped with its media time.
@@ -191,6 +239,8 @@ pub fn play(
         instance.feeder = Some(SimFeeder::start(appsrc, sim.clone(), ctx.clock.clock.clone(), ctx.clock.base));
     }
     ctx.splitter.register(std::mem::take(&mut instance.targets));
+    device.last_data.store(ctx.clock.raw_now(), Ordering::SeqCst);
+    device.delivered.store(false, Ordering::SeqCst);
     *device.pipeline.lock() = Some(instance.pipeline.clone());
     Ok(instance)
 }

@@ -5,9 +5,11 @@ use super::CaptureError;
 use super::sim_audio::{Programme, SimAudio, SpeechSchedule};
 use super::template::Templates;
 use crate::config::{
-    AudioDevice, AudioEncoder, AudioSourceKind, Camera, CameraSource, HwProfile, InputFormat, SourceKind, VideoEncoder,
+    AudioDevice, AudioEncoder, AudioSourceKind, Camera, CameraSource, HwProfile, InputFormat, NetworkProtocol,
+    NetworkSource, NetworkVideoCodec, RtspTransport, SourceKind, VideoEncoder,
 };
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 #[derive(Debug, Clone)]
 pub struct TrackPlan {
@@ -24,10 +26,60 @@ pub struct DevicePlan {
     pub description: String,
     pub tracks: Vec<TrackPlan>,
     pub sim_audio: Option<SimAudio>,
+    /// Where recording is gated and media time is shifted: one per stream of the device.
+    pub anchors: Vec<AnchorPlan>,
+    /// What a network source needs that the description must not hold.
+    pub network: Option<NetworkPlan>,
+}
+
+/// An identity element in the description through which one stream of the device passes
+/// before it is split into tracks.
+#[derive(Debug, Clone)]
+pub struct AnchorPlan {
+    pub element: String,
+    /// The tracks this stream feeds (the health probe measures them).
+    pub sources: Vec<String>,
+    /// Compressed video passed through as the source sent it: recording may only begin on
+    /// a keyframe (a segment that starts with a delta frame cannot be decoded).
+    pub starts_on_keyframe: bool,
+    /// Where the health probe sees this stream's raw data, if not at the anchor (a
+    /// passed-through picture is seen decoded, keyframes only). `None`: at the anchor.
+    pub health_element: Option<String>,
+}
+
+impl AnchorPlan {
+    fn raw(element: &str, tracks: &[TrackPlan]) -> AnchorPlan {
+        AnchorPlan {
+            element: element.to_string(),
+            sources: tracks.iter().map(|t| t.source.clone()).collect(),
+            starts_on_keyframe: false,
+            health_element: None,
+        }
+    }
+}
+
+/// Settings of a network source's receiving element (`NETWORK_SOURCE`), set on it after
+/// the description is parsed: the URL has characters the launch syntax would need escaped,
+/// and secrets are read from their files at every connection and never enter a string that
+/// could be logged.
+#[derive(Debug, Clone)]
+pub struct NetworkPlan {
+    pub protocol: NetworkProtocol,
+    pub url: String,
+    pub secret_file: Option<PathBuf>,
+    pub transport: RtspTransport,
+    /// No data for this long is an outage.
+    pub stall: Duration,
+    /// What the source is expected to send, for the message when it sends something else.
+    pub video_codec: Option<NetworkVideoCodec>,
 }
 
 /// Elements every device description contains, looked up by name after parsing.
 pub const ANCHOR: &str = "anchor";
+/// A network source's receiving element (rtspsrc, srtsrc, rtmp2src).
+pub const NETWORK_SOURCE: &str = "netsrc";
+/// A network source's demultiplexer (tsdemux, flvdemux), whose streams appear at run time.
+pub const NETWORK_DEMUX: &str = "netdemux";
 pub fn out_element(source: &str) -> String {
     format!("out_{source}")
 }
@@ -51,6 +103,9 @@ pub fn plan_devices(
     let schedule = SpeechSchedule::for_profile(profile, sim_audio_dir);
     for dev in &profile.audio_devices {
         plans.push(plan_audio(dev, profile, templates, &schedule, stt_taps)?);
+    }
+    for source in &profile.network_sources {
+        plans.push(plan_network(source, profile, templates, stt_taps)?);
     }
     Ok(plans)
 }
@@ -109,6 +164,7 @@ fn plan_camera(cam: &Camera, profile: &HwProfile, templates: &Templates) -> Resu
     vars.extend([("width", cam.width.to_string()), ("height", cam.height.to_string()), ("fps", cam.fps.to_string())]);
     let source = templates.render(template, &vars)?;
     let encoder = video_encoder(profile, cam.fps, templates)?;
+    let tracks = vec![TrackPlan { source: cam.name.clone(), kind: SourceKind::Video, channel: None }];
     Ok(DevicePlan {
         name: cam.name.clone(),
         description: format!(
@@ -116,8 +172,10 @@ fn plan_camera(cam: &Camera, profile: &HwProfile, templates: &Templates) -> Resu
             n = cam.name,
             out = out_element(&cam.name)
         ),
-        tracks: vec![TrackPlan { source: cam.name.clone(), kind: SourceKind::Video, channel: None }],
+        anchors: vec![AnchorPlan::raw(ANCHOR, &tracks)],
+        tracks,
         sim_audio: None,
+        network: None,
     })
 }
 
@@ -144,22 +202,7 @@ fn plan_audio(
     };
     let encoder = audio_encoder(profile, templates)?;
     let mut desc = format!("{source} ! identity name={ANCHOR} silent=true");
-    let mic_branch = |name: &str| {
-        let record = format!(
-            "queue name=q_{name} leaky=downstream {RAW_QUEUE} ! {encoder} ! identity name={} silent=true",
-            out_element(name)
-        );
-        if !stt_taps {
-            return record;
-        }
-        // The speech tap leaks and drops rather than ever holding back the recording.
-        format!(
-            "tee name=t_{name} ! {record} t_{name}. ! queue name=sttq_{name} leaky=downstream {RAW_QUEUE} \
-             ! audioconvert ! audioresample ! audio/x-raw,format=F32LE,rate=16000,channels=1 \
-             ! appsink name={} sync=false max-buffers=200 drop=true",
-            stt_element(name)
-        )
-    };
+    let mic_branch = |name: &str| mic_branch(name, &encoder, stt_taps);
     if dev.channels == 1 {
         desc.push_str(&format!(" ! {}", mic_branch(&dev.mics[0].name)));
     } else {
@@ -185,14 +228,170 @@ fn plan_audio(
             })
             .collect(),
     });
+    let tracks: Vec<TrackPlan> = dev
+        .mics
+        .iter()
+        .map(|m| TrackPlan { source: m.name.clone(), kind: SourceKind::Audio, channel: Some(m.channel) })
+        .collect();
     Ok(DevicePlan {
         name: dev.name.clone(),
         description: desc,
-        tracks: dev
-            .mics
-            .iter()
-            .map(|m| TrackPlan { source: m.name.clone(), kind: SourceKind::Audio, channel: Some(m.channel) })
-            .collect(),
+        anchors: vec![AnchorPlan::raw(ANCHOR, &tracks)],
+        tracks,
         sim_audio,
+        network: None,
     })
+}
+
+/// One microphone's branch from raw audio: the recording's encoder and, with `stt_taps`,
+/// the speech tap.
+fn mic_branch(name: &str, encoder: &str, stt_taps: bool) -> String {
+    let record = format!(
+        "queue name=q_{name} leaky=downstream {RAW_QUEUE} ! {encoder} ! identity name={} silent=true",
+        out_element(name)
+    );
+    if !stt_taps {
+        return record;
+    }
+    // The speech tap leaks and drops rather than ever holding back the recording.
+    format!(
+        "tee name=t_{name} ! {record} t_{name}. ! queue name=sttq_{name} leaky=downstream {RAW_QUEUE} \
+         ! audioconvert ! audioresample ! audio/x-raw,format=F32LE,rate=16000,channels=1 \
+         ! appsink name={} sync=false max-buffers=200 drop=true",
+        stt_element(name)
+    )
+}
+
+/// The anchor of a network source's sound (its picture uses `ANCHOR`).
+pub const AUDIO_ANCHOR: &str = "anchor_audio";
+
+/// The element whose output the health probe sees for a passed-through picture.
+pub fn health_element(source: &str) -> String {
+    format!("health_{source}")
+}
+
+/// A network source: its receiving element, then its picture passed through (depayloaded
+/// and parsed, never re-encoded) and its sound decoded and encoded like a microphone's.
+///
+/// The passed-through picture also feeds a health branch that decodes keyframes only, at a
+/// fraction of the cost of decoding every frame: enough for black, frozen and a thumbnail.
+/// Its queue leaks, so a slow decoder never holds back the recording.
+fn plan_network(
+    source: &NetworkSource,
+    profile: &HwProfile,
+    templates: &Templates,
+    stt_taps: bool,
+) -> Result<DevicePlan, CaptureError> {
+    // The receiving element's (or demultiplexer's) pads appear per stream once the sender
+    // has described them; the launch syntax links each to the branch whose caps it fits.
+    let (receive, from) = match source.protocol {
+        NetworkProtocol::Rtsp => (format!("rtspsrc name={NETWORK_SOURCE} latency=200"), NETWORK_SOURCE),
+        NetworkProtocol::Srt => {
+            (format!("srtsrc name={NETWORK_SOURCE} ! queue ! tsdemux name={NETWORK_DEMUX}"), NETWORK_DEMUX)
+        }
+        NetworkProtocol::Rtmp => {
+            (format!("rtmp2src name={NETWORK_SOURCE} ! queue ! flvdemux name={NETWORK_DEMUX}"), NETWORK_DEMUX)
+        }
+    };
+    let mut desc = receive;
+    let mut tracks = Vec::new();
+    let mut anchors = Vec::new();
+    if let Some(video) = &source.video {
+        // Length-prefixed access units (avc/hvc1), as Matroska stores them, with the
+        // parameter sets repeated at every keyframe (config-interval=-1): each segment
+        // file opens with what a decoder needs.
+        let (caps_name, stream_format, depay, parse, decode) = match video.codec {
+            NetworkVideoCodec::H264 => ("video/x-h264", "avc", "rtph264depay", "h264parse", "avdec_h264"),
+            NetworkVideoCodec::H265 => ("video/x-h265", "hvc1", "rtph265depay", "h265parse", "avdec_h265"),
+        };
+        // Each stream of the source links by its kind: RTP video (RTSP) or the codec's own
+        // caps (out of a demultiplexer). A stream of another codec then fails in the
+        // depayloader or finds nothing to link to: `supervisor` names what was sent.
+        let (filter, depay) = match source.protocol {
+            NetworkProtocol::Rtsp => ("application/x-rtp,media=video".to_string(), format!("{depay} ! ")),
+            NetworkProtocol::Srt | NetworkProtocol::Rtmp => (caps_name.to_string(), String::new()),
+        };
+        let n = &video.name;
+        desc.push_str(&format!(
+            " {from}. ! {filter} ! queue name=netvq_{n} ! {depay}{parse} config-interval=-1 \
+             ! {caps_name},stream-format={stream_format},alignment=au ! identity name={ANCHOR} silent=true \
+             ! tee name=vt_{n} ! queue name=recq_{n} {RAW_QUEUE} ! identity name={out} silent=true \
+             vt_{n}. ! identity drop-buffer-flags=delta-unit \
+             ! queue name=healthq_{n} leaky=downstream max-size-buffers=2 max-size-bytes=0 max-size-time=0 \
+             ! {decode} max-threads=1 ! videoconvert ! videoscale add-borders=true \
+             ! video/x-raw,format=I420,width=320,height=180 ! identity name={health} silent=true \
+             ! fakesink sync=false async=false",
+            out = out_element(n),
+            health = health_element(n),
+        ));
+        tracks.push(TrackPlan { source: n.clone(), kind: SourceKind::Video, channel: None });
+        anchors.push(AnchorPlan {
+            element: ANCHOR.to_string(),
+            sources: vec![n.clone()],
+            starts_on_keyframe: true,
+            health_element: Some(health_element(n)),
+        });
+    }
+    if let Some(audio) = &source.audio {
+        let n = &audio.name;
+        // Whatever the sender encodes (AAC from a gateway, Opus), decoded to the box's
+        // sample rate, mono: one speaker, one track, as for a room microphone.
+        let filter = match source.protocol {
+            NetworkProtocol::Rtsp => "application/x-rtp,media=audio",
+            NetworkProtocol::Srt | NetworkProtocol::Rtmp => "audio/mpeg",
+        };
+        let encoder = audio_encoder(profile, templates)?;
+        desc.push_str(&format!(
+            " {from}. ! {filter} ! queue name=netaq_{n} ! decodebin ! audioconvert ! audioresample \
+             ! audio/x-raw,format=S16LE,rate=48000,channels=1 ! identity name={AUDIO_ANCHOR} silent=true ! {}",
+            mic_branch(n, &encoder, stt_taps)
+        ));
+        let track = TrackPlan { source: n.clone(), kind: SourceKind::Audio, channel: Some(1) };
+        anchors.push(AnchorPlan::raw(AUDIO_ANCHOR, std::slice::from_ref(&track)));
+        tracks.push(track);
+    }
+    Ok(DevicePlan {
+        name: source.name.clone(),
+        description: desc,
+        tracks,
+        sim_audio: None,
+        anchors,
+        network: Some(NetworkPlan {
+            protocol: source.protocol,
+            url: source.url.clone(),
+            secret_file: source.credentials_file.clone().or_else(|| source.passphrase_file.clone()),
+            transport: source.transport,
+            stall: Duration::from_millis(u64::from(source.stall_ms)),
+            video_codec: source.video.as_ref().map(|v| v.codec),
+        }),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gst::prelude::*;
+
+    #[test]
+    fn network_sources_plan_pipelines_that_parse_and_hold_no_secret() {
+        gst::init().unwrap();
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("hw-profiles/ip-room.toml");
+        let profile = crate::config::load_profile(&path).unwrap();
+        let plans = plan_devices(&profile, &Templates::default(), Path::new("/nonexistent"), true).unwrap();
+        let remote = plans.iter().find(|p| p.name == "remote").unwrap();
+        assert_eq!(remote.anchors.iter().map(|a| a.starts_on_keyframe).collect::<Vec<_>>(), [true, false]);
+        assert_eq!(remote.network.as_ref().unwrap().protocol, NetworkProtocol::Srt);
+        for plan in plans.iter().filter(|p| p.network.is_some()) {
+            assert!(!plan.description.contains("://"), "{}: the URL is set as a property", plan.name);
+            assert!(!plan.description.contains("secrets"), "{}", plan.name);
+            let pipeline = gst::parse::launch(&plan.description).unwrap_or_else(|e| panic!("{}: {e}", plan.name));
+            let pipeline = pipeline.downcast::<gst::Pipeline>().unwrap();
+            for anchor in &plan.anchors {
+                assert!(pipeline.by_name(&anchor.element).is_some(), "{}: {}", plan.name, anchor.element);
+            }
+            for track in &plan.tracks {
+                assert!(pipeline.by_name(&out_element(&track.source)).is_some(), "{}", track.source);
+            }
+        }
+    }
 }

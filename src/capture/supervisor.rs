@@ -8,7 +8,7 @@
 use super::elements;
 use super::pipeline::{self, BuildError, describe_error};
 use super::plan::DevicePlan;
-use super::{CaptureEvent, DeviceShared, DeviceState, FailureKind, RunContext};
+use super::{CaptureEvent, DeviceShared, DeviceState, FailureKind, NetworkFault, RunContext};
 use crate::base::{ExponentialRetry, Supervision};
 use gst::prelude::*;
 use std::sync::Arc;
@@ -27,12 +27,20 @@ fn restart_policy() -> ExponentialRetry {
     ExponentialRetry::new(Duration::from_secs(1), Duration::from_secs(30)).healthy_after(Duration::from_secs(60))
 }
 
+/// Reconnect delays of a network source: 0.5 s, then every second. A link that is down
+/// costs little to retry (each try ends after the source's stall time), and every second of
+/// waiting after the link is back is a second missing from the record.
+fn reconnect_policy() -> ExponentialRetry {
+    ExponentialRetry::new(Duration::from_millis(500), Duration::from_secs(1)).healthy_after(Duration::from_secs(30))
+}
+
 pub fn run_device(plan: DevicePlan, ctx: Arc<RunContext>, device: Arc<DeviceShared>) {
     let missing = elements::missing_in(&plan.description);
     if !missing.is_empty() {
         return cannot_start(&plan, &ctx, &device, elements::describe_missing(&missing));
     }
-    let mut supervision = Supervision::new(restart_policy());
+    let policy = if plan.network.is_some() { reconnect_policy() } else { restart_policy() };
+    let mut supervision = Supervision::new(policy);
     while !ctx.stopping() {
         if device.pause_reason().is_some() {
             device.update(|s| s.state = DeviceState::Paused);
@@ -47,8 +55,9 @@ pub fn run_device(plan: DevicePlan, ctx: Arc<RunContext>, device: Arc<DeviceShar
         };
         let outcome = match instance {
             Ok(instance) => {
-                recording(&plan, &ctx, &device, &mut supervision);
-                let outcome = watch(&instance.pipeline, &ctx, &device);
+                let outcome = watch(&instance.pipeline, &plan, &ctx, &device, &mut || {
+                    recording(&plan, &ctx, &device, &mut supervision)
+                });
                 pipeline::teardown(instance, &ctx, &device);
                 outcome
             }
@@ -103,7 +112,14 @@ fn paused(plan: &DevicePlan, ctx: &RunContext, reason: String) {
 
 fn failed(plan: &DevicePlan, ctx: &RunContext, device: &DeviceShared, had_run: bool, error: String, kind: FailureKind) {
     let at = ctx.clock.now();
-    tracing::error!(device = %plan.name, %error, "device failed; the others keep recording");
+    // A source that stays away (a camera switched off all day) fails the same way at every
+    // try without delivering anything: said once, not every two seconds.
+    let delivered = device.delivered.load(std::sync::atomic::Ordering::SeqCst);
+    if !delivered && device.status.lock().last_error.as_deref() == Some(error.as_str()) {
+        tracing::debug!(device = %plan.name, %error, "device failed again the same way");
+    } else {
+        tracing::error!(device = %plan.name, %error, "device failed; the others keep recording");
+    }
     let _ = ctx.events.send(CaptureEvent::DeviceFailed {
         device: plan.name.clone(),
         sources: plan.tracks.iter().map(|t| t.source.clone()).collect(),
@@ -141,9 +157,36 @@ fn cannot_start(plan: &DevicePlan, ctx: &RunContext, device: &DeviceShared, reas
 /// How long a stopping pipeline may take to drain its last segment.
 const DRAIN_TIMEOUT: gst::ClockTime = gst::ClockTime::from_seconds(10);
 
-fn watch(pipeline: &gst::Pipeline, ctx: &RunContext, device: &DeviceShared) -> Outcome {
+/// Runs until the pipeline fails or the device must stop. `recording` is called once, when
+/// the device records: at once for a local device (its pipeline plays), at its first data
+/// for a network source (whose pipeline plays before it has connected).
+fn watch(
+    pipeline: &gst::Pipeline,
+    plan: &DevicePlan,
+    ctx: &RunContext,
+    device: &DeviceShared,
+    recording: &mut dyn FnMut(),
+) -> Outcome {
     let bus = pipeline.bus().expect("pipelines have a bus");
+    let mut announced = false;
     loop {
+        if !announced && (plan.network.is_none() || device.delivered.load(std::sync::atomic::Ordering::SeqCst)) {
+            recording();
+            announced = true;
+        }
+        if let Some(network) = &plan.network {
+            let silent = Duration::from_nanos(
+                ctx.clock.raw_now().saturating_sub(device.last_data.load(std::sync::atomic::Ordering::SeqCst)),
+            );
+            let ever = device.delivered.load(std::sync::atomic::Ordering::SeqCst);
+            if let Some(fault) = super::network::stalled(silent, ever, network.stall) {
+                // Whatever the pipeline still holds is finalized as incomplete at teardown.
+                return Outcome::Failed(fault.to_string(), FailureKind::Device);
+            }
+            if let (Some(counters), Some(track)) = (super::network::rtp_statistics(device), plan.tracks.first()) {
+                ctx.health.rtp_counters(&track.source, counters);
+            }
+        }
         let paused = device.pause_reason();
         if ctx.stopping() || paused.is_some() {
             // EOS makes every splitmuxsink finalize its open fragment.
@@ -165,19 +208,36 @@ fn watch(pipeline: &gst::Pipeline, ctx: &RunContext, device: &DeviceShared) -> O
             match msg.view() {
                 gst::MessageView::Error(e) => {
                     // The spool sink posts NoSpaceLeft for ENOSPC (by the error's code).
-                    let kind = match e.error().kind::<gst::ResourceError>() {
-                        Some(gst::ResourceError::NoSpaceLeft) => FailureKind::DiskFull,
-                        _ => FailureKind::Device,
+                    if let Some(gst::ResourceError::NoSpaceLeft) = e.error().kind::<gst::ResourceError>() {
+                        return Outcome::Failed(describe_error(e), FailureKind::DiskFull);
+                    }
+                    let error = match &plan.network {
+                        Some(network) => {
+                            let offered = device.offered.lock().clone();
+                            let fault = super::network::classify(network, &e.error(), describe_error(e), &offered);
+                            tracing::debug!(device = %plan.name, detail = %describe_error(e), "network source error");
+                            fault.to_string()
+                        }
+                        None => describe_error(e),
                     };
-                    return Outcome::Failed(describe_error(e), kind);
+                    return Outcome::Failed(error, FailureKind::Device);
                 }
                 gst::MessageView::Eos(_) => {
-                    return Outcome::Failed(
-                        "the source stopped delivering (end of stream)".into(),
-                        FailureKind::Device,
-                    );
+                    let error = match plan.network {
+                        Some(_) => NetworkFault::Ended.to_string(),
+                        None => "the source stopped delivering (end of stream)".into(),
+                    };
+                    return Outcome::Failed(error, FailureKind::Device);
                 }
                 gst::MessageView::Warning(w) => {
+                    if let Some(network) = &plan.network
+                        && super::network::is_refusal(&w.error())
+                    {
+                        let offered = device.offered.lock().clone();
+                        let described = w.error().to_string();
+                        let fault = super::network::classify(network, &w.error(), described, &offered);
+                        return Outcome::Failed(fault.to_string(), FailureKind::Device);
+                    }
                     let src = w.src().map(|s| s.name().to_string()).unwrap_or_default();
                     tracing::warn!(%src, warning = %w.error(), "pipeline warning");
                 }

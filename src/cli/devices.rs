@@ -8,10 +8,38 @@ pub struct DevicesArgs {
     /// Print JSON.
     #[arg(long)]
     json: bool,
+    /// Connect to a network source (rtsp://, srt://, rtmp://) and say what it sends: codec,
+    /// size, frame rate, keyframe interval, bitrate. Exit 1 if nothing usable arrives.
+    #[arg(long, value_name = "URL")]
+    probe: Option<String>,
+    /// With --probe: a file (mode 0600) holding `user:password`, or the SRT passphrase.
+    #[arg(long, value_name = "FILE", requires = "probe")]
+    secret_file: Option<std::path::PathBuf>,
+    /// With --probe: how long to receive.
+    #[arg(long, default_value_t = 5, requires = "probe")]
+    seconds: u64,
 }
 
 pub fn run(args: DevicesArgs) -> Result<ExitCode> {
-    let DevicesArgs { json } = args;
+    let DevicesArgs { json, probe, secret_file, seconds } = args;
+    if let Some(url) = probe {
+        let probed = courtbox::provision::probe_network(
+            &url,
+            secret_file.as_deref(),
+            std::time::Duration::from_secs(seconds.clamp(1, 60)),
+        )
+        .map_err(anyhow::Error::msg)?;
+        return Ok(match probed {
+            courtbox::provision::Probed::Received(what) => {
+                println!("{url}: {what}");
+                ExitCode::SUCCESS
+            }
+            courtbox::provision::Probed::Failed(why) => {
+                println!("{url}: {why}");
+                ExitCode::FAILURE
+            }
+        });
+    }
     let inv = courtbox::provision::discover().map_err(anyhow::Error::msg)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&inv)?);

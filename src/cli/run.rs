@@ -45,7 +45,7 @@ pub fn run_daemon(cfg: LoadedConfig) -> Result<()> {
     }
     let ledger = Arc::new(Ledger::open(&cfg.ledger_path(), Arc::new(key), clocks.clone())?);
     let stt = cfg.config.stt.enabled.then(|| {
-        let mics = cfg.profile.audio_devices.iter().map(|d| d.mics.len()).sum();
+        let mics = cfg.profile.voices().len();
         Arc::new(Stt::start(SttSettings::from_config(&cfg), ledger.clone(), cfg.data_dir.clone(), clocks.clone(), mics))
     });
     let recorder = Arc::new(Recorder::new(cfg.clone(), ledger.clone(), clocks.clone(), stt.clone()));

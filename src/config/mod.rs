@@ -9,9 +9,10 @@ pub use locate::{LOCAL_PROFILE_DIR, SYSTEM_PROFILE_DIRS, locate_profile, profile
 
 pub use profile::{
     AudioDevice, AudioEncoder, AudioEncoding, AudioSourceKind, Camera, CameraSource, HwProfile, InputFormat,
-    Microphone, Role, SimPattern, SourceKind, SourceSpec, VideoEncoder, VideoEncoding,
+    Microphone, NetworkAudio, NetworkProtocol, NetworkSource, NetworkVideo, NetworkVideoCodec, Role, RtspTransport,
+    SimPattern, SourceKind, SourceSpec, VideoEncoder, VideoEncoding, Voice,
 };
-pub use validate::{Problem, validate_config, validate_config_with_profile, validate_profile};
+pub use validate::{Problem, network_url_problem, validate_config, validate_config_with_profile, validate_profile};
 
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -596,7 +597,7 @@ mod tests {
             }
         }
         names.sort();
-        assert_eq!(names, ["sim", "usb-room"]);
+        assert_eq!(names, ["ip-room", "sim", "usb-room"]);
     }
 
     #[test]
@@ -617,6 +618,63 @@ mod tests {
         assert_eq!((dev.source, dev.channels), (AudioSourceKind::Alsa, 4));
         let channels: Vec<u32> = dev.mics.iter().map(|m| m.channel).collect();
         assert_eq!(channels, [1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn network_sources_are_devices_with_a_picture_and_a_voice() {
+        let p = load_profile(&repo("hw-profiles/ip-room.toml")).unwrap();
+        let remote: Vec<_> = p.sources().into_iter().filter(|s| s.device == "remote").collect();
+        assert_eq!(remote.len(), 2);
+        assert_eq!((remote[0].kind, remote[0].role), (SourceKind::Video, None));
+        assert_eq!((remote[1].kind, remote[1].role), (SourceKind::Audio, Some(Role::Witness)));
+        let pictures: Vec<&str> = p.pictures().iter().map(|(name, _)| *name).collect();
+        assert_eq!(pictures, ["bench", "hall", "remote-picture"]);
+        assert_eq!(p.voices().last().unwrap().name, "remote-witness");
+    }
+
+    #[test]
+    fn network_source_problems_name_the_key() {
+        let base = "name = \"x\"\n[[network_source]]\nname = \"cam\"\nprotocol = \"rtsp\"\n\
+                    url = \"rtsp://10.0.0.2/s\"\ncredentials_file = \"/etc/courtbox/cam\"\n\
+                    [network_source.video]\nname = \"court\"\n";
+        assert!(profile(base).is_ok(), "{:?}", profile(base).err());
+        let cases = [
+            (
+                base.replace("rtsp://10.0.0.2/s", "rtsp://admin:pw@10.0.0.2/s"),
+                "network_source[0].url: the URL holds credentials",
+            ),
+            (
+                base.replace("rtsp://10.0.0.2/s", "http://10.0.0.2/s"),
+                "network_source[0].url: an rtsp source's URL starts with rtsp:// or rtsps://",
+            ),
+            (
+                base.replace("/etc/courtbox/cam", "cam.txt"),
+                "network_source[0].credentials_file: cam.txt must be an absolute path",
+            ),
+            (
+                base.replace("[network_source.video]\nname = \"court\"\n", ""),
+                "network_source[0].video: a network source needs",
+            ),
+            (
+                base.replace("name = \"court\"", "name = \"cam\""),
+                "network_source[0].video.name: duplicate name \"cam\"",
+            ),
+            (
+                base.replace("protocol = \"rtsp\"", "protocol = \"srt\"")
+                    .replace("rtsp://10.0.0.2/s", "srt://10.0.0.2:9000")
+                    .replace("credentials_file = \"/etc/courtbox/cam\"\n", ""),
+                "network_source[0].passphrase_file: missing: an SRT link beyond this box must be encrypted",
+            ),
+            (base.replace("rtsp://10.0.0.2/s", "rtsp://10.0.0.2/s?passphrase=x"), "the URL holds a passphrase"),
+            (
+                base.replace("[network_source.video]", "stall_ms = 10\n[network_source.video]"),
+                "network_source[0].stall_ms: must be between 500 and 60000",
+            ),
+        ];
+        for (text, expected) in cases {
+            let err = profile(&text).unwrap_err().to_string();
+            assert!(err.contains(expected), "expected {expected:?} in {err}");
+        }
     }
 
     /// Parses and checks a profile the way loading does, under the name `profile.toml`.

@@ -20,6 +20,9 @@ pub struct HwProfile {
     pub cameras: Vec<Camera>,
     #[serde(default, rename = "audio_device")]
     pub audio_devices: Vec<AudioDevice>,
+    /// IP cameras and the remote participants of online hearings.
+    #[serde(default, rename = "network_source")]
+    pub network_sources: Vec<NetworkSource>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -185,6 +188,126 @@ pub struct Microphone {
     pub sim_disconnected: bool,
 }
 
+/// How a network source reaches the box.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkProtocol {
+    /// An IP camera: the box pulls `rtsp://` (RTP over TCP or UDP).
+    Rtsp,
+    /// A remote participant's MPEG-TS over SRT: the box listens (`srt://:PORT`) or calls
+    /// (`srt://HOST:PORT`), encrypted with a passphrase.
+    Srt,
+    /// A remote participant that a videoconference gateway publishes to an RTMP server:
+    /// the box pulls `rtmp://`.
+    Rtmp,
+}
+
+impl NetworkProtocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NetworkProtocol::Rtsp => "rtsp",
+            NetworkProtocol::Srt => "srt",
+            NetworkProtocol::Rtmp => "rtmp",
+        }
+    }
+}
+
+impl fmt::Display for NetworkProtocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// RTSP's media transport. TCP (interleaved) crosses firewalls and loses nothing to a
+/// congested link but stalls instead; UDP loses packets instead of stalling.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RtspTransport {
+    #[default]
+    Tcp,
+    Udp,
+}
+
+/// The compressed video a network source sends.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkVideoCodec {
+    #[default]
+    H264,
+    H265,
+}
+
+impl NetworkVideoCodec {
+    /// How people write it (`check`, errors).
+    pub fn label(self) -> &'static str {
+        match self {
+            NetworkVideoCodec::H264 => "H.264",
+            NetworkVideoCodec::H265 => "H.265",
+        }
+    }
+}
+
+/// A source that reaches the box over the network: one pipeline (device) of its own, whose
+/// picture and sound are separate tracks of the record.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkSource {
+    /// The device's name (status, logs); its tracks have their own names.
+    pub name: String,
+    pub protocol: NetworkProtocol,
+    /// Without any secret in it: no `user:password@`, no `passphrase=`.
+    pub url: String,
+    /// rtsp and rtmp: an absolute path to a file (mode 0600) holding `user:password`.
+    /// Read at every connection; never logged.
+    #[serde(default)]
+    pub credentials_file: Option<std::path::PathBuf>,
+    /// srt: an absolute path to a file (mode 0600) holding the passphrase (10-79 characters).
+    #[serde(default)]
+    pub passphrase_file: Option<std::path::PathBuf>,
+    /// rtsp only.
+    #[serde(default)]
+    pub transport: RtspTransport,
+    /// No data for this long is an outage: the source reconnects and its gap says so.
+    #[serde(default = "default_stall_ms")]
+    pub stall_ms: u32,
+    #[serde(default)]
+    pub video: Option<NetworkVideo>,
+    #[serde(default)]
+    pub audio: Option<NetworkAudio>,
+}
+
+fn default_stall_ms() -> u32 {
+    3000
+}
+
+/// The picture of a network source: recorded as the source sends it (no re-encoding).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkVideo {
+    /// The track's name.
+    pub name: String,
+    #[serde(default)]
+    pub label: Option<String>,
+    #[serde(default)]
+    pub codec: NetworkVideoCodec,
+    /// Roles this camera shows (the broadcast's automatic switching), as for a camera.
+    #[serde(default)]
+    pub roles: Vec<Role>,
+}
+
+/// The sound of a network source: a microphone track of its own, with a role, so that it
+/// gets its own captions. Decoded and encoded like a local microphone.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkAudio {
+    pub name: String,
+    pub role: Role,
+    #[serde(default)]
+    pub label: Option<String>,
+    #[serde(default)]
+    pub language: Option<String>,
+}
+
 /// Who speaks into a microphone. A fixed list so that captions and the panel can label
 /// tracks in every interface language, and so that typos are caught.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize, utoipa::ToSchema)]
@@ -246,8 +369,39 @@ pub struct SourceSpec {
     pub role: Option<Role>,
 }
 
+/// A microphone track, local or remote, as captions and the broadcast see it.
+#[derive(Debug, Clone, Copy)]
+pub struct Voice<'a> {
+    pub name: &'a str,
+    pub role: Role,
+    pub language: Option<&'a str>,
+}
+
 impl HwProfile {
-    /// Every source in profile order: cameras first, then microphones.
+    /// Every picture track with the roles it shows: cameras, then network sources' pictures.
+    pub fn pictures(&self) -> Vec<(&str, &[Role])> {
+        let cams = self.cameras.iter().map(|c| (c.name.as_str(), c.roles.as_slice()));
+        let network = self.network_sources.iter().filter_map(|n| n.video.as_ref());
+        cams.chain(network.map(|v| (v.name.as_str(), v.roles.as_slice()))).collect()
+    }
+
+    /// Every microphone track: the room's, then the remote participants'.
+    pub fn voices(&self) -> Vec<Voice<'_>> {
+        let local = self.audio_devices.iter().flat_map(|d| &d.mics).map(|m| Voice {
+            name: &m.name,
+            role: m.role,
+            language: m.language.as_deref(),
+        });
+        let remote = self.network_sources.iter().filter_map(|n| n.audio.as_ref()).map(|a| Voice {
+            name: &a.name,
+            role: a.role,
+            language: a.language.as_deref(),
+        });
+        local.chain(remote).collect()
+    }
+
+    /// Every source in profile order: cameras, microphones, then the tracks of network
+    /// sources (picture before sound).
     pub fn sources(&self) -> Vec<SourceSpec> {
         let cams = self.cameras.iter().map(|c| SourceSpec {
             name: c.name.clone(),
@@ -263,6 +417,21 @@ impl HwProfile {
                 role: Some(m.role),
             })
         });
-        cams.chain(mics).collect()
+        let network = self.network_sources.iter().flat_map(|n| {
+            let video = n.video.iter().map(move |v| SourceSpec {
+                name: v.name.clone(),
+                kind: SourceKind::Video,
+                device: n.name.clone(),
+                role: None,
+            });
+            let audio = n.audio.iter().map(move |a| SourceSpec {
+                name: a.name.clone(),
+                kind: SourceKind::Audio,
+                device: n.name.clone(),
+                role: Some(a.role),
+            });
+            video.chain(audio)
+        });
+        cams.chain(mics).chain(network).collect()
     }
 }

@@ -3,8 +3,8 @@
 //! named by its TOML key, instead of stopping at the first, so one load reports all to fix.
 
 use super::{
-    AudioDevice, AudioSourceKind, BroadcastConfig, Camera, CameraSource, Config, HwProfile, Microphone, OutputKind,
-    StoreConfig,
+    AudioDevice, AudioSourceKind, BroadcastConfig, Camera, CameraSource, Config, HwProfile, Microphone,
+    NetworkProtocol, NetworkSource, OutputKind, StoreConfig,
 };
 use crate::base::is_valid_name;
 use std::collections::HashSet;
@@ -235,10 +235,11 @@ fn validate_broadcast(p: &mut Problems, b: &BroadcastConfig) {
 pub fn validate_config_with_profile(config: &Config, profile: &HwProfile) -> Vec<Problem> {
     let mut p = Problems(Vec::new());
     let b = &config.broadcast;
-    if b.camera != "auto" && !profile.cameras.iter().any(|c| c.name == b.camera) {
+    let pictures = profile.pictures();
+    if b.camera != "auto" && !pictures.iter().any(|(name, _)| *name == b.camera) {
         p.add("broadcast.camera", format!("{:?} is not a camera of the profile {:?}", b.camera, profile.name));
     }
-    if !b.outputs.is_empty() && profile.cameras.is_empty() {
+    if !b.outputs.is_empty() && pictures.is_empty() {
         p.add("broadcast.output", format!("the profile {:?} has no camera to broadcast", profile.name));
     }
     p.0
@@ -307,8 +308,8 @@ pub fn validate_profile(profile: &HwProfile) -> Vec<Problem> {
     p.range("video.keyframe_interval_ms".into(), profile.video.keyframe_interval_ms, 100, 10_000);
     p.range("audio.bitrate_kbps".into(), profile.audio.bitrate_kbps, 8, 512);
 
-    if profile.cameras.is_empty() && profile.audio_devices.is_empty() {
-        p.add("camera", "the profile has no camera and no audio_device: nothing would be recorded");
+    if profile.cameras.is_empty() && profile.audio_devices.is_empty() && profile.network_sources.is_empty() {
+        p.add("camera", "the profile has no camera, audio_device or network_source: nothing would be recorded");
     }
 
     let mut names = HashSet::new();
@@ -318,7 +319,122 @@ pub fn validate_profile(profile: &HwProfile) -> Vec<Problem> {
     for (i, dev) in profile.audio_devices.iter().enumerate() {
         validate_audio_device(&mut p, &mut names, i, dev);
     }
+    for (i, source) in profile.network_sources.iter().enumerate() {
+        validate_network_source(&mut p, &mut names, profile, i, source);
+    }
     p.0
+}
+
+/// Network source `i`. `profile` is there for the roles its picture shows, which no other
+/// camera may show too.
+fn validate_network_source(
+    p: &mut Problems,
+    names: &mut HashSet<String>,
+    profile: &HwProfile,
+    i: usize,
+    source: &NetworkSource,
+) {
+    let k = |field: &str| format!("network_source[{i}].{field}");
+    p.name(k("name"), &source.name);
+    p.unique(names, k("name"), &source.name);
+    p.range(k("stall_ms"), source.stall_ms, 500, 60_000);
+    if let Some(problem) = network_url_problem(source.protocol, &source.url) {
+        p.add(k("url"), problem);
+    }
+    let secret = match source.protocol {
+        NetworkProtocol::Rtsp | NetworkProtocol::Rtmp => {
+            if source.passphrase_file.is_some() {
+                p.add(k("passphrase_file"), format!("{} has no passphrase; use credentials_file", source.protocol));
+            }
+            ("credentials_file", &source.credentials_file)
+        }
+        NetworkProtocol::Srt => {
+            if source.credentials_file.is_some() {
+                p.add(k("credentials_file"), "srt has no user name; use passphrase_file");
+            }
+            ("passphrase_file", &source.passphrase_file)
+        }
+    };
+    if let (field, Some(path)) = secret
+        && !path.is_absolute()
+    {
+        p.add(k(field), format!("{} must be an absolute path (the profile is shared between boxes)", path.display()));
+    }
+    if source.protocol == NetworkProtocol::Srt
+        && source.passphrase_file.is_none()
+        && !is_loopback_url(&source.url)
+        && !source.url.contains("://:")
+    {
+        // A caller to another machine: SRT without a passphrase is not encrypted.
+        p.add(k("passphrase_file"), "missing: an SRT link beyond this box must be encrypted");
+    }
+    if source.protocol != NetworkProtocol::Rtsp && source.transport != super::RtspTransport::Tcp {
+        p.add(k("transport"), "applies to rtsp only");
+    }
+    if source.video.is_none() && source.audio.is_none() {
+        p.add(
+            k("video"),
+            "a network source needs a [network_source.video] track, an [network_source.audio] track, or both",
+        );
+    }
+    if let Some(video) = &source.video {
+        p.name(k("video.name"), &video.name);
+        p.unique(names, k("video.name"), &video.name);
+        if let Some(label) = &video.label {
+            p.text(k("video.label"), label);
+        }
+        for role in &video.roles {
+            let shown_by = profile.cameras.iter().map(|c| (&c.name, &c.roles)).chain(
+                profile.network_sources[..i].iter().filter_map(|n| n.video.as_ref()).map(|v| (&v.name, &v.roles)),
+            );
+            if let Some((other, _)) = shown_by.into_iter().find(|(_, roles)| roles.contains(role)) {
+                p.add(k("video.roles"), format!("{role} is already shown by camera {other:?}"));
+            }
+        }
+    }
+    if let Some(audio) = &source.audio {
+        p.name(k("audio.name"), &audio.name);
+        p.unique(names, k("audio.name"), &audio.name);
+        if let Some(label) = &audio.label {
+            p.text(k("audio.label"), label);
+        }
+        if let Some(lang) = &audio.language
+            && !crate::session::LANGUAGES.contains(&lang.as_str())
+        {
+            p.add(k("audio.language"), format!("{lang:?} is not one of kk, ru, en, auto"));
+        }
+    }
+}
+
+/// What is wrong with a network source's URL for its protocol, if anything. Secrets never
+/// go in the URL (it is shown in status and logs): they have files of their own.
+pub fn network_url_problem(protocol: NetworkProtocol, url: &str) -> Option<String> {
+    let schemes: &[&str] = match protocol {
+        NetworkProtocol::Rtsp => &["rtsp", "rtsps"],
+        NetworkProtocol::Srt => &["srt"],
+        NetworkProtocol::Rtmp => &["rtmp", "rtmps"],
+    };
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return Some(format!("{url:?} is not a URL: it must start with {}://", schemes[0]));
+    };
+    if !schemes.contains(&scheme) {
+        return Some(format!("an {protocol} source's URL starts with {}://, not {scheme}://", schemes.join(":// or ")));
+    }
+    if url.chars().any(|c| c.is_whitespace() || c.is_control() || c == '"' || c == '\\' || c == '!') {
+        return Some("the URL contains a space, a quote, a backslash or '!'".into());
+    }
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if authority.contains('@') {
+        let file = if protocol == NetworkProtocol::Srt { "passphrase_file" } else { "credentials_file" };
+        return Some(format!("the URL holds credentials (user@ or user:password@); put them in {file}"));
+    }
+    if url.to_ascii_lowercase().contains("passphrase=") {
+        return Some("the URL holds a passphrase; put it in passphrase_file".into());
+    }
+    if authority.is_empty() || (protocol != NetworkProtocol::Srt && authority.starts_with(':')) {
+        return Some(format!("{url:?} names no host"));
+    }
+    None
 }
 
 /// Camera `i`; `before` are the cameras listed ahead of it (a role is shown by one camera).

@@ -194,19 +194,33 @@ fn record_briefly(
     cfg: &LoadedConfig,
     window: Duration,
 ) -> Result<(Vec<SourceHealth>, Vec<Option<String>>), TestRecordingError> {
-    gst::init()?;
     let templates = Templates::new(cfg.pipelines_dir.clone());
-    let plans = plan_devices(&cfg.profile, &templates, &cfg.sim_audio_dir, false)?;
+    let start_timeout = Duration::from_millis(cfg.config.recording.start_timeout_ms.into());
     let scratch = cfg.data_dir.join(format!("preflight-{}", std::process::id()));
+    test_recording(&cfg.profile, &templates, &cfg.sim_audio_dir, &scratch, start_timeout, window)
+}
+
+/// A test recording of `profile`'s devices for `window` into `scratch` (deleted after): the
+/// signal health of each source, and per source the last device error if any.
+fn test_recording(
+    profile: &crate::config::HwProfile,
+    templates: &Templates,
+    sim_audio_dir: &std::path::Path,
+    scratch: &std::path::Path,
+    start_timeout: Duration,
+    window: Duration,
+) -> Result<(Vec<SourceHealth>, Vec<Option<String>>), TestRecordingError> {
+    gst::init()?;
+    let plans = plan_devices(profile, templates, sim_audio_dir, false)?;
     let (tx, rx) = std::sync::mpsc::channel();
     // Nothing of a test recording is kept: its events and files are dropped.
     let drain = std::thread::spawn(move || rx.into_iter().for_each(drop));
     let params = RunParams {
-        session_dir: scratch.clone(),
+        session_dir: scratch.to_path_buf(),
         media_offset: crate::base::MediaTime::ZERO,
         segment: Duration::from_secs(3600),
         next_seq: Default::default(),
-        start_timeout: Duration::from_millis(cfg.config.recording.start_timeout_ms.into()),
+        start_timeout,
         sync_interval: Duration::from_secs(1),
         tap: None,
         encoded_tap: None,
@@ -220,14 +234,75 @@ fn record_briefly(
     let devices = run.devices();
     run.stop();
     let _ = drain.join();
-    let _ = std::fs::remove_dir_all(&scratch);
-    let errors = cfg
-        .profile
+    let _ = std::fs::remove_dir_all(scratch);
+    let errors = profile
         .sources()
         .iter()
         .map(|s| devices.iter().find(|d| d.sources.contains(&s.name)).and_then(|d| d.last_error.clone()))
         .collect();
     Ok((health, errors))
+}
+
+/// What `courtbox devices --probe URL` found at a network source's URL.
+#[derive(Debug)]
+pub enum Probed {
+    /// The picture arrived: what it is (codec, size, rate, GOP, bitrate) and how it looks.
+    Received(String),
+    /// Nothing usable arrived; why.
+    Failed(String),
+}
+
+/// Connects to a network source for `window` as a recording would (same pipeline, same
+/// secret rules) and says what it sends. `secret_file`: `user:password` (RTSP, RTMP) or
+/// the SRT passphrase. Nothing is kept.
+pub fn probe_network(url: &str, secret_file: Option<&std::path::Path>, window: Duration) -> Result<Probed, String> {
+    use crate::config::{NetworkProtocol, NetworkSource, NetworkVideo};
+    let protocol = match url.split_once("://").map(|(scheme, _)| scheme) {
+        Some("rtsp" | "rtsps") => NetworkProtocol::Rtsp,
+        Some("srt") => NetworkProtocol::Srt,
+        Some("rtmp" | "rtmps") => NetworkProtocol::Rtmp,
+        _ => return Err(format!("{url:?}: not an rtsp://, srt:// or rtmp:// URL")),
+    };
+    if let Some(problem) = crate::config::network_url_problem(protocol, url) {
+        return Err(problem);
+    }
+    let secret = secret_file.map(|p| p.to_path_buf());
+    let source = NetworkSource {
+        name: "probe".into(),
+        protocol,
+        url: url.to_string(),
+        credentials_file: if protocol == NetworkProtocol::Srt { None } else { secret.clone() },
+        passphrase_file: if protocol == NetworkProtocol::Srt { secret } else { None },
+        transport: Default::default(),
+        stall_ms: 3000,
+        video: Some(NetworkVideo { name: "picture".into(), label: None, codec: Default::default(), roles: Vec::new() }),
+        audio: None,
+    };
+    let profile = crate::config::HwProfile {
+        name: "probe".into(),
+        description: String::new(),
+        video: Default::default(),
+        audio: Default::default(),
+        cameras: Vec::new(),
+        audio_devices: Vec::new(),
+        network_sources: vec![source],
+    };
+    let scratch = std::env::temp_dir().join(format!("courtbox-probe-{}", std::process::id()));
+    let (health, errors) =
+        test_recording(&profile, &Templates::default(), &scratch, &scratch, Duration::from_secs(10), window)
+            .map_err(|e| e.to_string())?;
+    let picture = health.iter().find(|h| h.source == "picture" && h.stream.is_some());
+    Ok(match (picture, errors.into_iter().flatten().next()) {
+        (Some(h), _) => Probed::Received(format!(
+            "{}{}",
+            h.mean_luma
+                .map(|l| format!("picture with mean luma {l:.0}"))
+                .unwrap_or_else(|| "no decoded keyframe yet".into()),
+            h.stream.as_ref().map(describe_received).unwrap_or_default()
+        )),
+        (None, Some(error)) => Probed::Failed(error),
+        (None, None) => Probed::Failed(format!("nothing received in {} s", window.as_secs())),
+    })
 }
 
 /// One line per source of the profile, in its order.
@@ -255,7 +330,11 @@ fn judge(cfg: &LoadedConfig, health: &[SourceHealth], how: &str) -> Vec<Finding>
                 SourceKind::Video => Finding::new(
                     &item,
                     Level::Ok,
-                    format!("moving picture, mean luma {:.0} ({how})", h.mean_luma.unwrap_or(0.0)),
+                    format!(
+                        "moving picture, mean luma {:.0} ({how}){}",
+                        h.mean_luma.unwrap_or(0.0),
+                        h.stream.as_ref().map(describe_received).unwrap_or_default()
+                    ),
                 ),
                 SourceKind::Audio if h.silent || h.level_dbfs.is_none() => Finding::new(
                     &item,
@@ -271,6 +350,19 @@ fn judge(cfg: &LoadedConfig, health: &[SourceHealth], how: &str) -> Vec<Finding>
             }
         })
         .collect()
+}
+
+/// What a network source sends, for its signal line: `; received H.264 High 1920x1080
+/// 25 fps, a keyframe every 1.0 s, 2,980 kbit/s`.
+fn describe_received(stream: &crate::capture::StreamHealth) -> String {
+    let mut text = format!("; received {}", stream.format);
+    if let Some(gop) = stream.keyframe_interval_ms {
+        text.push_str(&format!(", a keyframe every {:.1} s", gop as f64 / 1000.0));
+    }
+    if let Some(kbps) = stream.bitrate_kbps {
+        text.push_str(&format!(", {kbps:.0} kbit/s"));
+    }
+    text
 }
 
 fn disk(cfg: &LoadedConfig) -> Finding {

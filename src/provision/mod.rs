@@ -7,7 +7,7 @@ mod check;
 mod devices;
 mod network;
 
-pub use check::{gstreamer_elements, preflight};
+pub use check::{Probed, gstreamer_elements, preflight, probe_network};
 pub use devices::{AudioInputInfo, CameraInfo, Inventory, discover, profile_snippet};
 pub use network::check_network;
 

@@ -68,9 +68,12 @@ fn run(ctx: CommitContext, mut continuity: Continuity, events: Receiver<CaptureE
             record(&ctx, Entry::ClockJump { media, delta_ms });
         }
         match event {
-            CaptureEvent::Started { t0, sources } => {
+            CaptureEvent::Started { t0, sources, keyframe_sources } => {
                 let why = (ctx.cause != RunCause::SessionStart).then(|| ctx.cause.describe());
                 continuity.run_started(t0, &sources, why);
+                if why.is_none() {
+                    continuity.interrupted(&keyframe_sources, KEYFRAME_WAIT);
+                }
                 record(
                     &ctx,
                     Entry::RunStart {
@@ -152,6 +155,10 @@ fn event_media(event: &CaptureEvent) -> MediaTime {
         | CaptureEvent::DevicePaused { at, .. } => *at,
     }
 }
+
+/// Why a passed-through picture begins a little after the session: it can only begin on
+/// a keyframe of the camera (at most one GOP later).
+const KEYFRAME_WAIT: &str = "a camera recorded as it sends begins at its first keyframe after the recording started";
 
 /// How long a commit refused for lack of space (SQLite's "database or disk is full") is
 /// retried before its segment is left in the spool for recovery. The cameras pause on a

@@ -108,10 +108,9 @@ impl SttSettings {
             delayed_after: Duration::from_secs(stt.delayed_after_seconds.into()),
             mic_languages: cfg
                 .profile
-                .audio_devices
+                .voices()
                 .iter()
-                .flat_map(|d| &d.mics)
-                .filter_map(|m| Some((m.name.clone(), m.language.clone()?)))
+                .filter_map(|v| Some((v.name.to_string(), v.language?.to_string())))
                 .collect(),
         }
     }

@@ -11,6 +11,7 @@ mod failure;
 mod faultfs;
 mod hardening;
 mod install;
+mod network;
 mod ops;
 mod panel;
 mod power;

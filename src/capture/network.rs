@@ -1,0 +1,298 @@
+//! Network sources (RTSP cameras, SRT and RTMP remote participants): the settings their
+//! receiving element gets after the description is parsed (URL, transport, secrets read from
+//! their files), what each stream the sender offers turned out to be, and why a link failed,
+//! in words for the gap record and status. Why a link failed is decided by the kind of the
+//! GStreamer error and by what the sender offered, never by an error's text.
+
+use super::DeviceShared;
+use super::plan::{NETWORK_DEMUX, NETWORK_SOURCE, NetworkPlan};
+use crate::config::{NetworkProtocol, NetworkVideoCodec, RtspTransport};
+use gst::prelude::*;
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Why a network source stopped delivering.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NetworkFault {
+    /// Nothing arrived for this long (a dropped link, a sender that stopped talking).
+    NoData { for_: Duration, ever: bool },
+    /// The server or camera could not be reached or refused the connection.
+    Unreachable { protocol: NetworkProtocol },
+    /// The connection was lost while receiving.
+    Lost,
+    /// The camera or server refused the credentials (RTSP 401).
+    Unauthorized { protocol: NetworkProtocol },
+    /// Nothing is served at that URL (RTSP 404, no such stream).
+    NotFound { protocol: NetworkProtocol },
+    /// The sender sends a codec the profile does not expect.
+    WrongCodec { expected: NetworkVideoCodec, offered: Vec<String> },
+    /// The sender ended the stream.
+    Ended,
+    /// The secret file could not be read (its message names the file, never the secret).
+    Secret(String),
+    /// Anything else GStreamer reported, as it reported it.
+    Other(String),
+}
+
+impl fmt::Display for NetworkFault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NetworkFault::NoData { for_, ever: true } => {
+                write!(f, "network: no data for {:.1} s", for_.as_secs_f64())
+            }
+            NetworkFault::NoData { for_, ever: false } => {
+                write!(f, "network: nothing received within {:.1} s of connecting", for_.as_secs_f64())
+            }
+            NetworkFault::Unreachable { protocol: NetworkProtocol::Srt } => f.write_str(
+                "network: could not connect to the srt sender (refused, unreachable, or a wrong passphrase)",
+            ),
+            NetworkFault::Unreachable { protocol } => {
+                write!(f, "network: could not connect to the {protocol} server (refused or unreachable)")
+            }
+            NetworkFault::Lost => f.write_str("network: the connection was lost"),
+            NetworkFault::Unauthorized { protocol: NetworkProtocol::Rtsp } => {
+                f.write_str("RTSP 401: the camera refused the user name or password of credentials_file")
+            }
+            NetworkFault::Unauthorized { protocol: NetworkProtocol::Srt } => {
+                f.write_str("srt: the sender refused the passphrase (check passphrase_file)")
+            }
+            NetworkFault::Unauthorized { protocol } => {
+                write!(f, "{protocol}: the server refused the credentials")
+            }
+            NetworkFault::NotFound { protocol: NetworkProtocol::Rtsp } => {
+                f.write_str("RTSP 404: the camera serves no stream at that URL")
+            }
+            NetworkFault::NotFound { protocol } => write!(f, "{protocol}: the server has no stream at that URL"),
+            NetworkFault::WrongCodec { expected, offered } => write!(
+                f,
+                "wrong codec: the source sends {} but the profile expects {} (set video.codec, or change the \
+                 camera's encoder setting)",
+                if offered.is_empty() { "no video".to_string() } else { offered.join(", ") },
+                expected.label()
+            ),
+            NetworkFault::Ended => f.write_str("network: the stream ended (the sender closed it)"),
+            NetworkFault::Secret(message) => write!(f, "secret file: {message}"),
+            NetworkFault::Other(message) => write!(f, "network: {message}"),
+        }
+    }
+}
+
+/// Whether a stream the sender offers, as recorded by [`configure`], carries `codec`.
+fn offers(offered: &[String], codec: NetworkVideoCodec) -> bool {
+    let names: &[&str] = match codec {
+        NetworkVideoCodec::H264 => &["H264", "video/x-h264"],
+        NetworkVideoCodec::H265 => &["H265", "video/x-h265"],
+    };
+    offered.iter().any(|o| names.iter().any(|n| o.eq_ignore_ascii_case(n)))
+}
+
+/// What an error of a network source's pipeline means. `offered` are the video streams the
+/// sender described (RTP encoding names or caps names).
+/// `described`: the error as `describe_error` words it, for what no kind explains.
+pub fn classify(plan: &NetworkPlan, error: &gst::glib::Error, described: String, offered: &[String]) -> NetworkFault {
+    if let Some(expected) = plan.video_codec
+        && !offered.is_empty()
+        && !offers(offered, expected)
+    {
+        return NetworkFault::WrongCodec { expected, offered: offered.to_vec() };
+    }
+    let protocol = plan.protocol;
+    if let Some(kind) = error.kind::<gst::ResourceError>() {
+        return match kind {
+            gst::ResourceError::NotAuthorized => NetworkFault::Unauthorized { protocol },
+            gst::ResourceError::NotFound => NetworkFault::NotFound { protocol },
+            gst::ResourceError::OpenRead | gst::ResourceError::OpenReadWrite | gst::ResourceError::OpenWrite => {
+                NetworkFault::Unreachable { protocol }
+            }
+            gst::ResourceError::Read | gst::ResourceError::Write => NetworkFault::Lost,
+            _ => NetworkFault::Other(described),
+        };
+    }
+    if let Some(expected) = plan.video_codec
+        && let Some(gst::StreamError::CodecNotFound | gst::StreamError::WrongType | gst::StreamError::Format) =
+            error.kind::<gst::StreamError>()
+    {
+        return NetworkFault::WrongCodec { expected, offered: offered.to_vec() };
+    }
+    NetworkFault::Other(described)
+}
+
+/// Whether a warning of a network source's pipeline is in fact a refusal that no waiting
+/// cures: srtsrc reports a wrong passphrase as a warning and retries for ever.
+pub fn is_refusal(warning: &gst::glib::Error) -> bool {
+    warning.kind::<gst::ResourceError>() == Some(gst::ResourceError::NotAuthorized)
+}
+
+/// Whether a source has been silent too long: `silent` since the last data (or since the
+/// pipeline started, when `ever` is false).
+pub fn stalled(silent: Duration, ever: bool, stall: Duration) -> Option<NetworkFault> {
+    (silent >= stall).then_some(NetworkFault::NoData { for_: silent, ever })
+}
+
+/// Reads a secret file for a source; the error names the file and never its content.
+fn read_secret(path: &Path) -> Result<String, NetworkFault> {
+    crate::base::read_secret_file(path)
+        .map(|s| s.trim().to_string())
+        .map_err(|e| NetworkFault::Secret(format!("{}: {e}", path.display())))
+}
+
+/// Gives the receiving element its URL, transport and secret, and notes the streams the
+/// sender offers as they appear.
+pub fn configure(pipeline: &gst::Pipeline, plan: &NetworkPlan, device: &Arc<DeviceShared>) -> Result<(), String> {
+    let source = pipeline.by_name(NETWORK_SOURCE).ok_or("no network source element")?;
+    let secret = plan.secret_file.as_deref().map(read_secret).transpose().map_err(|e| e.to_string())?;
+    match plan.protocol {
+        NetworkProtocol::Rtsp => {
+            source.set_property("location", &plan.url);
+            source.set_property_from_str(
+                "protocols",
+                match plan.transport {
+                    RtspTransport::Tcp => "tcp",
+                    RtspTransport::Udp => "udp",
+                },
+            );
+            // Give up on a connection attempt or a silent link after the stall time (µs),
+            // so that the supervisor reconnects rather than the element waiting 20 s.
+            let micros = plan.stall.as_micros() as u64;
+            source.set_property("tcp-timeout", micros);
+            source.set_property("timeout", micros);
+            if let Some(secret) = secret {
+                let (user, password) = secret.split_once(':').ok_or_else(|| {
+                    format!("secret file: {}: must hold user:password", plan.secret_file.as_ref().unwrap().display())
+                })?;
+                source.set_property("user-id", user);
+                source.set_property("user-pw", password);
+            }
+        }
+        NetworkProtocol::Srt => {
+            source.set_property("uri", &plan.url);
+            if let Some(secret) = secret {
+                source.set_property("passphrase", secret);
+            }
+        }
+        NetworkProtocol::Rtmp => {
+            source.set_property("location", &plan.url);
+            if let Some(secret) = secret {
+                let (user, password) = secret.split_once(':').ok_or_else(|| {
+                    format!("secret file: {}: must hold user:password", plan.secret_file.as_ref().unwrap().display())
+                })?;
+                source.set_property("username", user);
+                source.set_property("password", password);
+            }
+        }
+    }
+    device.offered.lock().clear();
+    device.jitterbuffers.lock().clear();
+    if plan.protocol == NetworkProtocol::Rtsp {
+        // Each RTP stream gets a jitter buffer inside rtspsrc's rtpbin; their counters are
+        // the link's packet loss and jitter (see `rtp_statistics`).
+        let shared = device.clone();
+        source.connect("new-manager", false, move |args| {
+            let rtpbin = args.get(1)?.get::<gst::Element>().ok()?;
+            let shared = shared.clone();
+            rtpbin.connect("new-jitterbuffer", false, move |args| {
+                if let Some(jitterbuffer) = args.get(1).and_then(|a| a.get::<gst::Element>().ok()) {
+                    shared.jitterbuffers.lock().push(jitterbuffer.downgrade());
+                }
+                None
+            });
+            None
+        });
+    }
+    // The streams the sender describes, whether or not they link: what a wrong codec says.
+    let announcer = pipeline.by_name(NETWORK_DEMUX).unwrap_or(source);
+    let shared = device.clone();
+    announcer.connect_pad_added(move |_, pad| {
+        let Some(caps) = pad.current_caps().or_else(|| Some(pad.query_caps(None))) else { return };
+        let Some(s) = caps.structure(0) else { return };
+        let offered = match s.get::<&str>("media") {
+            Ok("video") => s.get::<&str>("encoding-name").ok().map(str::to_string),
+            Ok(_) => None,
+            Err(_) => s.name().starts_with("video/").then(|| s.name().to_string()),
+        };
+        if let Some(offered) = offered {
+            shared.offered.lock().push(offered);
+        }
+    });
+    Ok(())
+}
+
+/// The RTP counters of a network source's jitter buffers, summed over its streams.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RtpCounters {
+    /// Packets passed on.
+    pub pushed: u64,
+    /// Packets that never arrived (or arrived too late to be used).
+    pub lost: u64,
+    /// Mean interarrival jitter, ns (the largest of the streams').
+    pub jitter_ns: u64,
+}
+
+/// Reads the counters of a source's jitter buffers; `None` when it has none (TCP-less
+/// protocols, or before the first packet).
+pub fn rtp_statistics(device: &DeviceShared) -> Option<RtpCounters> {
+    let buffers: Vec<gst::Element> = device.jitterbuffers.lock().iter().filter_map(|w| w.upgrade()).collect();
+    if buffers.is_empty() {
+        return None;
+    }
+    let mut total = RtpCounters::default();
+    for jitterbuffer in buffers {
+        let stats = jitterbuffer.property::<gst::Structure>("stats");
+        total.pushed += stats.get::<u64>("num-pushed").unwrap_or(0);
+        total.lost += stats.get::<u64>("num-lost").unwrap_or(0);
+        total.jitter_ns = total.jitter_ns.max(stats.get::<u64>("avg-jitter").unwrap_or(0));
+    }
+    Some(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_silent_source_is_stalled_after_its_stall_time() {
+        let stall = Duration::from_secs(3);
+        assert_eq!(stalled(Duration::from_millis(2_999), true, stall), None);
+        let fault = stalled(Duration::from_millis(3_000), true, stall).unwrap();
+        assert_eq!(fault.to_string(), "network: no data for 3.0 s");
+        let fault = stalled(Duration::from_millis(3_400), false, stall).unwrap();
+        assert_eq!(fault.to_string(), "network: nothing received within 3.4 s of connecting");
+    }
+
+    #[test]
+    fn a_wrong_codec_names_what_was_offered() {
+        let expected = NetworkVideoCodec::H264;
+        assert!(offers(&["H264".into()], expected));
+        assert!(offers(&["video/x-h264".into()], expected));
+        assert!(!offers(&["JPEG".into()], expected));
+        let fault = NetworkFault::WrongCodec { expected, offered: vec!["JPEG".into()] };
+        assert!(fault.to_string().starts_with("wrong codec: the source sends JPEG but the profile expects H.264"));
+    }
+
+    #[test]
+    fn errors_are_classified_by_their_kind() {
+        gst::init().unwrap();
+        let plan = NetworkPlan {
+            protocol: NetworkProtocol::Rtsp,
+            url: "rtsp://127.0.0.1/x".into(),
+            secret_file: None,
+            transport: RtspTransport::Tcp,
+            stall: Duration::from_secs(3),
+            video_codec: Some(NetworkVideoCodec::H264),
+        };
+        let error = |e: gst::ResourceError| {
+            classify(&plan, &gst::glib::Error::new(e, "whatever the element says"), String::new(), &["H264".into()])
+        };
+        assert_eq!(error(gst::ResourceError::NotAuthorized), NetworkFault::Unauthorized { protocol: plan.protocol });
+        assert!(error(gst::ResourceError::NotAuthorized).to_string().starts_with("RTSP 401"));
+        assert!(error(gst::ResourceError::NotFound).to_string().starts_with("RTSP 404"));
+        assert_eq!(error(gst::ResourceError::OpenReadWrite), NetworkFault::Unreachable { protocol: plan.protocol });
+        assert_eq!(error(gst::ResourceError::Read), NetworkFault::Lost);
+        let read = gst::glib::Error::new(gst::ResourceError::Read, "x");
+        assert!(matches!(classify(&plan, &read, String::new(), &["JPEG".into()]), NetworkFault::WrongCodec { .. }));
+        assert!(is_refusal(&gst::glib::Error::new(gst::ResourceError::NotAuthorized, "x")));
+        assert!(!is_refusal(&read));
+    }
+}
