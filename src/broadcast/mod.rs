@@ -162,8 +162,15 @@ impl Broadcaster {
         let pictures = profile.pictures();
         let cameras: Vec<String> = pictures.iter().map(|(name, _)| name.to_string()).collect();
         let voices = profile.voices();
-        let mic_camera =
-            voices.iter().map(|m| pictures.iter().position(|(_, roles)| roles.contains(&m.role))).collect();
+        // A remote participant is shown in their own picture; a room microphone by the
+        // camera that shows its role.
+        let mic_camera = voices
+            .iter()
+            .map(|m| match m.picture {
+                Some(own) => pictures.iter().position(|(name, _)| *name == own),
+                None => pictures.iter().position(|(_, roles)| roles.contains(&m.role)),
+            })
+            .collect();
         Broadcaster {
             cfg: cfg.config.broadcast.clone(),
             config_path: cfg.path.clone(),

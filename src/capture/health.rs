@@ -390,7 +390,6 @@ pub fn attach_probe(
     });
 }
 
-/// Mean square → dBFS, floored at -150.
 /// Measures a passed-through picture as it is recorded (after the gate): bitrate, GOP, the
 /// age of the last frame, and the format its caps describe.
 pub fn attach_stream_probe(pad: &gst::Pad, source: String, board: std::sync::Arc<HealthBoard>) {
@@ -428,11 +427,13 @@ pub fn describe_stream(caps: &gst::CapsRef) -> String {
         && fps.numer() > 0
         && fps.denom() > 0
     {
-        parts.push(format!("{:.4} fps", f64::from(fps.numer()) / f64::from(fps.denom())).replace(".0000", ""));
+        let rate = format!("{:.2}", f64::from(fps.numer()) / f64::from(fps.denom()));
+        parts.push(format!("{} fps", rate.trim_end_matches('0').trim_end_matches('.')));
     }
     parts.join(" ")
 }
 
+/// Mean square → dBFS, floored at -150.
 pub fn dbfs(mean_square: f64) -> f64 {
     if mean_square <= 0.0 { -150.0 } else { (10.0 * mean_square.log10()).max(-150.0) }
 }
@@ -481,6 +482,20 @@ mod tests {
         let h = &board.snapshot()[0];
         assert!(!h.black && !h.frozen && h.problem_seconds.is_none(), "{h:?}");
         assert_eq!(luma_stats(&[0; 10], 64, 48, 64), None);
+    }
+
+    #[test]
+    fn a_stream_is_described_as_people_say_it() {
+        gst::init().unwrap();
+        let caps = gst::Caps::builder("video/x-h264")
+            .field("profile", "constrained-baseline")
+            .field("width", 1920)
+            .field("height", 1080)
+            .field("framerate", gst::Fraction::new(30000, 1001))
+            .build();
+        assert_eq!(describe_stream(&caps), "H.264 Constrained Baseline 1920x1080 29.97 fps");
+        let caps = gst::Caps::builder("video/x-h265").field("framerate", gst::Fraction::new(0, 1)).build();
+        assert_eq!(describe_stream(&caps), "H.265");
     }
 
     #[test]

@@ -200,11 +200,11 @@ pub struct DeviceShared {
     pipeline: Mutex<Option<gst::Pipeline>>,
     /// Running time of the first buffer the device delivered in this run.
     first_raw: AtomicU64,
-    /// Raw clock time (`RunClock::raw_now`) the last buffer reached an anchor, or the
-    /// pipeline started: how long a network source has been silent.
-    last_data: AtomicU64,
-    /// Whether the current pipeline has delivered anything yet.
-    delivered: std::sync::atomic::AtomicBool,
+    /// One per anchor of the plan, in its order: what the watchdog knows of each stream.
+    streams: Vec<StreamWatch>,
+    /// A network source: it is left out of the start wait and of the choice of the run's
+    /// start (it connects when it connects, and its timestamps are the sender's).
+    network: bool,
     /// The video streams a network source's sender described in the current connection.
     offered: Mutex<Vec<String>>,
     /// The jitter buffers of an RTSP source's current connection (their packet counters).
@@ -214,7 +214,39 @@ pub struct DeviceShared {
     paused: Mutex<Option<String>>,
 }
 
+/// What the watchdog knows of one stream (anchor) of a device in its current pipeline.
+/// Times are raw clock times (`RunClock::raw_now`).
+#[derive(Debug, Default)]
+pub struct StreamWatch {
+    /// When data last reached the anchor, or the pipeline started.
+    last_data: AtomicU64,
+    /// Whether any data reached the anchor.
+    arrived: std::sync::atomic::AtomicBool,
+    /// Whether data passed the gate (is recorded).
+    recorded: std::sync::atomic::AtomicBool,
+    /// When the last keyframe arrived, or the pipeline started (passed-through pictures).
+    last_keyframe: AtomicU64,
+    /// A frame larger than any camera sends arrived (it was dropped).
+    oversized: std::sync::atomic::AtomicBool,
+}
+
+impl StreamWatch {
+    /// A new pipeline starts at `now`: nothing arrived yet.
+    fn reset(&self, now: u64) {
+        self.last_data.store(now, Ordering::SeqCst);
+        self.last_keyframe.store(now, Ordering::SeqCst);
+        self.arrived.store(false, Ordering::SeqCst);
+        self.recorded.store(false, Ordering::SeqCst);
+        self.oversized.store(false, Ordering::SeqCst);
+    }
+}
+
 impl DeviceShared {
+    /// Whether every stream of the current pipeline has been recorded from.
+    fn recording_every_stream(&self) -> bool {
+        self.streams.iter().all(|s| s.recorded.load(Ordering::SeqCst))
+    }
+
     fn update(&self, f: impl FnOnce(&mut DeviceStatus)) {
         f(&mut self.status.lock());
     }
@@ -361,8 +393,8 @@ impl CaptureRun {
                 }),
                 pipeline: Mutex::new(None),
                 first_raw: AtomicU64::new(u64::MAX),
-                last_data: AtomicU64::new(0),
-                delivered: std::sync::atomic::AtomicBool::new(false),
+                streams: plan.anchors.iter().map(|_| StreamWatch::default()).collect(),
+                network: plan.network.is_some(),
                 offered: Mutex::new(Vec::new()),
                 jitterbuffers: Mutex::new(Vec::new()),
                 has_video: plan.tracks.iter().any(|t| t.kind == crate::config::SourceKind::Video),
@@ -384,7 +416,7 @@ impl CaptureRun {
 
         let deadline = clocks.monotonic() + params.start_timeout;
         while clocks.monotonic() < deadline {
-            let waiting = devices.iter().any(|d| {
+            let waiting = devices.iter().filter(|d| !d.network).any(|d| {
                 d.first_raw.load(Ordering::SeqCst) == u64::MAX && d.status.lock().state == DeviceState::Starting
             });
             if !waiting {
@@ -392,11 +424,16 @@ impl CaptureRun {
             }
             clocks.sleep(Duration::from_millis(10));
         }
-        // Recording starts at one instant for all: after every device has delivered, and a
+        // Recording starts at one instant for all: after every local device has delivered, and a
         // little in the future, so that the gate is open before any buffer stamped at or
         // after it arrives (a live buffer arrives after its timestamp). Each source then
         // begins with its first buffer at or after t0: within one frame of the others.
-        let first = devices.iter().map(|d| d.first_raw.load(Ordering::SeqCst)).filter(|t| *t != u64::MAX).max();
+        let first = devices
+            .iter()
+            .filter(|d| !d.network)
+            .map(|d| d.first_raw.load(Ordering::SeqCst))
+            .filter(|t| *t != u64::MAX)
+            .max();
         let t0_raw = first.unwrap_or(0).max(clock.raw_now()) + START_MARGIN.as_nanos() as u64;
         let t0 = MediaTime(t0_raw + clock.offset.0);
         let _ = events.send(CaptureEvent::Started { t0, sources, keyframe_sources });

@@ -16,8 +16,14 @@ use std::time::Duration;
 /// Why a network source stopped delivering.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NetworkFault {
-    /// Nothing arrived for this long (a dropped link, a sender that stopped talking).
-    NoData { for_: Duration, ever: bool },
+    /// Nothing of `what` arrived for this long (a dropped link, a sender that stopped
+    /// talking); `ever`: whether anything had arrived on this connection.
+    NoData { what: Stream, for_: Duration, ever: bool },
+    /// A picture without a keyframe for this long: nothing of it can be recorded, and the
+    /// muxer would hold every frame in memory meanwhile.
+    NoKeyframe { for_: Duration },
+    /// A frame larger than any camera sends ([`super::pipeline::MAX_FRAME_BYTES`]).
+    Oversized,
     /// The server or camera could not be reached or refused the connection.
     Unreachable { protocol: NetworkProtocol },
     /// The connection was lost while receiving.
@@ -36,14 +42,37 @@ pub enum NetworkFault {
     Other(String),
 }
 
+impl NetworkFault {
+    /// A fault that retrying soon will not cure: wrong credentials or passphrase, a wrong
+    /// path or codec, an unreadable secret. Retried every 30 s rather than every second, so
+    /// that a camera that locks an account after failed logins is not locked by the box.
+    pub fn is_lasting(&self) -> bool {
+        matches!(
+            self,
+            NetworkFault::Unauthorized { .. }
+                | NetworkFault::NotFound { .. }
+                | NetworkFault::WrongCodec { .. }
+                | NetworkFault::Secret(_)
+        )
+    }
+}
+
 impl fmt::Display for NetworkFault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            NetworkFault::NoData { for_, ever: true } => {
-                write!(f, "network: no data for {:.1} s", for_.as_secs_f64())
+            NetworkFault::NoData { what, for_, ever: true } => {
+                write!(f, "network: no {what} for {:.1} s", for_.as_secs_f64())
             }
-            NetworkFault::NoData { for_, ever: false } => {
+            NetworkFault::NoData { for_, ever: false, .. } => {
                 write!(f, "network: nothing received within {:.1} s of connecting", for_.as_secs_f64())
+            }
+            NetworkFault::NoKeyframe { for_ } => write!(
+                f,
+                "network: no keyframe for {:.0} s (set the camera's keyframe interval, GOP, to 1 s)",
+                for_.as_secs_f64()
+            ),
+            NetworkFault::Oversized => {
+                f.write_str("network: a frame larger than 16 MiB arrived; not a camera's picture")
             }
             NetworkFault::Unreachable { protocol: NetworkProtocol::Srt } => f.write_str(
                 "network: could not connect to the srt sender (refused, unreachable, or a wrong passphrase)",
@@ -111,6 +140,7 @@ pub fn classify(plan: &NetworkPlan, error: &gst::glib::Error, described: String,
         };
     }
     if let Some(expected) = plan.video_codec
+        && !offers(offered, expected)
         && let Some(gst::StreamError::CodecNotFound | gst::StreamError::WrongType | gst::StreamError::Format) =
             error.kind::<gst::StreamError>()
     {
@@ -125,17 +155,84 @@ pub fn is_refusal(warning: &gst::glib::Error) -> bool {
     warning.kind::<gst::ResourceError>() == Some(gst::ResourceError::NotAuthorized)
 }
 
-/// Whether a source has been silent too long: `silent` since the last data (or since the
-/// pipeline started, when `ever` is false).
-pub fn stalled(silent: Duration, ever: bool, stall: Duration) -> Option<NetworkFault> {
-    (silent >= stall).then_some(NetworkFault::NoData { for_: silent, ever })
+/// The kind of one stream of a network source, for what its silence is called.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Picture,
+    Sound,
 }
 
-/// Reads a secret file for a source; the error names the file and never its content.
+impl fmt::Display for Stream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Stream::Picture => "picture",
+            Stream::Sound => "sound",
+        })
+    }
+}
+
+/// One stream of a network source as the watchdog sees it, at one instant.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamState {
+    pub what: Stream,
+    /// Since data last arrived (or the connection began).
+    pub silent: Duration,
+    pub arrived: bool,
+    /// Pictures: since the last keyframe (or the connection began).
+    pub since_keyframe: Option<Duration>,
+    pub oversized: bool,
+}
+
+/// A picture may go this long without a keyframe (a camera set up as recommended sends one
+/// a second; 10 s is the longest GOP any camera ships with by default).
+pub const KEYFRAME_LIMIT: Duration = Duration::from_secs(10);
+
+/// Whether a network source must be reconnected, and why. `stall`: its `stall_ms`.
+/// `waits_for_sender`: an SRT listener, which waits as long as it takes for its sender to
+/// dial in; once connected, it is held to the same rules as the others.
+pub fn watchdog(streams: &[StreamState], stall: Duration, waits_for_sender: bool) -> Option<NetworkFault> {
+    let connected = streams.iter().any(|s| s.arrived);
+    for s in streams {
+        if s.oversized {
+            return Some(NetworkFault::Oversized);
+        }
+        if s.silent >= stall && (connected || !waits_for_sender) {
+            // Named by the threshold, not the instant it was noticed: the same outage reads
+            // the same at every try.
+            return Some(NetworkFault::NoData { what: s.what, for_: stall, ever: connected });
+        }
+        if s.arrived
+            && let Some(since) = s.since_keyframe
+            && since >= KEYFRAME_LIMIT
+        {
+            return Some(NetworkFault::NoKeyframe { for_: KEYFRAME_LIMIT });
+        }
+    }
+    None
+}
+
+/// Reads a secret file for a source; the error names the file and never its content. Only
+/// the line end is removed: spaces may belong to a passphrase.
 fn read_secret(path: &Path) -> Result<String, NetworkFault> {
     crate::base::read_secret_file(path)
-        .map(|s| s.trim().to_string())
+        .map(|s| s.trim_end_matches(['\n', '\r']).to_string())
         .map_err(|e| NetworkFault::Secret(format!("{}: {e}", path.display())))
+}
+
+/// `user:password`, as a credentials file holds them.
+fn user_and_password<'a>(secret: &'a str, path: &Path) -> Result<(&'a str, &'a str), String> {
+    secret.split_once(':').ok_or_else(|| format!("secret file: {}: must hold user:password", path.display()))
+}
+
+/// SRT accepts passphrases of 10 to 79 characters; anything else is refused at connection
+/// with a message that does not say why.
+fn check_passphrase(passphrase: &str, path: &Path) -> Result<(), String> {
+    let n = passphrase.chars().count();
+    if (10..=79).contains(&n) {
+        Ok(())
+    } else {
+        Err(format!("secret file: {}: an SRT passphrase has 10 to 79 characters, this one {n}", path.display()))
+    }
 }
 
 /// Gives the receiving element its URL, transport and secret, and notes the streams the
@@ -158,26 +255,23 @@ pub fn configure(pipeline: &gst::Pipeline, plan: &NetworkPlan, device: &Arc<Devi
             let micros = plan.stall.as_micros() as u64;
             source.set_property("tcp-timeout", micros);
             source.set_property("timeout", micros);
-            if let Some(secret) = secret {
-                let (user, password) = secret.split_once(':').ok_or_else(|| {
-                    format!("secret file: {}: must hold user:password", plan.secret_file.as_ref().unwrap().display())
-                })?;
+            if let (Some(secret), Some(path)) = (secret, &plan.secret_file) {
+                let (user, password) = user_and_password(&secret, path)?;
                 source.set_property("user-id", user);
                 source.set_property("user-pw", password);
             }
         }
         NetworkProtocol::Srt => {
             source.set_property("uri", &plan.url);
-            if let Some(secret) = secret {
+            if let (Some(secret), Some(path)) = (secret, &plan.secret_file) {
+                check_passphrase(&secret, path)?;
                 source.set_property("passphrase", secret);
             }
         }
         NetworkProtocol::Rtmp => {
             source.set_property("location", &plan.url);
-            if let Some(secret) = secret {
-                let (user, password) = secret.split_once(':').ok_or_else(|| {
-                    format!("secret file: {}: must hold user:password", plan.secret_file.as_ref().unwrap().display())
-                })?;
+            if let (Some(secret), Some(path)) = (secret, &plan.secret_file) {
+                let (user, password) = user_and_password(&secret, path)?;
                 source.set_property("username", user);
                 source.set_property("password", password);
             }
@@ -194,7 +288,13 @@ pub fn configure(pipeline: &gst::Pipeline, plan: &NetworkPlan, device: &Arc<Devi
             let shared = shared.clone();
             rtpbin.connect("new-jitterbuffer", false, move |args| {
                 if let Some(jitterbuffer) = args.get(1).and_then(|a| a.get::<gst::Element>().ok()) {
-                    shared.jitterbuffers.lock().push(jitterbuffer.downgrade());
+                    // A sender that keeps changing its SSRC makes a buffer each time: keep
+                    // the live ones, and never more than a few.
+                    let mut buffers = shared.jitterbuffers.lock();
+                    buffers.retain(|w| w.upgrade().is_some());
+                    if buffers.len() < MAX_JITTERBUFFERS {
+                        buffers.push(jitterbuffer.downgrade());
+                    }
                 }
                 None
             });
@@ -218,6 +318,9 @@ pub fn configure(pipeline: &gst::Pipeline, plan: &NetworkPlan, device: &Arc<Devi
     });
     Ok(())
 }
+
+/// A source has a jitter buffer per RTP stream: picture and sound, and a few spare.
+const MAX_JITTERBUFFERS: usize = 8;
 
 /// The RTP counters of a network source's jitter buffers, summed over its streams.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -251,14 +354,45 @@ pub fn rtp_statistics(device: &DeviceShared) -> Option<RtpCounters> {
 mod tests {
     use super::*;
 
+    fn stream(what: Stream, silent_ms: u64, arrived: bool) -> StreamState {
+        StreamState {
+            what,
+            silent: Duration::from_millis(silent_ms),
+            arrived,
+            since_keyframe: (what == Stream::Picture).then(|| Duration::from_millis(silent_ms)),
+            oversized: false,
+        }
+    }
+
     #[test]
-    fn a_silent_source_is_stalled_after_its_stall_time() {
+    fn the_watchdog_names_the_silent_stream_and_spares_a_waiting_listener() {
         let stall = Duration::from_secs(3);
-        assert_eq!(stalled(Duration::from_millis(2_999), true, stall), None);
-        let fault = stalled(Duration::from_millis(3_000), true, stall).unwrap();
-        assert_eq!(fault.to_string(), "network: no data for 3.0 s");
-        let fault = stalled(Duration::from_millis(3_400), false, stall).unwrap();
-        assert_eq!(fault.to_string(), "network: nothing received within 3.4 s of connecting");
+        let picture = stream(Stream::Picture, 500, true);
+        assert!(watchdog(&[picture, stream(Stream::Sound, 2_999, true)], stall, false).is_none());
+        // The sound stops while the picture flows: the source is failing.
+        let fault = watchdog(&[picture, stream(Stream::Sound, 3_000, true)], stall, false).unwrap();
+        assert_eq!(fault.to_string(), "network: no sound for 3.0 s");
+        // Nothing at all since connecting: a caller gives up, a listener waits on.
+        let silent = [stream(Stream::Picture, 5_000, false)];
+        let fault = watchdog(&silent, stall, false).unwrap();
+        assert_eq!(fault.to_string(), "network: nothing received within 3.0 s of connecting");
+        assert!(watchdog(&silent, stall, true).is_none());
+        // Data, but never a keyframe.
+        let mut deltas = stream(Stream::Picture, 40, true);
+        deltas.since_keyframe = Some(KEYFRAME_LIMIT);
+        assert!(watchdog(&[deltas], stall, false).unwrap().to_string().starts_with("network: no keyframe for 10 s"));
+        let mut huge = picture;
+        huge.oversized = true;
+        assert_eq!(watchdog(&[huge], stall, true), Some(NetworkFault::Oversized));
+    }
+
+    #[test]
+    fn secrets_are_read_as_written_and_checked() {
+        let path = Path::new("/etc/courtbox/x");
+        assert_eq!(user_and_password("clerk:pa:ss", path), Ok(("clerk", "pa:ss")));
+        assert!(user_and_password("no-colon", path).unwrap_err().contains("must hold user:password"));
+        assert!(check_passphrase(" ten chars ", path).is_ok());
+        assert!(check_passphrase("short", path).unwrap_err().contains("10 to 79 characters, this one 5"));
     }
 
     #[test]
@@ -281,6 +415,7 @@ mod tests {
             transport: RtspTransport::Tcp,
             stall: Duration::from_secs(3),
             video_codec: Some(NetworkVideoCodec::H264),
+            waits_for_sender: false,
         };
         let error = |e: gst::ResourceError| {
             classify(&plan, &gst::glib::Error::new(e, "whatever the element says"), String::new(), &["H264".into()])

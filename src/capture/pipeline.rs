@@ -9,7 +9,7 @@ use super::{DeviceShared, RunContext};
 use crate::config::SourceKind;
 use gst::prelude::*;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use thiserror::Error;
 
 pub struct Instance {
@@ -69,8 +69,8 @@ pub fn build(plan: &DevicePlan, ctx: &RunContext, device: &Arc<DeviceShared>) ->
     pipeline.set_base_time(ctx.clock.base);
     pipeline.set_start_time(gst::ClockTime::NONE);
 
-    for anchor in &plan.anchors {
-        gate_anchor(&pipeline, anchor, plan, ctx, device)?;
+    for (index, anchor) in plan.anchors.iter().enumerate() {
+        gate_anchor(&pipeline, index, anchor, plan, ctx, device)?;
     }
     if let Some(network) = &plan.network {
         super::network::configure(&pipeline, network, device).map_err(BuildError::Failed)?;
@@ -105,6 +105,7 @@ pub fn build(plan: &DevicePlan, ctx: &RunContext, device: &Arc<DeviceShared>) ->
 /// shifted to continue the session, and the health probe attached.
 fn gate_anchor(
     pipeline: &gst::Pipeline,
+    index: usize,
     anchor: &AnchorPlan,
     plan: &DevicePlan,
     ctx: &RunContext,
@@ -115,8 +116,6 @@ fn gate_anchor(
     let shared = device.clone();
     let clock = ctx.clock.clone();
     let starts_on_keyframe = anchor.starts_on_keyframe;
-    // Per pipeline instance: a reconnected camera starts again on a keyframe.
-    let keyframe_seen = AtomicBool::new(false);
     element.static_pad("sink").ok_or("anchor has no sink pad")?.add_probe(
         gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
         move |pad, info| {
@@ -125,31 +124,40 @@ fn gate_anchor(
                 Some(gst::PadProbeData::BufferList(l)) => l.get(0),
                 _ => None,
             };
-            let Some((pts, delta)) =
-                first.and_then(|b| Some((b.pts()?, b.flags().contains(gst::BufferFlags::DELTA_UNIT))))
-            else {
-                return gst::PadProbeReturn::Ok;
-            };
-            shared.last_data.store(clock.raw_now(), Ordering::SeqCst);
-            shared.delivered.store(true, Ordering::SeqCst);
+            let Some(buffer) = first else { return gst::PadProbeReturn::Ok };
+            let Some(pts) = buffer.pts() else { return gst::PadProbeReturn::Ok };
+            let keyframe = !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT);
+            let oversized = starts_on_keyframe && buffer.size() > MAX_FRAME_BYTES;
+            let stream = &shared.streams[index];
+            let now = clock.raw_now();
+            stream.last_data.store(now, Ordering::SeqCst);
+            stream.arrived.store(true, Ordering::SeqCst);
+            if starts_on_keyframe && keyframe {
+                stream.last_keyframe.store(now, Ordering::SeqCst);
+            }
             let rt = pad
                 .sticky_event::<gst::event::Segment>(0)
                 .and_then(|s| s.segment().downcast_ref::<gst::ClockTime>().and_then(|s| s.to_running_time(pts)))
                 .unwrap_or(pts)
                 .nseconds();
             let _ = shared.first_raw.compare_exchange(u64::MAX, rt, Ordering::SeqCst, Ordering::SeqCst);
-            let waiting_for_keyframe = starts_on_keyframe && !keyframe_seen.load(Ordering::SeqCst);
-            // Until recording starts, and for anything older than its start, drop. The data is
-            // consumed here and the probe returns Handled: returning Drop instead makes
-            // GStreamer 1.22 unref a NULL buffer behind an appsrc (a CRITICAL per device).
-            if rt < gate.load(Ordering::SeqCst) || (waiting_for_keyframe && delta) {
-                info.data.take();
-                return gst::PadProbeReturn::Handled;
+            if oversized {
+                stream.oversized.store(true, Ordering::SeqCst);
             }
-            if waiting_for_keyframe {
-                keyframe_seen.store(true, Ordering::SeqCst);
+            let waiting_for_keyframe = starts_on_keyframe && !stream.recorded.load(Ordering::SeqCst);
+            match gate_decision(rt, gate.load(Ordering::SeqCst), waiting_for_keyframe, keyframe, oversized) {
+                // The data is consumed here and the probe returns Handled: returning Drop
+                // instead makes GStreamer 1.22 unref a NULL buffer behind an appsrc (a
+                // CRITICAL per device).
+                Gate::Drop => {
+                    info.data.take();
+                    gst::PadProbeReturn::Handled
+                }
+                Gate::Record => {
+                    stream.recorded.store(true, Ordering::SeqCst);
+                    gst::PadProbeReturn::Ok
+                }
             }
-            gst::PadProbeReturn::Ok
         },
     );
     // Media time continues across runs of a session: shift everything after the anchor.
@@ -172,6 +180,24 @@ fn gate_anchor(
         }
     }
     Ok(())
+}
+
+/// A compressed frame larger than this is not a camera's: it is dropped and the source is
+/// reconnected (a hostile sender must not fill the box's memory through the muxer's queue).
+pub const MAX_FRAME_BYTES: usize = 16 << 20;
+
+/// What the gate does with a buffer at an anchor.
+#[derive(Debug, PartialEq, Eq)]
+enum Gate {
+    Drop,
+    Record,
+}
+
+/// Nothing before recording starts (`rt < gate`); a passed-through picture only from a
+/// keyframe on (a segment that opens with a delta frame cannot be decoded); never a frame
+/// too large to be a camera's.
+fn gate_decision(rt: u64, gate: u64, waiting_for_keyframe: bool, keyframe: bool, oversized: bool) -> Gate {
+    if rt < gate || (waiting_for_keyframe && !keyframe) || oversized { Gate::Drop } else { Gate::Record }
 }
 
 /// Hands each speech buffer of a microphone to the tap, stamped with its media time.
@@ -225,6 +251,11 @@ pub fn play(
     ctx: &RunContext,
     device: &DeviceShared,
 ) -> Result<Instance, PlayError> {
+    // Before the pipeline plays: its first buffers must not be counted as before it.
+    let now = ctx.clock.raw_now();
+    for stream in &device.streams {
+        stream.reset(now);
+    }
     if let Err(e) = instance.pipeline.set_state(gst::State::Playing) {
         let detail = first_error(&instance.pipeline).unwrap_or_else(|| e.to_string());
         let _ = instance.pipeline.set_state(gst::State::Null);
@@ -239,8 +270,6 @@ pub fn play(
         instance.feeder = Some(SimFeeder::start(appsrc, sim.clone(), ctx.clock.clock.clone(), ctx.clock.base));
     }
     ctx.splitter.register(std::mem::take(&mut instance.targets));
-    device.last_data.store(ctx.clock.raw_now(), Ordering::SeqCst);
-    device.delivered.store(false, Ordering::SeqCst);
     *device.pipeline.lock() = Some(instance.pipeline.clone());
     Ok(instance)
 }
@@ -275,5 +304,23 @@ pub fn describe_error(e: &gst::message::Error) -> String {
     match e.debug() {
         Some(d) => format!("{src}: {} ({})", e.error(), d.lines().next().unwrap_or("")),
         None => format!("{src}: {}", e.error()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_gate_records_from_the_start_and_pictures_from_a_keyframe() {
+        // Before the start: dropped, keyframe or not.
+        assert_eq!(gate_decision(9, 10, false, true, false), Gate::Drop);
+        assert_eq!(gate_decision(10, 10, false, false, false), Gate::Record);
+        // A passed-through picture waits for its keyframe, then takes delta frames too.
+        assert_eq!(gate_decision(11, 10, true, false, false), Gate::Drop);
+        assert_eq!(gate_decision(12, 10, true, true, false), Gate::Record);
+        assert_eq!(gate_decision(13, 10, false, false, false), Gate::Record);
+        // A frame too large to be a camera's is never recorded.
+        assert_eq!(gate_decision(14, 10, false, true, true), Gate::Drop);
     }
 }

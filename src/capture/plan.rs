@@ -72,6 +72,8 @@ pub struct NetworkPlan {
     pub stall: Duration,
     /// What the source is expected to send, for the message when it sends something else.
     pub video_codec: Option<NetworkVideoCodec>,
+    /// An SRT listener: it waits for its sender to dial in, however long that takes.
+    pub waits_for_sender: bool,
 }
 
 /// Elements every device description contains, looked up by name after parsing.
@@ -286,8 +288,10 @@ fn plan_network(
     // has described them; the launch syntax links each to the branch whose caps it fits.
     let (receive, from) = match source.protocol {
         NetworkProtocol::Rtsp => (format!("rtspsrc name={NETWORK_SOURCE} latency=200"), NETWORK_SOURCE),
+        // SRT's latency is how long it may wait for a lost packet to be sent again: 125 ms
+        // by default, too short for a loaded box or a long link (frames then arrive torn).
         NetworkProtocol::Srt => {
-            (format!("srtsrc name={NETWORK_SOURCE} ! queue ! tsdemux name={NETWORK_DEMUX}"), NETWORK_DEMUX)
+            (format!("srtsrc name={NETWORK_SOURCE} latency=500 ! queue ! tsdemux name={NETWORK_DEMUX}"), NETWORK_DEMUX)
         }
         NetworkProtocol::Rtmp => {
             (format!("rtmp2src name={NETWORK_SOURCE} ! queue ! flvdemux name={NETWORK_DEMUX}"), NETWORK_DEMUX)
@@ -334,8 +338,9 @@ fn plan_network(
     }
     if let Some(audio) = &source.audio {
         let n = &audio.name;
-        // Whatever the sender encodes (AAC from a gateway, Opus), decoded to the box's
-        // sample rate, mono: one speaker, one track, as for a room microphone.
+        // Decoded to the box's sample rate, mono: one speaker, one track, as for a room
+        // microphone. RTSP: any codec decodebin knows; SRT and RTMP: MPEG audio (AAC, what
+        // gateways send, or MP3) only, so far.
         let filter = match source.protocol {
             NetworkProtocol::Rtsp => "application/x-rtp,media=audio",
             NetworkProtocol::Srt | NetworkProtocol::Rtmp => "audio/mpeg",
@@ -363,6 +368,7 @@ fn plan_network(
             transport: source.transport,
             stall: Duration::from_millis(u64::from(source.stall_ms)),
             video_codec: source.video.as_ref().map(|v| v.codec),
+            waits_for_sender: source.protocol == NetworkProtocol::Srt && crate::config::srt_listens(&source.url),
         }),
     })
 }

@@ -17,8 +17,21 @@ use std::time::Duration;
 enum Outcome {
     Stopped,
     Paused(String),
-    Failed(String, FailureKind),
+    Failed(String, FailureKind, Retry),
 }
+
+/// When a failed device is tried again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Retry {
+    /// As the restart policy says.
+    Soon,
+    /// Not before `LASTING_RETRY`: a network source's fault that retrying soon will not cure
+    /// (see `NetworkFault::is_lasting`).
+    Later,
+}
+
+/// How long a lasting fault of a network source waits before the next try.
+const LASTING_RETRY: Duration = Duration::from_secs(30);
 
 /// Restart delays: 1 s, 2 s, 4 s ... up to 30 s; back to 1 s after a minute of recording.
 /// A minute rather than the default half: a device fault (a USB camera that resets every
@@ -61,14 +74,15 @@ pub fn run_device(plan: DevicePlan, ctx: Arc<RunContext>, device: Arc<DeviceShar
                 pipeline::teardown(instance, &ctx, &device);
                 outcome
             }
-            Err(e) => Outcome::Failed(e, FailureKind::Device),
+            Err(e) => Outcome::Failed(e, FailureKind::Device, Retry::Soon),
         };
         match outcome {
             Outcome::Stopped => break,
             Outcome::Paused(reason) => paused(&plan, &ctx, reason),
-            Outcome::Failed(error, kind) => {
-                failed(&plan, &ctx, &device, supervision.has_run(), error.clone(), kind);
+            Outcome::Failed(error, kind, retry) => {
+                failed(&plan, &ctx, &device, supervision.has_run(), error, kind);
                 let delay = supervision.failed(ctx.clocks.monotonic());
+                let delay = if retry == Retry::Later { delay.max(LASTING_RETRY) } else { delay };
                 // A pause (disk critical) ends the wait: the device then shows as paused.
                 ctx.sleep_unless_stopping(&device, delay);
             }
@@ -113,9 +127,8 @@ fn paused(plan: &DevicePlan, ctx: &RunContext, reason: String) {
 fn failed(plan: &DevicePlan, ctx: &RunContext, device: &DeviceShared, had_run: bool, error: String, kind: FailureKind) {
     let at = ctx.clock.now();
     // A source that stays away (a camera switched off all day) fails the same way at every
-    // try without delivering anything: said once, not every two seconds.
-    let delivered = device.delivered.load(std::sync::atomic::Ordering::SeqCst);
-    if !delivered && device.status.lock().last_error.as_deref() == Some(error.as_str()) {
+    // try without recording anything: said once, not every second.
+    if !device.recording_every_stream() && device.status.lock().last_error.as_deref() == Some(error.as_str()) {
         tracing::debug!(device = %plan.name, %error, "device failed again the same way");
     } else {
         tracing::error!(device = %plan.name, %error, "device failed; the others keep recording");
@@ -154,6 +167,51 @@ fn cannot_start(plan: &DevicePlan, ctx: &RunContext, device: &DeviceShared, reas
     });
 }
 
+/// At most one pipeline warning a device in this long reaches the log at warning level.
+const WARNING_EVERY: Duration = Duration::from_secs(10);
+
+/// What a network source's error (or refusal warning) means for it.
+fn network_failure(
+    network: &super::plan::NetworkPlan,
+    device: &DeviceShared,
+    error: &gst::glib::Error,
+    described: String,
+) -> Outcome {
+    let offered = device.offered.lock().clone();
+    let fault = super::network::classify(network, error, described, &offered);
+    let retry = if fault.is_lasting() { Retry::Later } else { Retry::Soon };
+    Outcome::Failed(fault.to_string(), FailureKind::Device, retry)
+}
+
+/// The watchdog's view of a network source's streams now, and its verdict.
+fn network_watchdog(
+    plan: &DevicePlan,
+    network: &super::plan::NetworkPlan,
+    ctx: &RunContext,
+    device: &DeviceShared,
+) -> Option<NetworkFault> {
+    use std::sync::atomic::Ordering::SeqCst;
+    let now = ctx.clock.raw_now();
+    let since = |t: u64| Duration::from_nanos(now.saturating_sub(t));
+    let streams: Vec<super::network::StreamState> = plan
+        .anchors
+        .iter()
+        .zip(&device.streams)
+        .map(|(anchor, s)| super::network::StreamState {
+            what: if anchor.starts_on_keyframe {
+                super::network::Stream::Picture
+            } else {
+                super::network::Stream::Sound
+            },
+            silent: since(s.last_data.load(SeqCst)),
+            arrived: s.arrived.load(SeqCst),
+            since_keyframe: anchor.starts_on_keyframe.then(|| since(s.last_keyframe.load(SeqCst))),
+            oversized: s.oversized.load(SeqCst),
+        })
+        .collect();
+    super::network::watchdog(&streams, network.stall, network.waits_for_sender)
+}
+
 /// How long a stopping pipeline may take to drain its last segment.
 const DRAIN_TIMEOUT: gst::ClockTime = gst::ClockTime::from_seconds(10);
 
@@ -169,19 +227,17 @@ fn watch(
 ) -> Outcome {
     let bus = pipeline.bus().expect("pipelines have a bus");
     let mut announced = false;
+    let mut warned_at: Option<std::time::Duration> = None;
     loop {
-        if !announced && (plan.network.is_none() || device.delivered.load(std::sync::atomic::Ordering::SeqCst)) {
+        // A network source records once every stream has passed the gate.
+        if !announced && (plan.network.is_none() || device.recording_every_stream()) {
             recording();
             announced = true;
         }
         if let Some(network) = &plan.network {
-            let silent = Duration::from_nanos(
-                ctx.clock.raw_now().saturating_sub(device.last_data.load(std::sync::atomic::Ordering::SeqCst)),
-            );
-            let ever = device.delivered.load(std::sync::atomic::Ordering::SeqCst);
-            if let Some(fault) = super::network::stalled(silent, ever, network.stall) {
+            if let Some(fault) = network_watchdog(plan, network, ctx, device) {
                 // Whatever the pipeline still holds is finalized as incomplete at teardown.
-                return Outcome::Failed(fault.to_string(), FailureKind::Device);
+                return Outcome::Failed(fault.to_string(), FailureKind::Device, Retry::Soon);
             }
             if let (Some(counters), Some(track)) = (super::network::rtp_statistics(device), plan.tracks.first()) {
                 ctx.health.rtp_counters(&track.source, counters);
@@ -209,37 +265,39 @@ fn watch(
                 gst::MessageView::Error(e) => {
                     // The spool sink posts NoSpaceLeft for ENOSPC (by the error's code).
                     if let Some(gst::ResourceError::NoSpaceLeft) = e.error().kind::<gst::ResourceError>() {
-                        return Outcome::Failed(describe_error(e), FailureKind::DiskFull);
+                        return Outcome::Failed(describe_error(e), FailureKind::DiskFull, Retry::Soon);
                     }
-                    let error = match &plan.network {
+                    return match &plan.network {
                         Some(network) => {
-                            let offered = device.offered.lock().clone();
-                            let fault = super::network::classify(network, &e.error(), describe_error(e), &offered);
                             tracing::debug!(device = %plan.name, detail = %describe_error(e), "network source error");
-                            fault.to_string()
+                            network_failure(network, device, &e.error(), describe_error(e))
                         }
-                        None => describe_error(e),
+                        None => Outcome::Failed(describe_error(e), FailureKind::Device, Retry::Soon),
                     };
-                    return Outcome::Failed(error, FailureKind::Device);
                 }
                 gst::MessageView::Eos(_) => {
                     let error = match plan.network {
                         Some(_) => NetworkFault::Ended.to_string(),
                         None => "the source stopped delivering (end of stream)".into(),
                     };
-                    return Outcome::Failed(error, FailureKind::Device);
+                    return Outcome::Failed(error, FailureKind::Device, Retry::Soon);
                 }
                 gst::MessageView::Warning(w) => {
                     if let Some(network) = &plan.network
                         && super::network::is_refusal(&w.error())
                     {
-                        let offered = device.offered.lock().clone();
-                        let described = w.error().to_string();
-                        let fault = super::network::classify(network, &w.error(), described, &offered);
-                        return Outcome::Failed(fault.to_string(), FailureKind::Device);
+                        return network_failure(network, device, &w.error(), w.error().to_string());
                     }
+                    // A sender can make an element warn at every packet: at most one line
+                    // in 10 s reaches the log.
+                    let now = ctx.clocks.monotonic();
                     let src = w.src().map(|s| s.name().to_string()).unwrap_or_default();
-                    tracing::warn!(%src, warning = %w.error(), "pipeline warning");
+                    if warned_at.is_none_or(|t| now.saturating_sub(t) >= WARNING_EVERY) {
+                        warned_at = Some(now);
+                        tracing::warn!(%src, warning = %w.error(), "pipeline warning");
+                    } else {
+                        tracing::debug!(%src, warning = %w.error(), "pipeline warning");
+                    }
                 }
                 _ => {}
             }

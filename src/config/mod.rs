@@ -12,7 +12,9 @@ pub use profile::{
     Microphone, NetworkAudio, NetworkProtocol, NetworkSource, NetworkVideo, NetworkVideoCodec, Role, RtspTransport,
     SimPattern, SourceKind, SourceSpec, VideoEncoder, VideoEncoding, Voice,
 };
-pub use validate::{Problem, network_url_problem, validate_config, validate_config_with_profile, validate_profile};
+pub use validate::{
+    Problem, network_url_problem, srt_listens, validate_config, validate_config_with_profile, validate_profile,
+};
 
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -665,7 +667,28 @@ mod tests {
                     .replace("credentials_file = \"/etc/courtbox/cam\"\n", ""),
                 "network_source[0].passphrase_file: missing: an SRT link beyond this box must be encrypted",
             ),
-            (base.replace("rtsp://10.0.0.2/s", "rtsp://10.0.0.2/s?passphrase=x"), "the URL holds a passphrase"),
+            (
+                base.replace("rtsp://10.0.0.2/s", "rtsp://10.0.0.2/s?passphrase=x"),
+                "the URL holds a secret (passphrase=)",
+            ),
+            (base.replace("rtsp://10.0.0.2/s", "rtsp://10.0.0.2/s?user=a&pwd=x"), "the URL holds a secret (pwd=)"),
+            (
+                base.replace("rtsp://10.0.0.2/s", "rtsp://10.0.0.2/s?access_token=x"),
+                "the URL holds a secret (access_token=)",
+            ),
+            // A listener binds every interface: whoever dials in first would be recorded.
+            (
+                base.replace("protocol = \"rtsp\"", "protocol = \"srt\"")
+                    .replace("rtsp://10.0.0.2/s", "srt://:9000?mode=listener")
+                    .replace("credentials_file = \"/etc/courtbox/cam\"\n", ""),
+                "network_source[0].passphrase_file: missing",
+            ),
+            (
+                base.replace("protocol = \"rtsp\"", "protocol = \"srt\"")
+                    .replace("rtsp://10.0.0.2/s", "srt://127.0.0.1:9000?mode=listener&localaddress=0.0.0.0")
+                    .replace("credentials_file = \"/etc/courtbox/cam\"\n", ""),
+                "network_source[0].passphrase_file: missing",
+            ),
             (
                 base.replace("[network_source.video]", "stall_ms = 10\n[network_source.video]"),
                 "network_source[0].stall_ms: must be between 500 and 60000",
@@ -675,6 +698,13 @@ mod tests {
             let err = profile(&text).unwrap_err().to_string();
             assert!(err.contains(expected), "expected {expected:?} in {err}");
         }
+        let loopback_listener = base
+            .replace("protocol = \"rtsp\"", "protocol = \"srt\"")
+            .replace("rtsp://10.0.0.2/s", "srt://127.0.0.1:9000?mode=listener")
+            .replace("credentials_file = \"/etc/courtbox/cam\"\n", "");
+        assert!(profile(&loopback_listener).is_ok(), "a link that stays on the box needs no passphrase");
+        assert!(srt_listens("srt://:9000") && srt_listens("srt://127.0.0.1:9000?mode=listener"));
+        assert!(!srt_listens("srt://10.0.0.2:9000") && !srt_listens("srt://10.0.0.2:9000?mode=caller"));
     }
 
     /// Parses and checks a profile the way loading does, under the name `profile.toml`.

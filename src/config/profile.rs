@@ -203,6 +203,23 @@ pub enum NetworkProtocol {
 }
 
 impl NetworkProtocol {
+    /// The schemes of this protocol's URLs.
+    pub fn schemes(self) -> &'static [&'static str] {
+        match self {
+            NetworkProtocol::Rtsp => &["rtsp", "rtsps"],
+            NetworkProtocol::Srt => &["srt"],
+            NetworkProtocol::Rtmp => &["rtmp", "rtmps"],
+        }
+    }
+
+    /// The protocol of a URL, by its scheme.
+    pub fn of_url(url: &str) -> Option<NetworkProtocol> {
+        let scheme = url.split_once("://")?.0;
+        [NetworkProtocol::Rtsp, NetworkProtocol::Srt, NetworkProtocol::Rtmp]
+            .into_iter()
+            .find(|p| p.schemes().contains(&scheme))
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             NetworkProtocol::Rtsp => "rtsp",
@@ -375,6 +392,8 @@ pub struct Voice<'a> {
     pub name: &'a str,
     pub role: Role,
     pub language: Option<&'a str>,
+    /// A remote participant's own picture: what the broadcast shows while they speak.
+    pub picture: Option<&'a str>,
 }
 
 impl HwProfile {
@@ -391,12 +410,17 @@ impl HwProfile {
             name: &m.name,
             role: m.role,
             language: m.language.as_deref(),
+            picture: None,
         });
-        let remote = self.network_sources.iter().filter_map(|n| n.audio.as_ref()).map(|a| Voice {
-            name: &a.name,
-            role: a.role,
-            language: a.language.as_deref(),
-        });
+        let remote =
+            self.network_sources.iter().filter_map(|n| Some((n.audio.as_ref()?, n.video.as_ref()))).map(|(a, v)| {
+                Voice {
+                    name: &a.name,
+                    role: a.role,
+                    language: a.language.as_deref(),
+                    picture: v.map(|v| v.name.as_str()),
+                }
+            });
         local.chain(remote).collect()
     }
 

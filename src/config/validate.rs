@@ -4,7 +4,7 @@
 
 use super::{
     AudioDevice, AudioSourceKind, BroadcastConfig, Camera, CameraSource, Config, HwProfile, Microphone,
-    NetworkProtocol, NetworkSource, OutputKind, StoreConfig,
+    NetworkProtocol, NetworkSource, NetworkVideoCodec, OutputKind, StoreConfig,
 };
 use crate::base::is_valid_name;
 use std::collections::HashSet;
@@ -239,6 +239,20 @@ pub fn validate_config_with_profile(config: &Config, profile: &HwProfile) -> Vec
     if b.camera != "auto" && !pictures.iter().any(|(name, _)| *name == b.camera) {
         p.add("broadcast.camera", format!("{:?} is not a camera of the profile {:?}", b.camera, profile.name));
     }
+    // The programme decodes H.264 only.
+    let h265 =
+        profile.network_sources.iter().filter_map(|n| n.video.as_ref()).find(|v| v.codec == NetworkVideoCodec::H265);
+    if let Some(video) = h265
+        && !b.outputs.is_empty()
+    {
+        p.add(
+            "broadcast.output",
+            format!(
+                "the broadcast cannot show the H.265 picture {:?} yet; broadcast from a box without one",
+                video.name
+            ),
+        );
+    }
     if !b.outputs.is_empty() && pictures.is_empty() {
         p.add("broadcast.output", format!("the profile {:?} has no camera to broadcast", profile.name));
     }
@@ -360,12 +374,10 @@ fn validate_network_source(
     {
         p.add(k(field), format!("{} must be an absolute path (the profile is shared between boxes)", path.display()));
     }
-    if source.protocol == NetworkProtocol::Srt
-        && source.passphrase_file.is_none()
-        && !is_loopback_url(&source.url)
-        && !source.url.contains("://:")
+    if source.protocol == NetworkProtocol::Srt && source.passphrase_file.is_none() && !srt_stays_on_the_box(&source.url)
     {
-        // A caller to another machine: SRT without a passphrase is not encrypted.
+        // Unencrypted, anyone on the network could read the link or, for a listener, dial
+        // in first and be recorded as the remote participant.
         p.add(k("passphrase_file"), "missing: an SRT link beyond this box must be encrypted");
     }
     if source.protocol != NetworkProtocol::Rtsp && source.transport != super::RtspTransport::Tcp {
@@ -406,30 +418,55 @@ fn validate_network_source(
     }
 }
 
+/// Whether an SRT URL listens (for its sender to dial in) rather than calls: `mode=listener`,
+/// or no host to call.
+pub fn srt_listens(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let (authority, query) = (rest.split(['/', '?']).next().unwrap_or(""), rest.split_once('?').map_or("", |(_, q)| q));
+    query.split('&').any(|kv| kv == "mode=listener") || authority.starts_with(':') || authority.is_empty()
+}
+
+/// Whether an SRT link never leaves the box: it calls or listens on a loopback address.
+fn srt_stays_on_the_box(url: &str) -> bool {
+    // A listener without a host binds every interface; `localaddress` may name one.
+    let query = url.split_once('?').map_or("", |(_, q)| q);
+    let local = query.split('&').find_map(|kv| kv.strip_prefix("localaddress="));
+    match local {
+        Some(address) => address.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback()),
+        None => is_loopback_url(url),
+    }
+}
+
+/// Query keys that carry secrets in the URLs of cameras and servers.
+const SECRET_QUERY_KEYS: &[&str] =
+    &["passphrase", "password", "passwd", "pwd", "pass", "token", "key", "secret", "auth"];
+
 /// What is wrong with a network source's URL for its protocol, if anything. Secrets never
 /// go in the URL (it is shown in status and logs): they have files of their own.
 pub fn network_url_problem(protocol: NetworkProtocol, url: &str) -> Option<String> {
-    let schemes: &[&str] = match protocol {
-        NetworkProtocol::Rtsp => &["rtsp", "rtsps"],
-        NetworkProtocol::Srt => &["srt"],
-        NetworkProtocol::Rtmp => &["rtmp", "rtmps"],
-    };
+    let schemes = protocol.schemes();
     let Some((scheme, rest)) = url.split_once("://") else {
         return Some(format!("{url:?} is not a URL: it must start with {}://", schemes[0]));
     };
     if !schemes.contains(&scheme) {
         return Some(format!("an {protocol} source's URL starts with {}://, not {scheme}://", schemes.join(":// or ")));
     }
-    if url.chars().any(|c| c.is_whitespace() || c.is_control() || c == '"' || c == '\\' || c == '!') {
-        return Some("the URL contains a space, a quote, a backslash or '!'".into());
+    if url.chars().any(|c| c.is_whitespace() || c.is_control() || c == '"' || c == '\\') {
+        return Some("the URL contains a space, a quote or a backslash".into());
     }
     let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
     if authority.contains('@') {
         let file = if protocol == NetworkProtocol::Srt { "passphrase_file" } else { "credentials_file" };
         return Some(format!("the URL holds credentials (user@ or user:password@); put them in {file}"));
     }
-    if url.to_ascii_lowercase().contains("passphrase=") {
-        return Some("the URL holds a passphrase; put it in passphrase_file".into());
+    let query = rest.split_once('?').map_or("", |(_, q)| q.split('#').next().unwrap_or(""));
+    for pair in query.split('&') {
+        let key = pair.split('=').next().unwrap_or("").to_ascii_lowercase();
+        // `access_token`, `streamkey` and the like too.
+        if SECRET_QUERY_KEYS.iter().any(|k| key.ends_with(k)) {
+            let file = if protocol == NetworkProtocol::Srt { "passphrase_file" } else { "credentials_file" };
+            return Some(format!("the URL holds a secret ({key}=); put it in {file}"));
+        }
     }
     if authority.is_empty() || (protocol != NetworkProtocol::Srt && authority.starts_with(':')) {
         return Some(format!("{url:?} names no host"));

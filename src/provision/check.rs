@@ -257,12 +257,8 @@ pub enum Probed {
 /// the SRT passphrase. Nothing is kept.
 pub fn probe_network(url: &str, secret_file: Option<&std::path::Path>, window: Duration) -> Result<Probed, String> {
     use crate::config::{NetworkProtocol, NetworkSource, NetworkVideo};
-    let protocol = match url.split_once("://").map(|(scheme, _)| scheme) {
-        Some("rtsp" | "rtsps") => NetworkProtocol::Rtsp,
-        Some("srt") => NetworkProtocol::Srt,
-        Some("rtmp" | "rtmps") => NetworkProtocol::Rtmp,
-        _ => return Err(format!("{url:?}: not an rtsp://, srt:// or rtmp:// URL")),
-    };
+    let protocol =
+        NetworkProtocol::of_url(url).ok_or_else(|| format!("{url:?}: not an rtsp://, srt:// or rtmp:// URL"))?;
     if let Some(problem) = crate::config::network_url_problem(protocol, url) {
         return Err(problem);
     }
@@ -287,7 +283,12 @@ pub fn probe_network(url: &str, secret_file: Option<&std::path::Path>, window: D
         audio_devices: Vec::new(),
         network_sources: vec![source],
     };
-    let scratch = std::env::temp_dir().join(format!("courtbox-probe-{}", std::process::id()));
+    // A folder of our own (created, not found: another user cannot prepare it), 0700.
+    let scratch = std::env::temp_dir().join(format!("courtbox-probe-{}-{}", std::process::id(), uuid::Uuid::new_v4()));
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new().mode(0o700).create(&scratch).map_err(|e| format!("{}: {e}", scratch.display()))?;
+    }
     let (health, errors) =
         test_recording(&profile, &Templates::default(), &scratch, &scratch, Duration::from_secs(10), window)
             .map_err(|e| e.to_string())?;

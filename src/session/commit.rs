@@ -101,8 +101,26 @@ fn run(ctx: CommitContext, mut continuity: Continuity, events: Receiver<CaptureE
 /// A failure says "restarted automatically" only once the device records again.
 #[derive(Default)]
 struct DeviceTroubles {
-    /// Per device: its sources and what happened, until it records again.
-    failed: std::collections::HashMap<String, (Vec<String>, String)>,
+    /// Per device, until it records again: its sources, what happened first (an auditor
+    /// needs the cause, not the last of many tries), and how many tries failed since.
+    failed: std::collections::HashMap<String, Trouble>,
+}
+
+struct Trouble {
+    sources: Vec<String>,
+    first: String,
+    tries: u32,
+    last_error: String,
+}
+
+impl Trouble {
+    fn describe(&self) -> String {
+        match self.tries {
+            0 => self.first.clone(),
+            1 => format!("{}; 1 try to restart failed ({})", self.first, self.last_error),
+            n => format!("{}; {n} tries to restart failed (the last: {})", self.first, self.last_error),
+        }
+    }
 }
 
 impl DeviceTroubles {
@@ -118,15 +136,23 @@ impl DeviceTroubles {
                 };
 
                 ctx.stats.note_error(&format!("{what}; retrying"));
-                continuity.device_stopped(&sources, &what);
-                self.failed.insert(device, (sources, what));
+                let trouble = match self.failed.remove(&device) {
+                    Some(mut t) => {
+                        t.tries += 1;
+                        t.last_error = error;
+                        t
+                    }
+                    None => Trouble { sources, first: what, tries: 0, last_error: error },
+                };
+                continuity.device_stopped(&trouble.sources, &trouble.describe());
+                self.failed.insert(device, trouble);
             }
             CaptureEvent::DeviceRestarted { device, at, attempt } => {
                 tracing::info!(%device, %at, attempt, "device recording again");
-                if let Some((sources, what)) = self.failed.remove(&device) {
-                    let again = format!("{what}; restarted automatically, recording again from {at}");
+                if let Some(trouble) = self.failed.remove(&device) {
+                    let again = format!("{}; restarted automatically, recording again from {at}", trouble.describe());
                     ctx.stats.note_error(&again);
-                    continuity.device_stopped(&sources, &again);
+                    continuity.device_stopped(&trouble.sources, &again);
                 }
             }
             CaptureEvent::DeviceCannotStart { device, sources, reason, .. } => {
@@ -156,9 +182,9 @@ fn event_media(event: &CaptureEvent) -> MediaTime {
     }
 }
 
-/// Why a passed-through picture begins a little after the session: it can only begin on
-/// a keyframe of the camera (at most one GOP later).
-const KEYFRAME_WAIT: &str = "a camera recorded as it sends begins at its first keyframe after the recording started";
+/// Why a passed-through picture begins after the session: it is recorded from its first
+/// keyframe once connected (at most one GOP after the start, when it is already connected).
+const KEYFRAME_WAIT: &str = "a network picture is recorded from its first keyframe once it is connected";
 
 /// How long a commit refused for lack of space (SQLite's "database or disk is full") is
 /// retried before its segment is left in the spool for recovery. The cameras pause on a
