@@ -1,7 +1,7 @@
 //! The live broadcast against real servers on loopback: nginx with the RTMP module (HLS
 //! output, `on_publish` key check) and `srt-live-transmit` as an SRT listener.
 
-use crate::common::{TestBox, free_port, gaps, output_dir, wait_for};
+use crate::common::{TestBox, free_port, gaps, output_dir, secret_file, wait_for};
 use courtbox::bench::flagged_stretches;
 use courtbox::integrity::Entry;
 use std::collections::BTreeSet;
@@ -111,14 +111,6 @@ fn now_s() -> f64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64()
 }
 
-fn secret(dir: &Path, name: &str, text: &str) -> PathBuf {
-    use std::os::unix::fs::PermissionsExt;
-    let path = dir.join(name);
-    std::fs::write(&path, text).unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-    path
-}
-
 /// The RTMP server's HLS output as one transport stream (its fragments in order).
 fn hls_stream(dir: &Path, out: &Path) {
     let mut parts: Vec<(u64, PathBuf)> = std::fs::read_dir(dir.join("hls"))
@@ -194,8 +186,8 @@ fn media_s(text: &str) -> f64 {
 fn an_open_hearing_goes_out_delayed_blanked_by_a_mute_and_cut_by_closing() {
     let root = output_dir("broadcast_policy");
     let mut servers = Servers::start(&root.join("servers"));
-    let key = secret(&root, "rtmp.key", KEY);
-    let passphrase = secret(&root, "srt.key", PASSPHRASE);
+    let key = secret_file(&root, "rtmp.key", KEY);
+    let passphrase = secret_file(&root, "srt.key", PASSPHRASE);
     let tb = TestBox::with_extra(
         "broadcast_policy_box",
         "hw-profiles/sim.toml",

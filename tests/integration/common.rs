@@ -355,6 +355,15 @@ pub fn packet_span(file: &Path) -> Option<(f64, f64)> {
     span
 }
 
+/// A file holding a secret as the box wants it: mode 0600. Returns its path.
+pub fn secret_file(dir: &Path, name: &str, text: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    path
+}
+
 pub fn write_file(path: &Path, bytes: &[u8]) {
     let mut f = std::fs::File::create(path).unwrap();
     f.write_all(bytes).unwrap();

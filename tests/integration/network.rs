@@ -155,14 +155,6 @@ impl Drop for FarNetwork {
     }
 }
 
-/// A secret file as the box wants it: mode 0600.
-fn secret_file(path: &Path, text: &str) -> String {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::write(path, text).unwrap();
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
-    path.display().to_string()
-}
-
 /// A box whose profile has one sim microphone (`judge`) and the given network sources
 /// (TOML `[[network_source]]` tables).
 fn network_box(name: &str, network_sources: &str) -> TestBox {
@@ -247,7 +239,7 @@ fn device<'a>(status: &'a serde_json::Value, name: &str) -> Option<&'a serde_jso
 fn an_rtsp_camera_is_recorded_as_it_sends_through_an_outage_and_a_crash() {
     let dir = output_dir("an_rtsp_camera-servers");
     let mut camera = RtspCamera::start(&dir, &["--credentials", "clerk:s3cret-pw"]);
-    let credentials = secret_file(&dir.join("camera.credentials"), "clerk:s3cret-pw\n");
+    let credentials = secret_file(&dir, "camera.credentials", "clerk:s3cret-pw\n").display().to_string();
     let tb = network_box(
         "an_rtsp_camera",
         &format!(
@@ -372,7 +364,7 @@ fn a_network_source_that_cannot_be_received_says_why_and_the_others_record() {
     let dir = output_dir("a_network_source_that_cannot-servers");
     let camera = RtspCamera::start(&dir, &["--credentials", "clerk:right"]);
     let jpeg = RtspCamera::start(&dir, &["--codec", "jpeg"]);
-    let wrong = secret_file(&dir.join("wrong.credentials"), "clerk:wrong");
+    let wrong = secret_file(&dir, "wrong.credentials", "clerk:wrong").display().to_string();
     let nobody = free_port();
     let source = |name: &str, url: &str, credentials: Option<&str>| {
         let credentials = credentials.map(|c| format!("credentials_file = \"{c}\"\n")).unwrap_or_default();
@@ -494,7 +486,7 @@ fn a_remote_participant_by_srt_is_recorded_and_a_wrong_passphrase_is_refused() {
     let dir = output_dir("a_remote_participant_by_srt-servers");
     let sender = SrtSender::start("correct-horse-battery");
     let stranger = SrtSender::start("another-passphrase-42");
-    let right = secret_file(&dir.join("remote.passphrase"), "correct-horse-battery\n");
+    let right = secret_file(&dir, "remote.passphrase", "correct-horse-battery\n").display().to_string();
     let dialin = free_port();
     let tb = network_box(
         "a_remote_participant_by_srt",

@@ -1,7 +1,7 @@
 //! A real S3 server for the upload tests: SeaweedFS (`weed mini`, installed into var/tools
 //! by `scripts/setup --tests`) on loopback, with credentials and an Object Lock bucket.
 
-use crate::common::{repo, wait_for};
+use crate::common::{repo, secret_file, wait_for};
 use courtbox::upload::{Credentials, S3Settings, Store};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -29,10 +29,8 @@ pub fn box_config(root: &Path) -> String {
 
 /// Writes the box's credentials file (0600) with this secret.
 pub fn write_credentials(root: &Path, secret: &str) {
-    use std::os::unix::fs::PermissionsExt;
-    let path = root.join("s3-credentials.toml");
-    std::fs::write(&path, format!("access_key_id = \"{BOX_KEY}\"\nsecret_access_key = \"{secret}\"\n")).unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let text = format!("access_key_id = \"{BOX_KEY}\"\nsecret_access_key = \"{secret}\"\n");
+    secret_file(root, "s3-credentials.toml", &text);
 }
 
 pub struct SeaweedFs {
