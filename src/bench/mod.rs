@@ -1,7 +1,9 @@
 //! `courtbox bench`: performance figures printed as numbers, never asserted in tests
 //! (timings flake on a shared machine; the closing notes report them).
 
+pub mod alignment;
 mod broadcast;
+mod network;
 mod quality;
 mod witness;
 
@@ -60,6 +62,13 @@ pub enum BenchCommand {
         #[arg(long)]
         verbose: bool,
     },
+    /// Network sources: CPU of an RTSP camera recorded as sent versus re-encoded, of the sim
+    /// room with two RTSP cameras and an SRT participant, and the time to reconnect.
+    Network(network::Options),
+    /// A network camera against the room's microphones: a clapperboard (the test camera's
+    /// flashes, a sim microphone's beeps, on one clock) recorded for minutes, and the offset
+    /// and drift measured in the export.
+    Alignment(alignment::Options),
     /// Caption quality per language of a speech model on the project's test speech (the
     /// figures models/models.toml pins), and what the caption filter refuses.
     Quality(quality::Options),
@@ -139,6 +148,8 @@ pub fn run(what: BenchCommand, _config: &Path) -> Result<()> {
         }),
         BenchCommand::Broadcast(options) => broadcast::run(&options),
         BenchCommand::Quality(options) => quality::run(&options),
+        BenchCommand::Network(options) => network::run(&options),
+        BenchCommand::Alignment(options) => alignment::run(&options),
         BenchCommand::Upload { store, endpoint, create_bucket, profile, minutes, concurrency } => {
             upload(&store, endpoint, create_bucket, &profile, minutes, concurrency)
         }
@@ -240,6 +251,7 @@ fn seal(segments: usize, bytes: usize, dir: Option<PathBuf>) -> Result<()> {
         };
         let t1 = Instant::now();
         let c = SegmentCommit {
+            timing: None,
             source: "cam".into(),
             seq,
             media_start: MediaTime(seq * 10_000_000_000),
@@ -351,6 +363,7 @@ fn write_backlog(
             let path = spool.join(format!("{name}-{seq:06}.mkv"));
             std::fs::write(&path, &data)?;
             let c = SegmentCommit {
+                timing: None,
                 source: name.clone(),
                 seq,
                 media_start: MediaTime(seq * 10_000_000_000),

@@ -80,6 +80,7 @@ fn time_checkpoints(
         // One segment record between checkpoints, as recording adds them (the file itself
         // plays no part here).
         let segment = SegmentCommit {
+            timing: None,
             source: "bench".into(),
             seq: i as u64,
             media_start: MediaTime(i as u64 * 10_000_000_000),

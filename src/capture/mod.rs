@@ -95,6 +95,8 @@ pub struct ClosedFragment {
     pub media_start: MediaTime,
     pub media_end: MediaTime,
     pub wall_start: WallTime,
+    /// A network source's: how its timestamps were placed when the fragment closed.
+    pub timing: Option<crate::integrity::SenderTiming>,
 }
 
 /// What stopped a device, as far as the recorder acts on it.

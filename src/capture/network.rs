@@ -7,6 +7,7 @@
 use super::DeviceShared;
 use super::plan::{NETWORK_DEMUX, NETWORK_SOURCE, NetworkPlan};
 use crate::config::{NetworkProtocol, NetworkVideoCodec, RtspTransport};
+use crate::integrity::{SenderTiming, TimingBasis};
 use gst::prelude::*;
 use std::fmt;
 use std::path::Path;
@@ -96,8 +97,8 @@ impl fmt::Display for NetworkFault {
             NetworkFault::NotFound { protocol } => write!(f, "{protocol}: the server has no stream at that URL"),
             NetworkFault::WrongCodec { expected, offered } => write!(
                 f,
-                "wrong codec: the source sends {} but the profile expects {} (set video.codec, or change the \
-                 camera's encoder setting)",
+                "wrong codec: the source sends {} but the profile expects {} (set video.codec, change the \
+                 camera's encoder setting, or have the box re-encode it with video.transcode_fps)",
                 if offered.is_empty() { "no video".to_string() } else { offered.join(", ") },
                 expected.label()
             ),
@@ -235,6 +236,11 @@ fn check_passphrase(passphrase: &str, path: &Path) -> Result<(), String> {
     }
 }
 
+/// The most an RTSP camera's sender reports may move its picture from its arrival time.
+pub const TIMING_CORRECTION_LIMIT: Duration = Duration::from_secs(1);
+/// How fast that correction is eased in, per frame.
+pub const TIMING_CORRECTION_STEP: Duration = Duration::from_millis(2);
+
 /// Gives the receiving element its URL, transport and secret, and notes the streams the
 /// sender offers as they appear.
 pub fn configure(pipeline: &gst::Pipeline, plan: &NetworkPlan, device: &Arc<DeviceShared>) -> Result<(), String> {
@@ -255,6 +261,15 @@ pub fn configure(pipeline: &gst::Pipeline, plan: &NetworkPlan, device: &Arc<Devi
             let micros = plan.stall.as_micros() as u64;
             source.set_property("tcp-timeout", micros);
             source.set_property("timeout", micros);
+            // The camera's clock, not the arrival: once its first RTCP sender report maps its
+            // RTP time to NTP, each frame is placed at its capture instant on the box's clock,
+            // so the camera's encoder delay (50-300 ms on real cameras) is taken out. Until
+            // then, and for a camera without sender reports, arrival time. The correction is
+            // eased in by at most 2 ms per frame, never a jump back in the record, and a
+            // correction beyond 1 s is ignored: that camera's clock is wrong, not its encoder.
+            source.set_property("ntp-sync", true);
+            source.set_property("max-ts-offset", TIMING_CORRECTION_LIMIT.as_nanos() as i64);
+            source.set_property("max-ts-offset-adjustment", TIMING_CORRECTION_STEP.as_nanos() as u64);
             if let (Some(secret), Some(path)) = (secret, &plan.secret_file) {
                 let (user, password) = user_and_password(&secret, path)?;
                 source.set_property("user-id", user);
@@ -348,6 +363,26 @@ pub fn rtp_statistics(device: &DeviceShared) -> Option<RtpCounters> {
         total.jitter_ns = total.jitter_ns.max(stats.get::<u64>("avg-jitter").unwrap_or(0));
     }
     Some(total)
+}
+
+/// How the source's timestamps are placed now. RTSP: rtpbin sets each jitter buffer's
+/// `ts-offset` once the sender's reports map its RTP time to its NTP clock (and leaves it at
+/// 0 until then, without reports, or beyond `TIMING_CORRECTION_LIMIT`), so a non-zero offset
+/// is the sender's clock at work; the picture's is preferred to the sound's. SRT and RTMP:
+/// arrival, always.
+pub fn sender_timing(device: &DeviceShared) -> SenderTiming {
+    let buffers: Vec<gst::Element> = device.jitterbuffers.lock().iter().filter_map(|w| w.upgrade()).collect();
+    let is_video = |b: &gst::Element| {
+        b.static_pad("sink")
+            .and_then(|p| p.current_caps())
+            .and_then(|c| c.structure(0).and_then(|s| s.get::<String>("media").ok()))
+            .is_some_and(|m| m == "video")
+    };
+    let offsets = buffers.iter().filter(|b| is_video(b)).chain(buffers.iter().filter(|b| !is_video(b)));
+    match offsets.map(|b| b.property::<i64>("ts-offset")).find(|o| *o != 0) {
+        Some(offset) => SenderTiming { basis: TimingBasis::SenderClock, correction_ms: offset / 1_000_000 },
+        None => SenderTiming { basis: TimingBasis::Arrival, correction_ms: 0 },
+    }
 }
 
 #[cfg(test)]

@@ -300,7 +300,7 @@ fn plan_network(
     let mut desc = receive;
     let mut tracks = Vec::new();
     let mut anchors = Vec::new();
-    if let Some(video) = &source.video {
+    if let Some(video) = source.video.as_ref().filter(|v| v.transcode_fps.is_none()) {
         // Length-prefixed access units (avc/hvc1), as Matroska stores them, with the
         // parameter sets repeated at every keyframe (config-interval=-1): each segment
         // file opens with what a decoder needs.
@@ -336,6 +336,22 @@ fn plan_network(
             health_element: Some(health_element(n)),
         });
     }
+    if let Some((video, fps)) = source.video.as_ref().and_then(|v| Some((v, v.transcode_fps?))) {
+        // Re-encoded: from the decoder on, the picture is a local camera's (a raw anchor,
+        // segments cut at the shared boundaries, the profile's encoder and GOP).
+        let n = &video.name;
+        let encoder = video_encoder(profile, fps, templates)?;
+        let rtp = "application/x-rtp,media=video";
+        desc.push_str(&format!(
+            " {from}. ! {rtp} ! queue name=netvq_{n} ! decodebin ! videoconvert ! videorate \
+             ! video/x-raw,format=I420,framerate={fps}/1 ! identity name={ANCHOR} silent=true \
+             ! queue name=rawq_{n} leaky=downstream {RAW_QUEUE} ! {encoder} ! identity name={out} silent=true",
+            out = out_element(n),
+        ));
+        let track = TrackPlan { source: n.clone(), kind: SourceKind::Video, channel: None };
+        anchors.push(AnchorPlan::raw(ANCHOR, std::slice::from_ref(&track)));
+        tracks.push(track);
+    }
     if let Some(audio) = &source.audio {
         let n = &audio.name;
         // Decoded to the box's sample rate, mono: one speaker, one track, as for a room
@@ -367,7 +383,8 @@ fn plan_network(
             secret_file: source.credentials_file.clone().or_else(|| source.passphrase_file.clone()),
             transport: source.transport,
             stall: Duration::from_millis(u64::from(source.stall_ms)),
-            video_codec: source.video.as_ref().map(|v| v.codec),
+            // A re-encoded picture may come in any codec the box decodes.
+            video_codec: source.video.as_ref().filter(|v| v.transcode_fps.is_none()).map(|v| v.codec),
             waits_for_sender: source.protocol == NetworkProtocol::Srt && crate::config::srt_listens(&source.url),
         }),
     })
@@ -387,6 +404,11 @@ mod tests {
         let remote = plans.iter().find(|p| p.name == "remote").unwrap();
         assert_eq!(remote.anchors.iter().map(|a| a.starts_on_keyframe).collect::<Vec<_>>(), [true, false]);
         assert_eq!(remote.network.as_ref().unwrap().protocol, NetworkProtocol::Srt);
+        // The MJPEG camera is re-encoded: a raw anchor, any codec accepted.
+        let gallery = plans.iter().find(|p| p.name == "cam-gallery").unwrap();
+        assert_eq!(gallery.anchors.iter().map(|a| a.starts_on_keyframe).collect::<Vec<_>>(), [false]);
+        assert_eq!(gallery.network.as_ref().unwrap().video_codec, None);
+        assert!(gallery.description.contains("x264enc") && gallery.description.contains("framerate=15/1"));
         for plan in plans.iter().filter(|p| p.network.is_some()) {
             assert!(!plan.description.contains("://"), "{}: the URL is set as a property", plan.name);
             assert!(!plan.description.contains("secrets"), "{}", plan.name);

@@ -26,7 +26,10 @@ pub enum Programme {
         turn: Duration,
         cycle: Duration,
     },
-    /// A beep (0.8 s on, 1.2 s off) at this frequency.
+    /// A beep at this frequency, 0.8 s on and 1.2 s off, that starts on every even second
+    /// of the box's monotonic clock (not of the pipeline's running time): like a
+    /// clapperboard, it can be lined up with anything else timed on that clock, such as the
+    /// flashes of the test camera (`tests/rtsp/rtsp-camera --flash`).
     Tone(u32),
     Silence,
 }
@@ -92,8 +95,9 @@ impl SpeechSchedule {
 }
 
 impl Programme {
-    /// The sample at absolute position `n` (samples since running time 0).
-    pub fn sample(&self, n: u64, rate: u32) -> i16 {
+    /// The sample at position `n` (samples since running time 0) of a pipeline whose
+    /// running time 0 is `base_ns` on the monotonic clock.
+    pub fn sample(&self, n: u64, rate: u32, base_ns: u64) -> i16 {
         let rate = u64::from(rate);
         match self {
             Programme::Speech { pcm, turn, cycle, .. } => {
@@ -102,7 +106,8 @@ impl Programme {
                 (n % cycle).checked_sub(start).and_then(|i| pcm.get(i as usize)).copied().unwrap_or(0)
             }
             Programme::Tone(hz) => {
-                if n % (2 * rate) < rate * 8 / 10 {
+                let clock_ns = u128::from(base_ns) + u128::from(n) * 1_000_000_000 / u128::from(rate);
+                if clock_ns % 2_000_000_000 < 800_000_000 {
                     let phase = 2.0 * std::f64::consts::PI * f64::from(*hz) * n as f64 / rate as f64;
                     (phase.sin() * 0.25 * f64::from(i16::MAX)) as i16
                 } else {
@@ -174,7 +179,7 @@ fn feed(appsrc: gst_app::AppSrc, sim: SimAudio, clock: gst::Clock, base: gst::Cl
         let mut data = Vec::with_capacity(frames * channels * 2);
         for f in 0..frames as u64 {
             for (ch, p) in sim.programmes.iter().enumerate() {
-                let mut v = p.sample(position + f, sim.rate);
+                let mut v = p.sample(position + f, sim.rate, base.nseconds());
                 if !matches!(p, Programme::Silence) {
                     v = v.saturating_add(room_tone(position + f, ch));
                 }
@@ -207,14 +212,20 @@ mod tests {
             turn: Duration::from_secs(1),
             cycle: Duration::from_secs(10),
         };
-        assert_eq!(speech.sample(10, 50), 0); // before its turn
-        assert_eq!(speech.sample(55, 50), 7);
-        assert_eq!(speech.sample(150, 50), 0); // after it
-        assert_eq!(speech.sample(555, 50), 7); // next cycle
+        assert_eq!(speech.sample(10, 50, 0), 0); // before its turn
+        assert_eq!(speech.sample(55, 50, 0), 7);
+        assert_eq!(speech.sample(150, 50, 0), 0); // after it
+        assert_eq!(speech.sample(555, 50, 0), 7); // next cycle
+        assert_eq!(speech.sample(555, 50, 1_300_000_000), 7); // the clock does not move speech
         let tone = Programme::Tone(1000);
-        let loud = (0..800).map(|n| i32::from(tone.sample(n, 8000)).abs()).max().unwrap();
-        let quiet = (7000..16000).map(|n| tone.sample(n, 8000)).all(|s| s == 0);
+        let loud = (0..800).map(|n| i32::from(tone.sample(n, 8000, 0)).abs()).max().unwrap();
+        let quiet = (7000..16000).map(|n| tone.sample(n, 8000, 0)).all(|s| s == 0);
         assert!(loud > 8000 && quiet);
-        assert_eq!(Programme::Silence.sample(3, 8000), 0);
+        // A pipeline that started 1.5 s past an even second: its beep starts 0.5 s in, when
+        // the clock reaches the next even second, and not before.
+        let base = 41_500_000_000;
+        assert!((0..3999).all(|n| tone.sample(n, 8000, base) == 0));
+        assert!((4000..4100).any(|n| tone.sample(n, 8000, base) != 0));
+        assert_eq!(Programme::Silence.sample(3, 8000, 0), 0);
     }
 }

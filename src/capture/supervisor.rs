@@ -242,6 +242,10 @@ fn watch(
             if let (Some(counters), Some(track)) = (super::network::rtp_statistics(device), plan.tracks.first()) {
                 ctx.health.rtp_counters(&track.source, counters);
             }
+            let timing = super::network::sender_timing(device);
+            for track in plan.tracks.iter().filter_map(|t| ctx.tracks.get(&t.source)) {
+                track.set_timing(timing);
+            }
         }
         let paused = device.pause_reason();
         if ctx.stopping() || paused.is_some() {

@@ -5,7 +5,7 @@
 use super::{CaptureEvent, ClosedFragment, running_time};
 use crate::base::{Clocks, MediaTime, WallTime};
 use crate::config::SourceKind;
-use crate::integrity::layout;
+use crate::integrity::{SenderTiming, layout};
 use crate::segment::{OpenFiles, SpoolFile, SpoolSink};
 use gst::prelude::*;
 use parking_lot::Mutex;
@@ -51,6 +51,9 @@ pub struct Track {
     state: Mutex<TrackState>,
     events: Sender<CaptureEvent>,
     clocks: Arc<dyn Clocks>,
+    /// A network source's: how its timestamps are placed now (the supervisor keeps it up to
+    /// date); each closed fragment is stamped with it.
+    timing: Mutex<Option<SenderTiming>>,
 }
 
 impl Track {
@@ -69,6 +72,7 @@ impl Track {
             state: Mutex::new(TrackState { next_seq, open: None, last_end: None }),
             events,
             clocks,
+            timing: Mutex::new(None),
         }
     }
 
@@ -139,6 +143,11 @@ impl Track {
         Ok(splitmux)
     }
 
+    /// How a network source's timestamps are placed from now on.
+    pub fn set_timing(&self, timing: SenderTiming) {
+        *self.timing.lock() = Some(timing);
+    }
+
     fn fragment_opened(&self, start: Option<u64>) -> PathBuf {
         let mut st = self.state.lock();
         let seq = st.next_seq;
@@ -175,6 +184,7 @@ impl Track {
             media_start: open.media_start,
             media_end,
             wall_start: open.wall_start,
+            timing: *self.timing.lock(),
         }));
     }
 }

@@ -630,7 +630,7 @@ mod tests {
         assert_eq!((remote[0].kind, remote[0].role), (SourceKind::Video, None));
         assert_eq!((remote[1].kind, remote[1].role), (SourceKind::Audio, Some(Role::Witness)));
         let pictures: Vec<&str> = p.pictures().iter().map(|(name, _)| *name).collect();
-        assert_eq!(pictures, ["bench", "hall", "remote-picture"]);
+        assert_eq!(pictures, ["bench", "hall", "gallery", "remote-picture"]);
         assert_eq!(p.voices().last().unwrap().name, "remote-witness");
     }
 
@@ -692,6 +692,17 @@ mod tests {
             (
                 base.replace("[network_source.video]", "stall_ms = 10\n[network_source.video]"),
                 "network_source[0].stall_ms: must be between 500 and 60000",
+            ),
+            (
+                base.replace("name = \"court\"", "name = \"court\"\ntranscode_fps = 0"),
+                "network_source[0].video.transcode_fps: must be between 1 and 60",
+            ),
+            // SRT and RTMP carry H.264 or H.265, which is recorded as sent.
+            (
+                base.replace("protocol = \"rtsp\"", "protocol = \"rtmp\"")
+                    .replace("rtsp://10.0.0.2/s", "rtmp://10.0.0.2/live/x")
+                    .replace("name = \"court\"", "name = \"court\"\ntranscode_fps = 25"),
+                "network_source[0].video.transcode_fps: applies to rtsp only",
             ),
         ];
         for (text, expected) in cases {

@@ -307,9 +307,22 @@ pub struct NetworkVideo {
     pub label: Option<String>,
     #[serde(default)]
     pub codec: NetworkVideoCodec,
+    /// Re-encode the picture with the box's `[video]` encoder at this frame rate, for a
+    /// camera whose codec the record should not keep (MJPEG, MPEG-4): any video the box can
+    /// decode is then accepted and `codec` is not used. RTSP only. Unset (the default): the
+    /// camera's H.264 or H.265 is recorded as it is sent.
+    #[serde(default)]
+    pub transcode_fps: Option<u32>,
     /// Roles this camera shows (the broadcast's automatic switching), as for a camera.
     #[serde(default)]
     pub roles: Vec<Role>,
+}
+
+impl NetworkVideo {
+    /// What the record keeps of this picture: H.264 when the box re-encodes it.
+    pub fn recorded_codec(&self) -> NetworkVideoCodec {
+        if self.transcode_fps.is_some() { NetworkVideoCodec::H264 } else { self.codec }
+    }
 }
 
 /// The sound of a network source: a microphone track of its own, with a role, so that it

@@ -240,8 +240,11 @@ pub fn validate_config_with_profile(config: &Config, profile: &HwProfile) -> Vec
         p.add("broadcast.camera", format!("{:?} is not a camera of the profile {:?}", b.camera, profile.name));
     }
     // The programme decodes H.264 only.
-    let h265 =
-        profile.network_sources.iter().filter_map(|n| n.video.as_ref()).find(|v| v.codec == NetworkVideoCodec::H265);
+    let h265 = profile
+        .network_sources
+        .iter()
+        .filter_map(|n| n.video.as_ref())
+        .find(|v| v.recorded_codec() == NetworkVideoCodec::H265);
     if let Some(video) = h265
         && !b.outputs.is_empty()
     {
@@ -394,6 +397,15 @@ fn validate_network_source(
         p.unique(names, k("video.name"), &video.name);
         if let Some(label) = &video.label {
             p.text(k("video.label"), label);
+        }
+        if let Some(fps) = video.transcode_fps {
+            p.range(k("video.transcode_fps"), fps, 1, 60);
+            if source.protocol != NetworkProtocol::Rtsp {
+                p.add(
+                    k("video.transcode_fps"),
+                    format!("applies to rtsp only ({} carries H.264 or H.265)", source.protocol),
+                );
+            }
         }
         for role in &video.roles {
             let shown_by = profile.cameras.iter().map(|c| (&c.name, &c.roles)).chain(

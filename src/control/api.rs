@@ -392,10 +392,12 @@ async fn metrics(State(s): State<ApiState>) -> Result<Response, ApiError> {
     let snapshot = tokio::task::spawn_blocking(move || {
         let totals = s.ledger.reader()?.totals()?;
         let status = s.recorder.status();
+        let (devices, health) = status.session.map(|x| (x.devices, x.health)).unwrap_or_default();
         Ok::<_, crate::ledger::LedgerError>(super::metrics::Snapshot {
             totals,
             recording: status.recording,
-            devices: status.session.map(|x| x.devices).unwrap_or_default(),
+            devices,
+            health,
             captions: s.stt.as_ref().map(|stt| stt.status()),
             storage: s.storage.as_ref().map(|st| st.status()).transpose()?,
         })

@@ -1,7 +1,7 @@
 //! Prometheus `/metrics`: a snapshot of the ledger's totals and the live state of capture,
 //! captions, upload and disk, encoded in the OpenMetrics text format at each scrape.
 
-use crate::capture::{DeviceState, DeviceStatus};
+use crate::capture::{DeviceState, DeviceStatus, SourceHealth};
 use crate::stt::SttStatus;
 use crate::upload::{DiskLevel, StorageStatus};
 use prometheus_client::encoding::EncodeLabelSet;
@@ -17,6 +17,8 @@ pub struct Snapshot {
     pub totals: (u64, u64, u64),
     pub recording: bool,
     pub devices: Vec<DeviceStatus>,
+    /// Per-source health while recording (only network sources' stream figures are used).
+    pub health: Vec<SourceHealth>,
     pub captions: Option<SttStatus>,
     pub storage: Option<StorageStatus>,
 }
@@ -24,6 +26,11 @@ pub struct Snapshot {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SourceLabels {
     device: String,
+    source: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StreamLabels {
     source: String,
 }
 
@@ -48,6 +55,32 @@ fn counter(registry: &mut Registry, name: &str, help: &str, value: u64) {
     let c = Counter::<u64>::default();
     c.inc_by(value);
     registry.register(name, help, c);
+}
+
+/// What a network source's stream looks like as it arrives (RTSP, SRT, RTMP), one family
+/// per figure, labelled by source; a figure the protocol does not give is left out.
+fn network_streams(r: &mut Registry, health: &[SourceHealth]) {
+    type Figure = fn(&crate::capture::StreamHealth) -> Option<f64>;
+    let figures: [(&str, &str, Figure); 5] = [
+        ("network_bitrate_kbps", "Received bitrate of a network source, kbit/s over about 2 s", |h| h.bitrate_kbps),
+        ("network_last_frame_age_seconds", "Since a network source's last frame arrived", |h| {
+            Some(h.last_frame_age_ms as f64 / 1e3)
+        }),
+        ("network_packets_lost", "RTP packets of a network source that never arrived, this connection", |h| {
+            h.packets_lost.map(|n| n as f64)
+        }),
+        ("network_loss_percent", "Share of a network source's packets lost over about 2 s", |h| h.loss_percent),
+        ("network_jitter_seconds", "Mean interarrival jitter of a network source", |h| h.jitter_ms.map(|j| j / 1e3)),
+    ];
+    for (name, help, figure) in figures {
+        let family = Family::<StreamLabels, Gauge<f64, AtomicU64>>::default();
+        for h in health {
+            if let Some(value) = h.stream.as_ref().and_then(figure) {
+                family.get_or_create(&StreamLabels { source: h.source.clone() }).set(value);
+            }
+        }
+        r.register(name, help, family);
+    }
 }
 
 /// The OpenMetrics text of a snapshot.
@@ -77,6 +110,7 @@ pub fn encode(s: &Snapshot) -> String {
         restarts.get_or_create(&DeviceLabels { device: d.name.clone() }).set(i64::from(d.restarts));
     }
     r.register("device_restarts", "Restarts of each device in the current run", restarts);
+    network_streams(&mut r, &s.health);
 
     if let Some(c) = &s.captions {
         gauge(
@@ -141,6 +175,19 @@ mod tests {
                 restarts: 2,
                 last_error: None,
             }],
+            health: vec![SourceHealth {
+                source: "court".into(),
+                stream: Some(crate::capture::StreamHealth {
+                    format: "H.264 High 1920x1080 25 fps".into(),
+                    bitrate_kbps: Some(4000.0),
+                    keyframe_interval_ms: Some(1000),
+                    last_frame_age_ms: 40,
+                    packets_lost: Some(12),
+                    loss_percent: Some(5.5),
+                    jitter_ms: Some(2.0),
+                }),
+                ..SourceHealth::default()
+            }],
             captions: None,
             storage: None,
         });
@@ -150,6 +197,9 @@ mod tests {
         assert!(text.contains("courtbox_gaps_total 3"));
         assert!(text.contains("courtbox_source_up{device=\"desk\",source=\"judge\"} 1"), "{text}");
         assert!(text.contains("courtbox_device_restarts{device=\"desk\"} 2"));
+        assert!(text.contains("courtbox_network_loss_percent{source=\"court\"} 5.5"), "{text}");
+        assert!(text.contains("courtbox_network_packets_lost{source=\"court\"} 12.0"), "{text}");
+        assert!(text.contains("courtbox_network_jitter_seconds{source=\"court\"} 0.002"), "{text}");
         assert!(text.trim_end().ends_with("# EOF"));
     }
 }

@@ -15,8 +15,9 @@ pub use audit::{AuditBody, SignedEntry, next_entry as next_audit_entry, verify_a
 pub use keys::{DeviceKey, KeyError, PublicKey};
 pub use record::{
     CONTINUITY_TOLERANCE_NS, CaptionItem, CaptionOrigin, Context, Entry, FORMAT_VERSION, Hearing, Language,
-    ManifestBody, ModelRef, RECESS_REASON, RecordBody, RecordKind, RunCause, SignedDoc, SignedDocError,
-    UnknownLanguage, ZERO_HASH, body_version, check_signature, sha256, sha256_hex, unresolved_captions_behind,
+    ManifestBody, ModelRef, RECESS_REASON, RecordBody, RecordKind, RunCause, SenderTiming, SignedDoc, SignedDocError,
+    TimingBasis, UnknownLanguage, ZERO_HASH, body_version, check_signature, sha256, sha256_hex,
+    unresolved_captions_behind,
 };
 pub use trust::{Fingerprint, TrustAnchor, TrustError, TrustList, TrustedKey, fingerprint};
 pub use verify::{

@@ -217,6 +217,28 @@ pub struct CaptionItem {
     pub delayed: bool,
 }
 
+/// How a network source's timestamps were placed on the box's clock while a segment was
+/// recorded (record-format.md, "Sender timing").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SenderTiming {
+    pub basis: TimingBasis,
+    /// What the sender's clock moved the arrival times by, in ms: negative when frames are
+    /// placed earlier than they arrived (the sender's capture-to-arrival delay taken out,
+    /// plus any difference between its clock and the box's). 0 by arrival.
+    pub correction_ms: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimingBasis {
+    /// The sender's RTCP sender reports (its NTP clock) placed each frame at its capture.
+    SenderClock,
+    /// Each frame is placed where it arrived: no sender clock yet, none sent, or one the box
+    /// refused (a correction over 1 s).
+    Arrival,
+}
+
 /// What a record states. Each variant is one kind of entry in the session chain.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
@@ -252,6 +274,10 @@ pub enum Entry {
         sha256: String,
         /// Found in the spool after a crash rather than closed normally.
         recovered: bool,
+        /// Network sources only: how the segment's timestamps were placed (absent for the
+        /// box's own cameras and microphones, and for segments recovered after a crash).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timing: Option<SenderTiming>,
     },
     /// An interval a source did not record, and why.
     Gap {

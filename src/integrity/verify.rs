@@ -1755,6 +1755,7 @@ mod tests {
             bytes: 1,
             sha256: String::new(),
             recovered: false,
+            timing: None,
         }
     }
 

@@ -48,6 +48,8 @@ pub struct SegmentCommit {
     pub recovered: bool,
     /// The file, relative to the data directory.
     pub local_path: String,
+    /// How a network source's timestamps were placed; `None` for the box's own sources.
+    pub timing: Option<crate::integrity::SenderTiming>,
 }
 
 #[derive(Clone, Copy)]
@@ -350,6 +352,7 @@ impl Writer {
                     bytes: seg.bytes,
                     sha256: hex::encode(seg.sha256),
                     recovered: seg.recovered,
+                    timing: seg.timing,
                 },
             )?;
             tx.execute(

@@ -271,7 +271,13 @@ pub fn probe_network(url: &str, secret_file: Option<&std::path::Path>, window: D
         passphrase_file: if protocol == NetworkProtocol::Srt { secret } else { None },
         transport: Default::default(),
         stall_ms: 3000,
-        video: Some(NetworkVideo { name: "picture".into(), label: None, codec: Default::default(), roles: Vec::new() }),
+        video: Some(NetworkVideo {
+            name: "picture".into(),
+            label: None,
+            codec: Default::default(),
+            transcode_fps: None,
+            roles: Vec::new(),
+        }),
         audio: None,
     };
     let profile = crate::config::HwProfile {

@@ -233,6 +233,7 @@ fn commit_fragment(ctx: &CommitContext, continuity: &mut Continuity, f: ClosedFr
         mut media_start,
         mut media_end,
         wall_start,
+        timing,
     } = f;
     let written = sha256.map(|sha256| segment::Sealed { bytes, sha256 });
     let local_path = path.strip_prefix(&ctx.data_dir).unwrap_or(&path).display().to_string();
@@ -293,6 +294,7 @@ fn commit_fragment(ctx: &CommitContext, continuity: &mut Continuity, f: ClosedFr
         sha256: sealed.sha256,
         recovered: false,
         local_path,
+        timing,
     };
     let session = ctx.session;
     let sealing = std::time::Instant::now();

@@ -100,6 +100,8 @@ pub fn commit_orphans(ledger: &Ledger, data_dir: &Path, session: &SessionRow) ->
             sha256: sealed.sha256,
             recovered: true,
             local_path: orphan.path.strip_prefix(data_dir).unwrap_or(&orphan.path).display().to_string(),
+            // How its timestamps were placed died with the daemon.
+            timing: None,
         };
         let id = session.id;
         ledger.call(move |w| w.commit_segment(id, commit))?;

@@ -1471,6 +1471,7 @@ mod tests {
                 bytes: 0,
                 sha256: String::new(),
                 recovered: false,
+                timing: None,
             })
         };
         // Run 1 ended normally (its stretch stated); run 2 was killed after 14 s.

@@ -1,7 +1,7 @@
 //! The live broadcast against real servers on loopback: nginx with the RTMP module (HLS
 //! output, `on_publish` key check) and `srt-live-transmit` as an SRT listener.
 
-use crate::common::{TestBox, free_port, gaps, output_dir, secret_file, wait_for};
+use crate::common::{TestBox, free_port, gaps, nginx_rtmp_head, output_dir, secret_file, start_nginx, wait_for};
 use courtbox::bench::flagged_stretches;
 use courtbox::integrity::Entry;
 use std::collections::BTreeSet;
@@ -25,15 +25,12 @@ struct Servers {
 impl Servers {
     fn start(dir: &Path) -> Servers {
         let (rtmp_port, http_port, srt_port) = (free_port(), free_port(), free_port());
-        for sub in ["hls", "logs", "tmp"] {
-            std::fs::create_dir_all(dir.join(sub)).unwrap();
-        }
+        let head = nginx_rtmp_head(dir);
         let d = dir.display();
         std::fs::write(
             dir.join("nginx.conf"),
             format!(
-                "load_module /usr/lib/nginx/modules/ngx_rtmp_module.so;\ndaemon off;\nmaster_process off;\n\
-                 pid {d}/nginx.pid;\nerror_log {d}/logs/error.log info;\nevents {{ worker_connections 64; }}\n\
+                "{head}\
                  rtmp {{ server {{ listen 127.0.0.1:{rtmp_port}; application live {{ live on; record off;\n\
                    on_publish http://127.0.0.1:{http_port}/auth; on_publish_done http://127.0.0.1:{http_port}/done;\n\
                    notify_method get; hls on; hls_path {d}/hls; hls_fragment 1s; hls_playlist_length 120s; hls_cleanup off; }} }} }}\n\
@@ -59,20 +56,7 @@ impl Servers {
     }
 
     fn start_nginx(&mut self) {
-        let child = Command::new("nginx")
-            .arg("-c")
-            .arg(self.dir.join("nginx.conf"))
-            .arg("-p")
-            .arg(&self.dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nginx with libnginx-mod-rtmp is installed by scripts/setup --tests");
-        self.nginx = Some(child);
-        let port = self.rtmp_port;
-        wait_for("nginx listening", Duration::from_secs(10), || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
+        self.nginx = Some(start_nginx(&self.dir, self.rtmp_port));
     }
 
     fn kill_nginx(&mut self) {

@@ -382,3 +382,34 @@ pub fn copy_tree(from: &Path, to: &Path) {
         }
     }
 }
+
+/// The head of an nginx configuration with the RTMP module, run in the foreground by the
+/// test with everything (pid, logs) in `dir`; the test appends its `rtmp {}` (and `http {}`)
+/// blocks.
+pub fn nginx_rtmp_head(dir: &Path) -> String {
+    for sub in ["hls", "logs", "tmp"] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+    }
+    let d = dir.display();
+    format!(
+        "load_module /usr/lib/nginx/modules/ngx_rtmp_module.so;\ndaemon off;\nmaster_process off;\n\
+         pid {d}/nginx.pid;\nerror_log {d}/logs/error.log info;\nevents {{ worker_connections 64; }}\n"
+    )
+}
+
+/// Starts nginx on `dir/nginx.conf` and waits until it accepts RTMP on `rtmp_port`.
+pub fn start_nginx(dir: &Path, rtmp_port: u16) -> Child {
+    let child = Command::new("nginx")
+        .arg("-c")
+        .arg(dir.join("nginx.conf"))
+        .arg("-p")
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("nginx with libnginx-mod-rtmp is installed by scripts/setup --tests");
+    wait_for("nginx listening", Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", rtmp_port)).is_ok()
+    });
+    child
+}

@@ -158,6 +158,11 @@ impl Drop for FarNetwork {
 /// A box whose profile has one sim microphone (`judge`) and the given network sources
 /// (TOML `[[network_source]]` tables).
 fn network_box(name: &str, network_sources: &str) -> TestBox {
+    TestBox::new(name, network_profile(name, network_sources).to_str().unwrap(), 2)
+}
+
+/// A profile of one sim microphone (the judge) and the given sources.
+fn network_profile(name: &str, network_sources: &str) -> PathBuf {
     let profile = repo().join("target/test-output").join(format!("{name}-profile")).join("net.toml");
     std::fs::create_dir_all(profile.parent().unwrap()).unwrap();
     std::fs::write(
@@ -170,7 +175,7 @@ fn network_box(name: &str, network_sources: &str) -> TestBox {
         ),
     )
     .unwrap();
-    TestBox::new(name, profile.to_str().unwrap(), 2)
+    profile
 }
 
 /// The first H.264 sequence parameter set in an Annex B byte stream.
@@ -599,7 +604,7 @@ fn a_link_that_drops_or_loses_packets_is_stated_and_the_others_never_notice() {
     std::thread::sleep(Duration::from_secs(4));
 
     far.lose(5);
-    let mut worst_loss: f64 = 0.0;
+    let (mut worst_loss, mut worst_metric): (f64, f64) = (0.0, 0.0);
     let lossy = Instant::now();
     while lossy.elapsed() < Duration::from_secs(30) {
         std::thread::sleep(Duration::from_secs(1));
@@ -607,6 +612,12 @@ fn a_link_that_drops_or_loses_packets_is_stated_and_the_others_never_notice() {
         let udp = s["session"]["health"].as_array().unwrap().iter().find(|h| h["source"] == "udpcam-picture").cloned();
         if let Some(loss) = udp.and_then(|h| h["stream"]["loss_percent"].as_f64()) {
             worst_loss = worst_loss.max(loss);
+        }
+        // The same figure for Prometheus.
+        let metrics = reqwest::blocking::get(format!("http://127.0.0.1:{}/metrics", tb.port)).unwrap().text().unwrap();
+        let line = "courtbox_network_loss_percent{source=\"udpcam-picture\"} ";
+        if let Some(value) = metrics.lines().find_map(|l| l.strip_prefix(line)) {
+            worst_metric = worst_metric.max(value.parse().unwrap());
         }
     }
     far.heal();
@@ -616,6 +627,7 @@ fn a_link_that_drops_or_loses_packets_is_stated_and_the_others_never_notice() {
 
     eprintln!("5 % loss on the link: the UDP camera's health reported up to {worst_loss:.1} % lost");
     assert!(worst_loss >= 1.0, "health reports the packet loss (worst {worst_loss:.1} %)");
+    assert!(worst_metric >= 1.0, "/metrics reports the packet loss (worst {worst_metric:.1} %)");
     let records = tb.records(session);
     let gaps = gaps(&records);
     for track in ["tcpcam-picture", "udpcam-picture"] {
@@ -634,6 +646,302 @@ fn a_link_that_drops_or_loses_packets_is_stated_and_the_others_never_notice() {
     assert!(!gaps.iter().any(|g| g.0 == "judge"), "the microphone never notices: {gaps:?}");
     let export = tb.root.join("export");
     tb.export(session, &export);
+    let (code, text) = verify(&export, Some(&tb.public_key()));
+    assert_eq!(code, 0, "{text}");
+}
+
+/// A clapperboard across the network: the test camera flashes, over RTSP, on every even
+/// second of the monotonic clock, and a sim microphone beeps on the same seconds. The camera
+/// sends each frame 300 ms after its capture, as a real camera's encoder delays it; its RTCP
+/// sender reports say when each frame was captured. Arrival time would put the flashes
+/// 300 ms late; the box must take the delay out once the first report has come, easing it in
+/// without ever stepping back. From 10 s after the camera's first flash on (its first report
+/// within about 5 s, then 150 frames of easing at 2 ms each), every flash must be within
+/// 100 ms of its beep, and the playable file's timestamps must only go forward. The chain
+/// states each camera segment's timing: by the sender's clock, the delay taken out.
+#[test]
+fn a_network_camera_lines_up_with_the_room_microphones() {
+    gst::init().unwrap();
+    let dir = output_dir("network_alignment-servers");
+    let camera = RtspCamera::start(&dir, &["--flash", "--gop", "25", "--delay-ms", "300"]);
+    let profile = repo().join("target/test-output/network_alignment-profile.toml");
+    std::fs::write(&profile, courtbox::bench::alignment::clapper_profile(&camera.url())).unwrap();
+    let tb = TestBox::new("network_alignment", profile.to_str().unwrap(), 2);
+    let _daemon = tb.start();
+    let session = tb.start_session();
+    wait_for("the camera to be recorded", Duration::from_secs(30), || {
+        tb.status()["session"]["health"]
+            .as_array()
+            .is_some_and(|h| h.iter().any(|h| h["source"] == "court" && h["buffers"].as_u64().unwrap_or(0) > 2))
+    });
+    std::thread::sleep(Duration::from_secs(24));
+    tb.stop_session();
+    let export = tb.root.join("export");
+    tb.export(session, &export);
+
+    use courtbox::bench::alignment::{Alignment, beep_onsets, flash_onsets};
+    let playable = export.join("playable/court.mkv");
+    let flashes = flash_onsets(&playable).unwrap();
+    let beeps = beep_onsets(&export.join("playable/clapper.mkv")).unwrap();
+    let alignment = Alignment::pair(&flashes, &beeps);
+    eprintln!("{} flashes, {} beeps; {}", flashes.len(), beeps.len(), alignment.describe());
+    eprintln!(
+        "each (session s, offset ms): {:?}",
+        alignment.pairs.iter().map(|p| (p.0.round(), (p.1 * 1e3).round())).collect::<Vec<_>>()
+    );
+    let first = alignment.pairs.first().map_or(0.0, |p| p.0);
+    let settled: Vec<_> = alignment.pairs.iter().filter(|p| p.0 >= first + 10.0).collect();
+    assert!(settled.len() >= 7, "flashes {flashes:?} beeps {beeps:?}");
+    assert!(settled.iter().all(|p| p.1.abs() <= 0.100), "offsets beyond 100 ms once settled: {:?}", alignment.pairs);
+    // The correction never steps back: every packet after the one before.
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "v:0", "-show_entries", "packet=pts_time", "-of", "csv=p=0"])
+        .arg(&playable)
+        .output()
+        .unwrap();
+    let times: Vec<f64> = String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.parse().ok()).collect();
+    assert!(times.len() > 500, "{} packets", times.len());
+    let back: Vec<_> = times.windows(2).filter(|w| w[1] <= w[0]).collect();
+    assert!(back.is_empty(), "timestamps that do not go forward: {back:?}");
+    // The chain states, per segment, how the camera's time was placed: by its clock, its
+    // 300 ms delay taken out; the microphone's segments say nothing (the box's own clock).
+    use courtbox::integrity::{Entry, TimingBasis};
+    let timings: Vec<_> = tb
+        .records(session)
+        .into_iter()
+        .filter_map(|r| match r.entry {
+            Entry::Segment { source, timing, .. } => Some((source, timing)),
+            _ => None,
+        })
+        .collect();
+    assert!(timings.iter().filter(|t| t.0 == "clapper").all(|t| t.1.is_none()), "{timings:?}");
+    let camera: Vec<_> = timings.iter().filter(|t| t.0 == "court").filter_map(|t| t.1).collect();
+    eprintln!("the camera's segments' timing: {camera:?}");
+    let last = camera.last().expect("camera segments with their timing");
+    assert_eq!(last.basis, TimingBasis::SenderClock, "{camera:?}");
+    assert!((-360..=-240).contains(&last.correction_ms), "a 300 ms delay taken out: {camera:?}");
+}
+
+/// A videoconference gateway as the box sees it: nginx with the RTMP module, to which a
+/// participant's call is published (by ffmpeg: a test picture and a voice saying a known
+/// sentence every 14 s), for the box to pull.
+struct RtmpGateway {
+    nginx: Child,
+    publisher: Child,
+    port: u16,
+}
+
+impl RtmpGateway {
+    fn start(dir: &Path) -> RtmpGateway {
+        let port = free_port();
+        std::fs::write(
+            dir.join("nginx.conf"),
+            format!(
+                "{}rtmp {{ server {{ listen 127.0.0.1:{port}; application live {{ live on; record off; }} }} }}\n",
+                nginx_rtmp_head(dir)
+            ),
+        )
+        .unwrap();
+        let nginx = start_nginx(dir, port);
+        // The sentence, then 3 s of quiet, over and over: a witness answering questions.
+        let speech = dir.join("witness.wav");
+        let padded = Command::new("ffmpeg")
+            .args(["-v", "error", "-y", "-i"])
+            .arg(repo().join("var/test-speech/jfk.wav"))
+            .args(["-af", "apad=pad_dur=3", "-ar", "48000", "-ac", "1"])
+            .arg(&speech)
+            .status()
+            .unwrap();
+        assert!(padded.success());
+        let publisher = Command::new("ffmpeg")
+            .args(["-v", "error", "-re", "-stream_loop", "-1", "-i"])
+            .arg(&speech)
+            .args(["-re", "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=25"])
+            .args(["-c:v", "libx264", "-preset", "superfast", "-tune", "zerolatency", "-g", "25", "-b:v", "600k"])
+            .args(["-c:a", "aac", "-b:a", "64k", "-f", "flv"])
+            .arg(format!("rtmp://127.0.0.1:{port}/live/hearing"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("logs/publisher.log")).unwrap())
+            .spawn()
+            .expect("ffmpeg is installed by scripts/setup --tests");
+        RtmpGateway { nginx, publisher, port }
+    }
+
+    fn url(&self) -> String {
+        format!("rtmp://127.0.0.1:{}/live/hearing", self.port)
+    }
+}
+
+impl Drop for RtmpGateway {
+    fn drop(&mut self) {
+        for child in [&mut self.publisher, &mut self.nginx] {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A remote witness whose call the videoconference gateway publishes by RTMP is a source
+/// like the room's own: the box pulls the call, records the picture (passed through) and the
+/// voice (its own track, with the witness's role), captions the voice, shows the picture's
+/// thumbnail and the voice's level to the panel, the broadcast director puts the witness on
+/// air when the witness speaks (the judge's bench camera when the judge does), and the
+/// export plays and verifies.
+#[test]
+fn a_remote_witness_by_rtmp_is_recorded_captioned_shown_and_put_on_air() {
+    let dir = output_dir("a_remote_witness-servers");
+    let gateway = RtmpGateway::start(&dir);
+    let name = "a_remote_witness";
+    let profile = network_profile(
+        name,
+        &format!(
+            "[[camera]]\nname = \"bench\"\nsource = \"sim\"\nroles = [\"judge\"]\nwidth = 640\nheight = 360\nfps = 15\n\
+             [[network_source]]\nname = \"call\"\nprotocol = \"rtmp\"\nurl = \"{}\"\n\
+             [network_source.video]\nname = \"witness-picture\"\nlabel = \"Remote witness\"\n\
+             [network_source.audio]\nname = \"witness\"\nrole = \"witness\"\nlabel = \"Remote witness\"\nlanguage = \"en\"\n",
+            gateway.url()
+        ),
+    );
+    let tb = TestBox::with_captions(
+        name,
+        profile.to_str().unwrap(),
+        &format!(
+            "[broadcast]\ndelay_seconds = 2\nrewind_seconds = 1\nwidth = 640\nheight = 360\nvideo_kbps = 600\n\
+             [[broadcast.output]]\nname = \"local\"\nkind = \"hls\"\ndir = \"{}\"\n",
+            output_dir("a_remote_witness-hls").display()
+        ),
+    );
+    let daemon = tb.start();
+    let session = tb.start_session();
+    tb.cli_ok(&["session", "broadcast", "start"]);
+
+    // The panel: the witness's level moves and the picture has a thumbnail.
+    let mut loudest = f64::NEG_INFINITY;
+    let mut on_air = std::collections::BTreeSet::new();
+    let until = Instant::now() + Duration::from_secs(40);
+    while Instant::now() < until {
+        let s = tb.status();
+        if let Some(h) = s["session"]["health"].as_array().unwrap().iter().find(|h| h["source"] == "witness") {
+            loudest = loudest.max(h["level_dbfs"].as_f64().unwrap_or(f64::NEG_INFINITY));
+        }
+        if let Some(camera) = s["broadcast"]["camera"].as_str() {
+            on_air.insert(camera.to_string());
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let thumbnail = tb.local_client().get("http://courtbox/api/v1/thumbnails/witness-picture").send().unwrap();
+    assert_eq!(thumbnail.status().as_u16(), 200);
+    let jpeg = thumbnail.bytes().unwrap();
+    assert!(jpeg.starts_with(&[0xff, 0xd8]) && jpeg.len() > 1000, "a JPEG thumbnail ({} bytes)", jpeg.len());
+    eprintln!("the remote witness's loudest level: {loudest:.1} dBFS; on air: {on_air:?}");
+    assert!(loudest > -30.0, "the witness's voice has a level on the panel: {loudest:.1} dBFS");
+    assert!(on_air.contains("witness-picture"), "the director put the witness on air: {on_air:?}");
+    assert!(on_air.contains("bench"), "and the judge's camera when the judge spoke: {on_air:?}");
+    tb.stop_session();
+    daemon.terminate();
+
+    let records = tb.records(session);
+    let gaps = gaps(&records);
+    assert!(!gaps.iter().any(|g| g.3.starts_with("network:")), "no link failed: {gaps:?}");
+    // RTMP carries no sender clock: every segment of the call says it was placed by arrival.
+    for r in &records {
+        if let courtbox::integrity::Entry::Segment { source, timing, .. } = &r.entry
+            && source.starts_with("witness")
+        {
+            assert_eq!(timing.map(|t| t.basis), Some(courtbox::integrity::TimingBasis::Arrival), "{source}");
+        }
+    }
+    let heard: String = records
+        .iter()
+        .filter_map(|r| match &r.entry {
+            courtbox::integrity::Entry::Captions { source, items, .. } if source == "witness" => {
+                Some(items.iter().map(|i| i.text.clone()).collect::<Vec<_>>().join(" "))
+            }
+            _ => None,
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_lowercase();
+    // Words only: the model's punctuation varies from run to run.
+    let words = heard.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).collect::<Vec<_>>().join(" ");
+    assert!(words.contains("what you can do for your country"), "the witness's captions: {heard:?}");
+    let export = tb.root.join("export");
+    tb.export(session, &export);
+    for playable in ["witness-picture", "witness"] {
+        let (duration, errors) = probe(&export.join(format!("playable/{playable}.mkv")));
+        assert!(duration.unwrap_or(0.0) > 30.0, "{playable}: {duration:?}");
+        assert!(!errors.lines().any(|l| !l.contains("non monotonically increasing dts")), "{playable}: {errors}");
+    }
+    let (code, text) = verify(&export, Some(&tb.public_key()));
+    assert_eq!(code, 0, "{text}");
+}
+
+/// The two other kinds of camera: one that sends H.265, recorded as it sends it (the
+/// camera's own profile, level and size, every segment opening on a keyframe), and one that
+/// sends Motion JPEG, which the record should not keep, re-encoded by the box to H.264 at
+/// the frame rate the profile asks for. Both play and verify.
+#[test]
+fn an_h265_camera_is_kept_as_sent_and_a_jpeg_camera_is_re_encoded() {
+    let dir = output_dir("h265_and_jpeg-servers");
+    let hevc = RtspCamera::start(&dir, &["--codec", "h265", "--gop", "25"]);
+    let jpeg = RtspCamera::start(&dir, &["--codec", "jpeg"]);
+    let tb = network_box(
+        "h265_and_jpeg",
+        &format!(
+            "[[network_source]]\nname = \"cam-h265\"\nprotocol = \"rtsp\"\nurl = \"{}\"\n\
+             [network_source.video]\nname = \"hevc\"\ncodec = \"h265\"\n\
+             [[network_source]]\nname = \"cam-jpeg\"\nprotocol = \"rtsp\"\nurl = \"{}\"\n\
+             [network_source.video]\nname = \"mjpeg\"\ntranscode_fps = 15\n",
+            hevc.url(),
+            jpeg.url()
+        ),
+    );
+    let daemon = tb.start();
+    let session = tb.start_session();
+    std::thread::sleep(Duration::from_secs(16));
+    let status = tb.status();
+    for camera in ["cam-h265", "cam-jpeg"] {
+        assert_eq!(device(&status, camera).unwrap()["state"], "running", "{status}");
+    }
+    tb.stop_session();
+    daemon.terminate();
+
+    let records = tb.records(session);
+    let gaps = gaps(&records);
+    assert!(!gaps.iter().any(|g| g.3.starts_with("network:") || g.3.starts_with("wrong codec")), "{gaps:?}");
+    let export = tb.root.join("export");
+    tb.export(session, &export);
+    let sent = video_fingerprint(&hevc.url());
+    assert!(sent.starts_with("hevc,Main,"), "the camera sends {sent}");
+    let hevc_segments: Vec<_> = segments(&records).into_iter().filter(|s| s.0 == "hevc").collect();
+    assert!(hevc_segments.len() >= 5, "{} segments", hevc_segments.len());
+    for (_, seq, ..) in &hevc_segments {
+        let file = export.join(format!("hevc/{seq:06}.mkv"));
+        assert_eq!(video_fingerprint(file.to_str().unwrap()), sent, "{}: not the camera's H.265", file.display());
+        assert!(keyframe_flags(&file).first() == Some(&true), "{}: opens with a delta frame", file.display());
+    }
+    let reencoded = video_fingerprint(export.join("playable/mjpeg.mkv").to_str().unwrap());
+    assert!(
+        reencoded.starts_with("h264,") && reencoded.contains(",640,360,"),
+        "the JPEG camera recorded as {reencoded}"
+    );
+    let frames = Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "v:0", "-count_packets", "-show_entries", "stream=nb_read_packets"])
+        .args(["-of", "csv=p=0"])
+        .arg(export.join("playable/mjpeg.mkv"))
+        .output()
+        .unwrap();
+    let frames: f64 = String::from_utf8_lossy(&frames.stdout).trim().parse().unwrap();
+    let (duration, errors) = probe(&export.join("playable/mjpeg.mkv"));
+    let rate = frames / duration.unwrap();
+    eprintln!("the JPEG camera (25 fps) re-encoded at {rate:.1} fps over {:.1} s", duration.unwrap());
+    assert!((13.0..=17.0).contains(&rate), "{rate:.1} fps for transcode_fps = 15");
+    assert!(errors.is_empty(), "{errors}");
+    for playable in ["hevc", "mjpeg"] {
+        let (duration, _) = probe(&export.join(format!("playable/{playable}.mkv")));
+        assert!(duration.unwrap_or(0.0) > 10.0, "{playable}: {duration:?}");
+    }
     let (code, text) = verify(&export, Some(&tb.public_key()));
     assert_eq!(code, 0, "{text}");
 }
