@@ -97,8 +97,9 @@ impl fmt::Display for NetworkFault {
             NetworkFault::NotFound { protocol } => write!(f, "{protocol}: the server has no stream at that URL"),
             NetworkFault::WrongCodec { expected, offered } => write!(
                 f,
-                "wrong codec: the source sends {} but the profile expects {} (set video.codec, change the \
-                 camera's encoder setting, or have the box re-encode it with video.transcode_fps)",
+                "wrong codec: the source sends {} but the profile expects {} (set video.codec, or \
+                 devices --probe --codec; change the camera's encoder setting; or have the box re-encode \
+                 it with video.transcode_fps)",
                 if offered.is_empty() { "no video".to_string() } else { offered.join(", ") },
                 expected.label()
             ),

@@ -18,15 +18,19 @@ pub struct DevicesArgs {
     /// With --probe: how long to receive.
     #[arg(long, default_value_t = 5, requires = "probe")]
     seconds: u64,
+    /// With --probe: the picture's codec, as the profile's `video.codec` would say.
+    #[arg(long, value_enum, default_value = "h264", requires = "probe")]
+    codec: courtbox::config::NetworkVideoCodec,
 }
 
 pub fn run(args: DevicesArgs) -> Result<ExitCode> {
-    let DevicesArgs { json, probe, secret_file, seconds } = args;
+    let DevicesArgs { json, probe, secret_file, seconds, codec } = args;
     if let Some(url) = probe {
         let probed = courtbox::provision::probe_network(
             &url,
             secret_file.as_deref(),
             std::time::Duration::from_secs(seconds.clamp(1, 60)),
+            codec,
         )
         .map_err(anyhow::Error::msg)?;
         return Ok(match probed {

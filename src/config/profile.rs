@@ -246,7 +246,7 @@ pub enum RtspTransport {
 }
 
 /// The compressed video a network source sends.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum NetworkVideoCodec {
     #[default]

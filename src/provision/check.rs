@@ -255,7 +255,12 @@ pub enum Probed {
 /// Connects to a network source for `window` as a recording would (same pipeline, same
 /// secret rules) and says what it sends. `secret_file`: `user:password` (RTSP, RTMP) or
 /// the SRT passphrase. Nothing is kept.
-pub fn probe_network(url: &str, secret_file: Option<&std::path::Path>, window: Duration) -> Result<Probed, String> {
+pub fn probe_network(
+    url: &str,
+    secret_file: Option<&std::path::Path>,
+    window: Duration,
+    codec: crate::config::NetworkVideoCodec,
+) -> Result<Probed, String> {
     use crate::config::{NetworkProtocol, NetworkSource, NetworkVideo};
     let protocol =
         NetworkProtocol::of_url(url).ok_or_else(|| format!("{url:?}: not an rtsp://, srt:// or rtmp:// URL"))?;
@@ -274,7 +279,7 @@ pub fn probe_network(url: &str, secret_file: Option<&std::path::Path>, window: D
         video: Some(NetworkVideo {
             name: "picture".into(),
             label: None,
-            codec: Default::default(),
+            codec,
             transcode_fps: None,
             roles: Vec::new(),
         }),
@@ -298,7 +303,9 @@ pub fn probe_network(url: &str, secret_file: Option<&std::path::Path>, window: D
     let (health, errors) =
         test_recording(&profile, &Templates::default(), &scratch, &scratch, Duration::from_secs(10), window)
             .map_err(|e| e.to_string())?;
-    let picture = health.iter().find(|h| h.source == "picture" && h.stream.is_some());
+    // A picture counts once something arrived: a source that failed after connecting (a
+    // wrong codec) has a stream entry and no buffers, and its error is the answer.
+    let picture = health.iter().find(|h| h.source == "picture" && h.stream.is_some() && h.buffers > 0);
     Ok(match (picture, errors.into_iter().flatten().next()) {
         (Some(h), _) => Probed::Received(format!(
             "{}{}",

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 /// An RTSP camera: `tests/rtsp/rtsp-camera`, on loopback or at the far end of a
 /// [`FarNetwork`], restartable on its port.
-struct RtspCamera {
+pub struct RtspCamera {
     child: Option<Child>,
     address: String,
     port: u16,
@@ -23,7 +23,7 @@ struct RtspCamera {
 }
 
 impl RtspCamera {
-    fn start(dir: &Path, args: &[&str]) -> RtspCamera {
+    pub fn start(dir: &Path, args: &[&str]) -> RtspCamera {
         Self::start_in(dir, None, "127.0.0.1", args)
     }
 
@@ -41,7 +41,7 @@ impl RtspCamera {
     }
 
     /// The camera's stream, without credentials (they go in a file).
-    fn url(&self) -> String {
+    pub fn url(&self) -> String {
         format!("rtsp://{}:{}/stream", self.address, self.port)
     }
 
@@ -897,6 +897,15 @@ fn an_h265_camera_is_kept_as_sent_and_a_jpeg_camera_is_re_encoded() {
             jpeg.url()
         ),
     );
+    // The technician's probe: an H.265 camera probed as H.264 is named for what it sends.
+    let probe_as = |codec: &str| {
+        let out = tb.cli(&["devices", "--probe", &hevc.url(), "--codec", codec, "--seconds", "3"]);
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).to_string())
+    };
+    let (ok, text) = probe_as("h265");
+    assert!(ok && text.contains("received H.265"), "{text}");
+    let (ok, text) = probe_as("h264");
+    assert!(!ok && text.contains("wrong codec: the source sends H265"), "{text}");
     let daemon = tb.start();
     let session = tb.start_session();
     std::thread::sleep(Duration::from_secs(16));

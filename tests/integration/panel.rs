@@ -10,7 +10,20 @@ use std::process::Command;
 
 #[test]
 fn a_secretary_records_a_hearing_on_the_touchscreen() {
-    let tb = TestBox::with_extra("panel_browser", "hw-profiles/sim.toml", 4, "[api]\nlockout_failures = 3\n");
+    // The sim courtroom and an IP camera over RTSP, whose link the panel shows.
+    let camera = crate::network::RtspCamera::start(&output_dir("panel_browser-camera"), &[]);
+    let profile = output_dir("panel_browser-profile").join("sim-and-ipcam.toml");
+    std::fs::write(
+        &profile,
+        format!(
+            "{}\n[[network_source]]\nname = \"ipcam\"\nprotocol = \"rtsp\"\nurl = \"{}\"\n\
+             [network_source.video]\nname = \"gallery\"\n",
+            std::fs::read_to_string(repo().join("hw-profiles/sim.toml")).unwrap(),
+            camera.url()
+        ),
+    )
+    .unwrap();
+    let tb = TestBox::with_extra("panel_browser", profile.to_str().unwrap(), 4, "[api]\nlockout_failures = 3\n");
     let daemon = tb.start();
     add_people(&tb);
     add_secretary(&tb, "Dana", "975310");
@@ -52,8 +65,15 @@ fn a_secretary_records_a_hearing_on_the_touchscreen() {
     assert!(speaking(0) >= 1 && speaking(1) >= 1, "microphones show sound: {levels:?}");
     assert_ne!(levels[0], levels[1], "levels move");
     let thumbs = found["thumbnails"].as_array().unwrap();
-    assert_eq!(thumbs.len(), 2);
+    assert_eq!(thumbs.len(), 3, "two cameras and the IP camera: {thumbs:?}");
     assert!(thumbs.iter().all(|t| t[0] == 192 && t[1] == 108), "{thumbs:?}");
+    let links = found["thumbnail_links"].as_array().unwrap();
+    let link = |source: &str| links.iter().find(|l| l[0] == source).map(|l| l[1].clone()).unwrap_or_default();
+    assert!(link("bench").is_null() && link("hall").is_null(), "the box's own cameras have no link: {links:?}");
+    let gallery = link("gallery");
+    let gallery = gallery.as_str().unwrap_or_default();
+    assert!(gallery.contains("Mbit/s"), "the IP camera's link: {links:?}");
+    eprintln!("the IP camera's link on the panel: {gallery}");
     assert_eq!(found["muted_badge"], "BROADCAST MUTED");
     assert_eq!(found["broadcast_button_hidden"], true, "no broadcast output on this box");
     assert_eq!(found["close_hearing_text"], "Close hearing (no broadcast)");

@@ -78,6 +78,9 @@ try {
   found.levels.push(await levels());
   await page.waitForFunction(() => [...document.querySelectorAll("#thumbs img")].every((i) => i.dataset.loaded === "true" && i.naturalWidth > 0), null, { timeout: 15000 });
   found.thumbnails = await page.$$eval("#thumbs img", (imgs) => imgs.map((i) => [i.naturalWidth, i.naturalHeight]));
+  // A network camera's link line under its thumbnail (the box's own cameras have none).
+  await page.waitForFunction(() => [...document.querySelectorAll("#thumbs .link")].some((l) => /Mbit\/s/.test(l.textContent)), null, { timeout: 15000 }).catch(() => {});
+  found.thumbnail_links = await page.$$eval("#thumbs figure", (figs) => figs.map((f) => [f.dataset.source, (f.querySelector(".link") || {}).textContent || null]));
   await shot("05-recording");
 
   // A mark, then privacy mute on.

@@ -19,6 +19,7 @@ const TEXT = {
     mark_added: "Mark added.", started: "Recording started.", stopped_ok: "Recording stopped and sealed.",
     failed: "Not done:", mark_placeholder: "Note for the record (optional)", offline: "The recorder is not answering.",
     hearing_open: "open hearing", hearing_closed: "closed hearing",
+    lost: "lost", jitter: "jitter", last_frame: "last picture",
     alarm_black: "Camera shows a black picture", alarm_frozen: "Camera picture is frozen", alarm_silent: "No sound from microphone",
     alarm_disk: "Disk is nearly full", alarm_store: "Central storage problem", alarm_device: "Device is not working",
     role: { judge: "Judge", prosecutor: "Prosecutor", defence: "Defence", defendant: "Defendant", plaintiff: "Plaintiff",
@@ -41,6 +42,7 @@ const TEXT = {
     mark_added: "Отметка добавлена.", started: "Запись начата.", stopped_ok: "Запись остановлена и опечатана.",
     failed: "Не выполнено:", mark_placeholder: "Примечание к протоколу (необязательно)", offline: "Регистратор не отвечает.",
     hearing_open: "открытое заседание", hearing_closed: "закрытое заседание",
+    lost: "потери", jitter: "джиттер", last_frame: "последний кадр",
     alarm_black: "Камера показывает чёрный экран", alarm_frozen: "Изображение камеры застыло", alarm_silent: "Нет звука с микрофона",
     alarm_disk: "Диск почти заполнен", alarm_store: "Проблема с центральным хранилищем", alarm_device: "Устройство не работает",
     role: { judge: "Судья", prosecutor: "Прокурор", defence: "Защита", defendant: "Подсудимый", plaintiff: "Истец",
@@ -63,6 +65,7 @@ const TEXT = {
     mark_added: "Белгі қосылды.", started: "Жазу басталды.", stopped_ok: "Жазба тоқтатылып, мөрленді.",
     failed: "Орындалмады:", mark_placeholder: "Хаттамаға ескерту (міндетті емес)", offline: "Тіркегіш жауап бермейді.",
     hearing_open: "ашық отырыс", hearing_closed: "жабық отырыс",
+    lost: "жоғалды", jitter: "джиттер", last_frame: "соңғы кадр",
     alarm_black: "Камера қара сурет көрсетеді", alarm_frozen: "Камера суреті қатып қалды", alarm_silent: "Микрофоннан дыбыс жоқ",
     alarm_disk: "Диск толуға жақын", alarm_store: "Орталық қоймада ақау", alarm_device: "Құрылғы жұмыс істемейді",
     role: { judge: "Судья", prosecutor: "Прокурор", defence: "Қорғау", defendant: "Сотталушы", plaintiff: "Талапкер",
@@ -292,6 +295,24 @@ function renderThumbFrames(session) {
   if (!session || session.state !== "recording") {
     thumbs.querySelectorAll("img").forEach((img) => { img.removeAttribute("src"); img.dataset.loaded = "false"; });
   }
+  // A network picture's link under its name: what the technician is called about.
+  const health = new Map(((session && session.health) || []).map((h) => [h.source, h]));
+  thumbs.querySelectorAll("figure").forEach((fig) => {
+    const stream = session && session.state === "recording" ? (health.get(fig.dataset.source) || {}).stream : null;
+    let line = fig.querySelector(".link");
+    if (!stream) { if (line) line.remove(); return; }
+    if (!line) { line = document.createElement("div"); line.className = "link"; fig.append(line); }
+    line.textContent = linkText(stream);
+  });
+}
+
+function linkText(s) {
+  const parts = [];
+  if (s.bitrate_kbps != null) parts.push(`${(s.bitrate_kbps / 1000).toFixed(1)} Mbit/s`);
+  if (s.loss_percent != null) parts.push(`${t("lost")} ${s.loss_percent.toFixed(1)} %`);
+  if (s.jitter_ms != null) parts.push(`${t("jitter")} ${s.jitter_ms.toFixed(0)} ms`);
+  if (s.last_frame_age_ms >= 1000) parts.push(`${t("last_frame")} ${(s.last_frame_age_ms / 1000).toFixed(0)} ${t("seconds")}`);
+  return parts.join(" · ");
 }
 
 async function refreshThumbnails() {
