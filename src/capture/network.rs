@@ -6,7 +6,7 @@
 
 use super::DeviceShared;
 use super::plan::{NETWORK_DEMUX, NETWORK_SOURCE, NetworkPlan};
-use crate::config::{NetworkProtocol, NetworkVideoCodec, RtspTransport};
+use crate::config::{NetworkProtocol, NetworkVideoCodec, RtspTransport, SourceKind};
 use crate::integrity::{SenderTiming, TimingBasis};
 use gst::prelude::*;
 use std::fmt;
@@ -266,8 +266,9 @@ pub fn configure(pipeline: &gst::Pipeline, plan: &NetworkPlan, device: &Arc<Devi
             // RTP time to NTP, each frame is placed at its capture instant on the box's clock,
             // so the camera's encoder delay (50-300 ms on real cameras) is taken out. Until
             // then, and for a camera without sender reports, arrival time. The correction is
-            // eased in by at most 2 ms per frame, never a jump back in the record, and a
-            // correction beyond 1 s is ignored: that camera's clock is wrong, not its encoder.
+            // eased in by at most 2 ms per frame, never a jump back in the record; rtpbin does
+            // not apply one beyond 1 s (that camera's clock is wrong, not its encoder) or one
+            // that would place frames later than they arrived, and keeps the last it applied.
             source.set_property("ntp-sync", true);
             source.set_property("max-ts-offset", TIMING_CORRECTION_LIMIT.as_nanos() as i64);
             source.set_property("max-ts-offset-adjustment", TIMING_CORRECTION_STEP.as_nanos() as u64);
@@ -366,23 +367,29 @@ pub fn rtp_statistics(device: &DeviceShared) -> Option<RtpCounters> {
     Some(total)
 }
 
-/// How the source's timestamps are placed now. RTSP: rtpbin sets each jitter buffer's
-/// `ts-offset` once the sender's reports map its RTP time to its NTP clock (and leaves it at
-/// 0 until then, without reports, or beyond `TIMING_CORRECTION_LIMIT`), so a non-zero offset
-/// is the sender's clock at work; the picture's is preferred to the sound's. SRT and RTMP:
-/// arrival, always.
-pub fn sender_timing(device: &DeviceShared) -> SenderTiming {
+/// How one of the source's tracks (its picture, or its sound) is placed now. RTSP: rtpbin
+/// sets each jitter buffer's `ts-offset` once it accepts a correction from the sender's
+/// reports (0 until then, and for a sender without reports), and the buffer eases towards it;
+/// the property is the offset applied. Each track reads the buffer of its own media (a
+/// camera's sound may have far less encoder delay than its picture), the newest one when the
+/// sender changed its SSRC. SRT and RTMP: arrival, always.
+pub fn sender_timing(device: &DeviceShared, kind: SourceKind) -> SenderTiming {
+    let media = match kind {
+        SourceKind::Video => "video",
+        SourceKind::Audio => "audio",
+    };
     let buffers: Vec<gst::Element> = device.jitterbuffers.lock().iter().filter_map(|w| w.upgrade()).collect();
-    let is_video = |b: &gst::Element| {
+    let of_media = |b: &&gst::Element| {
         b.static_pad("sink")
             .and_then(|p| p.current_caps())
             .and_then(|c| c.structure(0).and_then(|s| s.get::<String>("media").ok()))
-            .is_some_and(|m| m == "video")
+            .is_some_and(|m| m == media)
     };
-    let offsets = buffers.iter().filter(|b| is_video(b)).chain(buffers.iter().filter(|b| !is_video(b)));
-    match offsets.map(|b| b.property::<i64>("ts-offset")).find(|o| *o != 0) {
-        Some(offset) => SenderTiming { basis: TimingBasis::SenderClock, correction_ms: offset / 1_000_000 },
-        None => SenderTiming { basis: TimingBasis::Arrival, correction_ms: 0 },
+    match buffers.iter().rev().find(of_media).map(|b| b.property::<i64>("ts-offset")) {
+        Some(offset) if offset != 0 => {
+            SenderTiming { basis: TimingBasis::SenderClock, correction_ms: offset / 1_000_000 }
+        }
+        _ => SenderTiming { basis: TimingBasis::Arrival, correction_ms: 0 },
     }
 }
 

@@ -198,7 +198,12 @@ fn network_watchdog(
         .iter()
         .zip(&device.streams)
         .map(|(anchor, s)| super::network::StreamState {
-            what: if anchor.starts_on_keyframe {
+            // By its track's kind: a re-encoded picture has a raw anchor, yet it is a picture.
+            what: if plan
+                .tracks
+                .iter()
+                .any(|t| anchor.sources.contains(&t.source) && t.kind == crate::config::SourceKind::Video)
+            {
                 super::network::Stream::Picture
             } else {
                 super::network::Stream::Sound
@@ -242,9 +247,8 @@ fn watch(
             if let (Some(counters), Some(track)) = (super::network::rtp_statistics(device), plan.tracks.first()) {
                 ctx.health.rtp_counters(&track.source, counters);
             }
-            let timing = super::network::sender_timing(device);
             for track in plan.tracks.iter().filter_map(|t| ctx.tracks.get(&t.source)) {
-                track.set_timing(timing);
+                track.set_timing(super::network::sender_timing(device, track.kind));
             }
         }
         let paused = device.pause_reason();

@@ -63,8 +63,10 @@ fn network_streams(r: &mut Registry, health: &[SourceHealth]) {
     type Figure = fn(&crate::capture::StreamHealth) -> Option<f64>;
     let figures: [(&str, &str, Figure); 5] = [
         ("network_bitrate_kbps", "Received bitrate of a network source, kbit/s over about 2 s", |h| h.bitrate_kbps),
+        // Only where frames are measured: a re-encoded picture's entry holds its link's
+        // counters alone, and an age of 0 there would read as "fresh".
         ("network_last_frame_age_seconds", "Since a network source's last frame arrived", |h| {
-            Some(h.last_frame_age_ms as f64 / 1e3)
+            (!h.format.is_empty()).then(|| h.last_frame_age_ms as f64 / 1e3)
         }),
         ("network_packets_lost", "RTP packets of a network source that never arrived, this connection", |h| {
             h.packets_lost.map(|n| n as f64)

@@ -217,25 +217,26 @@ pub struct CaptionItem {
     pub delayed: bool,
 }
 
-/// How a network source's timestamps were placed on the box's clock while a segment was
-/// recorded (record-format.md, "Sender timing").
+/// How a network track's timestamps were placed on the box's clock when a segment closed
+/// (record-format.md, the `segment` record's `timing`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SenderTiming {
     pub basis: TimingBasis,
-    /// What the sender's clock moved the arrival times by, in ms: negative when frames are
-    /// placed earlier than they arrived (the sender's capture-to-arrival delay taken out,
-    /// plus any difference between its clock and the box's). 0 by arrival.
+    /// The correction applied to the arrival times, in ms: negative when frames are placed
+    /// earlier than they arrived (the sender's capture-to-arrival delay, plus any difference
+    /// between its clock and the box's). 0 by arrival. The last one accepted: a later report
+    /// asking for more than 1 s, or for a later placement, leaves it as it was.
     pub correction_ms: i64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TimingBasis {
-    /// The sender's RTCP sender reports (its NTP clock) placed each frame at its capture.
+    /// A correction from the sender's RTCP sender reports (its NTP clock) is applied.
     SenderClock,
-    /// Each frame is placed where it arrived: no sender clock yet, none sent, or one the box
-    /// refused (a correction over 1 s).
+    /// Each frame is placed where it arrived: no report accepted yet (none sent, SRT and
+    /// RTMP, or only corrections the box refuses).
     Arrival,
 }
 

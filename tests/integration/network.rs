@@ -691,7 +691,7 @@ fn a_network_camera_lines_up_with_the_room_microphones() {
     );
     let first = alignment.pairs.first().map_or(0.0, |p| p.0);
     let settled: Vec<_> = alignment.pairs.iter().filter(|p| p.0 >= first + 10.0).collect();
-    assert!(settled.len() >= 7, "flashes {flashes:?} beeps {beeps:?}");
+    assert!(settled.len() >= 5, "flashes {flashes:?} beeps {beeps:?}");
     assert!(settled.iter().all(|p| p.1.abs() <= 0.100), "offsets beyond 100 ms once settled: {:?}", alignment.pairs);
     // The correction never steps back: every packet after the one before.
     let out = Command::new("ffprobe")

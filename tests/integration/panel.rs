@@ -69,6 +69,7 @@ fn a_secretary_records_a_hearing_on_the_touchscreen() {
     assert!(thumbs.iter().all(|t| t[0] == 192 && t[1] == 108), "{thumbs:?}");
     let links = found["thumbnail_links"].as_array().unwrap();
     let link = |source: &str| links.iter().find(|l| l[0] == source).map(|l| l[1].clone()).unwrap_or_default();
+    assert_eq!(links.len(), 3, "{links:?}");
     assert!(link("bench").is_null() && link("hall").is_null(), "the box's own cameras have no link: {links:?}");
     let gallery = link("gallery");
     let gallery = gallery.as_str().unwrap_or_default();
