@@ -74,6 +74,7 @@ pub const ELEMENTS: &[Element] = &[
     el("audioresample", BASE, Need::Recording),
     el("videoconvert", BASE, Need::Recording),
     el("videoscale", BASE, Need::Recording),
+    el("videorate", BASE, Need::Network),
     el("decodebin", BASE, Need::Recording),
     el("opusenc", BASE, Need::Recording),
     el("opusdec", BASE, Need::Recording),
