@@ -480,6 +480,19 @@ fn bench_box(dir: &Path, profile: &Path, sim_audio: &Path, extra: &str) -> Resul
     Ok(BenchBox { cfg, clocks, ledger })
 }
 
+/// Runs a pipeline description in a quiet `gst-launch-1.0` process of its own: a sender for a
+/// bench or a test (an SRT participant), whose CPU is not the box's. Words are split on white
+/// space, so the description holds no quoted values.
+pub fn gst_launch(pipeline: &str) -> std::io::Result<std::process::Child> {
+    use std::process::{Command, Stdio};
+    Command::new("gst-launch-1.0")
+        .arg("-q")
+        .args(pipeline.split_whitespace())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+}
+
 /// Stretches where a flag holds in a sequence of (time, flag), e.g. slate frames: (first
 /// flagged item's time, first unflagged time after it). One still open at the end is left
 /// out. The broadcast benchmark and its test read mutes off a decoded stream with it.

@@ -101,13 +101,7 @@ impl SrtParticipant {
              ! avenc_aac ! aacparse ! queue ! mux. \
              mpegtsmux name=mux alignment=7 ! srtsink uri=srt://127.0.0.1:{port}?mode=listener wait-for-connection=false"
         );
-        let child = Command::new("gst-launch-1.0")
-            .arg("-q")
-            .args(pipeline.split_whitespace())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("gst-launch-1.0 (gstreamer1.0-tools)")?;
+        let child = super::gst_launch(&pipeline).context("gst-launch-1.0 (gstreamer1.0-tools)")?;
         Ok(SrtParticipant(child, port))
     }
 }

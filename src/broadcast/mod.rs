@@ -15,6 +15,7 @@
 //! recorded from T − rewind, which the delayed programme has not shown yet.
 
 mod blanking;
+mod decode_choice;
 mod director;
 mod output;
 mod program;
@@ -24,12 +25,12 @@ pub use output::{OutputState, OutputStatus};
 
 use crate::base::{Clocks, ExponentialRetry, MediaTime, ServiceThread, Supervision};
 use crate::capture::{EncodedBuffer, EncodedTap};
-use crate::config::{BroadcastConfig, LoadedConfig, OutputKind};
+use crate::config::{BroadcastConfig, LoadedConfig, NetworkVideoCodec, OutputKind};
 use blanking::Blanking;
 use director::Director;
 use output::{Output, OutputTarget};
 use parking_lot::Mutex;
-use program::{Program, ProgramSpec};
+use program::{DecodeCounts, Program, ProgramCamera, ProgramSpec};
 use serde::Serialize;
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -98,6 +99,8 @@ pub(crate) struct Shared {
     base: AtomicU64,
     blanking: Mutex<Blanking>,
     director: Mutex<Director>,
+    /// Per camera, in the order of the programme's cameras.
+    decoding: Vec<DecodeCounts>,
 }
 
 impl Shared {
@@ -106,14 +109,15 @@ impl Shared {
         self.timeline.shown(r + self.base.load(Ordering::SeqCst))
     }
 
-    /// The camera shown at running time `r`, or none for the slate (blanked, or nothing
-    /// recorded yet to show).
-    fn on_air(&self, r: u64) -> Option<usize> {
-        let m = self.media_at(r)?;
-        if self.blanking.lock().contains(m) {
-            return None;
-        }
-        Some(self.director.lock().camera_at(m))
+    /// Media time of a camera picture shown at running time `r`, or none for the slate
+    /// (blanked, or nothing recorded yet to show).
+    fn visible(&self, r: u64) -> Option<MediaTime> {
+        self.media_at(r).filter(|m| !self.blanking.lock().contains(*m))
+    }
+
+    /// The camera the director puts on air at media time `m`; none while blanked.
+    fn wanted(&self, m: MediaTime) -> Option<usize> {
+        (!self.blanking.lock().contains(m)).then(|| self.director.lock().camera_at(m))
     }
 }
 
@@ -128,11 +132,25 @@ pub struct BroadcastStatus {
     pub rewind_seconds: u32,
     /// The privacy mute blanks the broadcast (never the record).
     pub muted: bool,
-    /// The camera the programme shows (after the latest decision).
+    /// The camera the director chose last (a cut lands on that camera's next keyframe).
     pub camera: Option<String>,
+    /// What the programme decodes of each camera: all of the one on air, keyframes of the rest
+    /// (absent from the status of a daemon older than this field).
+    #[serde(default)]
+    pub pictures: Vec<PictureDecoding>,
     pub outputs: Vec<OutputStatus>,
     /// The programme's last failure, if it had to be rebuilt.
     pub last_error: Option<String>,
+}
+
+/// Frames of one camera's recorded picture since the broadcast started.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct PictureDecoding {
+    pub camera: String,
+    /// Decoded for the programme.
+    pub frames_decoded: u64,
+    /// Not decoded: delta frames of a camera off air.
+    pub frames_skipped: u64,
 }
 
 struct Running {
@@ -147,7 +165,7 @@ pub struct Broadcaster {
     cfg: BroadcastConfig,
     config_path: PathBuf,
     base_dir: PathBuf,
-    cameras: Vec<String>,
+    cameras: Vec<ProgramCamera>,
     mics: Vec<String>,
     /// Camera index of each microphone's role.
     mic_camera: Vec<Option<usize>>,
@@ -160,7 +178,13 @@ impl Broadcaster {
     pub fn new(cfg: &LoadedConfig, clocks: Arc<dyn Clocks>) -> Broadcaster {
         let profile = &cfg.profile;
         let pictures = profile.pictures();
-        let cameras: Vec<String> = pictures.iter().map(|(name, _)| name.to_string()).collect();
+        // A network camera may keep its H.265; local ones are encoded to H.264.
+        let codec = |name: &str| {
+            let network = profile.network_sources.iter().filter_map(|n| n.video.as_ref());
+            network.filter(|v| v.name == name).map(|v| v.recorded_codec()).next().unwrap_or(NetworkVideoCodec::H264)
+        };
+        let cameras =
+            pictures.iter().map(|(name, _)| ProgramCamera { name: name.to_string(), codec: codec(name) }).collect();
         let voices = profile.voices();
         // A remote participant is shown in their own picture; a room microphone by the
         // camera that shows its role.
@@ -268,7 +292,7 @@ impl Broadcaster {
             return Err(BroadcastError::NotConfigured(self.config_path.clone()));
         }
         let targets = self.targets()?;
-        let fixed = self.cameras.iter().position(|c| *c == self.cfg.camera);
+        let fixed = self.cameras.iter().position(|c| c.name == self.cfg.camera);
         let mut blanking = Blanking::default();
         for reason in blanked {
             blanking.begin(*reason, now);
@@ -289,6 +313,7 @@ impl Broadcaster {
                 Duration::from_secs(self.cfg.hold_seconds.into()),
                 self.mic_camera.clone(),
             )),
+            decoding: self.cameras.iter().map(|_| DecodeCounts::default()).collect(),
         });
         let spec = ProgramSpec {
             width: self.cfg.width,
@@ -371,7 +396,19 @@ impl Broadcaster {
             delay_seconds: self.cfg.delay_seconds,
             rewind_seconds: self.cfg.rewind_seconds,
             muted: r.is_some_and(|r| r.shared.blanking.lock().is_muted()),
-            camera: r.and_then(|r| self.cameras.get(r.shared.director.lock().latest()).cloned()),
+            camera: r.and_then(|r| self.cameras.get(r.shared.director.lock().latest()).map(|c| c.name.clone())),
+            pictures: r
+                .map(|r| {
+                    let counts = self.cameras.iter().zip(&r.shared.decoding);
+                    counts
+                        .map(|(c, n)| PictureDecoding {
+                            camera: c.name.clone(),
+                            frames_decoded: n.decoded.load(Ordering::Relaxed),
+                            frames_skipped: n.skipped.load(Ordering::Relaxed),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
             outputs: r.map(|r| r.outputs.iter().map(|o| o.status()).collect()).unwrap_or_default(),
             last_error: r.and_then(|r| r.last_error.lock().clone()),
         }
@@ -478,7 +515,7 @@ impl Release {
                     Some(due) => {
                         let b = queue.pop_front().expect("front exists");
                         if let Some(running) = due.checked_sub(base) {
-                            self.program.push(&b.source, &b.buffer, &b.caps, running);
+                            self.program.push(&self.shared, &b.source, &b.buffer, &b.caps, b.media, running);
                         }
                     }
                     // Recorded before the broadcast started: never shown.

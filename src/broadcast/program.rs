@@ -1,15 +1,19 @@
 //! The programme pipeline: the delayed encoded buffers of every source come in through
-//! appsrcs and are decoded; one frame per period goes to the encoder: the camera on air at
-//! that frame's time, or the slate while blanked. The microphones are mixed (or silenced,
+//! appsrcs and are decoded (a camera off air at its keyframes only: `decode_choice`); one frame per
+//! period goes to the encoder: the camera on air at that frame's time, or the slate while
+//! blanked. The microphones are mixed (or silenced,
 //! while blanked), and one H.264 + AAC programme comes out of two appsinks for the outputs. Nothing here is connected to the recording's
 //! pipelines: they only ever see a tap that never waits.
 
 use super::Shared;
+use super::decode_choice::{Decode, DecodeChoice};
 use crate::base::MediaTime;
+use crate::config::NetworkVideoCodec;
 use gst::prelude::*;
 use parking_lot::Mutex;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use thiserror::Error;
 
 /// Why the programme (or its slate) could not be built. Each is a fault of the installation
@@ -46,8 +50,23 @@ pub struct ProgramSpec {
     pub fps: u32,
     pub video_kbps: u32,
     pub audio_kbps: u32,
-    pub cameras: Vec<String>,
+    pub cameras: Vec<ProgramCamera>,
     pub mics: Vec<String>,
+}
+
+/// A camera the programme can show, and how its recorded picture is coded.
+#[derive(Debug, Clone)]
+pub struct ProgramCamera {
+    pub name: String,
+    pub codec: NetworkVideoCodec,
+}
+
+/// Frames of one camera that went to its decoder, and those kept from it (`decode_choice`); they
+/// outlive a programme that is rebuilt.
+#[derive(Debug, Default)]
+pub struct DecodeCounts {
+    pub decoded: AtomicU64,
+    pub skipped: AtomicU64,
 }
 
 /// Shown while the broadcast is blanked and before the first delayed picture arrives.
@@ -57,10 +76,17 @@ const SAMPLE_RATE: u64 = 48_000;
 /// Decoded frames of one camera waiting for their time on air.
 type Frames = Arc<Mutex<VecDeque<gst::Buffer>>>;
 
+/// Where a source's delayed buffers go.
+enum Input {
+    Camera { index: usize, appsrc: gst_app::AppSrc },
+    Microphone(gst_app::AppSrc),
+}
+
 pub struct Program {
     pub pipeline: gst::Pipeline,
-    inputs: HashMap<String, gst_app::AppSrc>,
+    inputs: HashMap<String, Input>,
     cameras: Vec<Frames>,
+    choice: DecodeChoice,
     slate: gst::Buffer,
     picture: gst_app::AppSrc,
     /// The next programme frame to send to the encoder.
@@ -107,11 +133,18 @@ fn describe(spec: &ProgramSpec) -> String {
     );
     let appsrc = "format=time is-live=true do-timestamp=false min-latency=0 max-latency=2000000000";
     for (i, cam) in spec.cameras.iter().enumerate() {
+        // The caps are replaced by the recorded stream's own at its first buffer.
+        let (caps, parse, decode) = match cam.codec {
+            NetworkVideoCodec::H264 => {
+                ("video/x-h264,stream-format=byte-stream,alignment=au", "h264parse", "avdec_h264")
+            }
+            NetworkVideoCodec::H265 => ("video/x-h265", "h265parse", "avdec_h265"),
+        };
         d.push_str(&format!(
-            "appsrc name={src} {appsrc} caps=video/x-h264,stream-format=byte-stream,alignment=au ! h264parse \
-             ! avdec_h264 max-threads=2 ! videoconvert ! videoscale add-borders=true ! {scaled} \
+            "appsrc name={src} {appsrc} caps={caps} ! {parse} \
+             ! {decode} max-threads=2 ! videoconvert ! videoscale add-borders=true ! {scaled} \
              ! appsink name=frames_{i} sync=false async=false ",
-            src = camera_input(cam),
+            src = camera_input(&cam.name),
         ));
     }
     for (i, mic) in spec.mics.iter().enumerate() {
@@ -150,6 +183,7 @@ fn render_slate(spec: &ProgramSpec) -> Result<gst::Buffer, ProgramError> {
 
 impl Program {
     pub fn build(spec: &ProgramSpec, shared: &Arc<Shared>) -> Result<Program, ProgramError> {
+        assert_eq!(spec.cameras.len(), shared.decoding.len(), "one count per camera");
         let pipeline = gst::parse::launch(&describe(spec))
             .map_err(|source| ProgramError::Unparsable { what: "broadcast", source })?
             .downcast::<gst::Pipeline>()
@@ -162,10 +196,12 @@ impl Program {
         for i in 0..spec.cameras.len() {
             let frames: Frames = Arc::default();
             let keep = frames.clone();
+            let s = shared.clone();
             appsink(&format!("frames_{i}"))?.set_callbacks(
                 gst_app::AppSinkCallbacks::builder()
                     .new_sample(move |sink| {
                         let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                        s.decoding[i].decoded.fetch_add(1, Ordering::Relaxed);
                         if let Some(buffer) = sample.buffer_owned() {
                             let mut frames = keep.lock();
                             if frames.len() >= FRAMES_KEPT {
@@ -206,12 +242,14 @@ impl Program {
             );
         }
 
+        let appsrc =
+            |n: &str| by_name(n)?.downcast::<gst_app::AppSrc>().map_err(|_| ProgramError::NotAnAppSrc("input"));
         let mut inputs = HashMap::new();
-        for name in spec.cameras.iter().chain(&spec.mics) {
-            let element = if spec.cameras.contains(name) { camera_input(name) } else { mic_input(name) };
-            let appsrc =
-                by_name(&element)?.downcast::<gst_app::AppSrc>().map_err(|_| ProgramError::NotAnAppSrc("input"))?;
-            inputs.insert(name.clone(), appsrc);
+        for (index, camera) in spec.cameras.iter().enumerate() {
+            inputs.insert(camera.name.clone(), Input::Camera { index, appsrc: appsrc(&camera_input(&camera.name))? });
+        }
+        for mic in &spec.mics {
+            inputs.insert(mic.clone(), Input::Microphone(appsrc(&mic_input(mic))?));
         }
         let picture = by_name("picture")?
             .downcast::<gst_app::AppSrc>()
@@ -222,6 +260,7 @@ impl Program {
             slate: render_slate(spec)?,
             pipeline,
             inputs,
+            choice: DecodeChoice::new(cameras.len(), shared.director.lock().latest()),
             cameras,
             picture,
             next_frame: 0,
@@ -243,7 +282,8 @@ impl Program {
         }
         while self.next_frame_at() <= now {
             let t = self.next_frame_at();
-            let frame = shared.on_air(t).and_then(|camera| newest_at(&self.cameras[camera], t));
+            let shown = shared.visible(t).map(|m| self.choice.camera_at(m));
+            let frame = shown.and_then(|camera| newest_at(&self.cameras[camera], t));
             let mut buffer = frame.unwrap_or_else(|| self.slate.clone()).copy();
             {
                 let b = buffer.make_mut();
@@ -256,10 +296,29 @@ impl Program {
         }
     }
 
-    /// Feeds one delayed buffer of `source`, to be shown at `running` time.
-    pub fn push(&self, source: &str, buffer: &gst::Buffer, caps: &gst::Caps, running: u64) {
-        if let Some(appsrc) = self.inputs.get(source) {
-            push_at(appsrc, buffer, caps, running);
+    /// Feeds one delayed buffer of `source`, recorded at `media`, to be shown at `running`
+    /// time; a camera's frame only if it is to be decoded.
+    pub fn push(
+        &mut self,
+        shared: &Shared,
+        source: &str,
+        buffer: &gst::Buffer,
+        caps: &gst::Caps,
+        media: MediaTime,
+        running: u64,
+    ) {
+        match self.inputs.get(source) {
+            Some(Input::Camera { index, appsrc }) => {
+                let keyframe = !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT);
+                match self.choice.decide(*index, media, keyframe, shared.wanted(media)) {
+                    Decode::Frame => push_at(appsrc, buffer, caps, running),
+                    Decode::Skip => {
+                        shared.decoding[*index].skipped.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            Some(Input::Microphone(appsrc)) => push_at(appsrc, buffer, caps, running),
+            None => {}
         }
     }
 }

@@ -7,6 +7,7 @@
 pub mod elements;
 mod health;
 mod network;
+pub mod onvif;
 mod pipeline;
 mod plan;
 mod reader;

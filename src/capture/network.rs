@@ -221,6 +221,24 @@ fn read_secret(path: &Path) -> Result<String, NetworkFault> {
         .map_err(|e| NetworkFault::Secret(format!("{}: {e}", path.display())))
 }
 
+/// Host and TCP port a network source dials (RTSP's control connection, RTMP), for the
+/// supervisor to see when a lost link is back; none for SRT (UDP, and a listener dials nobody).
+pub fn dial_target(plan: &NetworkPlan) -> Option<(String, u16)> {
+    let default_port = match plan.protocol {
+        NetworkProtocol::Rtsp => 554,
+        NetworkProtocol::Rtmp => 1935,
+        NetworkProtocol::Srt => return None,
+    };
+    let url = reqwest::Url::parse(&plan.url).ok()?;
+    let host = url.host_str()?.trim_start_matches('[').trim_end_matches(']').to_string();
+    let port = url.port().unwrap_or(match url.scheme() {
+        "rtsps" => 322,
+        "rtmps" => 443,
+        _ => default_port,
+    });
+    Some((host, port))
+}
+
 /// `user:password`, as a credentials file holds them.
 fn user_and_password<'a>(secret: &'a str, path: &Path) -> Result<(&'a str, &'a str), String> {
     secret.split_once(':').ok_or_else(|| format!("secret file: {}: must hold user:password", path.display()))
@@ -405,6 +423,25 @@ mod tests {
             since_keyframe: (what == Stream::Picture).then(|| Duration::from_millis(silent_ms)),
             oversized: false,
         }
+    }
+
+    #[test]
+    fn the_dialled_host_and_port_of_each_protocol() {
+        let plan = |protocol, url: &str| NetworkPlan {
+            protocol,
+            url: url.into(),
+            secret_file: None,
+            transport: RtspTransport::Tcp,
+            stall: Duration::from_secs(3),
+            video_codec: None,
+            waits_for_sender: false,
+        };
+        let target = |protocol, url| dial_target(&plan(protocol, url));
+        assert_eq!(target(NetworkProtocol::Rtsp, "rtsp://10.0.0.2/s"), Some(("10.0.0.2".into(), 554)));
+        assert_eq!(target(NetworkProtocol::Rtsp, "rtsp://cam.court:8554/s"), Some(("cam.court".into(), 8554)));
+        assert_eq!(target(NetworkProtocol::Rtsp, "rtsps://[fd00::2]/s"), Some(("fd00::2".into(), 322)));
+        assert_eq!(target(NetworkProtocol::Rtmp, "rtmp://gw/live/x"), Some(("gw".into(), 1935)));
+        assert_eq!(target(NetworkProtocol::Srt, "srt://10.0.0.2:9000"), None);
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //! cannot be built at all (an element not installed, a description that does not parse) is
 //! a configuration or installation fault that no restart cures: it is reported once, as
 //! `cannot start`, and not retried. When to restart is decided by `base::Supervision`;
-//! this file is its I/O shell.
+//! this file is its I/O shell. A network source whose link failed drains what it received
+//! before its pipeline is torn down, and after a failed try dials its server until it
+//! answers before a new pipeline is built (`wait_for_the_link`).
 
 use super::elements;
 use super::pipeline::{self, BuildError, describe_error};
@@ -85,10 +87,58 @@ pub fn run_device(plan: DevicePlan, ctx: Arc<RunContext>, device: Arc<DeviceShar
                 let delay = if retry == Retry::Later { delay.max(LASTING_RETRY) } else { delay };
                 // A pause (disk critical) ends the wait: the device then shows as paused.
                 ctx.sleep_unless_stopping(&device, delay);
+                if retry == Retry::Soon {
+                    wait_for_the_link(&plan, &ctx, &device, &mut supervision);
+                }
             }
         }
     }
     device.update(|s| s.state = DeviceState::Stopped);
+}
+
+/// While a dialled network source's server does not answer, a new connection this often: a
+/// pipeline's own try (rtspsrc) lasts the stall time, and the kernel resends its lost SYN only
+/// after 1 s, so a link that came back in between was seen up to 2 s late, plus the back-off.
+const DIAL_EVERY: Duration = Duration::from_millis(250);
+
+/// For an RTSP or RTMP source whose last try failed with a fault that retrying soon may cure
+/// (not a refused login, a wrong path or codec): waits until its server accepts a TCP
+/// connection (opened and closed at once), so that the pipeline is built the moment the link is
+/// back. Each stall time without an answer is one failed try, as a pipeline's try would have
+/// been (status, the gap's count of tries); the dialling paces them, so no back-off follows.
+fn wait_for_the_link(
+    plan: &DevicePlan,
+    ctx: &RunContext,
+    device: &DeviceShared,
+    supervision: &mut Supervision<ExponentialRetry>,
+) {
+    let Some(network) = &plan.network else { return };
+    let Some((host, port)) = super::network::dial_target(network) else { return };
+    let waiting = || !ctx.stopping() && device.pause_reason().is_none();
+    while waiting() {
+        let window_end = ctx.clocks.monotonic() + network.stall;
+        // The name is resolved once a window, not at every dial (a camera is usually an
+        // address, then nothing is asked of DNS). A resolver that does not answer holds this
+        // thread, as it would hold rtspsrc's own try; unresolved, the window is a failed try.
+        let addresses: Vec<std::net::SocketAddr> =
+            std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), port)).map(|a| a.collect()).unwrap_or_default();
+        while waiting() && ctx.clocks.monotonic() < window_end {
+            let began = ctx.clocks.monotonic();
+            let dial =
+                |a: &std::net::SocketAddr| waiting() && std::net::TcpStream::connect_timeout(a, DIAL_EVERY).is_ok();
+            if addresses.iter().any(dial) {
+                return;
+            }
+            // Refused at once (the camera restarting): no faster than the period.
+            ctx.sleep_unless_stopping(device, DIAL_EVERY.saturating_sub(ctx.clocks.monotonic() - began));
+        }
+        if waiting() {
+            supervision.attempt(ctx.clocks.monotonic());
+            let unreachable = super::network::NetworkFault::Unreachable { protocol: network.protocol };
+            failed(plan, ctx, device, supervision.has_run(), unreachable.to_string(), FailureKind::Device);
+            supervision.failed(ctx.clocks.monotonic());
+        }
+    }
 }
 
 /// The pipeline plays: the device records, and after failures that is news.
@@ -219,6 +269,34 @@ fn network_watchdog(
 
 /// How long a stopping pipeline may take to drain its last segment.
 const DRAIN_TIMEOUT: gst::ClockTime = gst::ClockTime::from_seconds(10);
+/// How long a network source whose data stopped may take to write what it holds: every
+/// second here is a second later to reconnect.
+const FAULT_DRAIN_TIMEOUT: gst::ClockTime = gst::ClockTime::from_seconds(1);
+
+/// Sends EOS and waits up to `timeout` for every splitmuxsink to finalize its open fragment;
+/// what did not drain in time is closed as incomplete at teardown. The EOS is sent from
+/// GStreamer's own thread, so the wait is bounded here; a streaming thread that is stuck can
+/// still hold up the teardown that follows (the element's state lock), as it could before.
+/// `quiet`: a drain that does not finish is logged at debug only (a source that keeps
+/// failing would log it at every try).
+fn drain(pipeline: &gst::Pipeline, bus: &gst::Bus, timeout: gst::ClockTime, quiet: bool) {
+    pipeline.call_async(|p| {
+        p.send_event(gst::event::Eos::new());
+    });
+    match bus.timed_pop_filtered(timeout, &[gst::MessageType::Eos, gst::MessageType::Error]) {
+        Some(m) => {
+            if let gst::MessageView::Error(e) = m.view() {
+                tracing::warn!(error = %describe_error(e), "error while draining");
+            }
+        }
+        None if quiet => {
+            tracing::debug!(pipeline = %pipeline.name(), "pipeline did not drain; its last segment is closed as incomplete")
+        }
+        None => {
+            tracing::warn!(pipeline = %pipeline.name(), seconds = timeout.seconds(), "pipeline did not drain; its last segment is closed as incomplete")
+        }
+    }
+}
 
 /// Runs until the pipeline fails or the device must stop. `recording` is called once, when
 /// the device records: at once for a local device (its pipeline plays), at its first data
@@ -241,7 +319,12 @@ fn watch(
         }
         if let Some(network) = &plan.network {
             if let Some(fault) = network_watchdog(plan, network, ctx, device) {
-                // Whatever the pipeline still holds is finalized as incomplete at teardown.
+                // The open GOP that the segmenter holds until the next keyframe (which will
+                // not come) is written, so the gap starts where the data stopped. Nothing to
+                // write if nothing arrived on this connection.
+                if device.streams.iter().any(|s| s.arrived.load(std::sync::atomic::Ordering::SeqCst)) {
+                    drain(pipeline, &bus, FAULT_DRAIN_TIMEOUT, true);
+                }
                 return Outcome::Failed(fault.to_string(), FailureKind::Device, Retry::Soon);
             }
             if let (Some(counters), Some(track)) = (super::network::rtp_statistics(device), plan.tracks.first()) {
@@ -254,17 +337,7 @@ fn watch(
         let paused = device.pause_reason();
         if ctx.stopping() || paused.is_some() {
             // EOS makes every splitmuxsink finalize its open fragment.
-            pipeline.send_event(gst::event::Eos::new());
-            match bus.timed_pop_filtered(DRAIN_TIMEOUT, &[gst::MessageType::Eos, gst::MessageType::Error]) {
-                Some(m) => {
-                    if let gst::MessageView::Error(e) = m.view() {
-                        tracing::warn!(error = %describe_error(e), "error while draining at stop");
-                    }
-                }
-                None => {
-                    tracing::warn!(pipeline = %pipeline.name(), "pipeline did not drain within 10 s; its last segment is closed as incomplete")
-                }
-            }
+            drain(pipeline, &bus, DRAIN_TIMEOUT, false);
             return paused.map_or(Outcome::Stopped, Outcome::Paused);
         }
         let types = [gst::MessageType::Error, gst::MessageType::Eos, gst::MessageType::Warning];

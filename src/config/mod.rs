@@ -704,6 +704,20 @@ mod tests {
                     .replace("name = \"court\"", "name = \"court\"\ntranscode_fps = 25"),
                 "network_source[0].video.transcode_fps: applies to rtsp only",
             ),
+            (
+                base.replace(
+                    "[network_source.video]",
+                    "onvif_url = \"http://admin:pw@10.0.0.2/onvif/device_service\"\n[network_source.video]",
+                ),
+                "network_source[0].onvif_url: the URL holds credentials",
+            ),
+            (
+                base.replace(
+                    "[network_source.video]",
+                    "onvif_url = \"rtsp://10.0.0.2/onvif/device_service\"\n[network_source.video]",
+                ),
+                "network_source[0].onvif_url: an ONVIF service is reached by http:// or https://",
+            ),
         ];
         for (text, expected) in cases {
             let err = profile(&text).unwrap_err().to_string();
@@ -714,6 +728,19 @@ mod tests {
             .replace("rtsp://10.0.0.2/s", "srt://127.0.0.1:9000?mode=listener")
             .replace("credentials_file = \"/etc/courtbox/cam\"\n", "");
         assert!(profile(&loopback_listener).is_ok(), "a link that stays on the box needs no passphrase");
+        let onvif = base.replace(
+            "[network_source.video]",
+            "onvif_url = \"http://10.0.0.2/onvif/device_service\"\nonvif_credentials_file = \"/etc/courtbox/cam-admin\"\n\
+             [network_source.video]",
+        );
+        assert!(profile(&onvif).is_ok(), "{:?}", profile(&onvif).err());
+        let h265 = onvif.replace("name = \"court\"", "name = \"court\"\ncodec = \"h265\"");
+        let err = profile(&h265).unwrap_err().to_string();
+        assert!(err.contains("onvif_url: ONVIF Media sets the GOP of H.264 streams only"), "{err}");
+        let stray = base
+            .replace("[network_source.video]", "onvif_credentials_file = \"/etc/courtbox/a\"\n[network_source.video]");
+        let err = profile(&stray).unwrap_err().to_string();
+        assert!(err.contains("onvif_credentials_file: without onvif_url"), "{err}");
         assert!(srt_listens("srt://:9000") && srt_listens("srt://127.0.0.1:9000?mode=listener"));
         assert!(!srt_listens("srt://10.0.0.2:9000") && !srt_listens("srt://10.0.0.2:9000?mode=caller"));
     }

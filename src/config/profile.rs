@@ -284,6 +284,15 @@ pub struct NetworkSource {
     /// rtsp only.
     #[serde(default)]
     pub transport: RtspTransport,
+    /// rtsp only: the camera's ONVIF device service (`http://HOST/onvif/device_service`),
+    /// through which `courtbox check` asks the camera for one keyframe a second.
+    #[serde(default)]
+    pub onvif_url: Option<String>,
+    /// The ONVIF login (`user:password`, mode 0600), if it is not the stream's: changing the
+    /// encoder needs an operator's account, while the stream needs only a viewer's.
+    /// Default: credentials_file.
+    #[serde(default)]
+    pub onvif_credentials_file: Option<std::path::PathBuf>,
     /// No data for this long is an outage: the source reconnects and its gap says so.
     #[serde(default = "default_stall_ms")]
     pub stall_ms: u32,

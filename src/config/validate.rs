@@ -4,7 +4,7 @@
 
 use super::{
     AudioDevice, AudioSourceKind, BroadcastConfig, Camera, CameraSource, Config, HwProfile, Microphone,
-    NetworkProtocol, NetworkSource, NetworkVideoCodec, OutputKind, StoreConfig,
+    NetworkProtocol, NetworkSource, OutputKind, StoreConfig,
 };
 use crate::base::is_valid_name;
 use std::collections::HashSet;
@@ -239,23 +239,6 @@ pub fn validate_config_with_profile(config: &Config, profile: &HwProfile) -> Vec
     if b.camera != "auto" && !pictures.iter().any(|(name, _)| *name == b.camera) {
         p.add("broadcast.camera", format!("{:?} is not a camera of the profile {:?}", b.camera, profile.name));
     }
-    // The programme decodes H.264 only.
-    let h265 = profile
-        .network_sources
-        .iter()
-        .filter_map(|n| n.video.as_ref())
-        .find(|v| v.recorded_codec() == NetworkVideoCodec::H265);
-    if let Some(video) = h265
-        && !b.outputs.is_empty()
-    {
-        p.add(
-            "broadcast.output",
-            format!(
-                "the broadcast cannot show the H.265 picture {:?} yet; broadcast from a box without one",
-                video.name
-            ),
-        );
-    }
     if !b.outputs.is_empty() && pictures.is_empty() {
         p.add("broadcast.output", format!("the profile {:?} has no camera to broadcast", profile.name));
     }
@@ -386,6 +369,25 @@ fn validate_network_source(
     if source.protocol != NetworkProtocol::Rtsp && source.transport != super::RtspTransport::Tcp {
         p.add(k("transport"), "applies to rtsp only");
     }
+    if let Some(onvif) = &source.onvif_url {
+        if source.protocol != NetworkProtocol::Rtsp {
+            p.add(k("onvif_url"), "applies to rtsp cameras only");
+        }
+        if source.video.as_ref().is_some_and(|v| v.recorded_codec() == super::NetworkVideoCodec::H265) {
+            p.add(k("onvif_url"), "ONVIF Media sets the GOP of H.264 streams only; set this camera's GOP by hand");
+        }
+        if let Some(problem) = onvif_url_problem(onvif) {
+            p.add(k("onvif_url"), problem);
+        }
+    }
+    if let Some(path) = &source.onvif_credentials_file {
+        if source.onvif_url.is_none() {
+            p.add(k("onvif_credentials_file"), "without onvif_url it is not used");
+        }
+        if !path.is_absolute() {
+            p.add(k("onvif_credentials_file"), format!("{} must be an absolute path", path.display()));
+        }
+    }
     if source.video.is_none() && source.audio.is_none() {
         p.add(
             k("video"),
@@ -481,6 +483,27 @@ pub fn network_url_problem(protocol: NetworkProtocol, url: &str) -> Option<Strin
         }
     }
     if authority.is_empty() || (protocol != NetworkProtocol::Srt && authority.starts_with(':')) {
+        return Some(format!("{url:?} names no host"));
+    }
+    None
+}
+
+/// What is wrong with a camera's ONVIF device service URL, if anything.
+fn onvif_url_problem(url: &str) -> Option<String> {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return Some(format!("{url:?} is not a URL: it must start with http://"));
+    };
+    if scheme != "http" && scheme != "https" {
+        return Some(format!("an ONVIF service is reached by http:// or https://, not {scheme}://"));
+    }
+    if url.chars().any(|c| c.is_whitespace() || c.is_control() || c == '"' || c == '\\') {
+        return Some("the URL contains a space, a quote or a backslash".into());
+    }
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if authority.contains('@') {
+        return Some("the URL holds credentials (user@ or user:password@); put them in credentials_file".into());
+    }
+    if authority.is_empty() || authority.starts_with(':') {
         return Some(format!("{url:?} names no host"));
     }
     None

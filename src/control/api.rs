@@ -897,7 +897,7 @@ mod tests {
     /// The broadcast of `full_status`: live, with one output.
     fn full_broadcast() -> crate::broadcast::BroadcastStatus {
         use crate::base::MediaTime;
-        use crate::broadcast::{BroadcastStatus, OutputState, OutputStatus};
+        use crate::broadcast::{BroadcastStatus, OutputState, OutputStatus, PictureDecoding};
         use crate::config::OutputKind;
         let output = OutputStatus {
             name: "youtube".into(),
@@ -916,6 +916,7 @@ mod tests {
             rewind_seconds: 60,
             muted: false,
             camera: Some("cam1".into()),
+            pictures: vec![PictureDecoding { camera: "cam1".into(), frames_decoded: 300, frames_skipped: 0 }],
             outputs: vec![output],
             last_error: Some("e".into()),
         }

@@ -205,6 +205,7 @@ mod tests {
             },
             "broadcast": { "configured": true, "live": true, "since_media": 1, "delay_seconds": 10,
                            "rewind_seconds": 0, "muted": false, "camera": null, "last_error": null,
+                           "pictures": [{ "camera": "bench", "frames_decoded": 250, "frames_skipped": 0 }],
                            "outputs": [{ "name": "yt", "kind": "rtmp", "state": "live", "attempts": 1,
                                          "last_error": null, "since": "now", "sent_bytes": 3 }] },
             "captions": captions,

@@ -164,14 +164,43 @@ pub fn gstreamer_elements(cfg: Option<&LoadedConfig>) -> Vec<Finding> {
 }
 
 fn signal(cfg: &LoadedConfig, window: Duration) -> Vec<Finding> {
+    let daemon = crate::control::Client::from_config(cfg).and_then(|client| client.status());
     // A recording session has the devices: judge them from its live health instead.
-    if let Ok(client) = crate::control::Client::from_config(cfg)
-        && let Ok(status) = client.status()
+    if let Ok(status) = &daemon
         && status.recording
     {
-        let health: Vec<SourceHealth> = status.session.map(|s| s.health).unwrap_or_default();
-        return judge(cfg, &health, "from the recording session in progress");
+        let health: Vec<SourceHealth> = status.session.as_ref().map(|s| s.health.clone()).unwrap_or_default();
+        let mut lines = judge(cfg, &health, "from the recording session in progress");
+        for source in cfg.profile.network_sources.iter().filter(|s| s.onvif_url.is_some()) {
+            lines.push(Finding::new(
+                &format!("gop {}", source.name),
+                Level::Ok,
+                "not asked through ONVIF during a recording (a camera may restart its stream when its encoder changes)"
+                    .to_string(),
+            ));
+        }
+        return lines;
     }
+    // A camera's encoder is changed only when no hearing can be recording: the daemon says it
+    // is idle, or no daemon runs (its socket is not there; one that is there but refuses this
+    // user is a daemon that cannot be asked). Asked again just before each change. Before the
+    // test recording, so that it measures the GOP asked for.
+    let asked: Vec<(Finding, bool)> = if daemon_idle(cfg) {
+        let idle = || daemon_idle(cfg);
+        cfg.profile.network_sources.iter().filter_map(|source| ask_for_short_gop(source, &idle)).collect()
+    } else {
+        let why = match &daemon {
+            Err(e) => format!("ONVIF not asked: cannot tell whether a hearing is recording ({e})"),
+            Ok(_) => "ONVIF not asked: a hearing started recording".to_string(),
+        };
+        let with_onvif = cfg.profile.network_sources.iter().filter(|s| s.onvif_url.is_some());
+        with_onvif.map(|s| (Finding::new(&format!("gop {}", s.name), Level::Warn, why.clone()), false)).collect()
+    };
+    if asked.iter().any(|(_, changed)| *changed) {
+        // Many cameras restart their encoder after a change: let it come back before measuring.
+        std::thread::sleep(AFTER_A_GOP_CHANGE);
+    }
+    let mut gops: Vec<Finding> = asked.into_iter().map(|(finding, _)| finding).collect();
     match record_briefly(cfg, window) {
         Ok((health, errors)) => {
             let mut lines = judge(cfg, &health, &format!("in a {} s test recording", window.as_secs()));
@@ -182,10 +211,82 @@ fn signal(cfg: &LoadedConfig, window: Duration) -> Vec<Finding> {
                     line.message.push_str(&format!("; device error: {e}"));
                 }
             }
-            lines
+            gops.append(&mut lines);
+            gops
         }
-        Err(e) => vec![Finding::new("sources", Level::Fail, format!("cannot start the sources: {e}"))],
+        Err(e) => {
+            gops.push(Finding::new("sources", Level::Fail, format!("cannot start the sources: {e}")));
+            gops
+        }
     }
+}
+
+/// True when no hearing can be recording: the daemon answers that it is not, or no daemon
+/// runs (no socket at all).
+fn daemon_idle(cfg: &LoadedConfig) -> bool {
+    match crate::control::Client::from_config(cfg).and_then(|client| client.status()) {
+        Ok(status) => !status.recording,
+        Err(crate::control::ClientError::NotRunning { .. }) => !cfg.socket_path().exists(),
+        Err(_) => false,
+    }
+}
+
+/// How long `check` waits after a camera's GOP was changed before it measures the stream.
+const AFTER_A_GOP_CHANGE: Duration = Duration::from_secs(3);
+
+/// For an RTSP camera with an `onvif_url`: asks it for one keyframe a second; true with the
+/// finding when the camera's encoder was changed. A camera that refuses records all the same,
+/// cut at its own keyframes: a warning, not a failure.
+fn ask_for_short_gop(source: &crate::config::NetworkSource, may_change: &dyn Fn() -> bool) -> Option<(Finding, bool)> {
+    use crate::capture::onvif::{self, GopChange};
+    let device_url = source.onvif_url.as_deref()?;
+    let item = format!("gop {}", source.name);
+    let (key, file) = match (&source.onvif_credentials_file, &source.credentials_file) {
+        (Some(file), _) => ("onvif_credentials_file", Some(file)),
+        (None, file) => ("credentials_file", file.as_ref()),
+    };
+    let not_asked =
+        |why: String| Some((Finding::new(&item, Level::Warn, format!("ONVIF not asked: {key}: {why}")), false));
+    let secret = match file.map(|f| crate::base::read_secret_file(f)).transpose() {
+        Ok(secret) => secret.map(|s| s.trim_end_matches(['\n', '\r']).to_string()),
+        Err(e) => return not_asked(e.to_string()),
+    };
+    let login = match secret.as_deref().map(|s| s.split_once(':')) {
+        None => None,
+        Some(Some(login)) => Some(login),
+        Some(None) => return not_asked("must hold user:password".into()),
+    };
+    let camera = onvif::Camera { device_url, login, rtsp_url: &source.url, may_change };
+    let seconds = |frames: u32, fps: u32| f64::from(frames) / f64::from(fps.max(1));
+    Some(match onvif::ask_for_short_gop(&camera, onvif::SHORT_GOP) {
+        Ok(GopChange::AlreadyShort { frames, fps }) => {
+            let text = format!(
+                "ONVIF: a keyframe every {frames} frames at {fps} fps ({:.1} s), as asked",
+                seconds(frames, fps)
+            );
+            (Finding::new(&item, Level::Ok, text), false)
+        }
+        Ok(GopChange::Shortened { from, to, fps }) => {
+            let text = format!(
+                "ONVIF: the camera now sends a keyframe every {to} frames ({:.1} s), was every {from} ({:.1} s)",
+                seconds(to, fps),
+                seconds(from, fps)
+            );
+            (Finding::new(&item, Level::Ok, text), true)
+        }
+        Err(e) => {
+            let whose = match e {
+                onvif::OnvifError::NotAuthorized(_) | onvif::OnvifError::HttpDigestOnly => {
+                    format!(" (the login of {key})")
+                }
+                _ => String::new(),
+            };
+            let text = format!(
+                "ONVIF: {e}{whose}; segments are cut at the camera's own keyframes (set its GOP to 1 s by hand)"
+            );
+            (Finding::new(&item, Level::Warn, text), false)
+        }
+    })
 }
 
 /// Records every device for `window` into a scratch spool (deleted after) and returns the
@@ -275,6 +376,8 @@ pub fn probe_network(
         credentials_file: if protocol == NetworkProtocol::Srt { None } else { secret.clone() },
         passphrase_file: if protocol == NetworkProtocol::Srt { secret } else { None },
         transport: Default::default(),
+        onvif_url: None,
+        onvif_credentials_file: None,
         stall_ms: 3000,
         video: Some(NetworkVideo {
             name: "picture".into(),
